@@ -1,0 +1,27 @@
+//! postflight's plan language and verdict rules.
+//!
+//! Everything here is pure: parsing and validating plans, expanding variables, merging
+//! per-region results into a verdict, deciding on rollback and building the report. The
+//! executors (`postflight-checks`), the coordinator and the CLI all build on this one crate so
+//! that a local run and a distributed run judge the same results the same way.
+
+pub mod duration;
+pub mod error;
+pub mod load;
+pub mod model;
+pub mod outcome;
+mod raw;
+pub mod report;
+pub mod rollback;
+pub mod secrets;
+pub mod stats;
+pub mod vars;
+pub mod verdict;
+
+pub use error::{PlanError, PlanErrors};
+pub use load::parse_plan;
+pub use model::*;
+pub use outcome::{CheckOutcome, Sample};
+pub use report::{Report, RunResults, build_report};
+pub use vars::Expander;
+pub use verdict::{CheckStatus, Overall};

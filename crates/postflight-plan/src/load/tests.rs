@@ -1,0 +1,427 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::vars::Expander;
+
+/// The plan of DESIGN.md, verbatim.
+const DESIGN_PLAN: &str = r#"name: agent-backend-migration        # required, [a-z0-9][a-z0-9-]*
+target:                              # defaults for HTTP-like checks
+  base_url: ${AGENT_URL:-http://localhost:8000}
+  headers: {Authorization: "Bearer ${AGENT_TOKEN:-}"}
+  timeout: 30s
+checks:                              # required, at least one, names unique
+  - name: agent-responds
+    description: Send a hello message and verify a response
+    severity: critical               # critical (default) | warning
+    timeout: 10s                     # optional; default target.timeout, else 30s
+    http:
+      method: POST                   # default GET
+      url: /api/agent/chat           # absolute, or relative to target.base_url
+      json: {message: "Hello, what can you help me with?"}   # or body: "raw"
+      expect:
+        status: 200                  # number or list; default any 2xx
+        json:                        # JSONPath (RFC 9535) assertions, all must hold
+          - {path: $.response, min_length: 11}
+        # also: body_contains: [..], body_not_contains: [..], body_regex: "..",
+        #       headers: {name: substring}, max_latency: 2s
+  - name: tool-calling-works
+    http:
+      method: POST
+      url: /api/agent/chat
+      json: {message: "Look up invoice INV-001"}
+      expect:
+        json: [{path: $.response, contains: INV-001}]
+  - name: latency-within-bounds
+    severity: warning
+    latency:
+      request: {method: POST, url: /api/agent/chat, json: {message: Hi}}
+      expect_status: 200             # default any 2xx; any other answer or error is a failed request
+      max_error_rate: 0              # the check fails when more of its samples failed
+      samples: 5
+      concurrency: 1
+      percentile: 95                 # nearest rank: sorted[ceil(p/100*n)-1]
+      pass_below: 3s
+      warn_below: 5s                 # omitted: at or above pass_below fails
+  - name: database-integrity
+    database:
+      url: ${DATABASE_URL}           # postgres://… or sqlite:…
+      schema: public                 # PostgreSQL only
+      tables: [conversations, messages, tool_calls, sessions]
+      columns: {messages: [id, conversation_id]}
+      indexes: [messages_conversation_id_idx]
+      queries: [{sql: "SELECT count(*) FROM sessions", expect: {min: 1}}]
+policy:
+  max_warnings: 2                    # WARN when warnings > max_warnings
+  regions: [us-east, eu-west, ap-south]   # regions that must report; default: every connected probe's region
+  quorum: majority                   # regions that must fail for a check to fail: any (1) | majority
+                                     # (more than half of the required regions) | all | N
+  probes_per_region: 1               # 1 (default; another probe of the region takes over) | all
+rollback:
+  on_fail: true                      # a FAIL verdict triggers rollback
+  error_rate_above: 0.10             # request error rate over the evaluation window
+  p99_latency_above: 10s             # request p99, merged over all regions, over the window
+  action:
+    kubectl: {deployment: agent-backend, namespace: default}  # defaults: $K8S_DEPLOYMENT, $K8S_NAMESPACE
+    # or webhook: {url: …, secret: ${ROLLBACK_HMAC_SECRET}}   # POST JSON; header
+    #    X-Postflight-Signature: sha256=<hex HMAC-SHA256 of the body>
+    # or command: [./rollback.sh, agent-backend]
+  dry_run: false
+  cooldown: 10m                      # no second rollback of this plan within this time
+monitor:                             # continuous validation after the migration
+  phases: [{every: 30s, for: 24h}, {every: 5m, for: 7d}]
+  window: 5m                         # sliding window for error rate and p99
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn parse_with(source: &str, vars: &[(&str, &str)]) -> Result<Plan, PlanErrors> {
+    let env = env(vars);
+    parse_plan(source, "plan.yaml", Expander::plan(&env))
+}
+
+fn errors(source: &str) -> PlanErrors {
+    parse_with(source, &[]).expect_err("the plan should be rejected")
+}
+
+/// `line:column: message` of every error.
+fn brief(source: &str) -> Vec<String> {
+    errors(source)
+        .errors
+        .iter()
+        .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+        .collect()
+}
+
+#[test]
+fn the_design_plan_parses_with_every_section() {
+    let plan = parse_with(DESIGN_PLAN, &[("DATABASE_URL", "postgres://app:pw@db/app")]).unwrap();
+    assert_eq!(plan.name, "agent-backend-migration");
+    assert_eq!(
+        plan.target.base_url.as_deref(),
+        Some("http://localhost:8000")
+    );
+    assert_eq!(
+        plan.target.headers,
+        vec![("Authorization".to_owned(), "Bearer ".to_owned())]
+    );
+    assert_eq!(plan.checks.len(), 4);
+    let c0 = &plan.checks[0];
+    assert_eq!(c0.timeout, Duration::from_secs(10));
+    let CheckKind::Http(http) = &c0.kind else {
+        panic!("http")
+    };
+    assert_eq!(http.request.method, "POST");
+    assert_eq!(
+        http.request.body,
+        Body::Json(json!({"message": "Hello, what can you help me with?"}))
+    );
+    assert_eq!(http.expect.status, StatusExpect::OneOf(vec![200]));
+    assert_eq!(http.expect.json[0].min_length, Some(11));
+    let c1 = &plan.checks[1];
+    assert_eq!(
+        c1.timeout,
+        Duration::from_secs(30),
+        "inherits target.timeout"
+    );
+    let CheckKind::Http(http) = &c1.kind else {
+        panic!("http")
+    };
+    assert_eq!(http.expect.status, StatusExpect::Success);
+    assert_eq!(http.expect.json[0].contains, Some(json!("INV-001")));
+    let CheckKind::Latency(lat) = &plan.checks[2].kind else {
+        panic!("latency")
+    };
+    assert_eq!(plan.checks[2].severity, Severity::Warning);
+    assert_eq!((lat.samples, lat.concurrency, lat.percentile), (5, 1, 95.0));
+    assert_eq!(lat.pass_below, Duration::from_secs(3));
+    assert_eq!(lat.warn_below, Some(Duration::from_secs(5)));
+    let CheckKind::Database(db) = &plan.checks[3].kind else {
+        panic!("database")
+    };
+    assert_eq!(db.url, "postgres://app:pw@db/app");
+    assert_eq!(db.engine(), DbEngine::Postgres);
+    assert_eq!(
+        db.columns,
+        vec![(
+            "messages".to_owned(),
+            vec!["id".to_owned(), "conversation_id".to_owned()]
+        )]
+    );
+    assert_eq!(db.queries[0].expect.min, Some(1.0));
+    assert_eq!(plan.policy.regions, vec!["us-east", "eu-west", "ap-south"]);
+    assert_eq!(plan.policy.quorum, Quorum::Majority);
+    let rollback = plan.rollback.as_ref().unwrap();
+    assert_eq!(rollback.error_rate_above, Some(0.10));
+    assert_eq!(rollback.cooldown, Duration::from_secs(600));
+    assert_eq!(
+        rollback.action,
+        Some(RollbackAction::Kubectl(KubeTarget {
+            deployment: Some("agent-backend".into()),
+            namespace: Some("default".into())
+        }))
+    );
+    let monitor = plan.monitor.as_ref().unwrap();
+    assert_eq!(monitor.phases, Monitor::default_phases());
+    assert_eq!(monitor.window, Duration::from_secs(300));
+}
+
+#[test]
+fn defaults_follow_the_seed_article() {
+    let plan = parse_with(
+        "name: p\nchecks:\n  - name: l\n    latency: {request: {url: http://h/}}\nrollback: {}\n",
+        &[],
+    )
+    .unwrap();
+    let CheckKind::Latency(lat) = &plan.checks[0].kind else {
+        panic!()
+    };
+    assert_eq!((lat.samples, lat.percentile), (5, 95.0));
+    assert_eq!(lat.pass_below, Duration::from_secs(3));
+    assert_eq!(lat.warn_below, Some(Duration::from_secs(5)));
+    assert_eq!(plan.checks[0].timeout, DEFAULT_TIMEOUT);
+    assert_eq!(plan.policy.max_warnings, 2);
+    let rollback = plan.rollback.unwrap();
+    assert!(rollback.on_fail);
+    assert_eq!(rollback.error_rate_above, Some(0.10));
+    assert_eq!(rollback.p99_latency_above, Some(Duration::from_secs(10)));
+    assert_eq!(rollback.action, None);
+}
+
+#[test]
+fn canonical_plan_round_trips_and_keeps_probe_variables() {
+    let source = DESIGN_PLAN.replace("${DATABASE_URL}", "${probe:DATABASE_URL}");
+    let plan = parse_with(&source, &[]).unwrap();
+    let canonical = serde_saphyr::to_string(&plan).unwrap();
+    assert!(canonical.contains("${probe:DATABASE_URL}"), "{canonical}");
+    let again = parse_plan(&canonical, "canonical", Expander::none()).unwrap();
+    assert_eq!(again, plan);
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let src = "name: p\nchecks:\n  - name: a\n   http: {url: http://h/}\n";
+    assert_eq!(
+        brief(src),
+        ["4:4: while parsing a block collection, did not find expected '-' indicator"]
+    );
+    insta::assert_snapshot!("syntax_error", errors(src).render());
+}
+
+#[test]
+fn unknown_keys_are_rejected_where_they_are() {
+    let src = "name: p\nchecks:\n  - name: a\n    http:\n      url: http://h/\n      expect: {stauts: 200}\n";
+    assert_eq!(
+        brief(src),
+        [
+            "6:16: unknown field `stauts`, expected one of status, json, body_contains, body_not_contains, body_regex, headers, max_latency"
+        ]
+    );
+    insta::assert_snapshot!("unknown_key", errors(src).render());
+    assert_eq!(
+        brief("name: p\nchecks: []\nrollbak: {}\n")[0],
+        "3:1: unknown field `rollbak`, expected one of name, description, target, checks, policy, rollback, monitor"
+    );
+}
+
+#[test]
+fn wrong_types_say_what_was_expected() {
+    let src = "name: p\nchecks:\n  - name: l\n    latency:\n      request: {url: http://h/}\n      samples: many\n";
+    assert_eq!(
+        brief(src),
+        ["6:16: expected a whole number (0 or more), got `many`"]
+    );
+    insta::assert_snapshot!("wrong_type", errors(src).render());
+    assert_eq!(
+        brief("name: p\nchecks:\n  - name: a\n    severity: fatal\n    http: {url: http://h/}\n"),
+        ["4:15: unknown variant `fatal`, expected one of critical, warning"]
+    );
+    assert_eq!(
+        brief("name: p\nchecks:\n  - name: a\n    http: {url: http://h/, expect: {status: ok}}\n"),
+        [
+            "4:37: invalid type: string \"ok\", expected an HTTP status code such as 200, or a list such as [200, 204]"
+        ]
+    );
+}
+
+#[test]
+fn missing_fields_are_named() {
+    assert_eq!(
+        brief("checks:\n  - name: a\n    http: {url: http://h/}\n"),
+        ["1:1: missing field `name`"]
+    );
+    assert_eq!(brief("name: p\n"), ["1:1: missing field `checks`"]);
+    assert_eq!(
+        brief("name: p\nchecks: []\n"),
+        ["2:9: `checks` is empty: a plan needs at least one check"]
+    );
+    assert_eq!(
+        errors("  \n").to_string(),
+        "plan.yaml: the plan is empty: it needs at least `name:` and `checks:`"
+    );
+}
+
+#[test]
+fn duplicate_check_names_point_at_the_second() {
+    let src = "name: p\nchecks:\n  - name: a\n    http: {url: http://h/}\n  - name: a\n    http: {url: http://h/x}\n";
+    assert_eq!(
+        brief(src),
+        ["5:11: duplicate check name `a` (first used at line 3); check names must be unique"]
+    );
+    insta::assert_snapshot!("duplicate_name", errors(src).render());
+}
+
+#[test]
+fn bad_jsonpath_is_reported_at_the_path() {
+    let src = "name: p\nchecks:\n  - name: a\n    http:\n      url: http://h/\n      expect:\n        json: [{path: \"$.items[\", exists: true}]\n";
+    let b = brief(src);
+    assert_eq!(b.len(), 1);
+    assert!(
+        b[0].starts_with("7:31: invalid JSONPath `$.items[`"),
+        "{}",
+        b[0]
+    );
+    insta::assert_snapshot!("bad_jsonpath", errors(src).render());
+}
+
+#[test]
+fn bad_regex_is_reported_with_the_engine_explanation() {
+    let src = "name: p\nchecks:\n  - name: a\n    http:\n      url: http://h/\n      expect: {body_regex: \"order-(\\\\d+\"}\n";
+    let b = brief(src);
+    assert_eq!(b.len(), 1);
+    assert!(
+        b[0].starts_with("6:28: invalid regular expression `order-(\\d+`: unclosed group"),
+        "{}",
+        b[0]
+    );
+    assert!(b[0].contains("unclosed group"), "{}", b[0]);
+    insta::assert_snapshot!("bad_regex", errors(src).render());
+}
+
+#[test]
+fn unset_variable_points_inside_the_string() {
+    let src = "name: p\nchecks:\n  - name: db\n    database:\n      url: postgres://app@${DB_HOST}/app\n      tables: [t]\n";
+    assert_eq!(
+        brief(src),
+        ["5:27: variable DB_HOST is not set (write ${DB_HOST:-default} to give it a default)"]
+    );
+    insta::assert_snapshot!("unset_variable", errors(src).render());
+    // Inside a quoted scalar, the quote is skipped.
+    let quoted = "name: p\ntarget: {headers: {Authorization: \"Bearer ${TOKEN}\"}}\nchecks:\n  - name: a\n    http: {url: http://h/}\n";
+    assert_eq!(
+        brief(quoted),
+        ["2:43: variable TOKEN is not set (write ${TOKEN:-default} to give it a default)"]
+    );
+    // Set, it expands; probe variables are left for the probe.
+    let plan = parse_with(src, &[("DB_HOST", "db.internal")]).unwrap();
+    let CheckKind::Database(db) = &plan.checks[0].kind else {
+        panic!()
+    };
+    assert_eq!(db.url, "postgres://app@db.internal/app");
+}
+
+#[test]
+fn every_semantic_error_is_reported_at_once_in_order() {
+    let src = "\
+name: Bad Name
+checks:
+  - name: a
+    timeout: 10
+    http: {url: /relative}
+  - name: b
+  - name: c
+    http: {url: http://h/, expect: {status: 700}}
+    latency: {request: {url: http://h/}}
+  - name: d
+    latency: {request: {url: http://h/}, pass_below: 2s, warn_below: 1s, percentile: 0}
+policy: {quorum: most}
+";
+    assert_eq!(
+        brief(src),
+        [
+            "1:7: plan name `Bad Name` must be lower-case letters, digits and dashes, starting with a letter or digit (e.g. agent-backend-migration)",
+            "4:14: `10` has no unit; expected a duration like 250ms, 30s, 5m, 24h or 7d",
+            "5:17: `/relative` is a relative URL but the plan has no target.base_url",
+            "6:5: check `b` does nothing: give it one of `http`, `latency` or `database`",
+            "7:5: check `c` has both `http` and `latency`: a check does exactly one thing, split it in two",
+            "11:70: warn_below (1s) must be greater than pass_below (2s)",
+            "11:86: percentile must be above 0 and at most 100, got 0",
+            "12:18: unknown quorum `most`: expected any, majority, all or a number of regions",
+        ]
+    );
+    insta::assert_snapshot!("many_errors", errors(src).render());
+}
+
+#[test]
+fn more_validation_rules() {
+    let check = |body: &str| brief(&format!("name: p\nchecks:\n  - name: a\n{body}"));
+    assert_eq!(
+        check("    database: {url: \"mysql://u:secret@h/db\", tables: [t]}\n"),
+        [
+            "4:21: database url `mysql://u:****@h/db` is not supported: use postgres://… (or postgresql://…) or sqlite:…"
+        ]
+    );
+    assert_eq!(
+        check("    database: {url: \"sqlite:x.db\"}\n"),
+        ["4:15: this database check checks nothing: list tables, columns, indexes or queries"]
+    );
+    assert_eq!(
+        check("    http: {url: http://h/, json: {a: 1}, body: x}\n"),
+        ["4:34: a request has either `json` or `body`, not both"]
+    );
+    assert_eq!(
+        check("    http: {url: http://h/, headers: {\"bad header\": x}}\n"),
+        ["4:38: `bad header` is not a valid HTTP header name"]
+    );
+    assert_eq!(
+        check(
+            "    http: {url: http://h/, expect: {json: [{path: $.a, exists: false, equals: 1}]}}\n"
+        ),
+        [
+            "4:44: `$.a`: `exists: false` cannot be combined with equals, contains, min_length or max_length"
+        ]
+    );
+    assert_eq!(
+        check("    latency: {request: {url: http://h/}, max_error_rate: 5}\n"),
+        ["4:58: max_error_rate is a share between 0 and 1 (0.05 = 5%), got 5"]
+    );
+    assert_eq!(
+        brief(
+            "name: p\nchecks:\n  - name: a\n    http: {url: http://h/}\nrollback: {action: {kubectl: {}, command: [x]}}\n"
+        ),
+        ["5:20: a rollback has one action, this one has kubectl and command"]
+    );
+    assert_eq!(
+        brief(
+            "name: p\nchecks:\n  - name: a\n    http: {url: http://h/}\npolicy: {regions: [a, b], quorum: 3}\n"
+        ),
+        ["5:35: quorum 3 is more than the 2 required regions, so no check could ever fail"]
+    );
+}
+
+#[test]
+fn relative_urls_join_the_base_and_probe_urls_wait_for_the_probe() {
+    let plan = parse_with(
+        "name: p\ntarget: {base_url: \"http://${probe:POD_IP:-127.0.0.1}:8000\"}\nchecks:\n  - name: a\n    http: {url: /health}\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        plan.target.base_url.as_deref(),
+        Some("http://${probe:POD_IP:-127.0.0.1}:8000")
+    );
+    let probe_env = env(&[("POD_IP", "10.0.0.7")]);
+    let canonical = serde_saphyr::to_string(&plan).unwrap();
+    let on_probe = parse_plan(&canonical, "canonical", Expander::probe(&probe_env)).unwrap();
+    assert_eq!(
+        on_probe.resolve_url("/health").unwrap().as_str(),
+        "http://10.0.0.7:8000/health"
+    );
+}

@@ -1,0 +1,918 @@
+//! The validated plan: what executors and the verdict engine work with.
+//!
+//! Every value here has been checked and every default applied, so executors never re-validate.
+//! The model serialises back into the plan's own YAML shape (the "canonical plan"), which is what
+//! travels to the coordinator and the probes: `${probe:…}` references survive untouched, every
+//! other variable is already expanded, and loading the canonical text gives the same plan again.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::duration::format_duration;
+
+/// Default check timeout when neither the check nor `target.timeout` sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A validated plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// `[a-z0-9][a-z0-9-]*`, used as the plan's identity in history and rollback cooldowns.
+    pub name: String,
+    /// Free text for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Defaults for HTTP-like checks.
+    pub target: Target,
+    /// At least one; names are unique. Reports list checks in this order.
+    pub checks: Vec<Check>,
+    /// How results become a verdict.
+    pub policy: Policy,
+    /// When and how to roll back; `None` means a FAIL is only reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+    /// Continuous validation after the migration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<Monitor>,
+}
+
+/// Defaults shared by every HTTP-like check of a plan.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Target {
+    /// Base for relative check URLs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Sent with every request; a check's own headers of the same name win.
+    #[serde(serialize_with = "ser_pairs", skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// Default timeout of every check.
+    #[serde(
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+/// How much a failing check weighs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// A failure fails the verdict.
+    #[default]
+    Critical,
+    /// A failure only counts as a warning.
+    Warning,
+}
+
+impl Severity {
+    /// The name used in plans and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One check of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// Unique within the plan.
+    pub name: String,
+    /// Free text for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How much a failure weighs.
+    pub severity: Severity,
+    /// Bound on the whole check, all samples included; resolved from the target's default.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// What the check does.
+    #[serde(flatten)]
+    pub kind: CheckKind,
+}
+
+/// The kinds of checks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// One request and its expectations.
+    Http(HttpCheck),
+    /// Many requests and a percentile threshold.
+    Latency(LatencyCheck),
+    /// Schema objects and data invariants of a database.
+    Database(DatabaseCheck),
+}
+
+impl CheckKind {
+    /// `http`, `latency` or `database`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckKind::Http(_) => "http",
+            CheckKind::Latency(_) => "latency",
+            CheckKind::Database(_) => "database",
+        }
+    }
+}
+
+/// An HTTP request as a check sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRequest {
+    /// Upper-case method token.
+    pub method: String,
+    /// Absolute, or relative to `target.base_url`.
+    pub url: String,
+    /// Request headers; they override the target's headers of the same name.
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Body,
+}
+
+/// A request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// No body.
+    None,
+    /// Sent as `application/json`.
+    Json(Value),
+    /// Sent as written.
+    Raw(String),
+}
+
+impl Serialize for HttpRequest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("method", &self.method)?;
+        map.serialize_entry("url", &self.url)?;
+        if !self.headers.is_empty() {
+            map.serialize_entry("headers", &PairsRef(&self.headers))?;
+        }
+        match &self.body {
+            Body::None => {}
+            Body::Json(value) => map.serialize_entry("json", value)?,
+            Body::Raw(text) => map.serialize_entry("body", text)?,
+        }
+        map.end()
+    }
+}
+
+struct PairsRef<'a>(&'a [(String, String)]);
+
+impl Serialize for PairsRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ser_pairs(self.0, serializer)
+    }
+}
+
+/// `http` check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpCheck {
+    /// What to send.
+    #[serde(flatten)]
+    pub request: HttpRequest,
+    /// What must hold of the answer.
+    pub expect: HttpExpect,
+}
+
+/// Which statuses are acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StatusExpect {
+    /// Any 2xx status (the default).
+    #[default]
+    Success,
+    /// One of these codes.
+    OneOf(Vec<u16>),
+}
+
+impl StatusExpect {
+    /// Whether `status` is acceptable.
+    pub fn accepts(&self, status: u16) -> bool {
+        match self {
+            StatusExpect::Success => (200..300).contains(&status),
+            StatusExpect::OneOf(codes) => codes.contains(&status),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == StatusExpect::Success
+    }
+}
+
+impl fmt::Display for StatusExpect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusExpect::Success => f.write_str("2xx"),
+            StatusExpect::OneOf(codes) if codes.len() == 1 => write!(f, "{}", codes[0]),
+            StatusExpect::OneOf(codes) => {
+                let list: Vec<String> = codes.iter().map(u16::to_string).collect();
+                write!(f, "one of {}", list.join(", "))
+            }
+        }
+    }
+}
+
+impl Serialize for StatusExpect {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StatusExpect::Success => serializer.serialize_none(),
+            StatusExpect::OneOf(codes) => codes.serialize(serializer),
+        }
+    }
+}
+
+/// Expectations on an HTTP answer; all must hold.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct HttpExpect {
+    /// Acceptable statuses.
+    #[serde(skip_serializing_if = "StatusExpect::is_default")]
+    pub status: StatusExpect,
+    /// JSONPath assertions on the JSON body.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub json: Vec<JsonAssertion>,
+    /// Substrings the body must contain.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub body_contains: Vec<String>,
+    /// Substrings the body must not contain.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub body_not_contains: Vec<String>,
+    /// A regular expression the body must match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_regex: Option<Pattern>,
+    /// Response headers that must be present and contain the given substring.
+    #[serde(serialize_with = "ser_pairs", skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// Upper bound on the request's latency.
+    #[serde(
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_latency: Option<Duration>,
+}
+
+/// One JSONPath assertion: the path and every condition on what it selects.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JsonAssertion {
+    /// Where to look.
+    pub path: JsonPathExpr,
+    /// `Some(false)` asserts the path selects nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+    /// The selected value must equal this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub equals: Option<Value>,
+    /// The selected string contains this substring, or the selected array this element.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contains: Option<Value>,
+    /// The selected string, array or object has at least this length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u64>,
+    /// The selected string, array or object has at most this length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u64>,
+}
+
+/// A compiled RFC 9535 JSONPath with its source text.
+#[derive(Debug, Clone)]
+pub struct JsonPathExpr {
+    source: String,
+    path: serde_json_path::JsonPath,
+    singular: bool,
+}
+
+impl JsonPathExpr {
+    /// Compiles `source`; the error says what is wrong and at which byte of the expression.
+    pub fn parse(source: &str) -> Result<Self, (String, usize)> {
+        let path = serde_json_path::JsonPath::parse(source).map_err(|e| {
+            // The position is a 0-based character offset, despite the library's doc comment.
+            let at = e.position().min(source.len());
+            let caret = " ".repeat(source[..at].chars().count());
+            (
+                format!(
+                    "invalid JSONPath `{source}`: {} at character {}\n{source}\n{caret}^",
+                    e.message(),
+                    at + 1
+                ),
+                at,
+            )
+        })?;
+        Ok(Self {
+            source: source.to_owned(),
+            path,
+            singular: is_singular_path(source),
+        })
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// What the path selects: `None` when nothing matches; the value itself for a singular
+    /// path (only names and indexes); otherwise every match, as an array.
+    pub fn select(&self, document: &Value) -> Option<Value> {
+        let nodes = self.path.query(document).all();
+        if nodes.is_empty() {
+            return None;
+        }
+        if self.singular && nodes.len() == 1 {
+            return Some(nodes[0].clone());
+        }
+        Some(Value::Array(nodes.into_iter().cloned().collect()))
+    }
+}
+
+impl PartialEq for JsonPathExpr {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Serialize for JsonPathExpr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.source)
+    }
+}
+
+/// A singular query (RFC 9535 §2.3.5.1) selects at most one node: it uses only name and index
+/// selectors. Anything with wildcards, slices, filters, unions or descendants is not.
+fn is_singular_path(source: &str) -> bool {
+    let mut quote: Option<char> = None;
+    let mut prev = '\0';
+    for c in source.chars() {
+        match quote {
+            Some(q) => {
+                if c == q && prev != '\\' {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '*' | '?' | ':' | ',' => return false,
+                '.' if prev == '.' => return false,
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    true
+}
+
+/// A compiled regular expression with its source text.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    /// The compiled expression.
+    pub regex: regex::Regex,
+}
+
+impl Pattern {
+    /// Compiles `source`; the error quotes the regex engine's explanation.
+    pub fn parse(source: &str) -> Result<Self, String> {
+        regex::Regex::new(source)
+            .map(|regex| Self { regex })
+            .map_err(|e| match e {
+                regex::Error::Syntax(detail) => {
+                    // The engine's text ends with `error: <reason>` under a caret drawing.
+                    let reason = detail
+                        .lines()
+                        .rev()
+                        .find_map(|l| l.strip_prefix("error: "))
+                        .unwrap_or("syntax error");
+                    let drawing: Vec<&str> = detail
+                        .lines()
+                        .filter(|l| {
+                            !l.starts_with("regex parse error") && !l.starts_with("error: ")
+                        })
+                        .collect();
+                    format!(
+                        "invalid regular expression `{source}`: {reason}\n{}",
+                        drawing.join("\n")
+                    )
+                }
+                other => format!("invalid regular expression `{source}`: {other}"),
+            })
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        self.regex.as_str()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// `latency` check: `samples` requests, judged on a nearest-rank percentile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyCheck {
+    /// What each sample sends.
+    pub request: HttpRequest,
+    /// Statuses that count as a successful sample.
+    #[serde(skip_serializing_if = "StatusExpect::is_default")]
+    pub expect_status: StatusExpect,
+    /// The check fails when a larger share of samples failed.
+    pub max_error_rate: f64,
+    /// Number of requests.
+    pub samples: u32,
+    /// Requests in flight at once.
+    pub concurrency: u32,
+    /// Percentile judged, in (0, 100].
+    pub percentile: f64,
+    /// Below this the check passes.
+    #[serde(serialize_with = "ser_duration")]
+    pub pass_below: Duration,
+    /// Below this (and not below `pass_below`) the check warns; otherwise it fails.
+    #[serde(
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub warn_below: Option<Duration>,
+}
+
+/// `database` check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatabaseCheck {
+    /// `postgres://…`, `postgresql://…` or `sqlite:…`.
+    pub url: String,
+    /// PostgreSQL schema for unqualified names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Tables that must exist (`schema.table` allowed on PostgreSQL).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// Columns that must exist, per table.
+    #[serde(serialize_with = "ser_columns", skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<(String, Vec<String>)>,
+    /// Indexes that must exist.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<String>,
+    /// Queries whose first value must meet an expectation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queries: Vec<DbQuery>,
+}
+
+/// Which database engine a `database.url` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbEngine {
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `sqlite:`.
+    Sqlite,
+}
+
+impl DatabaseCheck {
+    /// The engine named by the URL's scheme (validated at load time).
+    pub fn engine(&self) -> DbEngine {
+        if self.url.starts_with("sqlite:") {
+            DbEngine::Sqlite
+        } else {
+            DbEngine::Postgres
+        }
+    }
+}
+
+/// A query and what its first value must be.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DbQuery {
+    /// Executed as written.
+    pub sql: String,
+    /// Conditions on the first column of the first row.
+    pub expect: QueryExpect,
+}
+
+/// Conditions on a query's first value; an empty expectation only requires a row.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct QueryExpect {
+    /// The value is a number at least this large.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The value is a number at most this large.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The value equals this (numbers compare numerically, other values as text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub equals: Option<Value>,
+}
+
+/// How results become a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    /// The verdict is WARN when warnings exceed this.
+    pub max_warnings: u32,
+    /// Regions that must report; empty means every connected probe's region.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// How many regions must fail a check for it to fail.
+    pub quorum: Quorum,
+    /// Probes per region that run the plan.
+    pub probes_per_region: ProbesPerRegion,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_warnings: DEFAULT_MAX_WARNINGS,
+            regions: Vec::new(),
+            quorum: Quorum::Majority,
+            probes_per_region: ProbesPerRegion::One,
+        }
+    }
+}
+
+/// The seed article's threshold: more than two warnings need a human.
+pub const DEFAULT_MAX_WARNINGS: u32 = 2;
+
+/// Regions that must fail a check for it to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    /// One region.
+    Any,
+    /// More than half of the required regions.
+    Majority,
+    /// Every required region.
+    All,
+    /// This many regions (at most all of them).
+    Count(u32),
+}
+
+impl Quorum {
+    /// Failing regions needed out of `regions` required ones (at least 1).
+    pub fn needed(self, regions: usize) -> usize {
+        let regions = regions.max(1);
+        match self {
+            Quorum::Any => 1,
+            Quorum::Majority => regions / 2 + 1,
+            Quorum::All => regions,
+            Quorum::Count(n) => (n as usize).clamp(1, regions),
+        }
+    }
+}
+
+impl fmt::Display for Quorum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quorum::Any => f.write_str("any"),
+            Quorum::Majority => f.write_str("majority"),
+            Quorum::All => f.write_str("all"),
+            Quorum::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for Quorum {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Quorum::Count(n) => serializer.serialize_u32(*n),
+            other => serializer.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+/// How many probes of a region run the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbesPerRegion {
+    /// One healthy probe; another takes over when it disconnects.
+    One,
+    /// Every probe of the region.
+    All,
+}
+
+impl Serialize for ProbesPerRegion {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ProbesPerRegion::One => serializer.serialize_u32(1),
+            ProbesPerRegion::All => serializer.serialize_str("all"),
+        }
+    }
+}
+
+/// When and how to roll back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rollback {
+    /// A FAIL verdict triggers rollback.
+    pub on_fail: bool,
+    /// Request error rate (0..1) above which rollback triggers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_rate_above: Option<f64>,
+    /// Request p99, merged over all regions, above which rollback triggers.
+    #[serde(
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub p99_latency_above: Option<Duration>,
+    /// What to execute; `None` records decisions without acting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<RollbackAction>,
+    /// Decide and record, never act.
+    pub dry_run: bool,
+    /// No second rollback of this plan within this time.
+    #[serde(serialize_with = "ser_duration")]
+    pub cooldown: Duration,
+}
+
+/// The seed article's thresholds, used when `rollback:` names none.
+pub const DEFAULT_ERROR_RATE_ABOVE: f64 = 0.10;
+/// The seed article's p99 threshold.
+pub const DEFAULT_P99_LATENCY_ABOVE: Duration = Duration::from_secs(10);
+/// Cooldown between two rollbacks of one plan.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(600);
+
+/// A rollback action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RollbackAction {
+    /// `kubectl rollout undo deployment/<deployment> -n <namespace>`.
+    Kubectl(KubeTarget),
+    /// The same undo through the Kubernetes API.
+    Kubernetes(KubeTarget),
+    /// POST a signed JSON payload.
+    Webhook(Webhook),
+    /// Run this argv.
+    Command(Vec<String>),
+}
+
+/// A deployment to undo; unset fields come from `$K8S_DEPLOYMENT` / `$K8S_NAMESPACE` at
+/// execution time, then `agent-backend` / `default`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct KubeTarget {
+    /// Deployment name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// Namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A webhook rollback action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Webhook {
+    /// Where to POST.
+    pub url: String,
+    /// HMAC-SHA256 key for `X-Postflight-Signature`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Per attempt.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Attempts after the first.
+    pub retries: u32,
+}
+
+/// Continuous validation after the migration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Monitor {
+    /// Run the plan every `every` for `for`, phase after phase.
+    pub phases: Vec<Phase>,
+    /// Sliding window for error rate and p99.
+    #[serde(serialize_with = "ser_duration")]
+    pub window: Duration,
+}
+
+/// One monitoring phase.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Phase {
+    /// Interval between rounds.
+    #[serde(serialize_with = "ser_duration")]
+    pub every: Duration,
+    /// Length of the phase.
+    #[serde(rename = "for", serialize_with = "ser_duration")]
+    pub duration: Duration,
+}
+
+impl Monitor {
+    /// The seed article's advice: intensively for 24 hours, then normally for 7 days.
+    pub fn default_phases() -> Vec<Phase> {
+        vec![
+            Phase {
+                every: Duration::from_secs(30),
+                duration: Duration::from_secs(86_400),
+            },
+            Phase {
+                every: Duration::from_secs(300),
+                duration: Duration::from_secs(7 * 86_400),
+            },
+        ]
+    }
+}
+
+/// Default sliding window of a monitor.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+
+impl Plan {
+    /// The URL a request goes to: `url` itself when absolute, else joined to `target.base_url`.
+    ///
+    /// Called at execution time, when every variable is expanded; a failure here (a
+    /// `${probe:…}` value that is not a URL) becomes the check's failure message.
+    pub fn resolve_url(&self, url: &str) -> Result<url::Url, String> {
+        resolve_url(self.target.base_url.as_deref(), url)
+    }
+
+    /// Headers of a request: the target's, overridden by the request's own of the same name.
+    pub fn request_headers<'a>(&'a self, request: &'a HttpRequest) -> Vec<(&'a str, &'a str)> {
+        let mut headers: Vec<(&str, &str)> = self
+            .target
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                !request
+                    .headers
+                    .iter()
+                    .any(|(own, _)| own.eq_ignore_ascii_case(name))
+            })
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        headers.extend(
+            request
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
+        headers
+    }
+}
+
+/// Joins a check URL to a base URL; absolute URLs stand alone.
+pub fn resolve_url(base: Option<&str>, url: &str) -> Result<url::Url, String> {
+    match url::Url::parse(url) {
+        Ok(absolute) => check_http_scheme(absolute, url),
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            let Some(base) = base else {
+                return Err(format!(
+                    "`{url}` is a relative URL but the plan has no target.base_url"
+                ));
+            };
+            let base_url = url::Url::parse(base)
+                .map_err(|e| format!("target.base_url `{base}` is not a valid URL: {e}"))?;
+            // `/api` joined to `http://h/v1` should give `http://h/v1/api`, as people expect
+            // from a "base" URL, not the RFC 3986 `http://h/api`.
+            let joined = if base_url.path().ends_with('/') {
+                base_url.join(url.trim_start_matches('/'))
+            } else {
+                let mut with_slash = base_url.clone();
+                with_slash.set_path(&format!("{}/", base_url.path()));
+                with_slash.join(url.trim_start_matches('/'))
+            };
+            let joined = joined.map_err(|e| format!("cannot join `{url}` to `{base}`: {e}"))?;
+            check_http_scheme(joined, url)
+        }
+        Err(e) => Err(format!("`{url}` is not a valid URL: {e}")),
+    }
+}
+
+fn check_http_scheme(url: url::Url, written: &str) -> Result<url::Url, String> {
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(format!(
+            "`{written}` uses scheme `{other}`; HTTP checks need http:// or https://"
+        )),
+    }
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_pairs<S: Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(pairs.len()))?;
+    for (k, v) in pairs {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
+}
+
+fn ser_columns<S: Serializer>(cols: &[(String, Vec<String>)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(cols.len()))?;
+    for (table, columns) in cols {
+        map.serialize_entry(table, columns)?;
+    }
+    map.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn relative_urls_join_under_the_base_path() {
+        let join = |b: &str, u: &str| resolve_url(Some(b), u).map(|u| u.to_string());
+        assert_eq!(
+            join("http://h:8000", "/api/agent/chat").unwrap(),
+            "http://h:8000/api/agent/chat"
+        );
+        assert_eq!(join("http://h/v1", "/api").unwrap(), "http://h/v1/api");
+        assert_eq!(
+            join("http://h/v1/", "api?q=1").unwrap(),
+            "http://h/v1/api?q=1"
+        );
+        assert_eq!(
+            join("http://h/v1", "https://other/x").unwrap(),
+            "https://other/x"
+        );
+        assert!(
+            resolve_url(None, "/api")
+                .unwrap_err()
+                .contains("no target.base_url")
+        );
+        assert!(join("ftp://h", "/x").unwrap_err().contains("scheme `ftp`"));
+    }
+
+    #[test]
+    fn singular_paths_select_the_value_others_an_array() {
+        let doc = json!({"items": [{"id": "a"}, {"id": "b"}], "one": [{"id": "x"}], "n": 1});
+        let sel = |p: &str| JsonPathExpr::parse(p).unwrap().select(&doc);
+        assert_eq!(sel("$.n"), Some(json!(1)));
+        assert_eq!(sel("$.items[0].id"), Some(json!("a")));
+        assert_eq!(sel("$['items'][1]['id']"), Some(json!("b")));
+        assert_eq!(sel("$.items[*].id"), Some(json!(["a", "b"])));
+        assert_eq!(sel("$.one[*].id"), Some(json!(["x"])));
+        assert_eq!(sel("$..id"), Some(json!(["a", "b", "x"])));
+        assert_eq!(sel("$.missing"), None);
+        assert_eq!(sel("$['a.b']"), None);
+        assert!(is_singular_path("$['with*star']"));
+        assert!(!is_singular_path("$.items[0:1]"));
+        assert!(!is_singular_path("$.items[?@.id == 'a']"));
+    }
+
+    #[test]
+    fn quorum_counts_regions() {
+        assert_eq!(Quorum::Majority.needed(3), 2);
+        assert_eq!(Quorum::Majority.needed(2), 2);
+        assert_eq!(Quorum::Majority.needed(1), 1);
+        assert_eq!(Quorum::Majority.needed(4), 3);
+        assert_eq!(Quorum::Any.needed(3), 1);
+        assert_eq!(Quorum::All.needed(3), 3);
+        assert_eq!(Quorum::Count(5).needed(3), 3);
+        assert_eq!(Quorum::Count(2).needed(3), 2);
+    }
+
+    #[test]
+    fn status_expectations() {
+        assert!(StatusExpect::Success.accepts(204));
+        assert!(!StatusExpect::Success.accepts(301));
+        assert!(StatusExpect::OneOf(vec![200, 404]).accepts(404));
+        assert_eq!(StatusExpect::OneOf(vec![200]).to_string(), "200");
+        assert_eq!(
+            StatusExpect::OneOf(vec![200, 201]).to_string(),
+            "one of 200, 201"
+        );
+    }
+
+    #[test]
+    fn request_headers_override_target_headers_case_insensitively() {
+        let plan = Plan {
+            name: "p".into(),
+            description: None,
+            target: Target {
+                base_url: None,
+                headers: vec![
+                    ("Authorization".into(), "a".into()),
+                    ("X-Env".into(), "prod".into()),
+                ],
+                timeout: None,
+            },
+            checks: vec![],
+            policy: Policy::default(),
+            rollback: None,
+            monitor: None,
+        };
+        let request = HttpRequest {
+            method: "GET".into(),
+            url: "/".into(),
+            headers: vec![("authorization".into(), "b".into())],
+            body: Body::None,
+        };
+        assert_eq!(
+            plan.request_headers(&request),
+            vec![("X-Env", "prod"), ("authorization", "b")]
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! `${VAR}` expansion in plan strings.
+//!
+//! Two scopes exist because a plan is written once but executed in many places:
+//! - `${VAR}` and `${VAR:-default}` are expanded where the plan is loaded (the operator's CLI),
+//!   so a plan can be parameterised per environment;
+//! - `${probe:VAR}` and `${probe:VAR:-default}` are left untouched there and expanded by each
+//!   probe from its own environment: per-region targets, and secrets that never leave the probe.
+//!
+//! `$${` writes a literal `${`. `${VAR-default}` (default only when unset, not when empty) is
+//! accepted as in POSIX shells.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Where variable values come from.
+pub trait Lookup {
+    /// The value of `name`, or `None` when it is not set.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Lookup for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Lookup for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Lookup for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// Which scopes to expand. A scope without a source is left verbatim for a later stage.
+#[derive(Clone, Copy, Default)]
+pub struct Expander<'a> {
+    plan: Option<&'a dyn Lookup>,
+    probe: Option<&'a dyn Lookup>,
+}
+
+impl std::fmt::Debug for Expander<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expander")
+            .field("plan", &self.plan.is_some())
+            .field("probe", &self.probe.is_some())
+            .finish()
+    }
+}
+
+/// A reference that could not be expanded; `offset` is the byte offset of its `$` in the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VarError {
+    /// `${NAME}` without a default, and `NAME` is not set.
+    #[error("variable {name} is not set (write ${{{name}:-default}} to give it a default)")]
+    Unset {
+        /// The variable's name, with `probe:` for probe variables.
+        name: String,
+        /// Byte offset of the reference in the expanded text.
+        offset: usize,
+    },
+    /// `${` not followed by a valid reference.
+    #[error(
+        "malformed variable reference `{text}`: expected ${{NAME}}, ${{NAME:-default}} or ${{probe:NAME}}"
+    )]
+    Malformed {
+        /// The offending text.
+        text: String,
+        /// Byte offset of the reference in the expanded text.
+        offset: usize,
+    },
+}
+
+impl VarError {
+    /// Byte offset of the reference in the text it came from.
+    pub fn offset(&self) -> usize {
+        match self {
+            VarError::Unset { offset, .. } | VarError::Malformed { offset, .. } => *offset,
+        }
+    }
+}
+
+const PROBE_PREFIX: &str = "probe:";
+
+impl<'a> Expander<'a> {
+    /// Expands nothing: every reference is kept as written (after syntax checking).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Expands `${VAR}` from `plan`; `${probe:VAR}` is kept for the probe.
+    pub fn plan(plan: &'a dyn Lookup) -> Self {
+        Self {
+            plan: Some(plan),
+            probe: None,
+        }
+    }
+
+    /// Expands `${probe:VAR}` from `probe`; plain references must already be gone.
+    pub fn probe(probe: &'a dyn Lookup) -> Self {
+        Self {
+            plan: None,
+            probe: Some(probe),
+        }
+    }
+
+    /// Expands both scopes, for a run where the loader is also the executor (`--local`).
+    pub fn both(plan: &'a dyn Lookup, probe: &'a dyn Lookup) -> Self {
+        Self {
+            plan: Some(plan),
+            probe: Some(probe),
+        }
+    }
+
+    /// Whether `${probe:…}` references are expanded by this expander.
+    pub fn expands_probe_scope(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// Expands every reference in `text` that this expander is responsible for.
+    pub fn expand<'t>(&self, text: &'t str) -> Result<Cow<'t, str>, VarError> {
+        if !text.contains('$') {
+            return Ok(Cow::Borrowed(text));
+        }
+        let mut out = String::with_capacity(text.len());
+        self.expand_into(text, 0, &mut out)?;
+        Ok(Cow::Owned(out))
+    }
+
+    fn expand_into(&self, text: &str, base: usize, out: &mut String) -> Result<(), VarError> {
+        let mut i = 0;
+        while let Some(rel) = text[i..].find('$') {
+            let at = i + rel;
+            out.push_str(&text[i..at]);
+            let after = &text[at..];
+            if after.starts_with("$${") {
+                if self.keeps_escapes() {
+                    out.push_str("$${");
+                } else {
+                    out.push_str("${");
+                }
+                i = at + 3;
+                continue;
+            }
+            if !after.starts_with("${") {
+                out.push('$');
+                i = at + 1;
+                continue;
+            }
+            let close = matching_brace(text, at + 2).ok_or_else(|| VarError::Malformed {
+                text: text[at..].to_owned(),
+                offset: base + at,
+            })?;
+            let reference = &text[at..=close];
+            let body = &text[at + 2..close];
+            self.expand_reference(reference, body, base + at, out)?;
+            i = close + 1;
+        }
+        out.push_str(&text[i..]);
+        Ok(())
+    }
+
+    /// Escapes stay as written while a later stage (the probe) still has to expand this text.
+    fn keeps_escapes(&self) -> bool {
+        self.probe.is_none()
+    }
+
+    fn expand_reference(
+        &self,
+        reference: &str,
+        body: &str,
+        offset: usize,
+        out: &mut String,
+    ) -> Result<(), VarError> {
+        let (scope, source, rest) = match body.strip_prefix(PROBE_PREFIX) {
+            Some(rest) => (PROBE_PREFIX, self.probe, rest),
+            None => ("", self.plan, body),
+        };
+        let name_len = rest
+            .char_indices()
+            .find(|&(idx, c)| {
+                !(c == '_' || c.is_ascii_alphabetic() || (idx > 0 && c.is_ascii_digit()))
+            })
+            .map_or(rest.len(), |(idx, _)| idx);
+        let (name, op) = rest.split_at(name_len);
+        let malformed = || VarError::Malformed {
+            text: reference.to_owned(),
+            offset,
+        };
+        if name.is_empty() {
+            return Err(malformed());
+        }
+        let default = if op.is_empty() {
+            None
+        } else if let Some(text) = op.strip_prefix(":-") {
+            Some((text, true))
+        } else if let Some(text) = op.strip_prefix('-') {
+            Some((text, false))
+        } else {
+            return Err(malformed());
+        };
+        let Some(source) = source else {
+            // Not this stage's scope: a later stage expands it.
+            out.push_str(reference);
+            return Ok(());
+        };
+        let value = source.get(name);
+        match (value, default) {
+            (Some(v), Some((_, true))) if v.is_empty() => {}
+            (Some(v), _) => {
+                out.push_str(&v);
+                return Ok(());
+            }
+            (None, None) => {
+                return Err(VarError::Unset {
+                    name: format!("{scope}{name}"),
+                    offset,
+                });
+            }
+            (None, Some(_)) => {}
+        }
+        let (default_text, _) = default.unwrap_or(("", false));
+        let default_base = offset + reference.len() - 1 - default_text.len();
+        self.expand_into(default_text, default_base, out)
+    }
+}
+
+/// Index of the `}` closing a reference whose body starts at `start`, allowing nested `${…}`.
+fn matching_brace(text: &str, start: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 2;
+                continue;
+            }
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Whether `text` still holds a `${probe:…}` reference, i.e. can only be judged on a probe.
+pub fn has_probe_reference(text: &str) -> bool {
+    text.contains("${probe:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> HashMap<String, String> {
+        HashMap::from([
+            ("HOST".to_owned(), "api.example.com".to_owned()),
+            ("EMPTY".to_owned(), String::new()),
+            ("TOKEN".to_owned(), "s3cret".to_owned()),
+        ])
+    }
+
+    #[test]
+    fn expands_plain_variables_and_defaults() {
+        let env = env();
+        let x = Expander::plan(&env);
+        assert_eq!(
+            x.expand("https://${HOST}/x").unwrap(),
+            "https://api.example.com/x"
+        );
+        assert_eq!(
+            x.expand("${MISSING:-http://localhost:8000}").unwrap(),
+            "http://localhost:8000"
+        );
+        assert_eq!(x.expand("${EMPTY:-fallback}").unwrap(), "fallback");
+        assert_eq!(x.expand("${EMPTY-fallback}").unwrap(), "");
+        assert_eq!(x.expand("Bearer ${MISSING:-}").unwrap(), "Bearer ");
+        assert_eq!(x.expand("${MISSING:-${HOST}}").unwrap(), "api.example.com");
+        assert_eq!(x.expand("costs $5").unwrap(), "costs $5");
+    }
+
+    #[test]
+    fn leaves_probe_scope_for_the_probe() {
+        let env = env();
+        let x = Expander::plan(&env);
+        assert_eq!(
+            x.expand("http://${probe:POD_IP:-127.0.0.1}:${HOST}")
+                .unwrap(),
+            "http://${probe:POD_IP:-127.0.0.1}:api.example.com"
+        );
+        let p = Expander::probe(&env);
+        assert_eq!(p.expand("Bearer ${probe:TOKEN}").unwrap(), "Bearer s3cret");
+        assert_eq!(p.expand("${probe:NOPE:-x}").unwrap(), "x");
+        assert_eq!(
+            p.expand("${probe:NOPE}").unwrap_err(),
+            VarError::Unset {
+                name: "probe:NOPE".into(),
+                offset: 0
+            }
+        );
+    }
+
+    #[test]
+    fn unset_variable_names_itself_and_its_offset() {
+        let env = env();
+        let err = Expander::plan(&env)
+            .expand("postgres://${DATABASE_URL}")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            VarError::Unset {
+                name: "DATABASE_URL".into(),
+                offset: 11
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "variable DATABASE_URL is not set (write ${DATABASE_URL:-default} to give it a default)"
+        );
+    }
+
+    #[test]
+    fn malformed_references_are_errors() {
+        let env = env();
+        let x = Expander::plan(&env);
+        assert!(matches!(x.expand("${}"), Err(VarError::Malformed { .. })));
+        assert!(matches!(
+            x.expand("a ${HOST"),
+            Err(VarError::Malformed { offset: 2, .. })
+        ));
+        assert!(matches!(x.expand("${1X}"), Err(VarError::Malformed { .. })));
+        assert!(matches!(
+            x.expand("${HOST:+x}"),
+            Err(VarError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn escape_writes_a_literal_reference() {
+        let env = env();
+        assert_eq!(
+            Expander::both(&env, &env).expand("$${HOST}").unwrap(),
+            "${HOST}"
+        );
+        // The probe stage still has to see the escape, so the plan stage keeps it.
+        assert_eq!(Expander::plan(&env).expand("$${HOST}").unwrap(), "$${HOST}");
+        assert_eq!(
+            Expander::probe(&env).expand("$${probe:X}").unwrap(),
+            "${probe:X}"
+        );
+    }
+}
