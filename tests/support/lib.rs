@@ -1,1 +1,181 @@
-//! Test support.
+//! Shared helpers of postflight's tests: real servers on loopback, a scratch PostgreSQL
+//! database per test, and the workspace's binaries.
+//!
+//! Nothing here fakes a component: the HTTP servers are real axum servers on real sockets, the
+//! databases are real PostgreSQL databases and real SQLite files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+/// A real HTTP server on a loopback port, stopped when dropped.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Serves `router` on 127.0.0.1 with an ephemeral port.
+    pub async fn start(router: axum::Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self { addr, task }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A loopback port with nothing listening on it (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The PostgreSQL server the tests use: `$POSTFLIGHT_TEST_PG`, or the role `.ci/run` creates.
+pub fn postgres_admin_url() -> String {
+    std::env::var("POSTFLIGHT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postflight:postflight@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh, empty PostgreSQL database, dropped with this value.
+pub struct ScratchDb {
+    /// Connection URL of the scratch database (with the password).
+    pub url: String,
+    name: String,
+}
+
+impl ScratchDb {
+    /// Creates the database. Panics with instructions when PostgreSQL is not reachable: these
+    /// tests must run against a real server, not be skipped.
+    pub async fn create() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let admin = postgres_admin_url();
+        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {admin} ({e}). Start it as .ci/run does \
+                 (pg_ctlcluster 15 main start, role postflight) or set POSTFLIGHT_TEST_PG."
+            )
+        });
+        let name = format!(
+            "pf_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("unexpected admin URL {admin}"),
+        };
+        Self { url, name }
+    }
+
+    /// Runs SQL statements in the scratch database.
+    pub async fn execute(&self, sql: &str) {
+        let mut conn = PgConnection::connect(&self.url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let admin = postgres_admin_url();
+        let name = self.name.clone();
+        // Drop runs inside a test's runtime; a separate thread with its own runtime avoids
+        // blocking it.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The seed article's schema: four tables, one index, a few sessions.
+pub const SEED_SCHEMA: &str = "
+CREATE TABLE conversations (id INTEGER PRIMARY KEY, started_at TEXT);
+CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation_id INTEGER, body TEXT);
+CREATE INDEX messages_conversation_id_idx ON messages (conversation_id);
+CREATE TABLE tool_calls (id INTEGER PRIMARY KEY, message_id INTEGER, tool TEXT);
+CREATE TABLE sessions (id INTEGER PRIMARY KEY, user_name TEXT);
+INSERT INTO sessions (id, user_name) VALUES (1, 'ada'), (2, 'grace'), (3, 'linus');
+";
+
+/// Creates an SQLite file with `sql` in `dir` and returns its `sqlite:` URL.
+pub async fn sqlite_file(dir: &std::path::Path, name: &str, sql: &str) -> String {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+    let path = dir.join(name);
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    format!("sqlite:{}", path.display())
+}
+
+/// Path of a binary of this workspace, built by `cargo test` before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds every binary",
+        path.display()
+    );
+    path
+}
+
+/// A `postflight` command with a clean environment for reproducible output.
+pub fn postflight() -> Command {
+    let mut cmd = Command::new(bin("postflight"));
+    cmd.env_remove("POSTFLIGHT_COORDINATOR")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
+    cmd
+}

@@ -1,1 +1,14 @@
-//! placeholder
+//! postflight's check executors.
+//!
+//! Every check turns any error (timeout, refused connection, bad TLS, broken answer) into a
+//! `fail` outcome whose message says what was expected and what was seen; nothing here aborts
+//! a run. Judging answers is pure (`expect`, `latency::judge`, `database::judge`); sending
+//! requests and querying databases is kept to `http` and the database engines.
+
+pub mod database;
+pub mod expect;
+pub mod http;
+pub mod latency;
+pub mod run;
+
+pub use run::{Executor, RunOptions, run_plan};

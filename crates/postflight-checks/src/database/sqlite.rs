@@ -1,0 +1,79 @@
+//! SQLite: the catalog from `sqlite_schema` and `pragma_table_info`. The file is opened
+//! read-only and never created: a missing file is a failed check, not a new empty database.
+
+use std::str::FromStr;
+
+use postflight_plan::model::DatabaseCheck;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, Row, ValueRef};
+
+use super::{Catalog, DbValue, Inspection, describe, qualify};
+
+const SCHEMA: &str = "main";
+
+pub(super) async fn inspect(check: &DatabaseCheck) -> Result<Inspection, String> {
+    let options = SqliteConnectOptions::from_str(&check.url)
+        .map_err(|e| format!("invalid database url {}: {}", check.url, describe(&e)))?
+        .read_only(true)
+        .create_if_missing(false);
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|e| format!("cannot open {}: {}", check.url, describe(&e)))?;
+    let mut catalog = Catalog::default();
+    let rows = sqlx::query("SELECT type, name FROM sqlite_schema")
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| format!("cannot read the catalog of {}: {}", check.url, describe(&e)))?;
+    for row in rows {
+        let kind: String = row.try_get(0).map_err(|e| describe(&e))?;
+        let name: String = row.try_get(1).map_err(|e| describe(&e))?;
+        match kind.as_str() {
+            "table" | "view" => {
+                catalog.tables.insert((SCHEMA.to_owned(), name));
+            }
+            "index" => {
+                catalog.indexes.insert((SCHEMA.to_owned(), name));
+            }
+            _ => {}
+        }
+    }
+    for (table, _) in &check.columns {
+        let (_, name) = qualify(table, SCHEMA);
+        let rows = sqlx::query("SELECT name FROM pragma_table_info(?1)")
+            .bind(&name)
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| format!("cannot read the columns of {name}: {}", describe(&e)))?;
+        for row in rows {
+            let column: String = row.try_get(0).map_err(|e| describe(&e))?;
+            catalog
+                .columns
+                .insert((SCHEMA.to_owned(), name.clone(), column));
+        }
+    }
+    let mut values = Vec::with_capacity(check.queries.len());
+    for query in &check.queries {
+        let row = sqlx::raw_sql(AssertSqlSafe(query.sql.clone()))
+            .fetch_optional(&mut conn)
+            .await;
+        values.push(match row {
+            Err(e) => Err(describe(&e)),
+            Ok(None) => Ok(None),
+            Ok(Some(row)) => first_value(&row).map(Some),
+        });
+    }
+    let _ = conn.close().await;
+    Ok((catalog, values))
+}
+
+fn first_value(row: &sqlx::sqlite::SqliteRow) -> Result<DbValue, String> {
+    let raw = row
+        .try_get_raw(0)
+        .map_err(|_| "the query returned a row without columns".to_owned())?;
+    if raw.is_null() {
+        return Ok(DbValue::Null);
+    }
+    row.try_get_unchecked::<String, _>(0)
+        .map(DbValue::Text)
+        .map_err(|e| format!("cannot read the first value: {}", describe(&e)))
+}

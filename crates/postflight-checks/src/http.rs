@@ -1,0 +1,173 @@
+//! Sending a check's HTTP request and capturing the answer, with errors turned into sentences.
+
+use std::error::Error as _;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use postflight_plan::model::{Body, HttpRequest, Plan};
+use postflight_plan::secrets::redact_url;
+
+use crate::expect::Answer;
+
+/// Bodies beyond this are cut: a check judges an API answer, not a download.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The User-Agent of every check, so servers can tell validation traffic from users.
+pub const USER_AGENT: &str = concat!("postflight/", env!("CARGO_PKG_VERSION"));
+
+/// rustls needs one process-wide crypto provider; postflight uses ring everywhere.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Fails only when another provider is already installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Which connection behaviour a client has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connections {
+    /// A new connection per request: what a validation check measures (DNS, TCP, TLS included).
+    Fresh,
+    /// Keep-alive: latency samples measure the service, not the handshake.
+    Reused,
+}
+
+/// Builds an HTTP client for checks. Redirects are not followed: a check judges the answer the
+/// URL gives, and a surprise redirect after a migration is worth seeing.
+pub fn client(connections: Connections) -> Result<reqwest::Client, String> {
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10));
+    if connections == Connections::Fresh {
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot create the HTTP client: {}", describe(&e)))
+}
+
+/// The outcome of one request: an answer, or an error sentence; with the time it took.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The answer, or why there is none.
+    pub result: Result<Answer, String>,
+    /// From sending to the end of the body or the error.
+    pub elapsed: Duration,
+}
+
+/// Sends `request` (resolved against the plan's target) and reads the whole answer within
+/// `timeout`.
+pub async fn send(
+    client: &reqwest::Client,
+    plan: &Plan,
+    request: &HttpRequest,
+    timeout: Duration,
+) -> Exchange {
+    let started = Instant::now();
+    let url = match plan.resolve_url(&request.url) {
+        Ok(url) => url,
+        Err(message) => {
+            return Exchange {
+                result: Err(message),
+                elapsed: started.elapsed(),
+            };
+        }
+    };
+    let shown = format!("{} {}", request.method, redact_url(url.as_str()));
+    let method = match reqwest::Method::from_bytes(request.method.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => {
+            return Exchange {
+                result: Err(format!("`{}` is not an HTTP method", request.method)),
+                elapsed: started.elapsed(),
+            };
+        }
+    };
+    let mut builder = client.request(method, url);
+    for (name, value) in plan.request_headers(request) {
+        builder = builder.header(name, value);
+    }
+    builder = match &request.body {
+        Body::None => builder,
+        Body::Json(value) => builder.json(value),
+        Body::Raw(text) => builder.body(text.clone()),
+    };
+    let exchange = async {
+        let mut response = builder.send().await?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = response.chunk().await? {
+            let room = MAX_BODY_BYTES - bytes.len();
+            if chunk.len() > room {
+                bytes.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>((status, headers, bytes, truncated))
+    };
+    let result = match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Err(format!(
+            "no complete answer within {} from {shown} (timeout)",
+            postflight_plan::duration::PlanDuration(timeout)
+        )),
+        Ok(Err(e)) => Err(format!("{shown} failed: {}", describe(&e))),
+        Ok(Ok((status, headers, bytes, truncated))) => Ok(Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            truncated,
+            latency: started.elapsed(),
+        }),
+    };
+    Exchange {
+        result,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// A reqwest error as a sentence: what went wrong at the lowest level that says something
+/// ("connection refused", "certificate expired"), without repeating the URL.
+pub fn describe(error: &reqwest::Error) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    let root = causes.last().cloned().unwrap_or_else(|| error.to_string());
+    let root = root.replace(" (os error 111)", "").to_lowercase();
+    if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        if root.contains("dns error") || root.contains("failed to lookup") {
+            format!("could not resolve the host ({root})")
+        } else {
+            format!("could not connect: {root}")
+        }
+    } else if error.is_body() || error.is_decode() {
+        format!("the answer broke off: {root}")
+    } else if error.is_redirect() {
+        format!("redirect error: {root}")
+    } else {
+        root
+    }
+}

@@ -1,0 +1,119 @@
+//! Running a plan's checks: concurrently (bounded), each within its timeout, the whole run
+//! within an optional deadline, results in plan order.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use postflight_plan::duration::PlanDuration;
+use postflight_plan::model::{Check, CheckKind, HttpCheck, Plan};
+use postflight_plan::{CheckOutcome, CheckStatus, Sample};
+
+use crate::http::{self, Connections};
+use crate::{database, expect, latency};
+
+/// How many checks of one run execute at once: enough to overlap slow checks, few enough not
+/// to load the service under test.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Executes checks; holds what is shared between checks of a run.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    fresh: reqwest::Client,
+}
+
+impl Executor {
+    /// An executor with its HTTP client (one new connection per `http` check).
+    pub fn new() -> Result<Self, String> {
+        Ok(Self {
+            fresh: http::client(Connections::Fresh)?,
+        })
+    }
+
+    /// Executes one check. Never fails: every error becomes a `fail` outcome that says why.
+    pub async fn execute(&self, plan: &Plan, check: &Check) -> CheckOutcome {
+        let started = Instant::now();
+        let work = async {
+            match &check.kind {
+                CheckKind::Http(http) => self.http(plan, http, check.timeout).await,
+                CheckKind::Latency(lat) => latency::run(plan, lat, check.timeout).await,
+                CheckKind::Database(db) => database::run(db, check.timeout).await,
+            }
+        };
+        // Each kind honours the timeout itself with a precise message; this is the backstop.
+        match tokio::time::timeout(check.timeout + Duration::from_secs(1), work).await {
+            Ok(outcome) => outcome,
+            Err(_) => CheckOutcome::fail(
+                format!(
+                    "did not finish within its timeout of {}",
+                    PlanDuration(check.timeout)
+                ),
+                started.elapsed(),
+            ),
+        }
+    }
+
+    async fn http(&self, plan: &Plan, check: &HttpCheck, timeout: Duration) -> CheckOutcome {
+        let exchange = http::send(&self.fresh, plan, &check.request, timeout).await;
+        let (status, message, latency) = match exchange.result {
+            Err(message) => (CheckStatus::Fail, message, exchange.elapsed),
+            Ok(answer) => match expect::judge(&check.expect, &answer) {
+                Ok(message) => (CheckStatus::Pass, message, answer.latency),
+                Err(failures) => (CheckStatus::Fail, failures.join("; "), answer.latency),
+            },
+        };
+        CheckOutcome {
+            status,
+            message,
+            samples: vec![Sample {
+                latency,
+                ok: status == CheckStatus::Pass,
+            }],
+            duration: exchange.elapsed,
+        }
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Checks in flight at once.
+    pub concurrency: usize,
+    /// Checks not finished by then have no outcome (missing data, never a pass).
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_CONCURRENCY,
+            deadline: None,
+        }
+    }
+}
+
+/// Runs every check of `plan`. `on_done` sees each outcome as it completes (for progress
+/// output); the result is in plan order, `None` for checks cut off by the deadline.
+pub async fn run_plan(
+    executor: &Executor,
+    plan: &Plan,
+    options: RunOptions,
+    mut on_done: impl FnMut(usize, &CheckOutcome),
+) -> Vec<Option<CheckOutcome>> {
+    let mut outcomes: Vec<Option<CheckOutcome>> = vec![None; plan.checks.len()];
+    let mut stream = futures::stream::iter(plan.checks.iter().enumerate())
+        .map(|(index, check)| async move { (index, executor.execute(plan, check).await) })
+        .buffer_unordered(options.concurrency.max(1));
+    loop {
+        let next = match options.deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => stream.next().await,
+        };
+        let Some((index, outcome)) = next else { break };
+        on_done(index, &outcome);
+        outcomes[index] = Some(outcome);
+    }
+    outcomes
+}

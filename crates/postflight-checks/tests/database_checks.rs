@@ -1,0 +1,197 @@
+//! Database checks against a real PostgreSQL server (a scratch database per test) and real
+//! SQLite files.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::HashMap;
+
+use postflight_checks::Executor;
+use postflight_e2e::{SEED_SCHEMA, ScratchDb, closed_port, sqlite_file};
+use postflight_plan::{CheckOutcome, CheckStatus, Expander, parse_plan};
+
+/// The seed article's database-integrity check, with a query on the data.
+fn integrity_plan(url: &str, extra: &str) -> String {
+    format!(
+        "name: db\nchecks:\n  - name: database-integrity\n    timeout: 10s\n    database:\n      url: \"{url}\"\n      tables: [conversations, messages, tool_calls, sessions]\n      columns: {{messages: [id, conversation_id]}}\n      indexes: [messages_conversation_id_idx]\n      queries: [{{sql: \"SELECT count(*) FROM sessions\", expect: {{min: 1}}}}]\n{extra}"
+    )
+}
+
+async fn run(yaml: &str) -> CheckOutcome {
+    let env: HashMap<String, String> = HashMap::new();
+    let plan = parse_plan(yaml, "db.yaml", Expander::plan(&env))
+        .unwrap_or_else(|e| panic!("{}", e.render()));
+    Executor::new()
+        .unwrap()
+        .execute(&plan, &plan.checks[0])
+        .await
+}
+
+#[tokio::test]
+async fn postgres_all_present() {
+    let db = ScratchDb::create().await;
+    db.execute(SEED_SCHEMA).await;
+    let o = run(&integrity_plan(&db.url, "")).await;
+    assert_eq!(o.status, CheckStatus::Pass, "{}", o.message);
+    assert_eq!(
+        o.message,
+        "4 tables, 2 columns, 1 index present; `SELECT count(*) FROM sessions` = 3 (at least 1)"
+    );
+    assert!(
+        o.samples.is_empty(),
+        "database checks make no HTTP requests"
+    );
+}
+
+#[tokio::test]
+async fn postgres_missing_table_index_and_column_are_all_named() {
+    let db = ScratchDb::create().await;
+    db.execute(SEED_SCHEMA).await;
+    db.execute("DROP TABLE tool_calls; DROP INDEX messages_conversation_id_idx; ALTER TABLE messages DROP COLUMN conversation_id;")
+        .await;
+    let o = run(&integrity_plan(&db.url, "")).await;
+    assert_eq!(o.status, CheckStatus::Fail);
+    assert_eq!(
+        o.message,
+        "missing 1 table: tool_calls; missing 1 column: messages.conversation_id; missing 1 index: messages_conversation_id_idx"
+    );
+}
+
+#[tokio::test]
+async fn postgres_query_below_its_minimum() {
+    let db = ScratchDb::create().await;
+    db.execute(SEED_SCHEMA).await;
+    db.execute("DELETE FROM sessions").await;
+    let o = run(&integrity_plan(&db.url, "")).await;
+    assert_eq!(o.status, CheckStatus::Fail);
+    assert_eq!(
+        o.message,
+        "query `SELECT count(*) FROM sessions` returned 0, expected at least 1"
+    );
+}
+
+#[tokio::test]
+async fn postgres_schema_qualified_names_and_typed_values() {
+    let db = ScratchDb::create().await;
+    db.execute(
+        "CREATE SCHEMA audit; CREATE TABLE audit.events (id bigint, amount numeric(10,2), ok boolean, note text);\
+         CREATE INDEX events_id_idx ON audit.events (id);\
+         INSERT INTO audit.events VALUES (1, 12.50, true, 'migrated'), (2, NULL, false, NULL);",
+    )
+    .await;
+    let url = &db.url;
+    let yaml = format!(
+        "name: db\nchecks:\n  - name: audit\n    database:\n      url: \"{url}\"\n      schema: audit\n      tables: [events, public.nothing]\n      columns: {{events: [id, amount]}}\n      indexes: [audit.events_id_idx]\n      queries:\n        - {{sql: \"SELECT sum(amount) FROM audit.events\", expect: {{equals: 12.5}}}}\n        - {{sql: \"SELECT bool_or(ok) FROM audit.events\", expect: {{equals: true}}}}\n        - {{sql: \"SELECT note FROM audit.events ORDER BY id\", expect: {{equals: migrated}}}}\n        - {{sql: \"SELECT max(amount) FROM audit.events WHERE id = 2\", expect: {{equals: null}}}}\n"
+    );
+    let o = run(&yaml).await;
+    assert_eq!(o.status, CheckStatus::Fail, "{}", o.message);
+    assert_eq!(
+        o.message, "missing 1 table: public.nothing",
+        "every query held; only the absent table fails"
+    );
+}
+
+#[tokio::test]
+async fn postgres_checks_never_write() {
+    let db = ScratchDb::create().await;
+    db.execute(SEED_SCHEMA).await;
+    let url = &db.url;
+    let yaml = format!(
+        "name: db\nchecks:\n  - name: writes\n    database:\n      url: \"{url}\"\n      queries: [{{sql: \"DELETE FROM sessions RETURNING id\"}}]\n"
+    );
+    let o = run(&yaml).await;
+    assert_eq!(o.status, CheckStatus::Fail);
+    assert!(o.message.contains("read-only transaction"), "{}", o.message);
+    let again = run(&integrity_plan(&db.url, "")).await;
+    assert_eq!(
+        again.status,
+        CheckStatus::Pass,
+        "sessions are still there: {}",
+        again.message
+    );
+}
+
+#[tokio::test]
+async fn postgres_wrong_password_is_clear_and_never_shows_the_password() {
+    let db = ScratchDb::create().await;
+    let secret = "Sup3r-s3cret-pw";
+    let url = db.url.replacen(":postflight@", &format!(":{secret}@"), 1);
+    assert!(
+        url.contains(secret),
+        "the test must really use the wrong password: {url}"
+    );
+    let o = run(&integrity_plan(&url, "")).await;
+    assert_eq!(o.status, CheckStatus::Fail);
+    assert!(
+        o.message
+            .contains("password authentication failed for user \"postflight\""),
+        "{}",
+        o.message
+    );
+    assert!(o.message.contains(":****@"), "{}", o.message);
+    assert!(!o.message.contains(secret), "{}", o.message);
+}
+
+#[tokio::test]
+async fn postgres_server_down() {
+    let port = closed_port();
+    let o = run(&integrity_plan(
+        &format!("postgres://u:pw@127.0.0.1:{port}/app"),
+        "",
+    ))
+    .await;
+    assert_eq!(o.status, CheckStatus::Fail);
+    assert_eq!(
+        o.message,
+        format!(
+            "cannot connect to postgres://u:****@127.0.0.1:{port}/app: could not connect: connection refused"
+        )
+    );
+}
+
+#[tokio::test]
+async fn sqlite_all_present_and_each_missing_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = sqlite_file(dir.path(), "good.db", SEED_SCHEMA).await;
+    let o = run(&integrity_plan(&good, "")).await;
+    assert_eq!(o.status, CheckStatus::Pass, "{}", o.message);
+    assert_eq!(
+        o.message,
+        "4 tables, 2 columns, 1 index present; `SELECT count(*) FROM sessions` = 3 (at least 1)"
+    );
+    let cases = [
+        ("DROP TABLE tool_calls;", "missing 1 table: tool_calls"),
+        (
+            "DROP INDEX messages_conversation_id_idx;",
+            "missing 1 index: messages_conversation_id_idx",
+        ),
+        (
+            "ALTER TABLE messages RENAME COLUMN conversation_id TO conv_id;",
+            "missing 1 column: messages.conversation_id",
+        ),
+        (
+            "DELETE FROM sessions;",
+            "query `SELECT count(*) FROM sessions` returned 0, expected at least 1",
+        ),
+    ];
+    for (i, (change, expected)) in cases.into_iter().enumerate() {
+        let schema = format!("{SEED_SCHEMA}{change}");
+        let url = sqlite_file(dir.path(), &format!("case{i}.db"), &schema).await;
+        let o = run(&integrity_plan(&url, "")).await;
+        assert_eq!(o.status, CheckStatus::Fail, "{change}");
+        assert_eq!(o.message, expected, "{change}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_missing_file_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.db");
+    let o = run(&integrity_plan(&format!("sqlite:{}", path.display()), "")).await;
+    assert_eq!(o.status, CheckStatus::Fail);
+    assert!(
+        o.message
+            .starts_with(&format!("cannot open sqlite:{}", path.display())),
+        "{}",
+        o.message
+    );
+    assert!(!path.exists(), "a validation must not create the database");
+}
