@@ -179,3 +179,99 @@ pub fn postflight() -> Command {
         .env_remove("RUST_LOG");
     cmd
 }
+
+/// The demo agent backend as a real process (`postflight demo --serve-target`), killed when
+/// dropped. Its behaviour is changed over HTTP, as an operator would.
+pub struct DemoBackend {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl DemoBackend {
+    /// Starts the backend on a free loopback port in the given mode.
+    pub fn spawn(mode: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = postflight()
+            .args(["demo", "--serve-target", "127.0.0.1:0", "--mode", mode])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().to_owned();
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "unexpected first line: {line:?}"
+        );
+        Self { url, child }
+    }
+
+    /// Changes the behaviour: a JSON object like `{"tools_broken": true, "delay_ms": 400}`.
+    pub fn set(&self, behavior: &str) {
+        use std::io::{Read, Write};
+        let addr = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "PUT /admin/behavior HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{behavior}",
+            behavior.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "behaviour not accepted: {answer}"
+        );
+    }
+}
+
+impl Drop for DemoBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a finished `postflight` process printed, and its exit code.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit code (`-1` when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Standard output parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs `postflight ARGS` with extra environment variables and waits for it.
+pub fn run_postflight(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut cmd = postflight();
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    Finished {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

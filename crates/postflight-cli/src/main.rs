@@ -1,1 +1,135 @@
-fn main() {}
+//! `postflight`: the operator's command line.
+
+mod cli;
+mod demo;
+mod local;
+mod plan_file;
+mod render;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{CheckArgs, Cli, Command, RunArgs};
+
+/// Exit code for usage and plan errors.
+const EXIT_PLAN_ERROR: u8 = 2;
+/// Exit code when the coordinator cannot be reached or the run cannot complete.
+const EXIT_NO_RUN: u8 = 5;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_NO_RUN);
+        }
+    };
+    runtime.block_on(async {
+        let result = match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Check(args) => Ok(check(&args)),
+            Command::Demo(args) => demo::main(args).await,
+        };
+        result.unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_NO_RUN)
+        })
+    })
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter =
+        EnvFilter::try_from_env("POSTFLIGHT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.local {
+        let coordinator = args
+            .coordinator
+            .clone()
+            .or_else(|| std::env::var("POSTFLIGHT_COORDINATOR").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:7700".to_owned());
+        eprintln!(
+            "error: cannot submit to the coordinator at {coordinator}: this build of postflight \
+             runs plans locally only; use `postflight run {} --local`",
+            args.plan.display()
+        );
+        return Ok(ExitCode::from(EXIT_NO_RUN));
+    }
+    let plan = match plan_file::load(&args.plan, true) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprint!("{}", e.render());
+            return Ok(ExitCode::from(EXIT_PLAN_ERROR));
+        }
+    };
+    let show_progress = std::io::stderr().is_terminal();
+    let report = local::run(&plan, args.timeout, show_progress).await?;
+    print!(
+        "{}",
+        render::report(&report, args.output, render::stdout_color())
+    );
+    Ok(ExitCode::from(report.status.exit_code()))
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    match plan_file::load(&args.plan, false) {
+        Ok(plan) => {
+            let count = |kind: &str| {
+                plan.checks
+                    .iter()
+                    .filter(|c| c.kind.as_str() == kind)
+                    .count()
+            };
+            let kinds: Vec<String> = ["http", "latency", "database"]
+                .iter()
+                .filter(|k| count(k) > 0)
+                .map(|k| format!("{} {k}", count(k)))
+                .collect();
+            println!(
+                "{}: plan {} is valid: {} checks ({})",
+                args.plan.display(),
+                plan.name,
+                plan.checks.len(),
+                kinds.join(", ")
+            );
+            if let Some(rollback) = &plan.rollback {
+                let action = rollback
+                    .action
+                    .as_ref()
+                    .map(|a| a.describe(&postflight_plan::vars::ProcessEnv))
+                    .unwrap_or_else(|| "no action (decisions are recorded only)".to_owned());
+                println!(
+                    "  rollback: {action}{}",
+                    if rollback.dry_run { " (dry run)" } else { "" }
+                );
+            }
+            if let Some(monitor) = &plan.monitor {
+                println!("  monitor: {} phases", monitor.phases.len());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{}", e.render());
+            ExitCode::from(EXIT_PLAN_ERROR)
+        }
+    }
+}

@@ -262,7 +262,7 @@ pub fn judge_value(expect: &QueryExpect, value: &DbValue) -> Result<String, Stri
             }
             Value::String(s) => text == s,
             Value::Null => false,
-            other => text == other.to_string(),
+            other => serde_json::from_str::<Value>(text).is_ok_and(|v| v == *other),
         };
         if !equal {
             return Err(format!("{text}, expected {}", describe_expect(expect)));

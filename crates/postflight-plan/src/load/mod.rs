@@ -712,13 +712,9 @@ impl Ctx<'_> {
                 ),
             );
         }
+        // `schema` only means something to PostgreSQL; SQLite ignores it, so one plan can
+        // point at either engine through `${DATABASE_URL}`.
         let schema = raw.schema.as_ref().and_then(|s| self.text(s));
-        if let (true, Some(s)) = (is_sqlite, &raw.schema) {
-            self.error(
-                &s.referenced,
-                "`schema` applies to PostgreSQL only; SQLite has none",
-            );
-        }
         let tables = self.names(raw.tables, "table");
         let mut columns = Vec::new();
         for (table, cols) in raw.columns.map(|c| c.0).unwrap_or_default() {

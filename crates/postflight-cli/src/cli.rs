@@ -1,0 +1,164 @@
+//! Command-line interface definitions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Validate a service right after a migration or deployment, and decide whether to roll back.
+///
+/// A plan (YAML) lists the checks that define "still works": the service answers, tool calls
+/// return real data, latency stays in bounds, the database still has its tables and indexes.
+/// postflight runs them and prints a verdict: PASS, WARN, FAIL or INCONCLUSIVE.
+///
+/// Exit codes of run and check: 0 PASS, 1 FAIL, 2 usage or plan error, 3 WARN,
+/// 4 INCONCLUSIVE, 5 the run could not complete.
+#[derive(Debug, Parser)]
+#[command(
+    name = "postflight",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Log verbosity on stderr: -v for info, -vv for debug (or set POSTFLIGHT_LOG).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a plan and print the verdict (exit 0 PASS, 1 FAIL, 3 WARN, 4 INCONCLUSIVE).
+    Run(RunArgs),
+    /// Validate a plan without running it (exit 0 when valid, 2 with every error otherwise).
+    Check(CheckArgs),
+    /// See postflight work on one machine: a demo agent backend checked before and after a
+    /// migration that breaks it. Needs nothing installed.
+    Demo(DemoArgs),
+}
+
+/// `postflight run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plan file (YAML); `-` reads it from standard input.
+    pub plan: PathBuf,
+
+    /// Execute the plan in this process, as the single region `local`.
+    #[arg(long)]
+    pub local: bool,
+
+    /// Coordinator to submit the run to [default: $POSTFLIGHT_COORDINATOR, then
+    /// http://127.0.0.1:7700].
+    #[arg(long, value_name = "URL", conflicts_with = "local")]
+    pub coordinator: Option<String>,
+
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Decide on rollback but never execute it.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Restrict a coordinator run to these regions (repeatable).
+    #[arg(long = "region", value_name = "REGION", conflicts_with = "local")]
+    pub regions: Vec<String>,
+
+    /// Bound on the whole run (e.g. 90s, 5m); checks without a result by then are missing
+    /// data, which is never a pass.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub timeout: Option<Duration>,
+}
+
+/// `postflight check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The plan file (YAML); `-` reads it from standard input.
+    pub plan: PathBuf,
+}
+
+/// `postflight demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Report format of the two verdicts.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Only serve the demo agent backend (to try your own plans against it) instead of
+    /// running the demo. Prints its URL, then serves until interrupted.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8000")]
+    pub serve_target: Option<SocketAddr>,
+
+    /// With --serve-target: how the demo backend behaves.
+    #[arg(long, value_enum, default_value_t = crate::demo::target::Mode::Healthy, requires = "serve_target")]
+    pub mode: crate::demo::target::Mode,
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for people; colour on a terminal only.
+    Table,
+    /// The JSON report of DESIGN.md, for scripts.
+    Json,
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    match postflight_plan::duration::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "postflight",
+            "run",
+            "p.yaml",
+            "--local",
+            "-o",
+            "json",
+            "--timeout",
+            "90s",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!()
+        };
+        assert!(run.local);
+        assert_eq!(run.output, Output::Json);
+        assert_eq!(run.timeout, Some(Duration::from_secs(90)));
+        let err =
+            Cli::try_parse_from(["postflight", "run", "p.yaml", "--timeout", "90"]).unwrap_err();
+        assert!(err.to_string().contains("has no unit"), "{err}");
+        assert!(
+            Cli::try_parse_from([
+                "postflight",
+                "run",
+                "p.yaml",
+                "--local",
+                "--coordinator",
+                "http://x"
+            ])
+            .is_err()
+        );
+    }
+}

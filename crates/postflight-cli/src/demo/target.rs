@@ -1,0 +1,278 @@
+//! The demo target: a small "agent backend" like the seed article's, with `/api/agent/chat`
+//! and an invoice look-up tool, that can be switched into the regressions a migration causes.
+//!
+//! Its behaviour can be changed while it runs (`PUT /admin/behavior`), so the demo (and tests)
+//! can simulate a migration without restarting it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Ready-made behaviours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Answers, tool calls work, fast.
+    Healthy,
+    /// Tool calls return "I could not find it".
+    BrokenTools,
+    /// Every answer is an empty string.
+    Empty,
+    /// Answers take 3.5 s (between the seed article's 3 s and 5 s latency thresholds).
+    Slow,
+    /// Answers take 6 s (beyond the seed article's 5 s threshold).
+    VerySlow,
+    /// Every API call answers 500.
+    Errors,
+}
+
+/// What the backend does; every field can be changed at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Behavior {
+    /// Tool look-ups fail.
+    pub tools_broken: bool,
+    /// Answers are empty strings.
+    pub empty_answers: bool,
+    /// Added to every API call.
+    pub delay_ms: u64,
+    /// Every API call answers 500.
+    pub errors: bool,
+}
+
+impl Mode {
+    /// The behaviour of this mode.
+    pub fn behavior(self) -> Behavior {
+        let base = Behavior::default();
+        match self {
+            Mode::Healthy => base,
+            Mode::BrokenTools => Behavior {
+                tools_broken: true,
+                ..base
+            },
+            Mode::Empty => Behavior {
+                empty_answers: true,
+                ..base
+            },
+            Mode::Slow => Behavior {
+                delay_ms: 3_500,
+                ..base
+            },
+            Mode::VerySlow => Behavior {
+                delay_ms: 6_000,
+                ..base
+            },
+            Mode::Errors => Behavior {
+                errors: true,
+                ..base
+            },
+        }
+    }
+}
+
+type Shared = Arc<RwLock<Behavior>>;
+
+/// A running demo target.
+pub struct DemoTarget {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    behavior: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DemoTarget {
+    /// Starts the backend on `addr` (port 0 picks a free port).
+    pub async fn start(addr: SocketAddr, behavior: Behavior) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared: Shared = Arc::new(RwLock::new(behavior));
+        let app = router(shared.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "demo target stopped");
+            }
+        });
+        Ok(Self {
+            addr,
+            behavior: shared,
+            task,
+        })
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Changes the behaviour of the running backend.
+    pub fn set_behavior(&self, behavior: Behavior) {
+        if let Ok(mut b) = self.behavior.write() {
+            *b = behavior;
+        }
+    }
+
+    /// Serves until the process is interrupted.
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for DemoTarget {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn router(shared: Shared) -> axum::Router {
+    axum::Router::new()
+        .route("/api/agent/chat", post(chat))
+        .route("/api/tools/invoices/{id}", get(invoice))
+        .route("/health", get(health))
+        .route("/admin/behavior", get(get_behavior).put(put_behavior))
+        .with_state(shared)
+}
+
+fn current(shared: &Shared) -> Behavior {
+    shared.read().map(|b| *b).unwrap_or_default()
+}
+
+/// Applies the delay and the error mode shared by every API call.
+async fn degrade(behavior: Behavior) -> Option<Response> {
+    if behavior.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(behavior.delay_ms)).await;
+    }
+    behavior.errors.then(|| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "internal error: connection pool exhausted"})),
+        )
+            .into_response()
+    })
+}
+
+/// The invoices the look-up tool knows.
+fn lookup(id: &str) -> Option<Value> {
+    let (amount, status, date) = match id {
+        "INV-001" => ("120.00", "paid", "2026-11-02"),
+        "INV-002" => ("89.90", "open", "2026-11-14"),
+        "INV-003" => ("1450.00", "overdue", "2026-10-01"),
+        _ => return None,
+    };
+    Some(json!({"id": id, "amount": amount, "currency": "EUR", "status": status, "date": date}))
+}
+
+fn invoice_id(message: &str) -> Option<String> {
+    let start = message.find("INV-")?;
+    let digits: String = message[start + 4..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty()).then(|| format!("INV-{digits}"))
+}
+
+async fn chat(State(shared): State<Shared>, body: Option<Json<Value>>) -> Response {
+    let behavior = current(&shared);
+    if let Some(error) = degrade(behavior).await {
+        return error;
+    }
+    let Some(Json(body)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "expected a JSON body like {\"message\": \"Hi\"}"})),
+        )
+            .into_response();
+    };
+    let message = body["message"].as_str().unwrap_or_default();
+    let mut tool_calls = Vec::new();
+    let response = match invoice_id(message) {
+        Some(_) if behavior.tools_broken => "I could not find it".to_owned(),
+        Some(id) => {
+            let result = lookup(&id);
+            tool_calls
+                .push(json!({"tool": "lookup_invoice", "arguments": {"id": id}, "result": result}));
+            match result {
+                Some(inv) => format!(
+                    "Invoice {id}: {} {}, {} ({})",
+                    inv["amount"].as_str().unwrap_or_default(),
+                    inv["currency"].as_str().unwrap_or_default(),
+                    inv["status"].as_str().unwrap_or_default(),
+                    inv["date"].as_str().unwrap_or_default()
+                ),
+                None => format!("There is no invoice {id}."),
+            }
+        }
+        None => {
+            "Hello! I am the demo agent. I can look up invoices (try INV-001), orders and refunds."
+                .to_owned()
+        }
+    };
+    let response = if behavior.empty_answers {
+        String::new()
+    } else {
+        response
+    };
+    Json(json!({"response": response, "tool_calls": tool_calls})).into_response()
+}
+
+async fn invoice(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
+    let behavior = current(&shared);
+    if let Some(error) = degrade(behavior).await {
+        return error;
+    }
+    match lookup(&id) {
+        Some(inv) if !behavior.tools_broken => Json(inv).into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("invoice {id} not found")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn health(State(shared): State<Shared>) -> Response {
+    match degrade(current(&shared)).await {
+        Some(error) => error,
+        None => Json(json!({"status": "ok"})).into_response(),
+    }
+}
+
+async fn get_behavior(State(shared): State<Shared>) -> Json<Behavior> {
+    Json(current(&shared))
+}
+
+async fn put_behavior(State(shared): State<Shared>, Json(new): Json<Behavior>) -> Json<Behavior> {
+    if let Ok(mut b) = shared.write() {
+        *b = new;
+    }
+    Json(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_invoice_ids_in_messages() {
+        assert_eq!(
+            invoice_id("Look up invoice INV-001").as_deref(),
+            Some("INV-001")
+        );
+        assert_eq!(invoice_id("INV-42?").as_deref(), Some("INV-42"));
+        assert_eq!(invoice_id("Hello"), None);
+        assert_eq!(invoice_id("INV-"), None);
+    }
+
+    #[test]
+    fn modes_map_to_behaviors() {
+        assert_eq!(Mode::Healthy.behavior(), Behavior::default());
+        assert!(Mode::BrokenTools.behavior().tools_broken);
+        assert_eq!(Mode::Slow.behavior().delay_ms, 3_500);
+    }
+}

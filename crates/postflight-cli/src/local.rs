@@ -1,0 +1,70 @@
+//! `run --local`: the plan executed in this process as the single region `local`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use postflight_checks::{Executor, RunOptions, run_plan};
+use postflight_plan::report::{Report, RunResults, build_report};
+use postflight_plan::vars::ProcessEnv;
+use postflight_plan::verdict::LOCAL_REGION;
+use postflight_plan::{CheckOutcome, Plan};
+
+/// Runs `plan` locally and builds its report. `timeout` bounds the whole run: checks still
+/// running then have no result, which makes them inconclusive, never a pass.
+pub async fn run(
+    plan: &Plan,
+    timeout: Option<Duration>,
+    show_progress: bool,
+) -> anyhow::Result<Report> {
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let executor = Executor::new().map_err(anyhow::Error::msg)?;
+    let started_at = SystemTime::now();
+    let progress = progress_bar(plan.checks.len(), show_progress);
+    let options = RunOptions {
+        deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+        ..RunOptions::default()
+    };
+    tracing::info!(run_id = %run_id, plan = %plan.name, checks = plan.checks.len(), "local run started");
+    let outcomes = run_plan(&executor, plan, options, |index, outcome| {
+        let name = &plan.checks[index].name;
+        tracing::debug!(check = %name, status = %outcome.status, "check finished");
+        progress.inc(1);
+        progress.set_message(format!("{name}: {}", outcome.status));
+    })
+    .await;
+    progress.finish_and_clear();
+    let finished_at = SystemTime::now();
+    let per_check: Vec<BTreeMap<String, CheckOutcome>> = outcomes
+        .into_iter()
+        .map(|o| {
+            o.map(|o| (LOCAL_REGION.to_owned(), o))
+                .into_iter()
+                .collect()
+        })
+        .collect();
+    let regions = [LOCAL_REGION.to_owned()];
+    Ok(build_report(&RunResults {
+        plan,
+        run_id: &run_id,
+        started_at,
+        finished_at,
+        required_regions: &regions,
+        outcomes: &per_check,
+        env: &ProcessEnv,
+    }))
+}
+
+fn progress_bar(len: usize, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} running checks {pos}/{len} {wide_msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}

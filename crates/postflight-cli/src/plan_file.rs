@@ -1,0 +1,56 @@
+//! Reading a plan file with the CLI's variable scope.
+
+use std::io::Read;
+use std::path::Path;
+
+use postflight_plan::vars::{Expander, ProcessEnv};
+use postflight_plan::{Plan, PlanErrors, parse_plan};
+
+/// Why a plan could not be loaded.
+#[derive(Debug)]
+pub enum PlanFileError {
+    /// The file could not be read.
+    Unreadable(String),
+    /// The plan is invalid.
+    Invalid(PlanErrors),
+}
+
+impl PlanFileError {
+    /// The text to print on stderr: every error with its position and source line.
+    pub fn render(&self) -> String {
+        match self {
+            PlanFileError::Unreadable(message) => format!("error: {message}\n"),
+            PlanFileError::Invalid(errors) => {
+                let count = errors.len();
+                let mut out = errors.render();
+                if count > 1 {
+                    out.push_str(&format!("{count} errors in {}\n", errors.origin));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Reads and validates a plan. `local` also expands `${probe:…}` from this process's
+/// environment, because a local run is its own probe.
+pub fn load(path: &Path, local: bool) -> Result<Plan, PlanFileError> {
+    let (origin, source) = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(|e| {
+            PlanFileError::Unreadable(format!("cannot read the plan from standard input: {e}"))
+        })?;
+        ("<stdin>".to_owned(), text)
+    } else {
+        let origin = path.display().to_string();
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| PlanFileError::Unreadable(format!("cannot read plan {origin}: {e}")))?;
+        (origin, source)
+    };
+    let expander = if local {
+        Expander::both(&ProcessEnv, &ProcessEnv)
+    } else {
+        Expander::plan(&ProcessEnv)
+    };
+    parse_plan(&source, &origin, expander).map_err(PlanFileError::Invalid)
+}

@@ -1,0 +1,180 @@
+//! Printing reports: a table readable at a glance for people, the contract's JSON for scripts.
+
+use std::io::IsTerminal;
+
+use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
+use postflight_plan::report::{LatencySummary, Report};
+use postflight_plan::{CheckStatus, Overall};
+
+use crate::cli::Output;
+
+/// Whether to colour output on stdout: only on a terminal, and never with `NO_COLOR` set.
+pub fn stdout_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The report in the requested format, ending with a newline.
+pub fn report(report: &Report, output: Output, color: bool) -> String {
+    match output {
+        Output::Json => {
+            let mut text = serde_json::to_string_pretty(report)
+                .unwrap_or_else(|e| format!("{{\"error\": \"cannot encode the report: {e}\"}}"));
+            text.push('\n');
+            text
+        }
+        Output::Table => table(report, color),
+    }
+}
+
+fn status_cell(status: CheckStatus, color: bool) -> Cell {
+    let text = status.as_str().to_uppercase();
+    let cell = Cell::new(text);
+    if !color {
+        return cell;
+    }
+    let shade = match status {
+        CheckStatus::Pass => Color::Green,
+        CheckStatus::Warn => Color::Yellow,
+        CheckStatus::Fail => Color::Red,
+        CheckStatus::Inconclusive => Color::Magenta,
+    };
+    cell.fg(shade).add_attribute(Attribute::Bold)
+}
+
+fn paint(text: &str, overall: Overall, color: bool) -> String {
+    if !color {
+        return text.to_owned();
+    }
+    let code = match overall {
+        Overall::Pass => "32",
+        Overall::Warn => "33",
+        Overall::Fail => "31",
+        Overall::Inconclusive => "35",
+    };
+    format!("\x1b[1;{code}m{text}\x1b[0m")
+}
+
+/// `12.1 ms` for one request, `p50 10.2 ms · p95 41 ms` for several.
+pub fn latency_text(latency: Option<&LatencySummary>) -> String {
+    match latency {
+        None => "—".to_owned(),
+        Some(l) if l.count == 1 => ms(l.p50),
+        Some(l) => format!("p50 {} · p95 {}", ms(l.p50), ms(l.p95)),
+    }
+}
+
+/// Milliseconds for people.
+pub fn ms(value: f64) -> String {
+    postflight_plan::duration::human_duration(std::time::Duration::from_secs_f64(
+        (value / 1e3).max(0.0),
+    ))
+}
+
+fn table(report: &Report, color: bool) -> String {
+    let mut out = String::new();
+    let regions = if report.regions.is_empty() {
+        "no region reported".to_owned()
+    } else {
+        format!("region {}", report.regions.join(", "))
+    };
+    out.push_str(&format!(
+        "plan {} · run {} · {regions}\n",
+        report.plan, report.run_id
+    ));
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(["STATUS", "CHECK", "SEVERITY", "LATENCY", "DETAILS"]);
+    if !std::io::stdout().is_terminal() {
+        // Logs and pipes have no width: never wrap, so every line stays greppable.
+        table.force_no_tty();
+    }
+    for check in &report.checks {
+        table.add_row(vec![
+            status_cell(check.status, color),
+            Cell::new(&check.name),
+            Cell::new(check.severity.as_str()),
+            Cell::new(latency_text(check.latency_ms.as_ref())),
+            Cell::new(&check.message),
+        ]);
+    }
+    for line in table.to_string().lines() {
+        // Padding of the last column only adds trailing blanks to logs.
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+    let r = &report.requests;
+    if r.count > 0 {
+        let mut line = format!(
+            "requests {} · failed {} ({:.1}%)",
+            r.count,
+            r.errors,
+            r.error_rate * 100.0
+        );
+        if let Some(l) = &r.latency_ms {
+            line.push_str(&format!(
+                " · p50 {} · p95 {} · p99 {} · max {}",
+                ms(l.p50),
+                ms(l.p95),
+                ms(l.p99),
+                ms(l.max)
+            ));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "passed {} · failed {} · warnings {} · inconclusive {}\n",
+        report.passed, report.failed, report.warnings, report.inconclusive
+    ));
+    let rb = &report.rollback;
+    if rb.recommended {
+        out.push_str(&format!(
+            "rollback recommended: {}\n",
+            rb.reasons.join("; ")
+        ));
+        match (&rb.action, &rb.outcome) {
+            (Some(action), Some(outcome)) => {
+                out.push_str(&format!("rollback action: {action} → {outcome}\n"))
+            }
+            (Some(action), None) => {
+                out.push_str(&format!("rollback action (not executed): {action}\n"))
+            }
+            (None, _) => {}
+        }
+        if let Some(error) = &rb.error {
+            out.push_str(&format!("rollback error: {error}\n"));
+        }
+    }
+    out.push_str(&paint(&report.summary, report.status, color));
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_cells() {
+        assert_eq!(latency_text(None), "—");
+        let one = LatencySummary {
+            count: 1,
+            p50: 12.3,
+            p95: 12.3,
+            p99: 12.3,
+            max: 12.3,
+        };
+        assert_eq!(latency_text(Some(&one)), "12.3 ms");
+        let many = LatencySummary {
+            count: 5,
+            p50: 10.0,
+            p95: 3410.0,
+            p99: 3410.0,
+            max: 3410.0,
+        };
+        assert_eq!(latency_text(Some(&many)), "p50 10.0 ms · p95 3.41 s");
+    }
+}
