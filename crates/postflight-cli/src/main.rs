@@ -104,11 +104,14 @@ fn check(args: &CheckArgs) -> ExitCode {
                 .filter(|k| count(k) > 0)
                 .map(|k| format!("{} {k}", count(k)))
                 .collect();
+            let checks = match plan.checks.len() {
+                1 => "1 check".to_owned(),
+                n => format!("{n} checks"),
+            };
             println!(
-                "{}: plan {} is valid: {} checks ({})",
+                "{}: plan {} is valid: {checks} ({})",
                 args.plan.display(),
                 plan.name,
-                plan.checks.len(),
                 kinds.join(", ")
             );
             if let Some(rollback) = &plan.rollback {

@@ -293,6 +293,14 @@ pub struct JsonPathExpr {
 impl JsonPathExpr {
     /// Compiles `source`; the error says what is wrong and at which byte of the expression.
     pub fn parse(source: &str) -> Result<Self, (String, usize)> {
+        if !source.starts_with('$') {
+            return Err((
+                format!(
+                    "invalid JSONPath `{source}`: a JSONPath starts with `$`, e.g. `$.response` or `$.items[0].id`"
+                ),
+                0,
+            ));
+        }
         let path = serde_json_path::JsonPath::parse(source).map_err(|e| {
             // The position is a 0-based character offset, despite the library's doc comment.
             let at = e.position().min(source.len());
@@ -300,7 +308,10 @@ impl JsonPathExpr {
             (
                 format!(
                     "invalid JSONPath `{source}`: {} at character {}\n{source}\n{caret}^",
-                    e.message(),
+                    match e.message() {
+                        "parser error" => "unexpected or missing character",
+                        other => other,
+                    },
                     at + 1
                 ),
                 at,

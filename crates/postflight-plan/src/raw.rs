@@ -232,6 +232,13 @@ impl<'de> Deserialize<'de> for StatusSpec {
                     .map(|v| StatusSpec(vec![v]))
                     .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
             }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusSpec, E> {
+                // `status: "200"` is what people write after quoting YAML once too often.
+                v.trim()
+                    .parse::<u64>()
+                    .map(|v| StatusSpec(vec![v]))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+            }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StatusSpec, A::Error> {
                 let mut codes = Vec::new();
                 while let Some(code) = seq.next_element::<u64>()? {

@@ -246,7 +246,7 @@ fn wrong_types_say_what_was_expected() {
     assert_eq!(
         brief("name: p\nchecks:\n  - name: a\n    http: {url: http://h/, expect: {status: ok}}\n"),
         [
-            "4:37: invalid type: string \"ok\", expected an HTTP status code such as 200, or a list such as [200, 204]"
+            "4:37: invalid value: string \"ok\", expected an HTTP status code such as 200, or a list such as [200, 204]"
         ]
     );
 }
@@ -289,6 +289,13 @@ fn bad_jsonpath_is_reported_at_the_path() {
         b[0]
     );
     insta::assert_snapshot!("bad_jsonpath", errors(src).render());
+    let no_dollar = "name: p\nchecks:\n  - name: a\n    http: {url: http://h/, expect: {json: [{path: response}]}}\n";
+    assert_eq!(
+        brief(no_dollar),
+        [
+            "4:51: invalid JSONPath `response`: a JSONPath starts with `$`, e.g. `$.response` or `$.items[0].id`"
+        ]
+    );
 }
 
 #[test]
