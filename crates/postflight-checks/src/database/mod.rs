@@ -69,6 +69,52 @@ pub async fn run(check: &DatabaseCheck, timeout: Duration) -> CheckOutcome {
 /// What engines return: the catalog, and for each query its first value or its error.
 pub(crate) type Inspection = (Catalog, Vec<Result<Option<DbValue>, String>>);
 
+/// Runs each query and reads the first value of its first row as text.
+///
+/// `raw_sql` uses each engine's simple protocol, where PostgreSQL sends every value as text
+/// whatever its type and SQLite converts on request, so any column type can be judged.
+pub(crate) async fn run_queries<DB>(
+    conn: &mut DB::Connection,
+    queries: &[postflight_plan::model::DbQuery],
+) -> Vec<Result<Option<DbValue>, String>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'r> String: sqlx::Decode<'r, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let mut values = Vec::with_capacity(queries.len());
+    for query in queries {
+        let row = sqlx::raw_sql(sqlx::AssertSqlSafe(query.sql.clone()))
+            .fetch_optional(&mut *conn)
+            .await;
+        values.push(match row {
+            Err(e) => Err(describe(&e)),
+            Ok(None) => Ok(None),
+            Ok(Some(row)) => first_value(&row).map(Some),
+        });
+    }
+    values
+}
+
+fn first_value<R>(row: &R) -> Result<DbValue, String>
+where
+    R: sqlx::Row,
+    for<'r> String: sqlx::Decode<'r, R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    use sqlx::ValueRef;
+    let raw = row
+        .try_get_raw(0)
+        .map_err(|_| "the query returned a row without columns".to_owned())?;
+    if raw.is_null() {
+        return Ok(DbValue::Null);
+    }
+    row.try_get_unchecked::<String, _>(0)
+        .map(DbValue::Text)
+        .map_err(|e| format!("cannot read the first value: {}", describe(&e)))
+}
+
 /// Splits `schema.name`; unqualified names get `default_schema`.
 pub(crate) fn qualify(name: &str, default_schema: &str) -> (String, String) {
     match name.split_once('.') {

@@ -5,9 +5,9 @@
 use postflight_plan::model::DatabaseCheck;
 use postflight_plan::secrets::redact_url;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{Connection, Row};
 
-use super::{Catalog, DbValue, Inspection, describe, schemas_of};
+use super::{Catalog, Inspection, describe, run_queries, schemas_of};
 
 pub(super) async fn inspect(check: &DatabaseCheck) -> Result<Inspection, String> {
     let shown = redact_url(&check.url);
@@ -70,32 +70,8 @@ pub(super) async fn inspect(check: &DatabaseCheck) -> Result<Inspection, String>
             catalog.columns.insert((schema, table, column));
         }
     }
-    let mut values = Vec::with_capacity(check.queries.len());
-    for query in &check.queries {
-        // The simple query protocol returns every value as text, whatever its type.
-        let row = sqlx::raw_sql(AssertSqlSafe(query.sql.clone()))
-            .fetch_optional(&mut conn)
-            .await;
-        values.push(match row {
-            Err(e) => Err(describe(&e)),
-            Ok(None) => Ok(None),
-            Ok(Some(row)) => first_value(&row).map(Some),
-        });
-    }
+    let values = run_queries::<sqlx::Postgres>(&mut conn, &check.queries).await;
     // Closing politely is best effort; the answer is already complete.
     let _ = conn.close().await;
     Ok((catalog, values))
-}
-
-fn first_value(row: &sqlx::postgres::PgRow) -> Result<DbValue, String> {
-    use sqlx::ValueRef;
-    let raw = row
-        .try_get_raw(0)
-        .map_err(|_| "the query returned a row without columns".to_owned())?;
-    if raw.is_null() {
-        return Ok(DbValue::Null);
-    }
-    row.try_get_unchecked::<String, _>(0)
-        .map(DbValue::Text)
-        .map_err(|e| format!("cannot read the first value: {}", describe(&e)))
 }

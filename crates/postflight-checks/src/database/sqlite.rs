@@ -5,9 +5,9 @@ use std::str::FromStr;
 
 use postflight_plan::model::DatabaseCheck;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{AssertSqlSafe, Connection, Row, ValueRef};
+use sqlx::{Connection, Row};
 
-use super::{Catalog, DbValue, Inspection, describe, qualify};
+use super::{Catalog, Inspection, describe, qualify, run_queries};
 
 const SCHEMA: &str = "main";
 
@@ -51,29 +51,7 @@ pub(super) async fn inspect(check: &DatabaseCheck) -> Result<Inspection, String>
                 .insert((SCHEMA.to_owned(), name.clone(), column));
         }
     }
-    let mut values = Vec::with_capacity(check.queries.len());
-    for query in &check.queries {
-        let row = sqlx::raw_sql(AssertSqlSafe(query.sql.clone()))
-            .fetch_optional(&mut conn)
-            .await;
-        values.push(match row {
-            Err(e) => Err(describe(&e)),
-            Ok(None) => Ok(None),
-            Ok(Some(row)) => first_value(&row).map(Some),
-        });
-    }
+    let values = run_queries::<sqlx::Sqlite>(&mut conn, &check.queries).await;
     let _ = conn.close().await;
     Ok((catalog, values))
-}
-
-fn first_value(row: &sqlx::sqlite::SqliteRow) -> Result<DbValue, String> {
-    let raw = row
-        .try_get_raw(0)
-        .map_err(|_| "the query returned a row without columns".to_owned())?;
-    if raw.is_null() {
-        return Ok(DbValue::Null);
-    }
-    row.try_get_unchecked::<String, _>(0)
-        .map(DbValue::Text)
-        .map_err(|e| format!("cannot read the first value: {}", describe(&e)))
 }
