@@ -154,7 +154,10 @@ pub fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     let root = causes.last().cloned().unwrap_or_else(|| error.to_string());
-    let root = root.replace(" (os error 111)", "").to_lowercase();
+    let root = lower_first(&root.replace(" (os error 111)", ""));
+    if let Some(tls) = explain_tls(&root) {
+        return tls;
+    }
     if error.is_timeout() {
         "timed out".to_owned()
     } else if error.is_connect() {
@@ -169,5 +172,65 @@ pub fn describe(error: &reqwest::Error) -> String {
         format!("redirect error: {root}")
     } else {
         root
+    }
+}
+
+/// `Connection refused` → `connection refused`, leaving the rest (names, codes) as it is.
+fn lower_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// rustls errors in words an operator acts on.
+fn explain_tls(root: &str) -> Option<String> {
+    let why = if root.contains("invalid peer certificate") {
+        if root.contains("UnknownIssuer") || root.contains("CaUsedAsEndEntity") {
+            "the server's certificate is not signed by a trusted authority (self-signed?)"
+        } else if root.contains("Expired") {
+            "the server's certificate has expired"
+        } else if root.contains("NotValidYet") {
+            "the server's certificate is not valid yet"
+        } else if root.contains("NotValidForName") {
+            "the server's certificate is not valid for this host name"
+        } else if root.contains("Revoked") {
+            "the server's certificate was revoked"
+        } else {
+            "the server's certificate was rejected"
+        }
+    } else if root.contains("corrupt message") || root.contains("InvalidContentType") {
+        "the server did not answer with TLS (plain HTTP behind an https:// URL?)"
+    } else if root.contains("handshake") && root.contains("alert") {
+        "the server refused the TLS handshake"
+    } else {
+        return None;
+    };
+    Some(format!("TLS error: {why} ({root})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_errors_in_words() {
+        assert_eq!(
+            explain_tls("invalid peer certificate: UnknownIssuer").unwrap(),
+            "TLS error: the server's certificate is not signed by a trusted authority (self-signed?) (invalid peer certificate: UnknownIssuer)"
+        );
+        assert!(
+            explain_tls("invalid peer certificate: Expired")
+                .unwrap()
+                .contains("has expired")
+        );
+        assert!(
+            explain_tls("received corrupt message of type InvalidContentType")
+                .unwrap()
+                .contains("did not answer with TLS")
+        );
+        assert_eq!(explain_tls("connection refused"), None);
+        assert_eq!(lower_first("Connection refused"), "connection refused");
     }
 }
