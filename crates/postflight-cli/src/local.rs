@@ -5,10 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use postflight_checks::{Executor, RunOptions, run_plan};
-use postflight_plan::report::{Report, RunResults, build_report};
+use postflight_plan::Plan;
+use postflight_plan::report::{RegionResult, Report, RunResults, build_report};
 use postflight_plan::vars::ProcessEnv;
 use postflight_plan::verdict::LOCAL_REGION;
-use postflight_plan::{CheckOutcome, Plan};
 
 /// Runs `plan` locally and builds its report. `timeout` bounds the whole run: checks still
 /// running then have no result, which makes them inconclusive, never a pass.
@@ -35,11 +35,11 @@ pub async fn run(
     .await;
     progress.finish_and_clear();
     let finished_at = SystemTime::now();
-    let per_check: Vec<BTreeMap<String, CheckOutcome>> = outcomes
-        .into_iter()
+    let per_check: Vec<BTreeMap<String, RegionResult>> = outcomes
+        .iter()
         .map(|o| {
-            o.map(|o| (LOCAL_REGION.to_owned(), o))
-                .into_iter()
+            o.iter()
+                .map(|o| (LOCAL_REGION.to_owned(), RegionResult::from_outcome(o)))
                 .collect()
         })
         .collect();
@@ -50,7 +50,7 @@ pub async fn run(
         started_at,
         finished_at,
         required_regions: &regions,
-        outcomes: &per_check,
+        results: &per_check,
         env: &ProcessEnv,
     }))
 }

@@ -10,6 +10,7 @@ use crate::model::{Plan, Severity};
 use crate::outcome::{CheckOutcome, Sample};
 use crate::rollback::{RollbackReport, recommend};
 use crate::secrets::Secrets;
+use crate::sketch::LatencySketch;
 use crate::stats::nearest_rank;
 use crate::vars::Lookup;
 use crate::verdict::{CheckStatus, Overall, RegionOutcome, judge, merge_regions};
@@ -142,6 +143,77 @@ pub struct RequestStats {
     pub latency_ms: Option<LatencySummary>,
 }
 
+/// One region's result for one check, as the report builder consumes it: what a local
+/// executor produced, or what a probe sent.
+#[derive(Debug, Clone)]
+pub struct RegionResult {
+    /// `Pass`, `Warn` or `Fail`.
+    pub status: CheckStatus,
+    /// The executor's explanation.
+    pub message: String,
+    /// Wall time of the check.
+    pub duration: Duration,
+    /// HTTP requests made and failed.
+    pub requests: RequestCount,
+    /// Exact latency figures of this region's requests.
+    pub latency: Option<LatencySummary>,
+    /// The same latencies, mergeable with other regions'.
+    pub sketch: LatencySketch,
+}
+
+impl RegionResult {
+    /// The result of a local execution.
+    pub fn from_outcome(outcome: &CheckOutcome) -> Self {
+        let mut sketch = LatencySketch::new();
+        for sample in &outcome.samples {
+            sketch.add(sample.latency.as_secs_f64() * 1e3);
+        }
+        Self {
+            status: outcome.status,
+            message: outcome.message.clone(),
+            duration: outcome.duration,
+            requests: count_requests(&outcome.samples),
+            latency: LatencySummary::of(outcome.samples.iter().map(|s| s.latency)),
+            sketch,
+        }
+    }
+
+    /// Several probes of one region (`probes_per_region: all`) as one region result: the
+    /// worst status with its message, every request, merged latencies.
+    pub fn combine(results: &[RegionResult]) -> Option<RegionResult> {
+        let worst = results.iter().max_by_key(|r| severity_rank(r.status))?;
+        if results.len() == 1 {
+            return Some(worst.clone());
+        }
+        let mut sketch = LatencySketch::new();
+        let mut requests = RequestCount::default();
+        let mut duration = Duration::ZERO;
+        for r in results {
+            sketch.merge(&r.sketch);
+            requests.count += r.requests.count;
+            requests.errors += r.requests.errors;
+            duration = duration.max(r.duration);
+        }
+        Some(RegionResult {
+            status: worst.status,
+            message: worst.message.clone(),
+            duration,
+            requests,
+            latency: sketch.summary(),
+            sketch,
+        })
+    }
+}
+
+fn severity_rank(status: CheckStatus) -> u8 {
+    match status {
+        CheckStatus::Pass => 0,
+        CheckStatus::Warn => 1,
+        CheckStatus::Inconclusive => 2,
+        CheckStatus::Fail => 3,
+    }
+}
+
 /// Everything needed to build a report.
 pub struct RunResults<'a> {
     /// The plan that ran.
@@ -156,67 +228,81 @@ pub struct RunResults<'a> {
     pub required_regions: &'a [String],
     /// Per check (plan order): what each region produced. A region absent from a map has no
     /// result for that check.
-    pub outcomes: &'a [BTreeMap<String, CheckOutcome>],
+    pub results: &'a [BTreeMap<String, RegionResult>],
     /// Resolves the rollback action's defaults for its description.
     pub env: &'a dyn Lookup,
 }
 
-/// Builds the report: merges regions, applies the verdict rules and the rollback triggers, and
-/// masks every secret of the plan in every message.
-pub fn build_report(results: &RunResults<'_>) -> Report {
-    let plan = results.plan;
+/// Builds the report: merges regions (latencies through sketches), applies the verdict rules
+/// and the rollback triggers, and masks every secret of the plan in every message.
+pub fn build_report(run: &RunResults<'_>) -> Report {
+    let plan = run.plan;
     let secrets = Secrets::of_plan(plan);
     let mut reported: Vec<String> = Vec::new();
-    let mut all_samples: Vec<Sample> = Vec::new();
+    let mut all_latency = LatencySketch::new();
+    let mut total = RequestCount::default();
+    let mut contributions = 0usize;
+    let mut single_latency: Option<LatencySummary> = None;
     let mut checks = Vec::with_capacity(plan.checks.len());
+    let empty = BTreeMap::new();
     for (index, check) in plan.checks.iter().enumerate() {
-        let empty = BTreeMap::new();
-        let per_region = results.outcomes.get(index).unwrap_or(&empty);
+        let per_region = run.results.get(index).unwrap_or(&empty);
         let region_outcomes: BTreeMap<String, RegionOutcome> = per_region
             .iter()
-            .map(|(region, o)| {
-                (
-                    region.clone(),
-                    RegionOutcome {
-                        status: o.status,
-                        message: secrets.scrub(&o.message),
-                    },
-                )
+            .map(|(region, r)| {
+                let outcome = RegionOutcome {
+                    status: r.status,
+                    message: secrets.scrub(&r.message),
+                };
+                (region.clone(), outcome)
             })
             .collect();
-        let merged = merge_regions(
-            results.required_regions,
-            &region_outcomes,
-            plan.policy.quorum,
-        );
-        let mut samples: Vec<Sample> = Vec::new();
+        let merged = merge_regions(run.required_regions, &region_outcomes, plan.policy.quorum);
+        let mut sketch = LatencySketch::new();
+        let mut requests = RequestCount::default();
         let mut duration = Duration::ZERO;
         let mut regions = BTreeMap::new();
-        for (region, outcome) in per_region {
+        for (region, r) in per_region {
             if !reported.contains(region) {
                 reported.push(region.clone());
             }
-            samples.extend_from_slice(&outcome.samples);
-            duration = duration.max(outcome.duration);
+            sketch.merge(&r.sketch);
+            requests.count += r.requests.count;
+            requests.errors += r.requests.errors;
+            duration = duration.max(r.duration);
+            if r.sketch.count() > 0 {
+                contributions += 1;
+                single_latency = r.latency;
+            }
             regions.insert(
                 region.clone(),
                 RegionReport {
-                    status: outcome.status,
-                    message: secrets.scrub(&outcome.message),
-                    latency_ms: LatencySummary::of(outcome.samples.iter().map(|s| s.latency)),
+                    status: r.status,
+                    message: secrets.scrub(&r.message),
+                    latency_ms: r.latency,
                 },
             );
         }
-        all_samples.extend_from_slice(&samples);
+        // One region's exact figures beat a sketch of them.
+        let latency_ms = match per_region.values().filter(|r| r.sketch.count() > 0).count() {
+            0 => None,
+            1 => per_region
+                .values()
+                .find_map(|r| r.latency.filter(|_| r.sketch.count() > 0)),
+            _ => sketch.summary(),
+        };
+        all_latency.merge(&sketch);
+        total.count += requests.count;
+        total.errors += requests.errors;
         checks.push(CheckReport {
             name: check.name.clone(),
             severity: check.severity,
             status: merged.status,
             message: merged.message,
-            latency_ms: LatencySummary::of(samples.iter().map(|s| s.latency)),
+            latency_ms,
             regions,
             kind: check.kind.as_str().to_owned(),
-            requests: count_requests(&samples),
+            requests,
             duration_ms: round3(duration.as_secs_f64() * 1e3),
         });
     }
@@ -225,7 +311,6 @@ pub fn build_report(results: &RunResults<'_>) -> Report {
         checks.iter().map(|c| (c.severity, c.status)),
         plan.policy.max_warnings,
     );
-    let total = count_requests(&all_samples);
     let requests = RequestStats {
         count: total.count,
         errors: total.errors,
@@ -234,18 +319,22 @@ pub fn build_report(results: &RunResults<'_>) -> Report {
         } else {
             round4(total.errors as f64 / total.count as f64)
         },
-        latency_ms: LatencySummary::of(all_samples.iter().map(|s| s.latency)),
+        latency_ms: if contributions == 1 {
+            single_latency
+        } else {
+            all_latency.summary()
+        },
     };
     let rollback = recommend(
         plan,
         overall,
         &checks,
         &requests,
-        results.required_regions,
-        results.env,
+        run.required_regions,
+        run.env,
     );
     Report {
-        run_id: results.run_id.to_owned(),
+        run_id: run.run_id.to_owned(),
         plan: plan.name.clone(),
         status: overall,
         summary: overall.summary().to_owned(),
@@ -253,8 +342,8 @@ pub fn build_report(results: &RunResults<'_>) -> Report {
         failed: counts.failed,
         warnings: counts.warnings,
         inconclusive: counts.inconclusive,
-        started_at: rfc3339(results.started_at),
-        finished_at: rfc3339(results.finished_at),
+        started_at: rfc3339(run.started_at),
+        finished_at: rfc3339(run.finished_at),
         regions: reported,
         checks,
         requests,

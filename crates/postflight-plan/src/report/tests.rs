@@ -28,14 +28,18 @@ fn outcome(status: CheckStatus, message: &str, samples: &[(u64, bool)]) -> Check
     }
 }
 
-fn local(outcomes: Vec<Option<CheckOutcome>>) -> Vec<BTreeMap<String, CheckOutcome>> {
+fn local(outcomes: Vec<Option<CheckOutcome>>) -> Vec<BTreeMap<String, RegionResult>> {
     outcomes
         .into_iter()
-        .map(|o| o.map(|o| ("local".to_owned(), o)).into_iter().collect())
+        .map(|o| {
+            o.map(|o| ("local".to_owned(), RegionResult::from_outcome(&o)))
+                .into_iter()
+                .collect()
+        })
         .collect()
 }
 
-fn build(plan: &Plan, regions: &[&str], outcomes: &[BTreeMap<String, CheckOutcome>]) -> Report {
+fn build(plan: &Plan, regions: &[&str], outcomes: &[BTreeMap<String, RegionResult>]) -> Report {
     let regions: Vec<String> = regions.iter().map(|s| s.to_string()).collect();
     let env: HashMap<String, String> = HashMap::new();
     build_report(&RunResults {
@@ -44,7 +48,7 @@ fn build(plan: &Plan, regions: &[&str], outcomes: &[BTreeMap<String, CheckOutcom
         started_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         finished_at: UNIX_EPOCH + Duration::from_millis(1_800_000_002_500),
         required_regions: &regions,
-        outcomes,
+        results: outcomes,
         env: &env,
     })
 }
@@ -257,18 +261,16 @@ fn fail_recommends_rollback_unless_on_fail_is_off() {
 #[test]
 fn several_regions_merge_under_the_quorum() {
     let p = plan("policy: {regions: [eu, us, ap], quorum: majority}\n");
-    let mk = |entries: &[(&str, CheckStatus)]| -> BTreeMap<String, CheckOutcome> {
+    let mk = |entries: &[(&str, CheckStatus)]| -> BTreeMap<String, RegionResult> {
         entries
             .iter()
             .map(|(r, s)| {
-                (
-                    r.to_string(),
-                    outcome(
-                        *s,
-                        &format!("{r} says {s}"),
-                        &[(10, *s == CheckStatus::Pass)],
-                    ),
-                )
+                let o = outcome(
+                    *s,
+                    &format!("{r} says {s}"),
+                    &[(10, *s == CheckStatus::Pass)],
+                );
+                (r.to_string(), RegionResult::from_outcome(&o))
             })
             .collect()
     };

@@ -1,0 +1,177 @@
+//! Mergeable latency sketches: how percentiles are combined across regions and checks.
+//!
+//! Averaging per-region percentiles is wrong (the p99 of two regions is not the mean of their
+//! p99s); a DDSketch per region, merged, answers any percentile of the union within a fixed
+//! relative error. One configuration is used everywhere so that every sketch merges with every
+//! other: 0.5% relative accuracy (the contract allows 1%).
+
+use sketches_ddsketch::{Config, DDSketch};
+
+use crate::report::LatencySummary;
+
+/// Relative accuracy of every sketch.
+pub const RELATIVE_ACCURACY: f64 = 0.005;
+/// Bin limit and smallest value must be the library's defaults: its binary decoder rebuilds
+/// the configuration from the accuracy alone with these, and sketches only merge when their
+/// configurations are equal. 2048 bins at 0.5% cover a 1:10⁸ range (10 µs to 17 minutes)
+/// before the lowest bins collapse.
+const MAX_BINS: u32 = 2048;
+const MIN_VALUE: f64 = 1.0e-9;
+
+/// A latency sketch, in milliseconds.
+#[derive(Clone)]
+pub struct LatencySketch(DDSketch);
+
+impl std::fmt::Debug for LatencySketch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatencySketch")
+            .field("count", &self.count())
+            .finish()
+    }
+}
+
+impl Default for LatencySketch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LatencySketch {
+    /// An empty sketch with the shared configuration.
+    pub fn new() -> Self {
+        Self(DDSketch::new(Config::new(
+            RELATIVE_ACCURACY,
+            MAX_BINS,
+            MIN_VALUE,
+        )))
+    }
+
+    /// Adds one latency in milliseconds.
+    pub fn add(&mut self, ms: f64) {
+        self.0.add(ms.max(0.0));
+    }
+
+    /// Adds every value of `other`.
+    pub fn merge(&mut self, other: &LatencySketch) {
+        // Both sketches share one configuration, which is the only way merge can fail.
+        let _ = self.0.merge(&other.0);
+    }
+
+    /// Number of values.
+    pub fn count(&self) -> u64 {
+        self.0.count() as u64
+    }
+
+    /// The nearest-rank percentile (`p` in (0, 100]) within the relative accuracy; `None` when
+    /// empty. DDSketch ranks as `⌊q·(n−1)⌋`; the quantile asked for is chosen so that rank is
+    /// the nearest rank `⌈p/100·n⌉ − 1` of the plan language.
+    pub fn percentile(&self, p: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        if n == 1 || p >= 100.0 {
+            return self.0.max();
+        }
+        let rank = ((p / 100.0 * n as f64).ceil() as u64).clamp(1, n) - 1;
+        let q = ((rank as f64 + 0.5) / (n - 1) as f64).min(1.0);
+        let value = self.0.quantile(q).ok().flatten()?;
+        // The sketch's bucket value can overshoot the exact extremes slightly; clamp to them.
+        Some(value.clamp(self.0.min()?, self.0.max()?))
+    }
+
+    /// Count, p50, p95, p99 and max (exact max).
+    pub fn summary(&self) -> Option<LatencySummary> {
+        let round = |x: f64| (x * 1e3).round() / 1e3;
+        Some(LatencySummary {
+            count: self.count(),
+            p50: round(self.percentile(50.0)?),
+            p95: round(self.percentile(95.0)?),
+            p99: round(self.percentile(99.0)?),
+            max: round(self.0.max()?),
+        })
+    }
+
+    /// Compact binary form (DataDog's DDSketch encoding) for the wire and the database.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.to_java_bytes()
+    }
+
+    /// Decodes [`LatencySketch::to_bytes`]; empty input is an empty sketch.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.is_empty() {
+            return Ok(Self::new());
+        }
+        let decoded = DDSketch::from_java_bytes(bytes)
+            .map_err(|e| format!("invalid latency sketch: {e:?}"))?;
+        // A sketch made with another accuracy cannot be merged with ours: refuse it here
+        // rather than silently mixing resolutions.
+        let mut sketch = Self::new();
+        sketch
+            .0
+            .merge(&decoded)
+            .map_err(|e| format!("incompatible latency sketch: {e}"))?;
+        Ok(sketch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::nearest_rank;
+    use proptest::prelude::*;
+
+    #[test]
+    fn small_samples_are_exact_at_the_extremes() {
+        let mut s = LatencySketch::new();
+        for v in [10.0, 20.0, 30.0, 40.0, 300.0] {
+            s.add(v);
+        }
+        assert_eq!(s.count(), 5);
+        assert_eq!(s.percentile(100.0), Some(300.0));
+        let p95 = s.percentile(95.0).unwrap();
+        assert!((p95 - 300.0).abs() <= 300.0 * RELATIVE_ACCURACY, "{p95}");
+        let p50 = s.percentile(50.0).unwrap();
+        assert!((p50 - 30.0).abs() <= 30.0 * RELATIVE_ACCURACY, "{p50}");
+        assert_eq!(LatencySketch::new().percentile(50.0), None);
+    }
+
+    #[test]
+    fn bytes_round_trip() {
+        let mut s = LatencySketch::new();
+        for v in 1..1000 {
+            s.add(v as f64 * 0.37);
+        }
+        let back = LatencySketch::from_bytes(&s.to_bytes()).unwrap();
+        assert_eq!(back.count(), s.count());
+        assert_eq!(back.summary(), s.summary());
+        assert!(LatencySketch::from_bytes(&[0xff, 0x00, 0x13]).is_err());
+        assert_eq!(LatencySketch::from_bytes(&[]).unwrap().count(), 0);
+    }
+
+    proptest! {
+        /// The contract: merged percentiles across regions match the exact percentiles of the
+        /// union within 1%.
+        #[test]
+        fn merged_percentiles_match_the_exact_union_within_one_percent(
+            regions in prop::collection::vec(prop::collection::vec(0.05f64..60_000.0, 1..300), 1..5),
+            p in prop_oneof![Just(50.0), Just(90.0), Just(95.0), Just(99.0), 1.0f64..100.0],
+        ) {
+            let mut merged = LatencySketch::new();
+            let mut union: Vec<f64> = Vec::new();
+            for values in &regions {
+                let mut region = LatencySketch::new();
+                for v in values {
+                    region.add(*v);
+                }
+                let region = LatencySketch::from_bytes(&region.to_bytes()).unwrap();
+                merged.merge(&region);
+                union.extend(values);
+            }
+            union.sort_by(f64::total_cmp);
+            let exact = nearest_rank(&union, p).unwrap();
+            let approx = merged.percentile(p).unwrap();
+            prop_assert!((approx - exact).abs() <= exact * 0.01, "p{p}: sketch {approx} vs exact {exact}");
+        }
+    }
+}
