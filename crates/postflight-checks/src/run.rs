@@ -100,8 +100,10 @@ pub async fn run_plan(
     mut on_done: impl FnMut(usize, &CheckOutcome),
 ) -> Vec<Option<CheckOutcome>> {
     let mut outcomes: Vec<Option<CheckOutcome>> = vec![None; plan.checks.len()];
-    let mut stream = futures::stream::iter(plan.checks.iter().enumerate())
-        .map(|(index, check)| async move { (index, executor.execute(plan, check).await) })
+    // Indices, not `&Check`s, go through the stream: a closure over borrowed items makes the
+    // future unusable in `tokio::spawn` (a higher-ranked lifetime the compiler cannot prove).
+    let mut stream = futures::stream::iter(0..plan.checks.len())
+        .map(|index| async move { (index, executor.execute(plan, &plan.checks[index]).await) })
         .buffer_unordered(options.concurrency.max(1));
     loop {
         let next = match options.deadline {

@@ -38,9 +38,57 @@ pub enum Command {
     Run(RunArgs),
     /// Validate a plan without running it (exit 0 when valid, 2 with every error otherwise).
     Check(CheckArgs),
-    /// See postflight work on one machine: a demo agent backend checked before and after a
-    /// migration that breaks it. Needs nothing installed.
+    /// See postflight work on one machine: a coordinator, probes in three regions and a demo
+    /// agent backend, checked before and after a migration that breaks it. Needs nothing
+    /// installed.
     Demo(DemoArgs),
+    /// List the probes the coordinator knows, connected or not.
+    Probes(RemoteArgs),
+    /// List recent runs, newest first.
+    Runs(RunsArgs),
+    /// Print the report of a run (exit code as `run`).
+    Report(RunIdArgs),
+    /// Follow a run live until its report (exit code as `run`).
+    Watch(RunIdArgs),
+}
+
+/// Where the coordinator is, and how to print what it says.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The coordinator [default: $POSTFLIGHT_COORDINATOR, then http://127.0.0.1:7700].
+    #[arg(long, value_name = "URL")]
+    pub coordinator: Option<String>,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `postflight runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Coordinator and output.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+
+    /// Only runs of this plan.
+    #[arg(long, value_name = "NAME")]
+    pub plan: Option<String>,
+
+    /// How many runs.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: u32,
+}
+
+/// `postflight report` and `postflight watch`.
+#[derive(Debug, Args)]
+pub struct RunIdArgs {
+    /// The run's id (see `postflight runs`).
+    pub run_id: String,
+
+    /// Coordinator and output.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// `postflight run`.
@@ -53,8 +101,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub local: bool,
 
-    /// Coordinator to submit the run to [default: $POSTFLIGHT_COORDINATOR, then
-    /// http://127.0.0.1:7700].
+    /// Coordinator to submit the run to (the default without --local) [default:
+    /// $POSTFLIGHT_COORDINATOR, then http://127.0.0.1:7700].
     #[arg(long, value_name = "URL", conflicts_with = "local")]
     pub coordinator: Option<String>,
 
@@ -66,7 +114,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Restrict a coordinator run to these regions (repeatable).
+    /// Regions that must report (repeatable); overrides the plan's policy.regions.
     #[arg(long = "region", value_name = "REGION", conflicts_with = "local")]
     pub regions: Vec<String>,
 

@@ -4,6 +4,7 @@ mod cli;
 mod demo;
 mod local;
 mod plan_file;
+mod remote;
 mod render;
 
 use std::io::IsTerminal;
@@ -15,7 +16,7 @@ use cli::{CheckArgs, Cli, Command, RunArgs};
 
 /// Exit code for usage and plan errors.
 const EXIT_PLAN_ERROR: u8 = 2;
-/// Exit code when the coordinator cannot be reached or the run cannot complete.
+/// Exit code when the run cannot complete.
 const EXIT_NO_RUN: u8 = 5;
 
 fn main() -> ExitCode {
@@ -36,6 +37,18 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Check(args) => Ok(check(&args)),
             Command::Demo(args) => demo::main(args).await,
+            Command::Probes(args) => Ok(remote::probes(&args)
+                .await
+                .unwrap_or_else(remote::Failure::exit)),
+            Command::Runs(args) => Ok(remote::runs(&args)
+                .await
+                .unwrap_or_else(remote::Failure::exit)),
+            Command::Report(args) => Ok(remote::report(&args)
+                .await
+                .unwrap_or_else(remote::Failure::exit)),
+            Command::Watch(args) => Ok(remote::watch(&args)
+                .await
+                .unwrap_or_else(remote::Failure::exit)),
         };
         result.unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
@@ -63,26 +76,18 @@ fn init_logging(verbose: u8) {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    if !args.local {
-        let coordinator = args
-            .coordinator
-            .clone()
-            .or_else(|| std::env::var("POSTFLIGHT_COORDINATOR").ok())
-            .unwrap_or_else(|| "http://127.0.0.1:7700".to_owned());
-        eprintln!(
-            "error: cannot submit to the coordinator at {coordinator}: this build of postflight \
-             runs plans locally only; use `postflight run {} --local`",
-            args.plan.display()
-        );
-        return Ok(ExitCode::from(EXIT_NO_RUN));
-    }
-    let plan = match plan_file::load(&args.plan, true) {
+    let plan = match plan_file::load(&args.plan, args.local) {
         Ok(plan) => plan,
         Err(e) => {
             eprint!("{}", e.render());
             return Ok(ExitCode::from(EXIT_PLAN_ERROR));
         }
     };
+    if !args.local {
+        return Ok(remote::run(&args, &plan)
+            .await
+            .unwrap_or_else(remote::Failure::exit));
+    }
     let show_progress = std::io::stderr().is_terminal();
     let report = local::run(&plan, args.timeout, show_progress).await?;
     print!(

@@ -105,6 +105,10 @@ fn table(report: &Report, color: bool) -> String {
         out.push('\n');
     }
     out.push('\n');
+    if report.regions.len() > 1 {
+        out.push_str(&region_matrix(report, color));
+        out.push('\n');
+    }
     let r = &report.requests;
     if r.count > 0 {
         let mut line = format!(
@@ -150,6 +154,70 @@ fn table(report: &Report, color: bool) -> String {
     }
     out.push_str(&paint(&report.summary, report.status, color));
     out.push('\n');
+    out
+}
+
+/// Checks down, regions across: each cell the region's status and latency.
+fn region_matrix(report: &Report, color: bool) -> String {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING);
+    let mut header = vec![Cell::new("PER REGION")];
+    header.extend(report.regions.iter().map(Cell::new));
+    table.set_header(header);
+    for check in &report.checks {
+        let mut row = vec![Cell::new(&check.name)];
+        for region in &report.regions {
+            row.push(match check.regions.get(region) {
+                None => Cell::new("—"),
+                Some(r) => {
+                    let latency = r
+                        .latency_ms
+                        .as_ref()
+                        .map(|l| format!(" {}", ms(l.p95)))
+                        .unwrap_or_default();
+                    let text = format!("{}{latency}", r.status.as_str().to_uppercase());
+                    let cell = Cell::new(text);
+                    if color {
+                        let shade = match r.status {
+                            CheckStatus::Pass => Color::Green,
+                            CheckStatus::Warn => Color::Yellow,
+                            CheckStatus::Fail => Color::Red,
+                            CheckStatus::Inconclusive => Color::Magenta,
+                        };
+                        cell.fg(shade)
+                    } else {
+                        cell
+                    }
+                }
+            });
+        }
+        table.add_row(row);
+    }
+    let mut out = String::new();
+    for line in table.to_string().lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A plain table (for probe and run lists), without trailing blanks.
+pub fn simple_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_header(header.to_vec());
+    if rows.is_empty() {
+        return format!("{}\n(none)\n", header.join("  "));
+    }
+    for row in rows {
+        table.add_row(row);
+    }
+    let mut out = String::new();
+    for line in table.to_string().lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
     out
 }
 

@@ -1,6 +1,9 @@
-//! `postflight demo`: the whole loop on one machine. A demo agent backend and its SQLite
-//! database are validated before a simulated migration (PASS) and after it (FAIL, rollback
-//! recommended), with nothing to install.
+//! `postflight demo`: the whole system on one machine, with nothing to install. A
+//! coordinator (SQLite in a temporary folder), probes in three regions and a demo agent
+//! backend per region run in this process and talk real gRPC and HTTP over loopback. The plan
+//! is validated before and after a simulated migration whose regression shows in some regions
+//! only; the demo streams progress, prints the per-region table, the merged verdict and the
+//! rollback decision (dry run).
 
 pub mod target;
 
@@ -8,18 +11,28 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use postflight_coordinator::seal::Sealer;
+use postflight_coordinator::storage::{AnyStore, SqliteStore};
+use postflight_coordinator::{Config, Coordinator, grpc};
 use postflight_plan::vars::Expander;
-use postflight_plan::{Overall, Plan, parse_plan};
+use postflight_plan::{Overall, Plan, Report, parse_plan};
+use postflight_probe::ProbeConfig;
+use postflight_proto::v1;
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
 use crate::cli::{DemoArgs, Output};
-use crate::{local, render};
+use crate::{remote, render};
 use target::{Behavior, DemoTarget};
 
 const PLAN: &str = include_str!("plan.yaml");
+
+/// The regions of the demo, each with its probe and its backend.
+const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 
 /// The demo backend's database before the migration.
 const SCHEMA: &str = "
@@ -34,40 +47,67 @@ INSERT INTO sessions (id, user_name) VALUES (1, 'ada'), (2, 'grace'), (3, 'linus
 /// What the simulated migration does to the database.
 const MIGRATION: &str = "DROP INDEX messages_conversation_id_idx;";
 
-/// What the simulated migration does to the service: tool look-ups break, answers slow down.
-const AFTER_MIGRATION: Behavior = Behavior {
-    tools_broken: true,
-    empty_answers: false,
-    delay_ms: 350,
-    errors: false,
-};
+/// What the simulated migration does to each region's backend: tool look-ups break in two
+/// regions, answers slow down in one.
+fn after_migration(region: &str) -> Behavior {
+    match region {
+        "eu-west" => Behavior {
+            tools_broken: true,
+            ..Behavior::default()
+        },
+        "ap-south" => Behavior {
+            tools_broken: true,
+            delay_ms: 350,
+            ..Behavior::default()
+        },
+        _ => Behavior::default(),
+    }
+}
 
-/// Runs the demo, or only serves the target with `--serve-target`.
+/// Runs the demo, or only serves the backend with `--serve-target`.
 pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = args.serve_target {
         return serve(addr, args.mode).await;
     }
     let table = args.output == Output::Table;
     let color = render::stdout_color();
-    let dir = tempfile::tempdir().context("cannot create a temporary folder for the demo")?;
-    let db_url = create_database(dir.path()).await?;
-    let target = DemoTarget::start(SocketAddr::from(([127, 0, 0, 1], 0)), Behavior::default())
-        .await
-        .context("cannot start the demo agent backend on 127.0.0.1")?;
-    let plan = demo_plan(&target.url(), &db_url)?;
     let say = |text: &str| {
         if table {
             println!("{text}");
         }
     };
-    say("postflight demo: validating an agent backend before and after a migration\n");
+    let dir = tempfile::tempdir().context("cannot create a temporary folder for the demo")?;
+    let db_url = create_database(dir.path()).await?;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut targets = Vec::new();
+    for region in REGIONS {
+        let target = DemoTarget::start(loopback, Behavior::default())
+            .await
+            .context("cannot start the demo agent backend on 127.0.0.1")?;
+        targets.push((region, target));
+    }
+    let coordinator_url = start_coordinator(dir.path()).await?;
+    for (region, target) in &targets {
+        start_probe(&coordinator_url, region, &target.url(), &db_url);
+    }
+    say(
+        "postflight demo: an agent backend validated from three regions, before and after a migration\n",
+    );
     say(&format!(
-        "The demo agent backend listens on {} with its SQLite database in {}.",
-        target.url(),
+        "coordinator  {coordinator_url} (SQLite history in {})",
         dir.path().display()
     ));
+    for (region, target) in &targets {
+        say(&format!(
+            "probe        {region:<9} → agent backend {}",
+            target.url()
+        ));
+    }
+    wait_for_probes(&coordinator_url).await?;
+    let plan = demo_plan()?;
     say(&format!(
-        "The plan has the seed article's four checks: {}.\n",
+        "plan         {} checks: {}\n",
+        plan.checks.len(),
         plan.checks
             .iter()
             .map(|c| c.name.as_str())
@@ -75,17 +115,20 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .join(", ")
     ));
     say("1. Before the migration");
-    let before = local::run(&plan, None, table).await?;
+    let before = validate(&coordinator_url, &plan).await?;
     if table {
         print!("{}", render::report(&before, Output::Table, color));
     }
     say(
-        "\n2. The migration: tool look-ups break, answers slow down by 350 ms, and an index is dropped.\n",
+        "\n2. The migration: tool look-ups break in eu-west and ap-south, ap-south answers 350 ms slower,",
     );
-    target.set_behavior(AFTER_MIGRATION);
+    say("   and an index of the shared database is dropped.\n");
+    for (region, target) in &targets {
+        target.set_behavior(after_migration(region));
+    }
     migrate(&db_url).await?;
     say("3. After the migration");
-    let after = local::run(&plan, None, table).await?;
+    let after = validate(&coordinator_url, &plan).await?;
     if table {
         print!("{}", render::report(&after, Output::Table, color));
     } else {
@@ -102,13 +145,12 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .unwrap_or("no action configured");
             println!(
-                "Rollback decision: roll back ({}) — dry run: the demo executes nothing.",
-                action
+                "Rollback decision: roll back with `{action}` (dry run: the demo executes nothing)."
             );
         }
         if as_expected {
             println!(
-                "postflight told the healthy service (PASS) from the broken one (FAIL) and explained why."
+                "postflight told the healthy release (PASS) from the broken one (FAIL), region by region."
             );
         }
     }
@@ -123,12 +165,69 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn demo_plan(url: &str, db_url: &str) -> anyhow::Result<Plan> {
-    let vars = HashMap::from([
-        ("DEMO_URL".to_owned(), url.to_owned()),
+/// A coordinator on SQLite in `dir`, serving on a free loopback port; returns its URL.
+async fn start_coordinator(dir: &Path) -> anyhow::Result<String> {
+    let db = format!("sqlite://{}", dir.join("postflight.db").display());
+    let store = AnyStore::Sqlite(SqliteStore::open(&db).await?);
+    let sealer = Sealer::load_or_create(&dir.join("postflight.db.key"))?;
+    let config = Config {
+        default_timeout: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let coordinator = Coordinator::start(store, sealer, config).await?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = grpc::serve(coordinator, listener, None, std::future::pending()).await {
+            tracing::error!(error = %e, "demo coordinator stopped");
+        }
+    });
+    Ok(url)
+}
+
+/// A probe for `region` whose `${probe:…}` variables point at its region's backend.
+fn start_probe(coordinator: &str, region: &str, target: &str, db_url: &str) {
+    let vars: HashMap<String, String> = HashMap::from([
+        ("DEMO_URL".to_owned(), target.to_owned()),
         ("DEMO_DATABASE_URL".to_owned(), db_url.to_owned()),
     ]);
-    parse_plan(PLAN, "demo/plan.yaml", Expander::both(&vars, &vars))
+    let mut config = ProbeConfig::new(
+        coordinator,
+        &format!("demo-probe-{region}"),
+        region,
+        Arc::new(vars),
+    );
+    config.backoff_min = Duration::from_millis(100);
+    config.backoff_max = Duration::from_secs(1);
+    tokio::spawn(async move {
+        if let Err(e) = postflight_probe::run(config, std::future::pending()).await {
+            tracing::error!(error = %e, "demo probe stopped");
+        }
+    });
+}
+
+async fn wait_for_probes(url: &str) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if let Ok(mut client) = remote::client(url).await
+            && let Ok(list) = client.list_probes(v1::ListProbesRequest {}).await
+            && list.get_ref().probes.iter().filter(|p| p.connected).count() == REGIONS.len()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the demo probes did not connect to the demo coordinator within 5 s")
+}
+
+async fn validate(url: &str, plan: &Plan) -> anyhow::Result<Report> {
+    remote::submit_and_follow(url, plan, "demo/plan.yaml", v1::RunOptions::default())
+        .await
+        .map_err(|f| anyhow::anyhow!("{}", f.message()))
+}
+
+fn demo_plan() -> anyhow::Result<Plan> {
+    let none: HashMap<String, String> = HashMap::new();
+    parse_plan(PLAN, "demo/plan.yaml", Expander::plan(&none))
         .map_err(|e| anyhow::anyhow!("the built-in demo plan is invalid:\n{}", e.render()))
 }
 
@@ -175,8 +274,9 @@ mod tests {
 
     #[test]
     fn the_demo_plan_is_valid() {
-        let plan = demo_plan("http://127.0.0.1:1", "sqlite:/tmp/x.db").unwrap();
+        let plan = demo_plan().unwrap();
         assert_eq!(plan.checks.len(), 4);
+        assert_eq!(plan.policy.regions, REGIONS);
         assert!(plan.rollback.as_ref().unwrap().dry_run);
     }
 }

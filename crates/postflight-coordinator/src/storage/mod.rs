@@ -230,8 +230,7 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a run's mutable fields (status, times, verdict, report, rollback).
     fn update_run(&self, run: &RunRecord) -> impl Future<Output = StoreResult<()>> + Send;
     /// One run.
-    fn get_run(&self, run_id: &str)
-    -> impl Future<Output = StoreResult<Option<RunRecord>>> + Send;
+    fn get_run(&self, run_id: &str) -> impl Future<Output = StoreResult<Option<RunRecord>>> + Send;
     /// Most recent first, optionally of one plan.
     fn list_runs(
         &self,
@@ -262,8 +261,7 @@ pub trait Store: Send + Sync + 'static {
         results: &[ResultRecord],
     ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send;
     /// A run's results in arrival order.
-    fn results(&self, run_id: &str)
-    -> impl Future<Output = StoreResult<Vec<ResultRecord>>> + Send;
+    fn results(&self, run_id: &str) -> impl Future<Output = StoreResult<Vec<ResultRecord>>> + Send;
 }
 
 /// Either engine, chosen by URL at start-up.

@@ -57,16 +57,31 @@ async fn suite<S: Store>(store: S) {
     assert_eq!(store.list_probes().await.unwrap(), vec![probe]);
 
     // Runs: insert, get, list (newest first, by plan), update, unfinished.
-    store.insert_run(&run("r1", 100, "a", RunStatus::Running)).await.unwrap();
-    store.insert_run(&run("r2", 200, "b", RunStatus::Pending)).await.unwrap();
-    store.insert_run(&run("r3", 300, "a", RunStatus::Completed)).await.unwrap();
+    store
+        .insert_run(&run("r1", 100, "a", RunStatus::Running))
+        .await
+        .unwrap();
+    store
+        .insert_run(&run("r2", 200, "b", RunStatus::Pending))
+        .await
+        .unwrap();
+    store
+        .insert_run(&run("r3", 300, "a", RunStatus::Completed))
+        .await
+        .unwrap();
     let got = store.get_run("r1").await.unwrap().unwrap();
     assert_eq!(got, run("r1", 100, "a", RunStatus::Running));
     assert!(store.get_run("nope").await.unwrap().is_none());
     let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
-    assert_eq!(ids(store.list_runs(10, None).await.unwrap()), ["r3", "r2", "r1"]);
+    assert_eq!(
+        ids(store.list_runs(10, None).await.unwrap()),
+        ["r3", "r2", "r1"]
+    );
     assert_eq!(ids(store.list_runs(1, None).await.unwrap()), ["r3"]);
-    assert_eq!(ids(store.list_runs(10, Some("a")).await.unwrap()), ["r3", "r1"]);
+    assert_eq!(
+        ids(store.list_runs(10, Some("a")).await.unwrap()),
+        ["r3", "r1"]
+    );
     assert_eq!(ids(store.unfinished_runs().await.unwrap()), ["r1", "r2"]);
     let mut done = got.clone();
     done.status = RunStatus::Completed;
@@ -103,7 +118,11 @@ async fn suite<S: Store>(store: S) {
         .unwrap();
     assert_eq!(first, [true, true]);
     let replay = store
-        .insert_results(&[result("x2", "r2", 1), result("x3", "r2", 2), result("x1", "r2", 0)])
+        .insert_results(&[
+            result("x2", "r2", 1),
+            result("x3", "r2", 2),
+            result("x1", "r2", 0),
+        ])
         .await
         .unwrap();
     assert_eq!(replay, [false, true, false]);
@@ -111,7 +130,10 @@ async fn suite<S: Store>(store: S) {
     assert_eq!(stored.len(), 3);
     assert_eq!(stored[0], result("x1", "r2", 0));
     assert_eq!(
-        stored.iter().map(|r| r.result_id.as_str()).collect::<Vec<_>>(),
+        stored
+            .iter()
+            .map(|r| r.result_id.as_str())
+            .collect::<Vec<_>>(),
         ["x1", "x2", "x3"]
     );
     assert!(store.results("r1").await.unwrap().is_empty());
@@ -140,7 +162,10 @@ async fn postgres_store_passes_the_suite_and_survives_reopening() {
 async fn any_store_picks_the_engine_by_url() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("x.db").display());
-    assert!(matches!(AnyStore::open(&url).await.unwrap(), AnyStore::Sqlite(_)));
+    assert!(matches!(
+        AnyStore::open(&url).await.unwrap(),
+        AnyStore::Sqlite(_)
+    ));
     let err = AnyStore::open("mysql://u:secret@h/db").await.unwrap_err();
     assert_eq!(
         err.to_string(),

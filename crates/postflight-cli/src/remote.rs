@@ -1,0 +1,417 @@
+//! Talking to a coordinator: submit and follow runs, list probes and runs, read reports.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use postflight_plan::canonical::canonical_yaml;
+use postflight_plan::{Plan, Report};
+use postflight_proto::v1::run_event::Kind;
+use postflight_proto::v1::validation_service_client::ValidationServiceClient;
+use postflight_proto::v1::{self, RunEvent};
+use serde_json::json;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::cli::{Output, RemoteArgs, RunArgs, RunIdArgs, RunsArgs};
+use crate::render;
+
+/// Usage errors (an unknown run id, a plan the coordinator rejects).
+const EXIT_USAGE: u8 = 2;
+/// The coordinator cannot be reached or the run cannot complete.
+const EXIT_NO_RUN: u8 = 5;
+
+/// `--coordinator`, else `$POSTFLIGHT_COORDINATOR`, else the default address.
+pub fn coordinator_url(arg: Option<&str>) -> String {
+    let url = arg
+        .map(str::to_owned)
+        .or_else(|| {
+            std::env::var("POSTFLIGHT_COORDINATOR")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .unwrap_or_else(|| "http://127.0.0.1:7700".to_owned());
+    if url.contains("://") {
+        url
+    } else {
+        format!("http://{url}")
+    }
+}
+
+/// A failure, already explained, with its exit code.
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The explanation.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Prints the explanation and returns the exit code.
+    pub fn exit(self) -> ExitCode {
+        eprintln!("error: {}", self.message);
+        ExitCode::from(self.code)
+    }
+}
+
+fn from_status(url: &str, status: &Status) -> Failure {
+    let message = status.message().to_owned();
+    match status.code() {
+        Code::InvalidArgument => Failure::new(
+            EXIT_USAGE,
+            format!("the coordinator rejected the request: {message}"),
+        ),
+        Code::NotFound => Failure::new(EXIT_USAGE, message),
+        Code::Unavailable => Failure::new(
+            EXIT_NO_RUN,
+            format!("cannot reach the coordinator at {url}: {message}"),
+        ),
+        Code::Unauthenticated => Failure::new(
+            EXIT_NO_RUN,
+            format!("the coordinator at {url} refused the credentials: {message}"),
+        ),
+        _ => Failure::new(
+            EXIT_NO_RUN,
+            format!(
+                "the coordinator at {url} answered {}: {message}",
+                status.code()
+            ),
+        ),
+    }
+}
+
+/// A connected client, or a failure that explains why not (exit code 5).
+pub async fn client(url: &str) -> Result<ValidationServiceClient<Channel>, Failure> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("invalid coordinator URL {url}: {e}")))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|e| {
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            reason = cause.to_string();
+            source = cause.source();
+        }
+        let reason = reason.replace(" (os error 111)", "").to_lowercase();
+        Failure::new(
+            EXIT_NO_RUN,
+            format!("cannot reach the coordinator at {url}: {reason}"),
+        )
+    })?;
+    Ok(ValidationServiceClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(16 * 1024 * 1024))
+}
+
+/// `postflight run PLAN --coordinator URL`: submit, follow, print, exit with the verdict.
+pub async fn run(args: &RunArgs, plan: &Plan) -> Result<ExitCode, Failure> {
+    let url = coordinator_url(args.coordinator.as_deref());
+    let options = v1::RunOptions {
+        dry_run: args.dry_run,
+        regions: args.regions.clone(),
+        timeout_ms: args.timeout.map_or(0, |t| t.as_millis() as u64),
+    };
+    let report = submit_and_follow(&url, plan, &args.plan.display().to_string(), options).await?;
+    Ok(print_report(&report, args.output))
+}
+
+/// Submits a plan, prints progress on stderr while the probes work, returns the report.
+pub async fn submit_and_follow(
+    url: &str,
+    plan: &Plan,
+    origin: &str,
+    options: v1::RunOptions,
+) -> Result<Report, Failure> {
+    let mut client = client(url).await?;
+    let request = v1::SubmitRunRequest {
+        plan_yaml: canonical_yaml(plan),
+        origin: origin.to_owned(),
+        options: Some(options),
+    };
+    let run = client
+        .submit_run(request)
+        .await
+        .map_err(|s| from_status(url, &s))?
+        .into_inner();
+    eprintln!(
+        "run {} of plan {} submitted to {url} (regions: {})",
+        run.run_id,
+        run.plan,
+        run.regions.join(", ")
+    );
+    follow(url, &mut client, &run.run_id).await
+}
+
+/// Follows a run until its report, printing progress on stderr; survives a coordinator
+/// restart by watching again.
+async fn follow(
+    url: &str,
+    client: &mut ValidationServiceClient<Channel>,
+    run_id: &str,
+) -> Result<Report, Failure> {
+    let mut attempts = 0;
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let failure = match watch_once(client, run_id, &mut seen).await {
+            Ok(Some(report)) => return Ok(report),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::NotFound | Code::InvalidArgument | Code::Unauthenticated
+                ) =>
+            {
+                return Err(from_status(url, &status));
+            }
+            Ok(None) => Failure::new(
+                EXIT_NO_RUN,
+                format!(
+                    "the run did not end while watched; follow it with `postflight watch {run_id}`"
+                ),
+            ),
+            Err(status) => from_status(url, &status),
+        };
+        // The coordinator may be restarting: the run goes on there, so watch again.
+        if attempts >= 30 {
+            return Err(failure);
+        }
+        attempts += 1;
+        if attempts == 1 {
+            eprintln!("lost the coordinator's stream; retrying (the run goes on there)");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(fresh) = self::client(url).await {
+            *client = fresh;
+        }
+    }
+}
+
+/// One watch stream: `Some(report)` when it ended with the report.
+async fn watch_once(
+    client: &mut ValidationServiceClient<Channel>,
+    run_id: &str,
+    seen: &mut std::collections::HashSet<(String, String, u32)>,
+) -> Result<Option<Report>, Status> {
+    let mut stream = client
+        .watch_run(v1::WatchRunRequest {
+            run_id: run_id.to_owned(),
+        })
+        .await?
+        .into_inner();
+    while let Some(event) = stream.message().await? {
+        if let Some(report) = progress(&event, seen) {
+            return Ok(Some(report));
+        }
+    }
+    Ok(None)
+}
+
+/// Prints one event as a progress line; returns the report when the event carries it.
+fn progress(
+    event: &RunEvent,
+    seen: &mut std::collections::HashSet<(String, String, u32)>,
+) -> Option<Report> {
+    match &event.kind {
+        Some(Kind::Status(s)) if !s.detail.is_empty() => eprintln!("  {}: {}", s.status, s.detail),
+        Some(Kind::Status(_)) => {}
+        Some(Kind::Result(r)) => {
+            // A re-watch replays what was seen already.
+            if seen.insert((r.region.clone(), r.probe.clone(), r.check_index)) {
+                eprintln!(
+                    "  [{}] {} {} ({}) — {}",
+                    r.region,
+                    r.status.to_uppercase(),
+                    r.check_name,
+                    render::ms(r.duration_ms),
+                    r.probe
+                );
+            }
+        }
+        Some(Kind::Report(report)) => {
+            return match Report::try_from(report.clone()) {
+                Ok(report) => Some(report),
+                Err(e) => {
+                    eprintln!("error: the coordinator sent an unreadable report: {e}");
+                    None
+                }
+            };
+        }
+        None => {}
+    }
+    None
+}
+
+fn print_report(report: &Report, output: Output) -> ExitCode {
+    print!("{}", render::report(report, output, render::stdout_color()));
+    ExitCode::from(report.status.exit_code())
+}
+
+/// `postflight watch RUN_ID`.
+pub async fn watch(args: &RunIdArgs) -> Result<ExitCode, Failure> {
+    let url = coordinator_url(args.remote.coordinator.as_deref());
+    let mut client = client(&url).await?;
+    let report = follow(&url, &mut client, &args.run_id).await?;
+    Ok(print_report(&report, args.remote.output))
+}
+
+/// `postflight report RUN_ID`.
+pub async fn report(args: &RunIdArgs) -> Result<ExitCode, Failure> {
+    let url = coordinator_url(args.remote.coordinator.as_deref());
+    let mut client = client(&url).await?;
+    let wire = client
+        .get_report(v1::GetReportRequest {
+            run_id: args.run_id.clone(),
+        })
+        .await
+        .map_err(|s| from_status(&url, &s))?
+        .into_inner();
+    let report = Report::try_from(wire).map_err(|e| {
+        Failure::new(
+            EXIT_NO_RUN,
+            format!("the coordinator sent an unreadable report: {e}"),
+        )
+    })?;
+    Ok(print_report(&report, args.remote.output))
+}
+
+/// `postflight probes`.
+pub async fn probes(args: &RemoteArgs) -> Result<ExitCode, Failure> {
+    let url = coordinator_url(args.coordinator.as_deref());
+    let mut client = client(&url).await?;
+    let probes = client
+        .list_probes(v1::ListProbesRequest {})
+        .await
+        .map_err(|s| from_status(&url, &s))?
+        .into_inner()
+        .probes;
+    match args.output {
+        Output::Json => {
+            let list: Vec<_> = probes
+                .iter()
+                .map(|p| {
+                    let labels: std::collections::BTreeMap<_, _> = p.labels.iter().collect();
+                    json!({"name": p.name, "region": p.region, "labels": labels,
+                           "connected": p.connected, "last_seen": p.last_seen, "version": p.version})
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "probes": list })).unwrap_or_default()
+            );
+        }
+        Output::Table => {
+            let rows: Vec<Vec<String>> = probes
+                .iter()
+                .map(|p| {
+                    let mut labels: Vec<String> =
+                        p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    labels.sort();
+                    vec![
+                        p.name.clone(),
+                        p.region.clone(),
+                        if p.connected {
+                            "connected"
+                        } else {
+                            "disconnected"
+                        }
+                        .to_owned(),
+                        p.last_seen.clone(),
+                        p.version.clone(),
+                        labels.join(" "),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                render::simple_table(
+                    &["NAME", "REGION", "STATE", "LAST SEEN", "VERSION", "LABELS"],
+                    rows
+                )
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `postflight runs`.
+pub async fn runs(args: &RunsArgs) -> Result<ExitCode, Failure> {
+    let url = coordinator_url(args.remote.coordinator.as_deref());
+    let mut client = client(&url).await?;
+    let runs = client
+        .list_runs(v1::ListRunsRequest {
+            limit: args.limit,
+            plan: args.plan.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| from_status(&url, &s))?
+        .into_inner()
+        .runs;
+    match args.remote.output {
+        Output::Json => {
+            let list: Vec<_> = runs
+                .iter()
+                .map(|r| {
+                    let rollback = r
+                        .rollback
+                        .clone()
+                        .map(postflight_plan::rollback::RollbackReport::from);
+                    json!({"run_id": r.run_id, "plan": r.plan, "status": r.status,
+                           "verdict": (!r.verdict.is_empty()).then_some(&r.verdict),
+                           "started_at": (!r.started_at.is_empty()).then_some(&r.started_at),
+                           "finished_at": (!r.finished_at.is_empty()).then_some(&r.finished_at),
+                           "regions": r.regions, "rollback": rollback})
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "runs": list })).unwrap_or_default()
+            );
+        }
+        Output::Table => {
+            let rows: Vec<Vec<String>> = runs
+                .iter()
+                .map(|r| {
+                    let rollback = match &r.rollback {
+                        Some(rb) if rb.triggered => {
+                            rb.outcome.clone().unwrap_or_else(|| "triggered".to_owned())
+                        }
+                        Some(rb) if rb.recommended => "recommended".to_owned(),
+                        Some(_) => "no".to_owned(),
+                        None => "—".to_owned(),
+                    };
+                    vec![
+                        r.run_id.clone(),
+                        r.plan.clone(),
+                        r.status.clone(),
+                        if r.verdict.is_empty() {
+                            "—".to_owned()
+                        } else {
+                            r.verdict.clone()
+                        },
+                        r.started_at.clone(),
+                        r.regions.join(","),
+                        rollback,
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                render::simple_table(
+                    &[
+                        "RUN", "PLAN", "STATUS", "VERDICT", "STARTED", "REGIONS", "ROLLBACK"
+                    ],
+                    rows
+                )
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,217 @@
+//! The coordinator's in-memory state and the decisions taken on it: which probe gets which
+//! region, when a run is complete, which results make the report. Pure: no I/O, no clock
+//! reads, so every rule is unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use postflight_plan::model::{Plan, ProbesPerRegion};
+use postflight_plan::report::RegionResult;
+use postflight_plan::secrets::Secrets;
+use postflight_proto::v1;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::storage::{AssignmentRecord, AssignmentStatus, RunRecord};
+
+/// Messages to one probe's stream.
+pub type ProbeSender = mpsc::Sender<Result<v1::CoordinatorMessage, tonic::Status>>;
+
+/// A probe the coordinator knows in this process.
+#[derive(Debug)]
+pub struct LiveProbe {
+    /// Region it executes in.
+    pub region: String,
+    /// Free labels.
+    pub labels: BTreeMap<String, String>,
+    /// Probe version.
+    pub version: String,
+    /// The open stream, if connected.
+    pub session: Option<Session>,
+    /// Unix milliseconds of its last message.
+    pub last_seen_ms: i64,
+}
+
+/// One open `Connect` stream.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Distinguishes a reconnect from the stream it replaces.
+    pub id: u64,
+    /// Where to send.
+    pub tx: ProbeSender,
+}
+
+/// An assignment and the results received for it.
+#[derive(Debug, Clone)]
+pub struct LiveAssignment {
+    /// As stored.
+    pub record: AssignmentRecord,
+    /// Results stored so far.
+    pub received: u32,
+}
+
+impl LiveAssignment {
+    /// The probe sent every result it announced.
+    pub fn is_done(&self) -> bool {
+        self.record.status == AssignmentStatus::Finished
+            && self
+                .record
+                .expected_results
+                .is_some_and(|n| i64::from(self.received) >= n)
+    }
+}
+
+/// A run that has not ended.
+#[derive(Debug)]
+pub struct ActiveRun {
+    /// As stored (status and times change).
+    pub record: RunRecord,
+    /// The validated plan.
+    pub plan: Arc<Plan>,
+    /// The canonical plan sent to probes.
+    pub plan_yaml: Arc<str>,
+    /// Masks the plan's secrets in stored messages.
+    pub secrets: Secrets,
+    /// Unix milliseconds at which the run ends whatever happened.
+    pub deadline_unix_ms: i64,
+    /// By id.
+    pub assignments: BTreeMap<String, LiveAssignment>,
+    /// Per check index: per region, the results in arrival order with their assignment.
+    pub results: Vec<BTreeMap<String, Vec<(String, RegionResult)>>>,
+    /// Results stored for this run.
+    pub result_count: u32,
+    /// Live events for watchers.
+    pub events: broadcast::Sender<v1::RunEvent>,
+    /// Result events so far, replayed to a watcher that joins late.
+    pub history: Vec<v1::RunEvent>,
+}
+
+impl ActiveRun {
+    /// Probes that rejected this run in `region` (they are not asked again).
+    pub fn rejected_in(&self, region: &str) -> BTreeSet<&str> {
+        self.assignments
+            .values()
+            .filter(|a| a.record.region == region && a.record.status == AssignmentStatus::Rejected)
+            .map(|a| a.record.probe.as_str())
+            .collect()
+    }
+
+    fn live_in(&self, region: &str) -> impl Iterator<Item = &LiveAssignment> {
+        self.assignments.values().filter(move |a| {
+            a.record.region == region
+                && matches!(
+                    a.record.status,
+                    AssignmentStatus::Active | AssignmentStatus::Finished
+                )
+        })
+    }
+}
+
+/// Probes that should get a new assignment of `run` now: per required region, one connected
+/// probe (the least busy, then by name) when the region has no live assignment, or with
+/// `probes_per_region: all` every connected probe of the region that has none. Probes that
+/// rejected the run are skipped.
+pub fn probes_to_assign(
+    run: &ActiveRun,
+    probes: &HashMap<String, LiveProbe>,
+    busy: &HashMap<String, usize>,
+) -> Vec<(String, String)> {
+    let mut picks = Vec::new();
+    for region in &run.record.regions {
+        let rejected = run.rejected_in(region);
+        let mut candidates: Vec<&String> = probes
+            .iter()
+            .filter(|(name, p)| {
+                p.region == *region && p.session.is_some() && !rejected.contains(name.as_str())
+            })
+            .map(|(name, _)| name)
+            .collect();
+        candidates.sort_by_key(|name| (busy.get(*name).copied().unwrap_or(0), (*name).clone()));
+        match run.plan.policy.probes_per_region {
+            ProbesPerRegion::One => {
+                if run.live_in(region).next().is_none()
+                    && let Some(name) = candidates.first()
+                {
+                    picks.push((region.clone(), (*name).clone()));
+                }
+            }
+            ProbesPerRegion::All => {
+                let assigned: BTreeSet<&str> = run
+                    .live_in(region)
+                    .map(|a| a.record.probe.as_str())
+                    .collect();
+                for name in candidates {
+                    if !assigned.contains(name.as_str()) {
+                        picks.push((region.clone(), name.clone()));
+                    }
+                }
+            }
+        }
+    }
+    picks
+}
+
+/// Whether every required region is settled: it delivered all its results, or every probe
+/// that could serve it refused and no other is connected. A region with no probe at all is
+/// not settled: one may still connect before the deadline.
+pub fn is_complete(run: &ActiveRun, probes: &HashMap<String, LiveProbe>) -> bool {
+    run.record.regions.iter().all(|region| {
+        let live: Vec<&LiveAssignment> = run.live_in(region).collect();
+        if !live.is_empty() {
+            return match run.plan.policy.probes_per_region {
+                ProbesPerRegion::One => live.iter().any(|a| a.is_done()),
+                ProbesPerRegion::All => live.iter().all(|a| a.is_done()),
+            };
+        }
+        let rejected = run.rejected_in(region);
+        let eligible = probes.iter().any(|(name, p)| {
+            p.region == *region && p.session.is_some() && !rejected.contains(name.as_str())
+        });
+        !rejected.is_empty() && !eligible
+    })
+}
+
+/// The report's input: per check, one result per region. With one probe per region the
+/// first result of a live assignment counts (results of abandoned assignments only when no
+/// live one delivered); with `all`, every live probe's result, combined.
+pub fn region_results(run: &ActiveRun) -> Vec<BTreeMap<String, RegionResult>> {
+    let live = |assignment: &str| {
+        run.assignments.get(assignment).is_some_and(|a| {
+            matches!(
+                a.record.status,
+                AssignmentStatus::Active | AssignmentStatus::Finished
+            )
+        })
+    };
+    run.results
+        .iter()
+        .map(|per_region| {
+            per_region
+                .iter()
+                .filter_map(|(region, results)| {
+                    let current: Vec<RegionResult> = results
+                        .iter()
+                        .filter(|(a, _)| live(a))
+                        .map(|(_, r)| r.clone())
+                        .collect();
+                    let chosen = match run.plan.policy.probes_per_region {
+                        ProbesPerRegion::One => current
+                            .into_iter()
+                            .next()
+                            .or_else(|| results.first().map(|(_, r)| r.clone())),
+                        ProbesPerRegion::All => {
+                            if current.is_empty() {
+                                results.first().map(|(_, r)| r.clone())
+                            } else {
+                                RegionResult::combine(&current)
+                            }
+                        }
+                    };
+                    chosen.map(|r| (region.clone(), r))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,64 @@
+//! The gRPC surface: the two postflight services, health, and server reflection (v1 and
+//! v1alpha, since grpcurl 1.8 speaks v1alpha), with message size limits.
+
+mod probe_service;
+mod validation_service;
+
+use std::future::Future;
+use std::time::Duration;
+
+use postflight_proto::v1::probe_service_server::ProbeServiceServer;
+use postflight_proto::v1::validation_service_server::ValidationServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::engine::Coordinator;
+use crate::storage::Store;
+
+pub use probe_service::ProbeApi;
+pub use validation_service::ValidationApi;
+
+/// Largest message accepted or sent: plans and result batches are far smaller; anything
+/// beyond is a bug or an attack.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Serves every service on `listener` until `shutdown` completes.
+pub async fn serve<S: Store>(
+    coordinator: Coordinator<S>,
+    listener: TcpListener,
+    probe_token: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ProbeServiceServer<ProbeApi<S>>>()
+        .await;
+    health
+        .set_serving::<ValidationServiceServer<ValidationApi<S>>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(postflight_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(postflight_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let probes = ProbeServiceServer::new(ProbeApi::new(coordinator.clone(), probe_token))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let validation = ValidationServiceServer::new(ValidationApi::new(coordinator))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(probes)
+        .add_service(validation)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! `ProbeService.Connect`: one bidirectional stream per probe.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use postflight_proto::v1::probe_message::Kind;
+use postflight_proto::v1::probe_service_server::ProbeService;
+use postflight_proto::v1::{self, CoordinatorMessage, ProbeMessage};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::Coordinator;
+use crate::engine::state::ProbeSender;
+use crate::error::CoordinatorError;
+use crate::storage::Store;
+
+/// How long a new stream may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The probe-facing service.
+pub struct ProbeApi<S: Store> {
+    coordinator: Coordinator<S>,
+    token: Option<String>,
+}
+
+impl<S: Store> ProbeApi<S> {
+    /// Requires `token` from probes when set.
+    pub fn new(coordinator: Coordinator<S>, token: Option<String>) -> Self {
+        Self { coordinator, token }
+    }
+
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), CoordinatorError> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if crate::auth::same_secret(presented.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else if presented.is_empty() {
+            Err(CoordinatorError::Unauthenticated(
+                "this coordinator requires a probe token: start the probe with --token or POSTFLIGHT_TOKEN".to_owned(),
+            ))
+        } else {
+            Err(CoordinatorError::Unauthenticated(
+                "wrong probe token".to_owned(),
+            ))
+        }
+    }
+}
+
+fn validate_hello(hello: &v1::Hello) -> Result<(), CoordinatorError> {
+    let name_ok =
+        |s: &str| !s.trim().is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !name_ok(&hello.name) {
+        return Err(CoordinatorError::invalid(
+            "hello.name",
+            "a probe needs a name without blanks",
+        ));
+    }
+    if !name_ok(&hello.region) {
+        return Err(CoordinatorError::invalid(
+            "hello.region",
+            "a probe needs a region without blanks",
+        ));
+    }
+    Ok(())
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store> ProbeService for ProbeApi<S> {
+    type ConnectStream = Outbound;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<ProbeMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        self.authenticate(&request)?;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10s"))??
+            .ok_or_else(|| Status::cancelled("the stream closed before hello"))?;
+        let Some(Kind::Hello(hello)) = first.kind else {
+            return Err(CoordinatorError::invalid(
+                "kind",
+                "the first message of a stream must be hello",
+            )
+            .into());
+        };
+        validate_hello(&hello)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let session = self.coordinator.probe_connected(&hello, tx.clone()).await?;
+        let coordinator = self.coordinator.clone();
+        let silence = coordinator.config().heartbeat_interval * 3;
+        tokio::spawn(async move {
+            let name = hello.name.clone();
+            loop {
+                let next = tokio::time::timeout(silence, inbound.message()).await;
+                let message = match next {
+                    Ok(Ok(Some(message))) => message,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(status)) => {
+                        tracing::debug!(probe = %name, %status, "probe stream error");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!(probe = %name, "probe silent for {silence:?}: closing its stream");
+                        break;
+                    }
+                };
+                coordinator.probe_seen(&name);
+                if let Err(status) = handle(&coordinator, &name, message, &tx).await {
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+            }
+            coordinator.probe_disconnected(&name, session).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn handle<S: Store>(
+    coordinator: &Coordinator<S>,
+    probe: &str,
+    message: ProbeMessage,
+    tx: &ProbeSender,
+) -> Result<(), Status> {
+    match message.kind {
+        Some(Kind::Heartbeat(_)) => {}
+        Some(Kind::Results(batch)) => {
+            let acked = coordinator.ingest(probe, &batch.results).await?;
+            let ack = CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Ack(v1::ResultAck {
+                    result_ids: acked,
+                })),
+            };
+            let _ = tx.send(Ok(ack)).await;
+        }
+        Some(Kind::Finished(finished)) => coordinator.assignment_finished(probe, &finished).await?,
+        Some(Kind::Rejected(rejected)) => coordinator.assignment_rejected(probe, &rejected).await?,
+        Some(Kind::Hello(_)) => {
+            return Err(
+                CoordinatorError::invalid("kind", "hello is only the first message").into(),
+            );
+        }
+        None => return Err(CoordinatorError::invalid("kind", "empty message").into()),
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! `ValidationService`: what operators and the CLI call.
+
+use std::pin::Pin;
+
+use postflight_proto::v1::validation_service_server::ValidationService;
+use postflight_proto::v1::{self, run_event};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::engine::Coordinator;
+use crate::error::CoordinatorError;
+use crate::storage::Store;
+
+/// The operator-facing service.
+pub struct ValidationApi<S: Store> {
+    coordinator: Coordinator<S>,
+}
+
+impl<S: Store> ValidationApi<S> {
+    /// Serves `coordinator`.
+    pub fn new(coordinator: Coordinator<S>) -> Self {
+        Self { coordinator }
+    }
+}
+
+fn run_id(field: &str) -> Result<&str, CoordinatorError> {
+    let id = field.trim();
+    if id.is_empty() {
+        Err(CoordinatorError::invalid(
+            "run_id",
+            "empty: give the id of a run (see ListRuns)",
+        ))
+    } else {
+        Ok(id)
+    }
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store> ValidationService for ValidationApi<S> {
+    type WatchRunStream = Events;
+
+    async fn submit_run(
+        &self,
+        request: Request<v1::SubmitRunRequest>,
+    ) -> Result<Response<v1::Run>, Status> {
+        let r = request.into_inner();
+        let record = self
+            .coordinator
+            .submit(&r.plan_yaml, &r.origin, r.options.unwrap_or_default())
+            .await?;
+        Ok(Response::new(self.coordinator.run_message(&record, 0)))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<v1::GetRunRequest>,
+    ) -> Result<Response<v1::Run>, Status> {
+        let r = request.into_inner();
+        let (record, results) = self.coordinator.get_run(run_id(&r.run_id)?).await?;
+        Ok(Response::new(
+            self.coordinator.run_message(&record, results),
+        ))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<v1::ListRunsRequest>,
+    ) -> Result<Response<v1::ListRunsResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 50,
+            n => n.min(1000),
+        };
+        let plan = (!r.plan.is_empty()).then_some(r.plan.as_str());
+        let runs = self.coordinator.list_runs(limit, plan).await?;
+        Ok(Response::new(v1::ListRunsResponse {
+            runs: runs
+                .iter()
+                .map(|(record, results)| self.coordinator.run_message(record, *results))
+                .collect(),
+        }))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<v1::GetReportRequest>,
+    ) -> Result<Response<v1::Report>, Status> {
+        let r = request.into_inner();
+        let report = self.coordinator.report(run_id(&r.run_id)?).await?;
+        Ok(Response::new((&report).into()))
+    }
+
+    async fn watch_run(
+        &self,
+        request: Request<v1::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let r = request.into_inner();
+        let (backlog, live) = self.coordinator.watch(run_id(&r.run_id)?).await?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            for event in backlog {
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            let Some(mut live) = live else { return };
+            loop {
+                match live.recv().await {
+                    Ok(event) => {
+                        let last = matches!(event.kind, Some(run_event::Kind::Report(_)));
+                        if tx.send(Ok(event)).await.is_err() || last {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "a watcher fell behind; some events were skipped");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<v1::CancelRunRequest>,
+    ) -> Result<Response<v1::Run>, Status> {
+        let r = request.into_inner();
+        let record = self
+            .coordinator
+            .cancel(run_id(&r.run_id)?, &r.reason)
+            .await?;
+        let (_, results) = self.coordinator.get_run(&record.run_id).await?;
+        Ok(Response::new(
+            self.coordinator.run_message(&record, results),
+        ))
+    }
+
+    async fn list_probes(
+        &self,
+        _request: Request<v1::ListProbesRequest>,
+    ) -> Result<Response<v1::ListProbesResponse>, Status> {
+        let probes = self.coordinator.list_probes().await?;
+        Ok(Response::new(v1::ListProbesResponse {
+            probes: probes
+                .into_iter()
+                .map(|(p, connected)| v1::Probe {
+                    name: p.name,
+                    region: p.region,
+                    labels: p.labels.into_iter().collect(),
+                    connected,
+                    last_seen: postflight_plan::report::rfc3339(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis(p.last_seen_ms.max(0) as u64),
+                    ),
+                    version: p.version,
+                })
+                .collect(),
+        }))
+    }
+}
