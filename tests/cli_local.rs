@@ -435,21 +435,35 @@ fn check_accepts_the_examples() {
 }
 
 #[test]
-fn usage_errors_exit_2_and_coordinator_runs_exit_5_for_now() {
+fn usage_errors_exit_2_and_an_unreachable_coordinator_exits_5() {
     let out = run_postflight(&["run"], &[]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("Usage"), "{}", out.stderr);
-    let out = run_postflight(
-        &[
-            "run",
-            &example("agent-backend.yaml"),
-            "--coordinator",
-            "http://127.0.0.1:1",
-        ],
-        &[],
-    );
+    let port = closed_port();
+    let url = format!("http://127.0.0.1:{port}");
+    for args in [
+        vec!["run", "PLAN", "--coordinator", &url],
+        vec!["probes", "--coordinator", &url],
+        vec!["runs", "--coordinator", &url],
+        vec!["report", "some-run", "--coordinator", &url],
+    ] {
+        let plan = example("agent-backend.yaml");
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "PLAN" { plan.as_str() } else { a })
+            .collect();
+        let out = run_postflight(&args, &[("DATABASE_URL", "postgres://app@db/app")]);
+        assert_eq!(out.code, 5, "{args:?}: {}", out.stderr);
+        assert_eq!(
+            out.stderr.trim(),
+            format!("error: cannot reach the coordinator at {url}: connection refused"),
+            "{args:?}"
+        );
+    }
+    // $POSTFLIGHT_COORDINATOR is the default coordinator.
+    let out = run_postflight(&["probes"], &[("POSTFLIGHT_COORDINATOR", &url)]);
     assert_eq!(out.code, 5);
-    assert!(out.stderr.contains("http://127.0.0.1:1"), "{}", out.stderr);
+    assert!(out.stderr.contains(&url), "{}", out.stderr);
 }
 
 #[test]

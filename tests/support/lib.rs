@@ -275,3 +275,131 @@ pub fn run_postflight(args: &[&str], env: &[(&str, &str)]) -> Finished {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc {
+    child: std::process::Child,
+    /// What it was, for messages.
+    pub label: String,
+}
+
+impl Proc {
+    /// Kills the process now (like a crash: no cleanup).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free loopback port (bound, then released), for processes that must keep their address
+/// across restarts.
+pub fn free_port() -> u16 {
+    closed_port()
+}
+
+/// Starts `postflight-coordinator` on `port` (0: any) with `args`; waits for its address line.
+/// Returns the process and its `http://127.0.0.1:PORT` URL.
+pub fn spawn_coordinator(
+    port: u16,
+    database: &str,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> (Proc, String) {
+    use std::io::BufRead;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(bin("postflight-coordinator"))
+        .args(["--listen", &listen, "--database", database])
+        .args(extra)
+        .env("POSTFLIGHT_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("postflight-coordinator listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}; log: {}", log.display()))
+        .to_owned();
+    (
+        Proc {
+            child,
+            label: format!("coordinator {addr}"),
+        },
+        format!("http://{addr}"),
+    )
+}
+
+/// Starts `postflight-probe` for `region` with extra environment (its `${probe:…}` values).
+pub fn spawn_probe(
+    coordinator: &str,
+    region: &str,
+    name: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+    log: &std::path::Path,
+) -> Proc {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = Command::new(bin("postflight-probe"));
+    cmd.args([
+        "--coordinator",
+        coordinator,
+        "--region",
+        region,
+        "--name",
+        name,
+    ])
+    .args(extra)
+    .env("POSTFLIGHT_LOG", "info")
+    .env_remove("POSTFLIGHT_TOKEN")
+    .stdout(std::process::Stdio::null())
+    .stderr(log_file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc {
+        child: cmd.spawn().unwrap(),
+        label: format!("probe {name}"),
+    }
+}
+
+/// Polls `postflight probes --output json` until `expected` probes are connected.
+pub fn wait_for_probes(coordinator: &str, expected: usize) {
+    for _ in 0..200 {
+        let out = run_postflight(&["probes", "--coordinator", coordinator, "-o", "json"], &[]);
+        if out.code == 0 {
+            let connected = out.json()["probes"]
+                .as_array()
+                .map_or(0, |p| p.iter().filter(|p| p["connected"] == true).count());
+            if connected >= expected {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{expected} probes did not connect to {coordinator}");
+}

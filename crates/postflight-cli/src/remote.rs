@@ -222,19 +222,20 @@ fn progress(
     match &event.kind {
         Some(Kind::Status(s)) if !s.detail.is_empty() => eprintln!("  {}: {}", s.status, s.detail),
         Some(Kind::Status(_)) => {}
-        Some(Kind::Result(r)) => {
-            // A re-watch replays what was seen already.
-            if seen.insert((r.region.clone(), r.probe.clone(), r.check_index)) {
-                eprintln!(
-                    "  [{}] {} {} ({}) — {}",
-                    r.region,
-                    r.status.to_uppercase(),
-                    r.check_name,
-                    render::ms(r.duration_ms),
-                    r.probe
-                );
-            }
+        // A re-watch replays what was seen already.
+        Some(Kind::Result(r))
+            if seen.insert((r.region.clone(), r.probe.clone(), r.check_index)) =>
+        {
+            eprintln!(
+                "  [{}] {} {} ({}) — {}",
+                r.region,
+                r.status.to_uppercase(),
+                r.check_name,
+                render::ms(r.duration_ms),
+                r.probe
+            );
         }
+        Some(Kind::Result(_)) => {}
         Some(Kind::Report(report)) => {
             return match Report::try_from(report.clone()) {
                 Ok(report) => Some(report),
