@@ -5,6 +5,8 @@
 //! runs continue, probes reconnect and replay what they buffered, replays are stored once.
 
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,0 +1,258 @@
+//! The run lifecycle against a real SQLite store, with probe streams as channels.
+
+use std::time::Duration;
+
+use postflight_proto::v1::coordinator_message::Kind;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::storage::SqliteStore;
+
+const PLAN: &str = "name: p\ntarget: {base_url: \"http://h\", headers: {Authorization: \"Bearer tok-SECRET-9\"}}\nchecks:\n  - name: a\n    http: {url: /a}\n  - name: b\n    http: {url: /b}\npolicy: {regions: [eu, us]}\n";
+
+type Rx = mpsc::Receiver<Result<v1::CoordinatorMessage, tonic::Status>>;
+
+async fn coordinator(dir: &std::path::Path) -> Coordinator<SqliteStore> {
+    let store = SqliteStore::open(&format!("sqlite://{}", dir.join("c.db").display()))
+        .await
+        .unwrap();
+    let sealer = Sealer::load_or_create(&dir.join("c.key")).unwrap();
+    let config = Config {
+        reassign_after: Duration::from_millis(100),
+        ..Config::default()
+    };
+    Coordinator::start(store, sealer, config).await.unwrap()
+}
+
+async fn connect(
+    c: &Coordinator<SqliteStore>,
+    name: &str,
+    region: &str,
+    active: &[&str],
+) -> (u64, Rx) {
+    let (tx, mut rx) = mpsc::channel(64);
+    let hello = v1::Hello {
+        name: name.into(),
+        region: region.into(),
+        active_assignments: active.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let session = c.probe_connected(&hello, tx).await.unwrap();
+    match rx.recv().await {
+        Some(Ok(v1::CoordinatorMessage {
+            kind: Some(Kind::Welcome(_)),
+        })) => {}
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+    (session, rx)
+}
+
+async fn assignment(rx: &mut Rx) -> v1::Assignment {
+    match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        Ok(Some(Ok(v1::CoordinatorMessage {
+            kind: Some(Kind::Assignment(a)),
+        }))) => a,
+        other => panic!("expected an assignment, got {other:?}"),
+    }
+}
+
+fn result(a: &v1::Assignment, id: &str, index: u32, status: v1::CheckStatus) -> v1::CheckResult {
+    v1::CheckResult {
+        result_id: id.into(),
+        run_id: a.run_id.clone(),
+        assignment_id: a.assignment_id.clone(),
+        check_index: index,
+        check_name: "x".into(),
+        status: status.into(),
+        message: "server said tok-SECRET-9".into(),
+        duration_ms: 3.0,
+        requests: 1,
+        request_errors: 0,
+        ..Default::default()
+    }
+}
+
+fn finished(a: &v1::Assignment, results: u32) -> v1::AssignmentFinished {
+    v1::AssignmentFinished {
+        assignment_id: a.assignment_id.clone(),
+        run_id: a.run_id.clone(),
+        results,
+    }
+}
+
+#[tokio::test]
+async fn a_run_goes_from_submission_to_a_stored_report_and_replays_are_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path()).await;
+    let (_, mut eu) = connect(&c, "eu-1", "eu", &[]).await;
+    let record = c
+        .submit(PLAN, "p.yaml", v1::RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Running, "eu has a probe");
+    assert_eq!(record.regions, ["eu", "us"]);
+    let stored = c.store().get_run(&record.run_id).await.unwrap().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&stored.plan_sealed).contains("tok-SECRET-9"),
+        "the plan is sealed at rest"
+    );
+    let a_eu = assignment(&mut eu).await;
+    let (_, mut us) = connect(&c, "us-1", "us", &[]).await;
+    let a_us = assignment(&mut us).await;
+
+    let batch = [
+        result(&a_eu, "r1", 0, v1::CheckStatus::Pass),
+        result(&a_eu, "r2", 1, v1::CheckStatus::Fail),
+    ];
+    assert_eq!(c.ingest("eu-1", &batch).await.unwrap(), ["r1", "r2"]);
+    assert_eq!(
+        c.ingest("eu-1", &batch).await.unwrap(),
+        ["r1", "r2"],
+        "a replay is acknowledged"
+    );
+    assert_eq!(
+        c.get_run(&record.run_id).await.unwrap().1,
+        2,
+        "and stored once"
+    );
+    let stolen = c.ingest("us-1", &batch).await.unwrap_err();
+    assert!(
+        stolen.to_string().contains("belongs to another probe"),
+        "{stolen}"
+    );
+
+    c.assignment_finished("eu-1", &finished(&a_eu, 2))
+        .await
+        .unwrap();
+    c.ingest("us-1", &[result(&a_us, "r3", 0, v1::CheckStatus::Pass)])
+        .await
+        .unwrap();
+    c.assignment_finished("us-1", &finished(&a_us, 2))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            c.report(&record.run_id).await,
+            Err(CoordinatorError::FailedPrecondition(_))
+        ),
+        "us owes a result"
+    );
+    c.ingest("us-1", &[result(&a_us, "r4", 1, v1::CheckStatus::Pass)])
+        .await
+        .unwrap();
+
+    let report = c.report(&record.run_id).await.unwrap();
+    assert_eq!(
+        report.status,
+        postflight_plan::Overall::Pass,
+        "b failed in 1 of 2 regions: warn"
+    );
+    assert_eq!(report.checks[1].status, CheckStatus::Warn);
+    assert_eq!(report.regions, ["eu", "us"]);
+    assert!(
+        !serde_json::to_string(&report)
+            .unwrap()
+            .contains("tok-SECRET-9")
+    );
+    let (done, count) = c.get_run(&record.run_id).await.unwrap();
+    assert_eq!((done.status, count), (RunStatus::Completed, 4));
+    let results = c.store().results(&record.run_id).await.unwrap();
+    assert!(
+        results.iter().all(|r| !r.message.contains("tok-SECRET-9")),
+        "stored messages are masked"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_coordinator_resumes_its_runs_and_keeps_the_probes_assignments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run_id, a_eu) = {
+        let c = coordinator(dir.path()).await;
+        let (_, mut eu) = connect(&c, "eu-1", "eu", &[]).await;
+        let record = c
+            .submit(PLAN, "p.yaml", v1::RunOptions::default())
+            .await
+            .unwrap();
+        let a = assignment(&mut eu).await;
+        c.ingest("eu-1", &[result(&a, "r1", 0, v1::CheckStatus::Pass)])
+            .await
+            .unwrap();
+        (record.run_id, a)
+    };
+    // A new process over the same database.
+    let c = coordinator(dir.path()).await;
+    let (record, count) = c.get_run(&run_id).await.unwrap();
+    assert_eq!(
+        (record.status, count),
+        (RunStatus::Running, 1),
+        "resumed with its stored result"
+    );
+    let (_, mut eu) = connect(&c, "eu-1", "eu", &[&a_eu.assignment_id]).await;
+    c.ingest(
+        "eu-1",
+        &[
+            result(&a_eu, "r1", 0, v1::CheckStatus::Pass),
+            result(&a_eu, "r2", 1, v1::CheckStatus::Pass),
+        ],
+    )
+    .await
+    .unwrap();
+    c.assignment_finished("eu-1", &finished(&a_eu, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_run(&run_id).await.unwrap().1,
+        2,
+        "the replayed r1 is not counted twice"
+    );
+    // The probe kept its assignment: it is not sent a new one.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), eu.recv())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_or_leftover_variable_and_no_region_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path()).await;
+    let err = c
+        .submit(
+            "name: p\nchecks:\n  - name: a\n    http: {url: \"${HOST}/x\"}\n",
+            "p.yaml",
+            v1::RunOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("plan_yaml: invalid plan:\np.yaml:4:18: variable HOST is not set"),
+        "{err}"
+    );
+    let err = c
+        .submit(
+            "name: p\nchecks:\n  - name: a\n    http: {url: http://h/}\n",
+            "p.yaml",
+            v1::RunOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordinatorError::FailedPrecondition(_)),
+        "{err}"
+    );
+    let options = v1::RunOptions {
+        regions: vec!["bad region".into()],
+        ..Default::default()
+    };
+    let err = c.submit(PLAN, "p.yaml", options).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "options.regions[0]: `bad region` is not a region name"
+    );
+    assert!(matches!(
+        c.get_run("nope").await,
+        Err(CoordinatorError::NotFound(_))
+    ));
+}
