@@ -207,6 +207,27 @@ fn one_broken_region_warns_under_majority_fails_under_any_and_grpcurl_reads_it()
         assert_eq!(r["status"], "completed");
     }
     assert_eq!(runs[0]["run_id"], any_report["run_id"], "newest first");
+    // A finished run can be watched and reported again, with the run's exit code.
+    let run_id = any_report["run_id"].as_str().unwrap();
+    let watched = run_postflight(
+        &["watch", run_id, "--coordinator", &cluster.url, "-o", "json"],
+        &[],
+    );
+    assert_eq!(watched.code, 1, "{}", watched.stderr);
+    assert_eq!(watched.json(), any_report);
+    let table = run_postflight(&["report", run_id, "--coordinator", &cluster.url], &[]);
+    assert_eq!(table.code, 1);
+    assert!(table.stdout.contains("PER REGION"), "{}", table.stdout);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(" tool-calling-works")
+                && l.contains("FAIL")
+                && l.contains("PASS")),
+        "{}",
+        table.stdout
+    );
 
     // grpcurl, through server reflection.
     let addr = cluster.url.trim_start_matches("http://");

@@ -195,8 +195,17 @@ fn lost(welcomed: bool, reason: impl ToString) -> SessionError {
     }
 }
 
+/// `host:port` is taken as `http://host:port`.
+fn coordinator_uri(text: &str) -> String {
+    if text.contains("://") {
+        text.to_owned()
+    } else {
+        format!("http://{text}")
+    }
+}
+
 async fn connect_channel(config: &ProbeConfig) -> Result<Channel, String> {
-    Endpoint::from_shared(config.coordinator.clone())
+    Endpoint::from_shared(coordinator_uri(&config.coordinator))
         .map_err(|e| format!("invalid coordinator URL {}: {e}", config.coordinator))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Some(Duration::from_secs(30)))

@@ -256,3 +256,45 @@ async fn an_unknown_or_leftover_variable_and_no_region_are_refused() {
         Err(CoordinatorError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn a_cancelled_run_ends_with_a_report_and_its_probes_are_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path()).await;
+    let (_, mut eu) = connect(&c, "eu-1", "eu", &[]).await;
+    let record = c
+        .submit(PLAN, "p.yaml", v1::RunOptions::default())
+        .await
+        .unwrap();
+    let a = assignment(&mut eu).await;
+    c.ingest("eu-1", &[result(&a, "r1", 0, v1::CheckStatus::Pass)])
+        .await
+        .unwrap();
+    let cancelled = c.cancel(&record.run_id, "").await.unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    match tokio::time::timeout(Duration::from_secs(2), eu.recv()).await {
+        Ok(Some(Ok(v1::CoordinatorMessage {
+            kind: Some(Kind::Cancel(cancel)),
+        }))) => {
+            assert_eq!(cancel.assignment_id, a.assignment_id);
+            assert_eq!(cancel.reason, "cancelled by an operator");
+        }
+        other => panic!("expected a cancellation, got {other:?}"),
+    }
+    let report = c.report(&record.run_id).await.unwrap();
+    assert_eq!(
+        report.status,
+        postflight_plan::Overall::Inconclusive,
+        "us never reported"
+    );
+    assert_eq!(
+        report.checks[0].regions["eu"].status,
+        CheckStatus::Pass,
+        "what arrived is kept"
+    );
+    let again = c.cancel(&record.run_id, "").await.unwrap_err();
+    assert!(
+        matches!(again, CoordinatorError::FailedPrecondition(_)),
+        "{again}"
+    );
+}
