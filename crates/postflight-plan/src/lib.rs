@@ -19,6 +19,7 @@ pub mod sketch;
 pub mod stats;
 pub mod vars;
 pub mod verdict;
+pub mod window;
 
 pub use error::{PlanError, PlanErrors};
 pub use load::parse_plan;

@@ -224,7 +224,7 @@ fn p99_trigger_fires_above_the_threshold_only() {
     let fired = run(2300);
     assert_eq!(
         fired.reasons,
-        ["request p99 2.30 s is above 2s (over 2 requests in regions: local)"]
+        ["request p99 2.30 s is above 2s (over 2 requests, regions: local)"]
     );
 }
 
