@@ -57,6 +57,10 @@ struct Args {
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = duration)]
     reassign_after: Duration,
 
+    /// This coordinator's name in the rollback audit [default: coordinator HOSTNAME:PORT].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
     /// Log verbosity: -v info (default), -vv debug; or POSTFLIGHT_LOG.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -64,6 +68,15 @@ struct Args {
 
 fn duration(text: &str) -> Result<Duration, String> {
     postflight_plan::duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 fn default_key_file(database: &str) -> PathBuf {
@@ -102,18 +115,22 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| default_key_file(&args.database));
     let sealer = Sealer::load_or_create(&key_file)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
     let config = Config {
         default_timeout: args.run_timeout,
         reassign_after: args.reassign_after,
+        identity: args
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("coordinator {}:{}", hostname(), addr.port())),
         ..Config::default()
     };
     let coordinator = Coordinator::start(store, sealer, config)
         .await
         .context("cannot resume the stored runs")?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     // The one line on stdout: scripts (and tests) read the address from it.
     println!("postflight-coordinator listening on {addr}");
     tracing::info!(%addr, database = %shown_db, probe_token = args.probe_token.is_some(), "coordinator started");

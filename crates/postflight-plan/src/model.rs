@@ -728,6 +728,34 @@ impl Monitor {
 /// Default sliding window of a monitor.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 
+impl Default for Monitor {
+    fn default() -> Self {
+        Self {
+            phases: Monitor::default_phases(),
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
+
+impl Monitor {
+    /// Length of every phase together.
+    pub fn total(&self) -> Duration {
+        self.phases.iter().map(|p| p.duration).sum()
+    }
+
+    /// The interval of the phase `elapsed` falls in; `None` once the last phase has ended.
+    pub fn every_at(&self, elapsed: Duration) -> Option<Duration> {
+        let mut end = Duration::ZERO;
+        for phase in &self.phases {
+            end += phase.duration;
+            if elapsed < end {
+                return Some(phase.every);
+            }
+        }
+        None
+    }
+}
+
 impl Plan {
     /// The URL a request goes to: `url` itself when absolute, else joined to `target.base_url`.
     ///
@@ -871,6 +899,16 @@ mod tests {
         assert!(is_singular_path("$['with*star']"));
         assert!(!is_singular_path("$.items[0:1]"));
         assert!(!is_singular_path("$.items[?@.id == 'a']"));
+    }
+
+    #[test]
+    fn monitor_phases_follow_each_other() {
+        let m = Monitor::default();
+        assert_eq!(m.total(), Duration::from_secs(8 * 86_400));
+        assert_eq!(m.every_at(Duration::ZERO), Some(Duration::from_secs(30)));
+        assert_eq!(m.every_at(Duration::from_secs(86_399)), Some(Duration::from_secs(30)));
+        assert_eq!(m.every_at(Duration::from_secs(86_400)), Some(Duration::from_secs(300)));
+        assert_eq!(m.every_at(Duration::from_secs(8 * 86_400)), None);
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub struct RollbackReport {
     pub outcome: Option<String>,
     /// The action's error, when it failed.
     pub error: Option<String>,
+    /// Why an action was skipped (cooldown, executed already) or what it did (addition).
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// Who executed the action: a coordinator or a CLI (addition).
+    #[serde(default)]
+    pub executed_by: Option<String>,
 }
 
 /// What the triggers look at: the latest verdict, and the requests of the run (or, while
@@ -162,6 +168,8 @@ pub fn decision(plan: &Plan, reasons: Vec<String>, env: &dyn Lookup) -> Rollback
             .map(|a| a.describe(env)),
         outcome: None,
         error: None,
+        detail: None,
+        executed_by: None,
     }
 }
 

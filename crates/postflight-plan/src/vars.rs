@@ -12,8 +12,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-/// Where variable values come from.
-pub trait Lookup {
+/// Where variable values come from. `Send + Sync` so that lookups can be used across tasks.
+pub trait Lookup: Send + Sync {
     /// The value of `name`, or `None` when it is not set.
     fn get(&self, name: &str) -> Option<String>;
 }
@@ -34,7 +34,7 @@ impl Lookup for HashMap<String, String> {
     }
 }
 
-impl<F: Fn(&str) -> Option<String>> Lookup for F {
+impl<F: Fn(&str) -> Option<String> + Send + Sync> Lookup for F {
     fn get(&self, name: &str) -> Option<String> {
         self(name)
     }

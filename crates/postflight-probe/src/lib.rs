@@ -39,7 +39,7 @@ pub struct ProbeConfig {
     /// Sent as `authorization: Bearer …` when set.
     pub token: Option<String>,
     /// Where `${probe:VAR}` values come from (the process environment for the binary).
-    pub vars: Arc<dyn Lookup + Send + Sync>,
+    pub vars: Arc<dyn Lookup>,
     /// Unacknowledged results kept for replay; the oldest are dropped beyond it.
     pub buffer_limit: usize,
     /// First reconnect delay.

@@ -89,6 +89,8 @@ impl From<&RollbackReport> for v1::RollbackReport {
             action: r.action.clone(),
             outcome: r.outcome.clone(),
             error: r.error.clone(),
+            detail: r.detail.clone(),
+            executed_by: r.executed_by.clone(),
         }
     }
 }
@@ -103,6 +105,8 @@ impl From<v1::RollbackReport> for RollbackReport {
             action: r.action,
             outcome: r.outcome,
             error: r.error,
+            detail: r.detail,
+            executed_by: r.executed_by,
         }
     }
 }
@@ -239,6 +243,8 @@ impl TryFrom<v1::Report> for Report {
                 action: None,
                 outcome: None,
                 error: None,
+                detail: None,
+                executed_by: None,
             }),
         })
     }

@@ -28,7 +28,7 @@ pub const ACTION_TIMEOUT: Duration = Duration::from_secs(120);
 pub async fn execute(
     action: &RollbackAction,
     context: &RollbackContext,
-    env: &(dyn Lookup + Sync),
+    env: &dyn Lookup,
 ) -> Result<String, String> {
     tracing::warn!(plan = %context.plan, run_id = %context.run_id, action = %action.describe(env), "executing rollback");
     let result = match action {

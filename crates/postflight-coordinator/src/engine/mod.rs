@@ -4,6 +4,8 @@
 //! persisted before it is announced, so a restarted coordinator resumes from the database:
 //! runs continue, probes reconnect and replay what they buffered, replays are stored once.
 
+mod monitor;
+mod rollback;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -39,6 +41,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// How long a disconnected probe keeps its assignments before they move.
     pub reassign_after: Duration,
+    /// Who this coordinator is in the rollback audit (`executed_by`).
+    pub identity: String,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             default_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(5),
             reassign_after: Duration::from_secs(5),
+            identity: "postflight-coordinator".to_owned(),
         }
     }
 }
@@ -76,7 +81,17 @@ struct Inner<S> {
 struct State {
     probes: HashMap<String, LiveProbe>,
     runs: HashMap<String, ActiveRun>,
+    monitors: HashMap<String, monitor::ActiveMonitor>,
     next_session: u64,
+}
+
+/// A run's end, handed to whoever waits for it (a monitor's round).
+#[derive(Debug)]
+pub struct Finished {
+    /// The run's report.
+    pub report: postflight_plan::Report,
+    /// Its per-region results (the monitor's window needs their sketches).
+    pub results: Vec<BTreeMap<String, RegionResult>>,
 }
 
 /// An assignment decided under the lock, to persist and send outside it.
@@ -150,6 +165,24 @@ impl<S: Store> Coordinator<S> {
         origin: &str,
         options: v1::RunOptions,
     ) -> CoordinatorResult<RunRecord> {
+        let (plan, origin, regions) = self.accept_plan(plan_yaml, origin, &options)?;
+        let timeout = if options.timeout_ms == 0 {
+            self.inner.config.default_timeout
+        } else {
+            Duration::from_millis(options.timeout_ms)
+        };
+        let dry_run = options.dry_run || plan.rollback.as_ref().is_some_and(|r| r.dry_run);
+        self.create_run(plan, plan_yaml, &origin, regions, timeout, dry_run, None, None)
+            .await
+    }
+
+    /// Parses a submitted plan and resolves its required regions.
+    fn accept_plan(
+        &self,
+        plan_yaml: &str,
+        origin: &str,
+        options: &v1::RunOptions,
+    ) -> CoordinatorResult<(Plan, String, Vec<String>)> {
         if plan_yaml.trim().is_empty() {
             return Err(CoordinatorError::invalid("plan_yaml", "the plan is empty"));
         }
@@ -179,38 +212,43 @@ impl<S: Store> Coordinator<S> {
                     .to_owned(),
             ));
         }
-        let timeout = if options.timeout_ms == 0 {
-            self.inner.config.default_timeout
-        } else {
-            Duration::from_millis(options.timeout_ms)
-        };
-        let created = now_ms();
+        Ok((plan, origin.to_owned(), regions))
+    }
+
+    /// Stores and starts a run; `done` hears its end.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_run(
+        &self,
+        plan: Plan,
+        plan_yaml: &str,
+        origin: &str,
+        regions: Vec<String>,
+        timeout: Duration,
+        dry_run: bool,
+        monitor_id: Option<String>,
+        done: Option<tokio::sync::oneshot::Sender<Finished>>,
+    ) -> CoordinatorResult<RunRecord> {
         let record = RunRecord {
             run_id: uuid::Uuid::now_v7().to_string(),
             plan_name: plan.name.clone(),
             plan_sealed: self.inner.sealer.seal(plan_yaml.as_bytes()),
             origin: origin.to_owned(),
             status: RunStatus::Pending,
-            dry_run: options.dry_run || plan.rollback.as_ref().is_some_and(|r| r.dry_run),
+            dry_run,
             regions,
             timeout_ms: timeout.as_millis() as i64,
-            created_ms: created,
+            created_ms: now_ms(),
             started_ms: None,
             finished_ms: None,
             verdict: None,
             report_json: None,
             rollback_json: None,
+            monitor_id,
         };
         self.inner.store.insert_run(&record).await?;
         tracing::info!(run_id = %record.run_id, plan = %plan.name, regions = ?record.regions, "run submitted");
         let run_id = record.run_id.clone();
-        self.activate(
-            record.clone(),
-            plan,
-            plan_yaml.into(),
-            Vec::new(),
-            Vec::new(),
-        );
+        self.activate(record.clone(), plan, plan_yaml.into(), Vec::new(), Vec::new(), done);
         self.dispatch_pending(&run_id).await?;
         Ok(self.current_record(&run_id).unwrap_or(record))
     }
@@ -241,6 +279,7 @@ impl<S: Store> Coordinator<S> {
         plan_yaml: Arc<str>,
         assignments: Vec<AssignmentRecord>,
         results: Vec<ResultRecord>,
+        done: Option<tokio::sync::oneshot::Sender<Finished>>,
     ) {
         let run_id = record.run_id.clone();
         let deadline_unix_ms = record.created_ms + record.timeout_ms;
@@ -267,6 +306,7 @@ impl<S: Store> Coordinator<S> {
             result_count: 0,
             events,
             history: Vec::new(),
+            done,
         };
         for stored in results {
             match stored_region_result(&stored) {
@@ -512,6 +552,14 @@ impl<S: Store> Coordinator<S> {
         });
         let mut report = report;
         report.rollback.dry_run |= run.record.dry_run;
+        // A monitor's round is judged by its monitor, over the window; a plain run acts now.
+        if run.record.monitor_id.is_none() {
+            let context = self.rollback_context(&run.plan, &report, None);
+            let subject = format!("run:{run_id}");
+            let dry_run = report.rollback.dry_run;
+            self.execute_rollback(&run.plan, &mut report.rollback, context, subject, dry_run)
+                .await;
+        }
         run.record.status = status;
         run.record.finished_ms = Some(finished);
         run.record.verdict = Some(report.status.as_str().to_owned());
@@ -552,6 +600,9 @@ impl<S: Store> Coordinator<S> {
         let _ = run
             .events
             .send(event(run_id, v1::run_event::Kind::Report((&report).into())));
+        if let Some(done) = run.done.take() {
+            let _ = done.send(Finished { report, results });
+        }
         Ok(())
     }
 
@@ -582,8 +633,9 @@ impl<S: Store> Coordinator<S> {
             let assignments = self.inner.store.assignments(&run_id).await?;
             let results = self.inner.store.results(&run_id).await?;
             tracing::info!(run_id = %run_id, results = results.len(), "resuming run");
-            self.activate(record, plan, plan_yaml.into(), assignments, results);
+            self.activate(record, plan, plan_yaml.into(), assignments, results, None);
         }
+        self.resume_monitors().await?;
         // Probes get a grace period to reconnect and claim their assignments.
         let this = self.clone();
         tokio::spawn(async move {

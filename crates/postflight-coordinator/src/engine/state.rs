@@ -83,6 +83,8 @@ pub struct ActiveRun {
     pub events: broadcast::Sender<v1::RunEvent>,
     /// Result events so far, replayed to a watcher that joins late.
     pub history: Vec<v1::RunEvent>,
+    /// Who waits for the run's end (a monitor's round).
+    pub done: Option<tokio::sync::oneshot::Sender<super::Finished>>,
 }
 
 impl ActiveRun {

@@ -38,10 +38,94 @@ fn run_id(field: &str) -> Result<&str, CoordinatorError> {
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
+type MonitorEvents = Pin<Box<dyn Stream<Item = Result<v1::MonitorEvent, Status>> + Send>>;
+
+fn monitor_id(field: &str) -> Result<&str, CoordinatorError> {
+    let id = field.trim();
+    if id.is_empty() {
+        Err(CoordinatorError::invalid("monitor_id", "empty: give the id of a monitor (see ListMonitors)"))
+    } else {
+        Ok(id)
+    }
+}
+
+/// Forwards a backlog, then live events, until `last` says the stream is over.
+fn forward<T: Clone + Send + 'static>(
+    backlog: Vec<T>,
+    live: Option<broadcast::Receiver<T>>,
+    last: fn(&T) -> bool,
+) -> ReceiverStream<Result<T, Status>> {
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        for event in backlog {
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+        let Some(mut live) = live else { return };
+        loop {
+            match live.recv().await {
+                Ok(event) => {
+                    let end = last(&event);
+                    if tx.send(Ok(event)).await.is_err() || end {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "a watcher fell behind; some events were skipped");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
 
 #[tonic::async_trait]
 impl<S: Store> ValidationService for ValidationApi<S> {
     type WatchRunStream = Events;
+    type WatchMonitorStream = MonitorEvents;
+
+    async fn start_monitor(&self, request: Request<v1::StartMonitorRequest>) -> Result<Response<v1::Monitor>, Status> {
+        let r = request.into_inner();
+        let record = self
+            .coordinator
+            .start_monitor(&r.plan_yaml, &r.origin, r.options.unwrap_or_default())
+            .await?;
+        Ok(Response::new(self.coordinator.monitor_message(&record)))
+    }
+
+    async fn get_monitor(&self, request: Request<v1::GetMonitorRequest>) -> Result<Response<v1::Monitor>, Status> {
+        let r = request.into_inner();
+        let record = self.coordinator.get_monitor(monitor_id(&r.monitor_id)?).await?;
+        Ok(Response::new(self.coordinator.monitor_message(&record)))
+    }
+
+    async fn list_monitors(&self, request: Request<v1::ListMonitorsRequest>) -> Result<Response<v1::ListMonitorsResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => 50,
+            n => n.min(1000),
+        };
+        let monitors = self.coordinator.list_monitors(limit).await?;
+        Ok(Response::new(v1::ListMonitorsResponse {
+            monitors: monitors.iter().map(|m| self.coordinator.monitor_message(m)).collect(),
+        }))
+    }
+
+    async fn watch_monitor(&self, request: Request<v1::WatchMonitorRequest>) -> Result<Response<Self::WatchMonitorStream>, Status> {
+        let r = request.into_inner();
+        let (backlog, live) = self.coordinator.watch_monitor(monitor_id(&r.monitor_id)?).await?;
+        let stream = forward(backlog, live, |e: &v1::MonitorEvent| {
+            matches!(e.kind, Some(v1::monitor_event::Kind::Ended(_)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn stop_monitor(&self, request: Request<v1::StopMonitorRequest>) -> Result<Response<v1::Monitor>, Status> {
+        let r = request.into_inner();
+        let record = self.coordinator.stop_monitor(monitor_id(&r.monitor_id)?).await?;
+        Ok(Response::new(self.coordinator.monitor_message(&record)))
+    }
 
     async fn submit_run(
         &self,
@@ -94,36 +178,11 @@ impl<S: Store> ValidationService for ValidationApi<S> {
         Ok(Response::new((&report).into()))
     }
 
-    async fn watch_run(
-        &self,
-        request: Request<v1::WatchRunRequest>,
-    ) -> Result<Response<Self::WatchRunStream>, Status> {
+    async fn watch_run(&self, request: Request<v1::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
         let r = request.into_inner();
         let (backlog, live) = self.coordinator.watch(run_id(&r.run_id)?).await?;
-        let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(async move {
-            for event in backlog {
-                if tx.send(Ok(event)).await.is_err() {
-                    return;
-                }
-            }
-            let Some(mut live) = live else { return };
-            loop {
-                match live.recv().await {
-                    Ok(event) => {
-                        let last = matches!(event.kind, Some(run_event::Kind::Report(_)));
-                        if tx.send(Ok(event)).await.is_err() || last {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "a watcher fell behind; some events were skipped");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = forward(backlog, live, |e: &v1::RunEvent| matches!(e.kind, Some(run_event::Kind::Report(_))));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn cancel_run(

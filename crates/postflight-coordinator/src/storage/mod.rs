@@ -127,6 +127,8 @@ pub struct RunRecord {
     pub report_json: Option<String>,
     /// The rollback decision as JSON once ended.
     pub rollback_json: Option<String>,
+    /// The monitor this run is a round of.
+    pub monitor_id: Option<String>,
 }
 
 /// State of an assignment.
@@ -219,6 +221,130 @@ pub struct ResultRecord {
     pub received_ms: i64,
 }
 
+/// Lifecycle of a monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorStatus {
+    /// Rounds are running.
+    Running,
+    /// The last phase ended without rollback.
+    Completed,
+    /// A rollback fired and ended it.
+    RolledBack,
+    /// Stopped by an operator.
+    Stopped,
+}
+
+impl MonitorStatus {
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonitorStatus::Running => "running",
+            MonitorStatus::Completed => "completed",
+            MonitorStatus::RolledBack => "rolled_back",
+            MonitorStatus::Stopped => "stopped",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => MonitorStatus::Running,
+            "completed" => MonitorStatus::Completed,
+            "rolled_back" => MonitorStatus::RolledBack,
+            "stopped" => MonitorStatus::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+/// A monitor as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorRecord {
+    /// Unique id (UUID v7).
+    pub monitor_id: String,
+    /// The plan's name.
+    pub plan_name: String,
+    /// The canonical plan, sealed.
+    pub plan_sealed: Vec<u8>,
+    /// Where the plan came from.
+    pub origin: String,
+    /// Lifecycle state.
+    pub status: MonitorStatus,
+    /// Rollback is decided but never executed.
+    pub dry_run: bool,
+    /// Regions that must report in every round.
+    pub regions: Vec<String>,
+    /// Unix milliseconds.
+    pub started_ms: i64,
+    /// When the last phase ends.
+    pub ends_ms: i64,
+    /// When it ended.
+    pub ended_ms: Option<i64>,
+    /// Rounds completed.
+    pub rounds: i64,
+    /// The rollback decision that ended it, as JSON.
+    pub rollback_json: Option<String>,
+    /// Why it ended.
+    pub detail: Option<String>,
+}
+
+/// What one monitoring round contributed to the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundRecord {
+    /// The monitor.
+    pub monitor_id: String,
+    /// 1, 2, …
+    pub round: i64,
+    /// The round's run.
+    pub run_id: String,
+    /// When the round ended, Unix milliseconds.
+    pub at_ms: i64,
+    /// PASS, WARN, FAIL or INCONCLUSIVE.
+    pub verdict: String,
+    /// Requests per check as JSON `[[name, {count, errors}], …]`.
+    pub per_check_json: String,
+    /// Latency sketch of the round's requests.
+    pub sketch: Vec<u8>,
+}
+
+/// A request to execute a rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackClaim {
+    /// What is rolled back once: `run:<id>` or `monitor:<id>`.
+    pub subject: String,
+    /// The plan (cooldowns are per plan).
+    pub plan_name: String,
+    /// The run whose result triggered it.
+    pub run_id: String,
+    /// Who asks.
+    pub executed_by: String,
+    /// Unix milliseconds.
+    pub claimed_ms: i64,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Execute it: nobody else will.
+    Claimed,
+    /// This subject was already claimed (another coordinator, or a replay).
+    AlreadyClaimed {
+        /// By whom.
+        by: String,
+        /// When, Unix milliseconds.
+        at_ms: i64,
+    },
+    /// The plan was rolled back within its cooldown.
+    CoolingDown {
+        /// By whom.
+        by: String,
+        /// When, Unix milliseconds.
+        at_ms: i64,
+        /// For which run.
+        run_id: String,
+    },
+}
+
 /// What the coordinator persists. Every method is one short transaction.
 pub trait Store: Send + Sync + 'static {
     /// Creates or updates a probe.
@@ -262,6 +388,41 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send;
     /// A run's results in arrival order.
     fn results(&self, run_id: &str) -> impl Future<Output = StoreResult<Vec<ResultRecord>>> + Send;
+    /// Claims a rollback: exactly one caller gets `Claimed` per subject, and none while the
+    /// plan's last rollback is younger than `cooldown_ms`, however many coordinators ask at once.
+    fn claim_rollback(
+        &self,
+        claim: &RollbackClaim,
+        cooldown_ms: i64,
+    ) -> impl Future<Output = StoreResult<ClaimOutcome>> + Send;
+    /// Records how a claimed rollback went.
+    fn finish_rollback(
+        &self,
+        subject: &str,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Stores a new monitor.
+    fn insert_monitor(&self, monitor: &MonitorRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces a monitor's mutable fields (status, end, rounds, rollback, detail).
+    fn update_monitor(&self, monitor: &MonitorRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// One monitor.
+    fn get_monitor(
+        &self,
+        monitor_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<MonitorRecord>>> + Send;
+    /// Most recent first.
+    fn list_monitors(&self, limit: u32) -> impl Future<Output = StoreResult<Vec<MonitorRecord>>> + Send;
+    /// Monitors still running (to resume after a restart).
+    fn running_monitors(&self) -> impl Future<Output = StoreResult<Vec<MonitorRecord>>> + Send;
+    /// Stores a round (once: a second coordinator's copy of the same round is skipped).
+    fn insert_round(&self, round: &RoundRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A monitor's rounds that ended after `since_ms`, oldest first.
+    fn rounds_since(
+        &self,
+        monitor_id: &str,
+        since_ms: i64,
+    ) -> impl Future<Output = StoreResult<Vec<RoundRecord>>> + Send;
 }
 
 /// Either engine, chosen by URL at start-up.
@@ -334,6 +495,33 @@ impl Store for AnyStore {
     async fn results(&self, run_id: &str) -> StoreResult<Vec<ResultRecord>> {
         dispatch!(self, s => s.results(run_id))
     }
+    async fn claim_rollback(&self, claim: &RollbackClaim, cooldown_ms: i64) -> StoreResult<ClaimOutcome> {
+        dispatch!(self, s => s.claim_rollback(claim, cooldown_ms))
+    }
+    async fn finish_rollback(&self, subject: &str, outcome: &str, error: Option<&str>) -> StoreResult<()> {
+        dispatch!(self, s => s.finish_rollback(subject, outcome, error))
+    }
+    async fn insert_monitor(&self, monitor: &MonitorRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_monitor(monitor))
+    }
+    async fn update_monitor(&self, monitor: &MonitorRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.update_monitor(monitor))
+    }
+    async fn get_monitor(&self, monitor_id: &str) -> StoreResult<Option<MonitorRecord>> {
+        dispatch!(self, s => s.get_monitor(monitor_id))
+    }
+    async fn list_monitors(&self, limit: u32) -> StoreResult<Vec<MonitorRecord>> {
+        dispatch!(self, s => s.list_monitors(limit))
+    }
+    async fn running_monitors(&self) -> StoreResult<Vec<MonitorRecord>> {
+        dispatch!(self, s => s.running_monitors())
+    }
+    async fn insert_round(&self, round: &RoundRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_round(round))
+    }
+    async fn rounds_since(&self, monitor_id: &str, since_ms: i64) -> StoreResult<Vec<RoundRecord>> {
+        dispatch!(self, s => s.rounds_since(monitor_id, since_ms))
+    }
 }
 
 fn json_of<T: serde::Serialize>(value: &T) -> String {
@@ -347,19 +535,480 @@ fn parse_json<T: serde::de::DeserializeOwned>(field: &'static str, text: &str) -
     })
 }
 
-fn parse_run_status(text: &str) -> StoreResult<RunStatus> {
-    RunStatus::parse(text).ok_or_else(|| StoreError::Corrupt {
-        field: "runs.status",
-        reason: format!("unknown status `{text}`"),
+fn corrupt(field: &'static str, text: &str) -> StoreError {
+    StoreError::Corrupt {
+        field,
+        reason: format!("unknown value `{text}`"),
+    }
+}
+
+/// Reading a column of either engine's rows, so that row decoding is written once.
+pub(crate) trait RowExt {
+    /// A text column.
+    fn text(&self, column: &str) -> StoreResult<String>;
+    /// A nullable text column.
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>>;
+    /// An integer column.
+    fn int(&self, column: &str) -> StoreResult<i64>;
+    /// A nullable integer column.
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>>;
+    /// A floating-point column.
+    fn real(&self, column: &str) -> StoreResult<f64>;
+    /// A boolean column.
+    fn flag(&self, column: &str) -> StoreResult<bool>;
+    /// A binary column.
+    fn blob(&self, column: &str) -> StoreResult<Vec<u8>>;
+}
+
+macro_rules! row_ext {
+    ($row:ty) => {
+        impl $crate::storage::RowExt for $row {
+            fn text(&self, c: &str) -> StoreResult<String> {
+                Ok(sqlx::Row::try_get(self, c)?)
+            }
+            fn opt_text(&self, c: &str) -> StoreResult<Option<String>> {
+                Ok(sqlx::Row::try_get(self, c)?)
+            }
+            fn int(&self, c: &str) -> StoreResult<i64> {
+                Ok(sqlx::Row::try_get(self, c)?)
+            }
+            fn opt_int(&self, c: &str) -> StoreResult<Option<i64>> {
+                Ok(sqlx::Row::try_get(self, c)?)
+            }
+            fn real(&self, c: &str) -> StoreResult<f64> {
+                Ok(sqlx::Row::try_get(self, c)?)
+            }
+            fn flag(&self, c: &str) -> StoreResult<bool> {
+                Ok(sqlx::Row::try_get(self, c)?)
+            }
+            fn blob(&self, c: &str) -> StoreResult<Vec<u8>> {
+                Ok(sqlx::Row::try_get(self, c)?)
+            }
+        }
+    };
+}
+pub(crate) use row_ext;
+
+fn probe_of(row: &impl RowExt) -> StoreResult<ProbeRecord> {
+    Ok(ProbeRecord {
+        name: row.text("name")?,
+        region: row.text("region")?,
+        labels: parse_json("probes.labels", &row.text("labels")?)?,
+        version: row.text("version")?,
+        last_seen_ms: row.int("last_seen_ms")?,
     })
 }
 
-fn parse_assignment_status(text: &str) -> StoreResult<AssignmentStatus> {
-    AssignmentStatus::parse(text).ok_or_else(|| StoreError::Corrupt {
-        field: "assignments.status",
-        reason: format!("unknown status `{text}`"),
+fn run_of(row: &impl RowExt) -> StoreResult<RunRecord> {
+    let status = row.text("status")?;
+    Ok(RunRecord {
+        run_id: row.text("run_id")?,
+        plan_name: row.text("plan_name")?,
+        plan_sealed: row.blob("plan_sealed")?,
+        origin: row.text("origin")?,
+        status: RunStatus::parse(&status).ok_or_else(|| corrupt("runs.status", &status))?,
+        dry_run: row.flag("dry_run")?,
+        regions: parse_json("runs.regions", &row.text("regions")?)?,
+        timeout_ms: row.int("timeout_ms")?,
+        created_ms: row.int("created_ms")?,
+        started_ms: row.opt_int("started_ms")?,
+        finished_ms: row.opt_int("finished_ms")?,
+        verdict: row.opt_text("verdict")?,
+        report_json: row.opt_text("report")?,
+        rollback_json: row.opt_text("rollback")?,
+        monitor_id: row.opt_text("monitor_id")?,
     })
 }
+
+fn assignment_of(row: &impl RowExt) -> StoreResult<AssignmentRecord> {
+    let status = row.text("status")?;
+    Ok(AssignmentRecord {
+        assignment_id: row.text("assignment_id")?,
+        run_id: row.text("run_id")?,
+        region: row.text("region")?,
+        probe: row.text("probe")?,
+        status: AssignmentStatus::parse(&status).ok_or_else(|| corrupt("assignments.status", &status))?,
+        expected_results: row.opt_int("expected_results")?,
+        detail: row.opt_text("detail")?,
+        created_ms: row.int("created_ms")?,
+    })
+}
+
+fn result_of(row: &impl RowExt) -> StoreResult<ResultRecord> {
+    Ok(ResultRecord {
+        result_id: row.text("result_id")?,
+        run_id: row.text("run_id")?,
+        assignment_id: row.text("assignment_id")?,
+        region: row.text("region")?,
+        probe: row.text("probe")?,
+        check_index: row.int("check_index")?,
+        status: row.text("status")?,
+        message: row.text("message")?,
+        duration_ms: row.real("duration_ms")?,
+        requests: row.int("requests")?,
+        request_errors: row.int("request_errors")?,
+        latency_json: row.opt_text("latency")?,
+        sketch: row.blob("sketch")?,
+        received_ms: row.int("received_ms")?,
+    })
+}
+
+fn monitor_of(row: &impl RowExt) -> StoreResult<MonitorRecord> {
+    let status = row.text("status")?;
+    Ok(MonitorRecord {
+        monitor_id: row.text("monitor_id")?,
+        plan_name: row.text("plan_name")?,
+        plan_sealed: row.blob("plan_sealed")?,
+        origin: row.text("origin")?,
+        status: MonitorStatus::parse(&status).ok_or_else(|| corrupt("monitors.status", &status))?,
+        dry_run: row.flag("dry_run")?,
+        regions: parse_json("monitors.regions", &row.text("regions")?)?,
+        started_ms: row.int("started_ms")?,
+        ends_ms: row.int("ends_ms")?,
+        ended_ms: row.opt_int("ended_ms")?,
+        rounds: row.int("rounds")?,
+        rollback_json: row.opt_text("rollback")?,
+        detail: row.opt_text("detail")?,
+    })
+}
+
+fn round_of(row: &impl RowExt) -> StoreResult<RoundRecord> {
+    Ok(RoundRecord {
+        monitor_id: row.text("monitor_id")?,
+        round: row.int("round")?,
+        run_id: row.text("run_id")?,
+        at_ms: row.int("at_ms")?,
+        verdict: row.text("verdict")?,
+        per_check_json: row.text("per_check")?,
+        sketch: row.blob("sketch")?,
+    })
+}
+
+/// The one implementation of [`Store`] for both engines: the statements are portable SQL
+/// (`$n` placeholders, numbered in order of first use, which SQLite also accepts); only the
+/// pool, the schema and the claim lock differ per engine.
+macro_rules! store_impl {
+    ($engine:ty) => {
+        impl $crate::storage::Store for $engine {
+            async fn upsert_probe(&self, p: &ProbeRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO probes (name, region, labels, version, last_seen_ms) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (name) DO UPDATE SET region = excluded.region, labels = excluded.labels, \
+                     version = excluded.version, last_seen_ms = excluded.last_seen_ms",
+                )
+                .bind(&p.name)
+                .bind(&p.region)
+                .bind(json_of(&p.labels))
+                .bind(&p.version)
+                .bind(p.last_seen_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_probes(&self) -> StoreResult<Vec<ProbeRecord>> {
+                let rows = sqlx::query("SELECT * FROM probes ORDER BY name").fetch_all(&self.pool).await?;
+                rows.iter().map(probe_of).collect()
+            }
+
+            async fn insert_run(&self, r: &RunRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO runs (run_id, plan_name, plan_sealed, origin, status, dry_run, regions, timeout_ms, \
+                     created_ms, started_ms, finished_ms, verdict, report, rollback, monitor_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                )
+                .bind(&r.run_id)
+                .bind(&r.plan_name)
+                .bind(&r.plan_sealed)
+                .bind(&r.origin)
+                .bind(r.status.as_str())
+                .bind(r.dry_run)
+                .bind(json_of(&r.regions))
+                .bind(r.timeout_ms)
+                .bind(r.created_ms)
+                .bind(r.started_ms)
+                .bind(r.finished_ms)
+                .bind(&r.verdict)
+                .bind(&r.report_json)
+                .bind(&r.rollback_json)
+                .bind(&r.monitor_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn update_run(&self, r: &RunRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE runs SET status = $2, started_ms = $3, finished_ms = $4, verdict = $5, report = $6, \
+                     rollback = $7 WHERE run_id = $1",
+                )
+                .bind(&r.run_id)
+                .bind(r.status.as_str())
+                .bind(r.started_ms)
+                .bind(r.finished_ms)
+                .bind(&r.verdict)
+                .bind(&r.report_json)
+                .bind(&r.rollback_json)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
+                let row = sqlx::query("SELECT * FROM runs WHERE run_id = $1")
+                    .bind(run_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(run_of).transpose()
+            }
+
+            async fn list_runs(&self, limit: u32, plan: Option<&str>) -> StoreResult<Vec<RunRecord>> {
+                let rows = match plan {
+                    Some(plan) => {
+                        sqlx::query("SELECT * FROM runs WHERE plan_name = $1 ORDER BY created_ms DESC, run_id DESC LIMIT $2")
+                            .bind(plan)
+                            .bind(i64::from(limit))
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                    None => {
+                        sqlx::query("SELECT * FROM runs ORDER BY created_ms DESC, run_id DESC LIMIT $1")
+                            .bind(i64::from(limit))
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                };
+                rows.iter().map(run_of).collect()
+            }
+
+            async fn unfinished_runs(&self) -> StoreResult<Vec<RunRecord>> {
+                let rows = sqlx::query("SELECT * FROM runs WHERE status IN ('pending', 'running') ORDER BY created_ms")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(run_of).collect()
+            }
+
+            async fn insert_assignment(&self, a: &AssignmentRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO assignments (assignment_id, run_id, region, probe, status, expected_results, detail, created_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&a.assignment_id)
+                .bind(&a.run_id)
+                .bind(&a.region)
+                .bind(&a.probe)
+                .bind(a.status.as_str())
+                .bind(a.expected_results)
+                .bind(&a.detail)
+                .bind(a.created_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn update_assignment(&self, a: &AssignmentRecord) -> StoreResult<()> {
+                sqlx::query("UPDATE assignments SET status = $2, expected_results = $3, detail = $4 WHERE assignment_id = $1")
+                    .bind(&a.assignment_id)
+                    .bind(a.status.as_str())
+                    .bind(a.expected_results)
+                    .bind(&a.detail)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn assignments(&self, run_id: &str) -> StoreResult<Vec<AssignmentRecord>> {
+                let rows = sqlx::query("SELECT * FROM assignments WHERE run_id = $1 ORDER BY created_ms, assignment_id")
+                    .bind(run_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(assignment_of).collect()
+            }
+
+            async fn insert_results(&self, results: &[ResultRecord]) -> StoreResult<Vec<bool>> {
+                let mut tx = self.pool.begin().await?;
+                let mut inserted = Vec::with_capacity(results.len());
+                for r in results {
+                    let done = sqlx::query(
+                        "INSERT INTO results (result_id, run_id, assignment_id, region, probe, check_index, status, \
+                         message, duration_ms, requests, request_errors, latency, sketch, received_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                         ON CONFLICT (result_id) DO NOTHING",
+                    )
+                    .bind(&r.result_id)
+                    .bind(&r.run_id)
+                    .bind(&r.assignment_id)
+                    .bind(&r.region)
+                    .bind(&r.probe)
+                    .bind(r.check_index)
+                    .bind(&r.status)
+                    .bind(&r.message)
+                    .bind(r.duration_ms)
+                    .bind(r.requests)
+                    .bind(r.request_errors)
+                    .bind(&r.latency_json)
+                    .bind(&r.sketch)
+                    .bind(r.received_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    inserted.push(done.rows_affected() == 1);
+                }
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
+            async fn results(&self, run_id: &str) -> StoreResult<Vec<ResultRecord>> {
+                let rows = sqlx::query("SELECT * FROM results WHERE run_id = $1 ORDER BY seq")
+                    .bind(run_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(result_of).collect()
+            }
+
+            async fn claim_rollback(&self, c: &RollbackClaim, cooldown_ms: i64) -> StoreResult<ClaimOutcome> {
+                let mut tx = self.begin_claim(&c.plan_name).await?;
+                let taken = sqlx::query("SELECT executed_by, claimed_ms FROM rollbacks WHERE subject = $1")
+                    .bind(&c.subject)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(row) = taken {
+                    return Ok(ClaimOutcome::AlreadyClaimed {
+                        by: row.text("executed_by")?,
+                        at_ms: row.int("claimed_ms")?,
+                    });
+                }
+                let recent = sqlx::query(
+                    "SELECT executed_by, claimed_ms, run_id FROM rollbacks WHERE plan_name = $1 AND claimed_ms > $2 \
+                     ORDER BY claimed_ms DESC LIMIT 1",
+                )
+                .bind(&c.plan_name)
+                .bind(c.claimed_ms - cooldown_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = recent {
+                    return Ok(ClaimOutcome::CoolingDown {
+                        by: row.text("executed_by")?,
+                        at_ms: row.int("claimed_ms")?,
+                        run_id: row.text("run_id")?,
+                    });
+                }
+                sqlx::query(
+                    "INSERT INTO rollbacks (subject, plan_name, run_id, claimed_ms, executed_by) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&c.subject)
+                .bind(&c.plan_name)
+                .bind(&c.run_id)
+                .bind(c.claimed_ms)
+                .bind(&c.executed_by)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(ClaimOutcome::Claimed)
+            }
+
+            async fn finish_rollback(&self, subject: &str, outcome: &str, error: Option<&str>) -> StoreResult<()> {
+                sqlx::query("UPDATE rollbacks SET outcome = $2, error = $3, finished_ms = $4 WHERE subject = $1")
+                    .bind(subject)
+                    .bind(outcome)
+                    .bind(error)
+                    .bind(crate::now_ms())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_monitor(&self, m: &MonitorRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO monitors (monitor_id, plan_name, plan_sealed, origin, status, dry_run, regions, \
+                     started_ms, ends_ms, ended_ms, rounds, rollback, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(&m.monitor_id)
+                .bind(&m.plan_name)
+                .bind(&m.plan_sealed)
+                .bind(&m.origin)
+                .bind(m.status.as_str())
+                .bind(m.dry_run)
+                .bind(json_of(&m.regions))
+                .bind(m.started_ms)
+                .bind(m.ends_ms)
+                .bind(m.ended_ms)
+                .bind(m.rounds)
+                .bind(&m.rollback_json)
+                .bind(&m.detail)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn update_monitor(&self, m: &MonitorRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE monitors SET status = $2, ended_ms = $3, rounds = $4, rollback = $5, detail = $6 \
+                     WHERE monitor_id = $1",
+                )
+                .bind(&m.monitor_id)
+                .bind(m.status.as_str())
+                .bind(m.ended_ms)
+                .bind(m.rounds)
+                .bind(&m.rollback_json)
+                .bind(&m.detail)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_monitor(&self, monitor_id: &str) -> StoreResult<Option<MonitorRecord>> {
+                let row = sqlx::query("SELECT * FROM monitors WHERE monitor_id = $1")
+                    .bind(monitor_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(monitor_of).transpose()
+            }
+
+            async fn list_monitors(&self, limit: u32) -> StoreResult<Vec<MonitorRecord>> {
+                let rows = sqlx::query("SELECT * FROM monitors ORDER BY started_ms DESC, monitor_id DESC LIMIT $1")
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(monitor_of).collect()
+            }
+
+            async fn running_monitors(&self) -> StoreResult<Vec<MonitorRecord>> {
+                let rows = sqlx::query("SELECT * FROM monitors WHERE status = 'running' ORDER BY started_ms")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(monitor_of).collect()
+            }
+
+            async fn insert_round(&self, r: &RoundRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO monitor_rounds (monitor_id, round, run_id, at_ms, verdict, per_check, sketch) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (monitor_id, round) DO NOTHING",
+                )
+                .bind(&r.monitor_id)
+                .bind(r.round)
+                .bind(&r.run_id)
+                .bind(r.at_ms)
+                .bind(&r.verdict)
+                .bind(&r.per_check_json)
+                .bind(&r.sketch)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn rounds_since(&self, monitor_id: &str, since_ms: i64) -> StoreResult<Vec<RoundRecord>> {
+                let rows = sqlx::query("SELECT * FROM monitor_rounds WHERE monitor_id = $1 AND at_ms > $2 ORDER BY round")
+                    .bind(monitor_id)
+                    .bind(since_ms)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(round_of).collect()
+            }
+        }
+    };
+}
+pub(crate) use store_impl;
 
 #[cfg(test)]
 mod tests;

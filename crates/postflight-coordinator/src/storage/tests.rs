@@ -19,6 +19,7 @@ fn run(id: &str, created: i64, plan: &str, status: RunStatus) -> RunRecord {
         verdict: None,
         report_json: None,
         rollback_json: None,
+        monitor_id: None,
     }
 }
 
@@ -137,6 +138,91 @@ async fn suite<S: Store>(store: S) {
         ["x1", "x2", "x3"]
     );
     assert!(store.results("r1").await.unwrap().is_empty());
+
+    // Rollback claims: once per subject, never within the plan's cooldown.
+    let claim = |subject: &str, plan: &str, at: i64| RollbackClaim {
+        subject: subject.into(),
+        plan_name: plan.into(),
+        run_id: "r2".into(),
+        executed_by: "coordinator A".into(),
+        claimed_ms: at,
+    };
+    assert_eq!(store.claim_rollback(&claim("run:r2", "a", 10_000), 5_000).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        store.claim_rollback(&claim("run:r2", "a", 10_001), 5_000).await.unwrap(),
+        ClaimOutcome::AlreadyClaimed { by: "coordinator A".into(), at_ms: 10_000 }
+    );
+    assert_eq!(
+        store.claim_rollback(&claim("run:r9", "a", 14_000), 5_000).await.unwrap(),
+        ClaimOutcome::CoolingDown { by: "coordinator A".into(), at_ms: 10_000, run_id: "r2".into() }
+    );
+    assert_eq!(store.claim_rollback(&claim("run:r9", "b", 14_000), 5_000).await.unwrap(), ClaimOutcome::Claimed, "another plan");
+    assert_eq!(store.claim_rollback(&claim("run:r10", "a", 15_001), 5_000).await.unwrap(), ClaimOutcome::Claimed, "cooldown over");
+    store.finish_rollback("run:r2", "succeeded", None).await.unwrap();
+
+    // Monitors and their rounds.
+    let mut monitor = MonitorRecord {
+        monitor_id: "m1".into(),
+        plan_name: "a".into(),
+        plan_sealed: vec![4, 5],
+        origin: "p.yaml".into(),
+        status: MonitorStatus::Running,
+        dry_run: false,
+        regions: vec!["eu".into()],
+        started_ms: 100,
+        ends_ms: 900,
+        ended_ms: None,
+        rounds: 0,
+        rollback_json: None,
+        detail: None,
+    };
+    store.insert_monitor(&monitor).await.unwrap();
+    assert_eq!(store.running_monitors().await.unwrap(), vec![monitor.clone()]);
+    let round = |n: i64, at: i64| RoundRecord {
+        monitor_id: "m1".into(),
+        round: n,
+        run_id: format!("run-{n}"),
+        at_ms: at,
+        verdict: "PASS".into(),
+        per_check_json: "[]".into(),
+        sketch: vec![1],
+    };
+    store.insert_round(&round(1, 200)).await.unwrap();
+    store.insert_round(&round(2, 300)).await.unwrap();
+    store.insert_round(&round(2, 301)).await.unwrap();
+    assert_eq!(store.rounds_since("m1", 250).await.unwrap(), vec![round(2, 300)], "a round is stored once");
+    monitor.status = MonitorStatus::RolledBack;
+    monitor.rounds = 2;
+    monitor.ended_ms = Some(310);
+    monitor.detail = Some("rollback".into());
+    store.update_monitor(&monitor).await.unwrap();
+    assert_eq!(store.get_monitor("m1").await.unwrap().unwrap(), monitor);
+    assert!(store.running_monitors().await.unwrap().is_empty());
+    assert_eq!(store.list_monitors(10).await.unwrap().len(), 1);
+}
+
+/// Coordinators sharing one database race for the same rollback: exactly one wins.
+async fn concurrent_claims<S: Store + Clone>(stores: Vec<S>) {
+    let mut tasks = Vec::new();
+    for (i, store) in stores.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let claim = RollbackClaim {
+                subject: "monitor:m7".into(),
+                plan_name: "race".into(),
+                run_id: format!("round-of-{i}"),
+                executed_by: format!("coordinator {i}"),
+                claimed_ms: 1_000 + i as i64,
+            };
+            store.claim_rollback(&claim, 600_000).await.unwrap()
+        }));
+    }
+    let mut claimed = 0;
+    for task in tasks {
+        if task.await.unwrap() == ClaimOutcome::Claimed {
+            claimed += 1;
+        }
+    }
+    assert_eq!(claimed, 1, "exactly one coordinator executes the rollback");
 }
 
 #[tokio::test]
@@ -156,6 +242,27 @@ async fn postgres_store_passes_the_suite_and_survives_reopening() {
     suite(PostgresStore::open(&db.url).await.unwrap()).await;
     let again = PostgresStore::open(&db.url).await.unwrap();
     assert_eq!(again.list_runs(10, None).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn concurrent_claims_on_postgres_from_separate_pools_yield_one_winner() {
+    let db = ScratchDb::create().await;
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(PostgresStore::open(&db.url).await.unwrap());
+    }
+    concurrent_claims(stores).await;
+}
+
+#[tokio::test]
+async fn concurrent_claims_on_sqlite_yield_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("race.db").display());
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(SqliteStore::open(&url).await.unwrap());
+    }
+    concurrent_claims(stores).await;
 }
 
 #[tokio::test]

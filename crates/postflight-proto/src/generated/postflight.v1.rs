@@ -116,10 +116,17 @@ pub struct RollbackReport {
     pub reasons: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, optional, tag = "5")]
     pub action: ::core::option::Option<::prost::alloc::string::String>,
+    /// succeeded, failed, dry_run, skipped; absent when nothing was attempted.
     #[prost(string, optional, tag = "6")]
     pub outcome: ::core::option::Option<::prost::alloc::string::String>,
     #[prost(string, optional, tag = "7")]
     pub error: ::core::option::Option<::prost::alloc::string::String>,
+    /// Why an action was skipped (cooldown, already executed), or what it did.
+    #[prost(string, optional, tag = "8")]
+    pub detail: ::core::option::Option<::prost::alloc::string::String>,
+    /// The coordinator (or CLI) that executed the action.
+    #[prost(string, optional, tag = "9")]
+    pub executed_by: ::core::option::Option<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProbeMessage {
@@ -779,6 +786,130 @@ pub struct Probe {
     #[prost(string, tag = "6")]
     pub version: ::prost::alloc::string::String,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StartMonitorRequest {
+    /// As for SubmitRun; the plan's `monitor` section gives phases and window (the seed
+    /// article's 24 hours every 30 s, then 7 days every 5 minutes, when absent).
+    #[prost(string, tag = "1")]
+    pub plan_yaml: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub origin: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "3")]
+    pub options: ::core::option::Option<RunOptions>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Monitor {
+    #[prost(string, tag = "1")]
+    pub monitor_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub plan: ::prost::alloc::string::String,
+    /// running, completed, rolled_back or stopped.
+    #[prost(string, tag = "3")]
+    pub status: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub started_at: ::prost::alloc::string::String,
+    /// When the last phase ends.
+    #[prost(string, tag = "5")]
+    pub ends_at: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub ended_at: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "7")]
+    pub rounds: u32,
+    #[prost(string, repeated, tag = "8")]
+    pub regions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(bool, tag = "9")]
+    pub dry_run: bool,
+    /// The rollback decision that ended it, if any.
+    #[prost(message, optional, tag = "10")]
+    pub rollback: ::core::option::Option<RollbackReport>,
+    #[prost(string, tag = "11")]
+    pub detail: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetMonitorRequest {
+    #[prost(string, tag = "1")]
+    pub monitor_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListMonitorsRequest {
+    /// 0 means 50.
+    #[prost(uint32, tag = "1")]
+    pub limit: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListMonitorsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub monitors: ::prost::alloc::vec::Vec<Monitor>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchMonitorRequest {
+    #[prost(string, tag = "1")]
+    pub monitor_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MonitorEvent {
+    #[prost(string, tag = "1")]
+    pub monitor_id: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub at_unix_ms: u64,
+    #[prost(oneof = "monitor_event::Kind", tags = "3, 4")]
+    pub kind: ::core::option::Option<monitor_event::Kind>,
+}
+/// Nested message and enum types in `MonitorEvent`.
+pub mod monitor_event {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "3")]
+        Round(super::MonitorRound),
+        /// The last event of a watch.
+        #[prost(message, tag = "4")]
+        Ended(super::MonitorEnded),
+    }
+}
+/// One round: its run's verdict and the window's figures after it.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MonitorRound {
+    #[prost(uint32, tag = "1")]
+    pub round: u32,
+    #[prost(string, tag = "2")]
+    pub run_id: ::prost::alloc::string::String,
+    /// PASS, WARN, FAIL or INCONCLUSIVE.
+    #[prost(string, tag = "3")]
+    pub verdict: ::prost::alloc::string::String,
+    /// Requests over the window.
+    #[prost(uint64, tag = "4")]
+    pub requests: u64,
+    #[prost(uint64, tag = "5")]
+    pub errors: u64,
+    #[prost(double, tag = "6")]
+    pub error_rate: f64,
+    /// Request p99 over the window, in milliseconds; absent without requests.
+    #[prost(double, optional, tag = "7")]
+    pub p99_ms: ::core::option::Option<f64>,
+    #[prost(uint32, tag = "8")]
+    pub window_rounds: u32,
+    /// Interval of the current phase, e.g. 30s.
+    #[prost(string, tag = "9")]
+    pub every: ::prost::alloc::string::String,
+    /// Triggers that fired after this round (a rollback follows).
+    #[prost(string, repeated, tag = "10")]
+    pub reasons: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MonitorEnded {
+    /// completed, rolled_back or stopped.
+    #[prost(string, tag = "1")]
+    pub status: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub detail: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "3")]
+    pub rollback: ::core::option::Option<RollbackReport>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StopMonitorRequest {
+    #[prost(string, tag = "1")]
+    pub monitor_id: ::prost::alloc::string::String,
+}
 /// Generated client implementations.
 pub mod validation_service_client {
     #![allow(
@@ -1023,6 +1154,132 @@ pub mod validation_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Continuous validation after a migration: the plan runs round after round on its
+        /// `monitor.phases` until the last phase ends or a rollback fires. The monitor lives in the
+        /// coordinator: it goes on when the client disconnects and resumes after a restart.
+        pub async fn start_monitor(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StartMonitorRequest>,
+        ) -> std::result::Result<tonic::Response<super::Monitor>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/postflight.v1.ValidationService/StartMonitor",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("postflight.v1.ValidationService", "StartMonitor"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get_monitor(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetMonitorRequest>,
+        ) -> std::result::Result<tonic::Response<super::Monitor>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/postflight.v1.ValidationService/GetMonitor",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("postflight.v1.ValidationService", "GetMonitor"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Most recent first.
+        pub async fn list_monitors(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListMonitorsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListMonitorsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/postflight.v1.ValidationService/ListMonitors",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("postflight.v1.ValidationService", "ListMonitors"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// The rounds so far, then live ones, ending with the monitor's end.
+        pub async fn watch_monitor(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchMonitorRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::MonitorEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/postflight.v1.ValidationService/WatchMonitor",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("postflight.v1.ValidationService", "WatchMonitor"),
+                );
+            self.inner.server_streaming(req, path, codec).await
+        }
+        pub async fn stop_monitor(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StopMonitorRequest>,
+        ) -> std::result::Result<tonic::Response<super::Monitor>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/postflight.v1.ValidationService/StopMonitor",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("postflight.v1.ValidationService", "StopMonitor"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1082,6 +1339,43 @@ pub mod validation_service_server {
             tonic::Response<super::ListProbesResponse>,
             tonic::Status,
         >;
+        /// Continuous validation after a migration: the plan runs round after round on its
+        /// `monitor.phases` until the last phase ends or a rollback fires. The monitor lives in the
+        /// coordinator: it goes on when the client disconnects and resumes after a restart.
+        async fn start_monitor(
+            &self,
+            request: tonic::Request<super::StartMonitorRequest>,
+        ) -> std::result::Result<tonic::Response<super::Monitor>, tonic::Status>;
+        async fn get_monitor(
+            &self,
+            request: tonic::Request<super::GetMonitorRequest>,
+        ) -> std::result::Result<tonic::Response<super::Monitor>, tonic::Status>;
+        /// Most recent first.
+        async fn list_monitors(
+            &self,
+            request: tonic::Request<super::ListMonitorsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListMonitorsResponse>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the WatchMonitor method.
+        type WatchMonitorStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::MonitorEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The rounds so far, then live ones, ending with the monitor's end.
+        async fn watch_monitor(
+            &self,
+            request: tonic::Request<super::WatchMonitorRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::WatchMonitorStream>,
+            tonic::Status,
+        >;
+        async fn stop_monitor(
+            &self,
+            request: tonic::Request<super::StopMonitorRequest>,
+        ) -> std::result::Result<tonic::Response<super::Monitor>, tonic::Status>;
     }
     /// What operators and the `postflight` CLI use. Requests that name a run carry it in `run_id`.
     /// Invalid requests answer INVALID_ARGUMENT with the reason, unknown ids NOT_FOUND.
@@ -1462,6 +1756,236 @@ pub mod validation_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListProbesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/postflight.v1.ValidationService/StartMonitor" => {
+                    #[allow(non_camel_case_types)]
+                    struct StartMonitorSvc<T: ValidationService>(pub Arc<T>);
+                    impl<
+                        T: ValidationService,
+                    > tonic::server::UnaryService<super::StartMonitorRequest>
+                    for StartMonitorSvc<T> {
+                        type Response = super::Monitor;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StartMonitorRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ValidationService>::start_monitor(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StartMonitorSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/postflight.v1.ValidationService/GetMonitor" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetMonitorSvc<T: ValidationService>(pub Arc<T>);
+                    impl<
+                        T: ValidationService,
+                    > tonic::server::UnaryService<super::GetMonitorRequest>
+                    for GetMonitorSvc<T> {
+                        type Response = super::Monitor;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetMonitorRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ValidationService>::get_monitor(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetMonitorSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/postflight.v1.ValidationService/ListMonitors" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListMonitorsSvc<T: ValidationService>(pub Arc<T>);
+                    impl<
+                        T: ValidationService,
+                    > tonic::server::UnaryService<super::ListMonitorsRequest>
+                    for ListMonitorsSvc<T> {
+                        type Response = super::ListMonitorsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListMonitorsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ValidationService>::list_monitors(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListMonitorsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/postflight.v1.ValidationService/WatchMonitor" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchMonitorSvc<T: ValidationService>(pub Arc<T>);
+                    impl<
+                        T: ValidationService,
+                    > tonic::server::ServerStreamingService<super::WatchMonitorRequest>
+                    for WatchMonitorSvc<T> {
+                        type Response = super::MonitorEvent;
+                        type ResponseStream = T::WatchMonitorStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchMonitorRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ValidationService>::watch_monitor(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchMonitorSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/postflight.v1.ValidationService/StopMonitor" => {
+                    #[allow(non_camel_case_types)]
+                    struct StopMonitorSvc<T: ValidationService>(pub Arc<T>);
+                    impl<
+                        T: ValidationService,
+                    > tonic::server::UnaryService<super::StopMonitorRequest>
+                    for StopMonitorSvc<T> {
+                        type Response = super::Monitor;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StopMonitorRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ValidationService>::stop_monitor(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StopMonitorSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

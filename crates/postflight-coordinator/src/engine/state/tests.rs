@@ -35,6 +35,7 @@ fn run(per_region: &str) -> ActiveRun {
             verdict: None,
             report_json: None,
             rollback_json: None,
+            monitor_id: None,
         },
         secrets: Secrets::of_plan(&plan),
         results: vec![BTreeMap::new(); plan.checks.len()],
@@ -45,6 +46,7 @@ fn run(per_region: &str) -> ActiveRun {
         result_count: 0,
         events,
         history: vec![],
+        done: None,
     }
 }
 

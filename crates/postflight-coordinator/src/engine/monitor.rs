@@ -1,0 +1,406 @@
+//! Monitors: the plan round after round on its `monitor.phases` (the seed article's 24 hours
+//! of intensive checks, then 7 days of normal ones), the rollback triggers evaluated after
+//! every round over the sliding window, until the last phase ends or a rollback fires.
+//!
+//! A monitor lives in the coordinator: it goes on when its client disconnects, and a
+//! restarted coordinator resumes it with its window rebuilt from the stored rounds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use postflight_plan::model::Monitor;
+use postflight_plan::report::RequestCount;
+use postflight_plan::rollback::{RollbackReport, decision, triggers};
+use postflight_plan::sketch::LatencySketch;
+use postflight_plan::vars::{Expander, ProcessEnv};
+use postflight_plan::window::{RoundSample, Window};
+use postflight_plan::{Plan, parse_plan};
+use postflight_proto::v1;
+use tokio::sync::{Notify, broadcast, oneshot};
+
+use super::{Coordinator, Finished};
+use crate::error::{CoordinatorError, CoordinatorResult};
+use crate::now_ms;
+use crate::storage::{ClaimOutcome, MonitorRecord, MonitorStatus, RoundRecord, Store};
+
+/// A monitor running in this coordinator.
+pub(crate) struct ActiveMonitor {
+    pub record: MonitorRecord,
+    pub events: broadcast::Sender<v1::MonitorEvent>,
+    pub history: Vec<v1::MonitorEvent>,
+    pub stop: Arc<Notify>,
+}
+
+fn when(ms: i64) -> String {
+    postflight_plan::report::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+}
+
+fn monitor_event(monitor_id: &str, kind: v1::monitor_event::Kind) -> v1::MonitorEvent {
+    v1::MonitorEvent {
+        monitor_id: monitor_id.to_owned(),
+        at_unix_ms: now_ms() as u64,
+        kind: Some(kind),
+    }
+}
+
+/// A round waits at most for its slowest check, plus a little.
+fn round_timeout(plan: &Plan, cap: Duration) -> Duration {
+    let slowest = plan.checks.iter().map(|c| c.timeout).max().unwrap_or_default();
+    (slowest + Duration::from_secs(2)).min(cap)
+}
+
+impl<S: Store> Coordinator<S> {
+    /// Starts monitoring a plan.
+    pub async fn start_monitor(
+        &self,
+        plan_yaml: &str,
+        origin: &str,
+        options: v1::RunOptions,
+    ) -> CoordinatorResult<MonitorRecord> {
+        let (plan, origin, regions) = self.accept_plan(plan_yaml, origin, &options)?;
+        let monitor = plan.monitor.clone().unwrap_or_default();
+        let started = now_ms();
+        let record = MonitorRecord {
+            monitor_id: uuid::Uuid::now_v7().to_string(),
+            plan_name: plan.name.clone(),
+            plan_sealed: self.inner.sealer.seal(plan_yaml.as_bytes()),
+            origin,
+            status: MonitorStatus::Running,
+            dry_run: options.dry_run || plan.rollback.as_ref().is_some_and(|r| r.dry_run),
+            regions,
+            started_ms: started,
+            ends_ms: started + monitor.total().as_millis() as i64,
+            ended_ms: None,
+            rounds: 0,
+            rollback_json: None,
+            detail: None,
+        };
+        self.inner.store.insert_monitor(&record).await?;
+        tracing::info!(monitor_id = %record.monitor_id, plan = %plan.name, "monitor started");
+        self.spawn_monitor(record.clone(), plan, plan_yaml.into(), Window::new(monitor.window));
+        Ok(record)
+    }
+
+    /// Resumes the monitors the store holds running (after a restart).
+    pub(super) async fn resume_monitors(&self) -> CoordinatorResult<()> {
+        for record in self.inner.store.running_monitors().await? {
+            let plan_yaml = match self.inner.sealer.unseal(&record.plan_sealed) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(e) => {
+                    tracing::error!(monitor_id = %record.monitor_id, error = %e, "cannot resume a monitor");
+                    continue;
+                }
+            };
+            let no_vars: HashMap<String, String> = HashMap::new();
+            let Ok(plan) = parse_plan(&plan_yaml, &record.origin, Expander::plan(&no_vars)) else {
+                tracing::error!(monitor_id = %record.monitor_id, "a stored monitor's plan no longer parses");
+                continue;
+            };
+            let config = plan.monitor.clone().unwrap_or_default();
+            let mut window = Window::new(config.window);
+            let since = now_ms() - config.window.as_millis() as i64;
+            for round in self.inner.store.rounds_since(&record.monitor_id, since).await? {
+                let per_check: Vec<(String, RequestCount)> =
+                    serde_json::from_str(&round.per_check_json).unwrap_or_default();
+                let sketch = LatencySketch::from_bytes(&round.sketch).unwrap_or_default();
+                window.push(RoundSample {
+                    at_ms: round.at_ms,
+                    per_check,
+                    sketch,
+                });
+            }
+            tracing::info!(monitor_id = %record.monitor_id, rounds = record.rounds, window = window.len(), "resuming monitor");
+            self.spawn_monitor(record, plan, plan_yaml.into(), window);
+        }
+        Ok(())
+    }
+
+    fn spawn_monitor(&self, record: MonitorRecord, plan: Plan, plan_yaml: Arc<str>, window: Window) {
+        let (events, _) = broadcast::channel(256);
+        let stop = Arc::new(Notify::new());
+        let monitor_id = record.monitor_id.clone();
+        self.state().monitors.insert(
+            monitor_id.clone(),
+            ActiveMonitor {
+                record,
+                events,
+                history: Vec::new(),
+                stop: stop.clone(),
+            },
+        );
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.monitor_loop(&monitor_id, plan, plan_yaml, window, stop).await;
+        });
+    }
+
+    async fn monitor_loop(&self, monitor_id: &str, plan: Plan, plan_yaml: Arc<str>, mut window: Window, stop: Arc<Notify>) {
+        let config: Monitor = plan.monitor.clone().unwrap_or_default();
+        let Some(record) = self.state().monitors.get(monitor_id).map(|m| m.record.clone()) else {
+            return;
+        };
+        let mut round = record.rounds;
+        loop {
+            let elapsed = Duration::from_millis((now_ms() - record.started_ms).max(0) as u64);
+            let Some(every) = config.every_at(elapsed) else {
+                self.end_monitor(monitor_id, MonitorStatus::Completed, None, "the last phase ended without rollback", true)
+                    .await;
+                return;
+            };
+            let round_started = tokio::time::Instant::now();
+            round += 1;
+            let (tx, rx) = oneshot::channel::<Finished>();
+            let submitted = self
+                .create_run(
+                    plan.clone(),
+                    &plan_yaml,
+                    &record.origin,
+                    record.regions.clone(),
+                    round_timeout(&plan, self.inner.config.default_timeout),
+                    record.dry_run,
+                    Some(monitor_id.to_owned()),
+                    Some(tx),
+                )
+                .await;
+            if let Err(e) = submitted {
+                tracing::error!(monitor_id, error = %e, "cannot start a round");
+            } else {
+                let finished = tokio::select! {
+                    finished = rx => finished.ok(),
+                    () = stop.notified() => {
+                        self.end_monitor(monitor_id, MonitorStatus::Stopped, None, "stopped by an operator", true).await;
+                        return;
+                    }
+                };
+                if let Some(finished) = finished
+                    && self.after_round(monitor_id, &plan, &mut window, round, &every, finished).await
+                {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(round_started + every) => {}
+                () = stop.notified() => {
+                    self.end_monitor(monitor_id, MonitorStatus::Stopped, None, "stopped by an operator", true).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Adds a round to the window and evaluates the triggers; returns whether the monitor
+    /// ended (a rollback fired).
+    async fn after_round(
+        &self,
+        monitor_id: &str,
+        plan: &Plan,
+        window: &mut Window,
+        round: i64,
+        every: &Duration,
+        finished: Finished,
+    ) -> bool {
+        let at = now_ms();
+        let report = finished.report;
+        let sample = RoundSample::from_results(plan, &finished.results, at);
+        let stored = RoundRecord {
+            monitor_id: monitor_id.to_owned(),
+            round,
+            run_id: report.run_id.clone(),
+            at_ms: at,
+            verdict: report.status.as_str().to_owned(),
+            per_check_json: serde_json::to_string(&sample.per_check).unwrap_or_default(),
+            sketch: sample.sketch.to_bytes(),
+        };
+        window.push(sample);
+        if let Err(e) = self.inner.store.insert_round(&stored).await {
+            tracing::error!(monitor_id, error = %e, "cannot store a round");
+        }
+        let record = {
+            let mut state = self.state();
+            let Some(active) = state.monitors.get_mut(monitor_id) else {
+                return true;
+            };
+            active.record.rounds = round;
+            active.record.clone()
+        };
+        if let Err(e) = self.inner.store.update_monitor(&record).await {
+            tracing::error!(monitor_id, error = %e, "cannot update a monitor");
+        }
+        let measurements = window.measurements(report.status, &report.checks, &report.regions);
+        let reasons = triggers(plan, &measurements);
+        let event = monitor_event(
+            monitor_id,
+            v1::monitor_event::Kind::Round(v1::MonitorRound {
+                round: round as u32,
+                run_id: report.run_id.clone(),
+                verdict: report.status.as_str().to_owned(),
+                requests: measurements.requests,
+                errors: measurements.errors,
+                error_rate: if measurements.requests == 0 {
+                    0.0
+                } else {
+                    measurements.errors as f64 / measurements.requests as f64
+                },
+                p99_ms: measurements.p99_ms,
+                window_rounds: window.len() as u32,
+                every: postflight_plan::duration::format_duration(*every),
+                reasons: reasons.clone(),
+            }),
+        );
+        self.announce(monitor_id, event);
+        if reasons.is_empty() {
+            return false;
+        }
+        let mut rollback = decision(plan, reasons, &ProcessEnv);
+        rollback.dry_run |= record.dry_run;
+        let mut context = self.rollback_context(plan, &report, Some(monitor_id));
+        context.reasons = rollback.reasons.clone();
+        let dry_run = rollback.dry_run;
+        let claim = self
+            .execute_rollback(plan, &mut rollback, context, format!("monitor:{monitor_id}"), dry_run)
+            .await;
+        // Record the decision in the round that triggered it, so `runs` shows it.
+        if let Ok(Some(mut run)) = self.inner.store.get_run(&report.run_id).await {
+            run.rollback_json = serde_json::to_string(&rollback).ok();
+            let mut with_decision = report.clone();
+            with_decision.rollback = rollback.clone();
+            run.report_json = serde_json::to_string(&with_decision).ok();
+            let _ = self.inner.store.update_run(&run).await;
+        }
+        // Another coordinator executed it: that one writes the monitor's end.
+        let write = !matches!(claim, Some(ClaimOutcome::AlreadyClaimed { .. }));
+        let detail = format!("rollback: {}", rollback.reasons.join("; "));
+        self.end_monitor(monitor_id, MonitorStatus::RolledBack, Some(rollback), &detail, write)
+            .await;
+        true
+    }
+
+    fn announce(&self, monitor_id: &str, event: v1::MonitorEvent) {
+        if let Some(active) = self.state().monitors.get_mut(monitor_id) {
+            active.history.push(event.clone());
+            let _ = active.events.send(event);
+        }
+    }
+
+    async fn end_monitor(
+        &self,
+        monitor_id: &str,
+        status: MonitorStatus,
+        rollback: Option<RollbackReport>,
+        detail: &str,
+        write: bool,
+    ) {
+        let Some(active) = self.state().monitors.remove(monitor_id) else {
+            return;
+        };
+        let mut record = active.record;
+        record.status = status;
+        record.ended_ms = Some(now_ms());
+        record.rollback_json = rollback.as_ref().and_then(|r| serde_json::to_string(r).ok());
+        record.detail = Some(detail.to_owned());
+        if write && let Err(e) = self.inner.store.update_monitor(&record).await {
+            tracing::error!(monitor_id, error = %e, "cannot record a monitor's end");
+        }
+        tracing::info!(monitor_id, status = status.as_str(), "monitor ended: {detail}");
+        let _ = active.events.send(monitor_event(
+            monitor_id,
+            v1::monitor_event::Kind::Ended(v1::MonitorEnded {
+                status: status.as_str().to_owned(),
+                detail: detail.to_owned(),
+                rollback: rollback.as_ref().map(Into::into),
+            }),
+        ));
+    }
+
+    /// A monitor, live if it runs here.
+    pub async fn get_monitor(&self, monitor_id: &str) -> CoordinatorResult<MonitorRecord> {
+        if let Some(record) = self.state().monitors.get(monitor_id).map(|m| m.record.clone()) {
+            return Ok(record);
+        }
+        self.inner
+            .store
+            .get_monitor(monitor_id)
+            .await?
+            .ok_or_else(|| CoordinatorError::NotFound(format!("no monitor with id {monitor_id}")))
+    }
+
+    /// Monitors, newest first.
+    pub async fn list_monitors(&self, limit: u32) -> CoordinatorResult<Vec<MonitorRecord>> {
+        let stored = self.inner.store.list_monitors(limit).await?;
+        let state = self.state();
+        Ok(stored
+            .into_iter()
+            .map(|r| state.monitors.get(&r.monitor_id).map_or(r, |m| m.record.clone()))
+            .collect())
+    }
+
+    /// The rounds so far and the live events of a monitor; `None` when it has ended.
+    pub async fn watch_monitor(
+        &self,
+        monitor_id: &str,
+    ) -> CoordinatorResult<(Vec<v1::MonitorEvent>, Option<broadcast::Receiver<v1::MonitorEvent>>)> {
+        if let Some(active) = self.state().monitors.get(monitor_id) {
+            return Ok((active.history.clone(), Some(active.events.subscribe())));
+        }
+        let record = self.get_monitor(monitor_id).await?;
+        let rollback: Option<RollbackReport> = record
+            .rollback_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok());
+        let ended = monitor_event(
+            monitor_id,
+            v1::monitor_event::Kind::Ended(v1::MonitorEnded {
+                status: record.status.as_str().to_owned(),
+                detail: record.detail.clone().unwrap_or_default(),
+                rollback: rollback.as_ref().map(Into::into),
+            }),
+        );
+        Ok((vec![ended], None))
+    }
+
+    /// Stops a monitor after its current round.
+    pub async fn stop_monitor(&self, monitor_id: &str) -> CoordinatorResult<MonitorRecord> {
+        let stop = self.state().monitors.get(monitor_id).map(|m| m.stop.clone());
+        match stop {
+            Some(stop) => {
+                stop.notify_one();
+                for _ in 0..50 {
+                    if !self.state().monitors.contains_key(monitor_id) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                self.get_monitor(monitor_id).await
+            }
+            None => {
+                let record = self.get_monitor(monitor_id).await?;
+                Err(CoordinatorError::FailedPrecondition(format!(
+                    "monitor {monitor_id} has already ended ({})",
+                    record.status.as_str()
+                )))
+            }
+        }
+    }
+
+    /// The wire form of a monitor.
+    pub fn monitor_message(&self, record: &MonitorRecord) -> v1::Monitor {
+        let rollback: Option<RollbackReport> = record
+            .rollback_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok());
+        v1::Monitor {
+            monitor_id: record.monitor_id.clone(),
+            plan: record.plan_name.clone(),
+            status: record.status.as_str().to_owned(),
+            started_at: when(record.started_ms),
+            ends_at: when(record.ends_ms),
+            ended_at: record.ended_ms.map(when).unwrap_or_default(),
+            rounds: record.rounds as u32,
+            regions: record.regions.clone(),
+            dry_run: record.dry_run,
+            rollback: rollback.as_ref().map(Into::into),
+            detail: record.detail.clone().unwrap_or_default(),
+        }
+    }
+}
