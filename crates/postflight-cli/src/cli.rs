@@ -38,6 +38,10 @@ pub enum Command {
     Run(RunArgs),
     /// Validate a plan without running it (exit 0 when valid, 2 with every error otherwise).
     Check(CheckArgs),
+    /// Keep validating after a migration: the plan round after round on its monitor phases
+    /// (default: every 30s for 24h, then every 5m for 7d), one line per round, until the last
+    /// phase ends (exit 0) or a rollback fires (exit 1).
+    Monitor(MonitorArgs),
     /// See postflight work on one machine: a coordinator, probes in three regions and a demo
     /// agent backend, checked before and after a migration that breaks it. Needs nothing
     /// installed.
@@ -122,6 +126,38 @@ pub struct RunArgs {
     /// data, which is never a pass.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub timeout: Option<Duration>,
+}
+
+/// `postflight monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// The plan file (YAML); `-` reads it from standard input.
+    pub plan: PathBuf,
+
+    /// Monitor from this process, as the single region `local`.
+    #[arg(long)]
+    pub local: bool,
+
+    /// Coordinator that runs the monitor (the default without --local); it goes on when this
+    /// command exits [default: $POSTFLIGHT_COORDINATOR, then http://127.0.0.1:7700].
+    #[arg(long, value_name = "URL", conflicts_with = "local")]
+    pub coordinator: Option<String>,
+
+    /// Decide on rollback but never execute it.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Start the monitor on the coordinator, print its id and return.
+    #[arg(long, conflicts_with = "local")]
+    pub detach: bool,
+
+    /// Regions that must report in every round (repeatable).
+    #[arg(long = "region", value_name = "REGION", conflicts_with = "local")]
+    pub regions: Vec<String>,
+
+    /// Output: a line per round, or a JSON object per line (NDJSON).
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `postflight check`.

@@ -6,17 +6,66 @@ use std::time::{Duration, SystemTime};
 use indicatif::{ProgressBar, ProgressStyle};
 use postflight_checks::{Executor, RunOptions, run_plan};
 use postflight_plan::Plan;
+use postflight_plan::rollback::RollbackContext;
+
+use crate::ledger::FileLedger;
 use postflight_plan::report::{RegionResult, Report, RunResults, build_report};
 use postflight_plan::vars::ProcessEnv;
 use postflight_plan::verdict::LOCAL_REGION;
 
-/// Runs `plan` locally and builds its report. `timeout` bounds the whole run: checks still
-/// running then have no result, which makes them inconclusive, never a pass.
+/// Runs `plan` locally, builds its report and carries out the rollback decision (at most
+/// once per run, never within the plan's cooldown, nothing executed with `dry_run`).
+/// `timeout` bounds the whole run: checks still running then have no result, which makes
+/// them inconclusive, never a pass.
 pub async fn run(
     plan: &Plan,
     timeout: Option<Duration>,
     show_progress: bool,
+    dry_run: bool,
 ) -> anyhow::Result<Report> {
+    let (mut report, _) = round(plan, timeout, show_progress).await?;
+    report.rollback.dry_run |= dry_run;
+    let context = rollback_context(plan, &report, None);
+    let subject = format!("run:{}", report.run_id);
+    postflight_rollback::carry_out(
+        plan,
+        &mut report.rollback,
+        &context,
+        &subject,
+        &FileLedger::default_location(),
+        &ProcessEnv,
+    )
+    .await;
+    Ok(report)
+}
+
+/// Who executes rollbacks from this process, in audit records.
+pub fn identity() -> String {
+    format!("postflight CLI on {}", postflight_checks::hostname())
+}
+
+/// What a rollback action is told about a decision taken on `report`.
+pub fn rollback_context(plan: &Plan, report: &Report, monitor_id: Option<&str>) -> RollbackContext {
+    RollbackContext {
+        plan: plan.name.clone(),
+        run_id: report.run_id.clone(),
+        monitor_id: monitor_id.map(str::to_owned),
+        verdict: report.status.as_str().to_owned(),
+        summary: report.summary.clone(),
+        reasons: report.rollback.reasons.clone(),
+        regions: report.regions.clone(),
+        decided_at: postflight_plan::report::rfc3339(SystemTime::now()),
+        executed_by: identity(),
+    }
+}
+
+/// One local execution of `plan`: its report (no rollback carried out) and its per-region
+/// results (for a monitor's window).
+pub async fn round(
+    plan: &Plan,
+    timeout: Option<Duration>,
+    show_progress: bool,
+) -> anyhow::Result<(Report, Vec<BTreeMap<String, RegionResult>>)> {
     let run_id = uuid::Uuid::now_v7().to_string();
     let executor = Executor::new().map_err(anyhow::Error::msg)?;
     let started_at = SystemTime::now();
@@ -44,7 +93,7 @@ pub async fn run(
         })
         .collect();
     let regions = [LOCAL_REGION.to_owned()];
-    Ok(build_report(&RunResults {
+    let report = build_report(&RunResults {
         plan,
         run_id: &run_id,
         started_at,
@@ -52,7 +101,8 @@ pub async fn run(
         required_regions: &regions,
         results: &per_check,
         env: &ProcessEnv,
-    }))
+    });
+    Ok((report, per_check))
 }
 
 fn progress_bar(len: usize, show: bool) -> ProgressBar {

@@ -2,7 +2,9 @@
 
 mod cli;
 mod demo;
+mod ledger;
 mod local;
+mod monitor;
 mod plan_file;
 mod remote;
 mod render;
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Check(args) => Ok(check(&args)),
             Command::Demo(args) => demo::main(args).await,
+            Command::Monitor(args) => monitor::main(args).await,
             Command::Probes(args) => Ok(remote::probes(&args)
                 .await
                 .unwrap_or_else(remote::Failure::exit)),
@@ -89,7 +92,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(remote::Failure::exit));
     }
     let show_progress = std::io::stderr().is_terminal();
-    let report = local::run(&plan, args.timeout, show_progress).await?;
+    let report = local::run(&plan, args.timeout, show_progress, args.dry_run).await?;
     print!(
         "{}",
         render::report(&report, args.output, render::stdout_color())

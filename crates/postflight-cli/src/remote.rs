@@ -44,7 +44,8 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(code: u8, message: impl Into<String>) -> Self {
+    /// A failure with its exit code.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -63,7 +64,8 @@ impl Failure {
     }
 }
 
-fn from_status(url: &str, status: &Status) -> Failure {
+/// The failure a gRPC status means for the operator.
+pub fn from_status(url: &str, status: &Status) -> Failure {
     let message = status.message().to_owned();
     match status.code() {
         Code::InvalidArgument => Failure::new(
@@ -255,10 +257,19 @@ fn print_report(report: &Report, output: Output) -> ExitCode {
     ExitCode::from(report.status.exit_code())
 }
 
-/// `postflight watch RUN_ID`.
+/// `postflight watch ID`: a run until its report, or a monitor until it ends.
 pub async fn watch(args: &RunIdArgs) -> Result<ExitCode, Failure> {
     let url = coordinator_url(args.remote.coordinator.as_deref());
     let mut client = client(&url).await?;
+    let is_monitor = client
+        .get_monitor(v1::GetMonitorRequest {
+            monitor_id: args.run_id.clone(),
+        })
+        .await
+        .is_ok();
+    if is_monitor {
+        return crate::monitor::follow(&url, &args.run_id, args.remote.output).await;
+    }
     let report = follow(&url, &mut client, &args.run_id).await?;
     Ok(print_report(&report, args.remote.output))
 }

@@ -70,15 +70,6 @@ fn duration(text: &str) -> Result<Duration, String> {
     postflight_plan::duration::parse_duration(text).map_err(|e| e.to_string())
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
-}
-
 fn default_key_file(database: &str) -> PathBuf {
     let sqlite_path = database
         .strip_prefix("sqlite://")
@@ -122,10 +113,13 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         default_timeout: args.run_timeout,
         reassign_after: args.reassign_after,
-        identity: args
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("coordinator {}:{}", hostname(), addr.port())),
+        identity: args.name.clone().unwrap_or_else(|| {
+            format!(
+                "coordinator {}:{}",
+                postflight_checks::hostname(),
+                addr.port()
+            )
+        }),
         ..Config::default()
     };
     let coordinator = Coordinator::start(store, sealer, config)

@@ -906,8 +906,14 @@ mod tests {
         let m = Monitor::default();
         assert_eq!(m.total(), Duration::from_secs(8 * 86_400));
         assert_eq!(m.every_at(Duration::ZERO), Some(Duration::from_secs(30)));
-        assert_eq!(m.every_at(Duration::from_secs(86_399)), Some(Duration::from_secs(30)));
-        assert_eq!(m.every_at(Duration::from_secs(86_400)), Some(Duration::from_secs(300)));
+        assert_eq!(
+            m.every_at(Duration::from_secs(86_399)),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            m.every_at(Duration::from_secs(86_400)),
+            Some(Duration::from_secs(300))
+        );
         assert_eq!(m.every_at(Duration::from_secs(8 * 86_400)), None);
     }
 

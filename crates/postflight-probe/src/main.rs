@@ -57,15 +57,6 @@ fn label(text: &str) -> Result<(String, String), String> {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "probe".to_owned())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -83,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     let name = args
         .name
         .clone()
-        .unwrap_or_else(|| format!("{}-{}", hostname(), args.region));
+        .unwrap_or_else(|| format!("{}-{}", postflight_checks::hostname(), args.region));
     let mut config = ProbeConfig::new(&args.coordinator, &name, &args.region, Arc::new(ProcessEnv));
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.token = args.token;

@@ -11,6 +11,7 @@
 //! audit log, and every action has a time limit.
 
 mod command;
+pub mod controller;
 pub mod kubectl;
 pub mod kubernetes;
 pub mod webhook;
@@ -20,6 +21,8 @@ use std::time::Duration;
 use postflight_plan::model::RollbackAction;
 use postflight_plan::rollback::RollbackContext;
 use postflight_plan::vars::Lookup;
+
+pub use controller::{ClaimOutcome, Ledger, RollbackClaim, carry_out};
 
 /// Time limit of process actions (kubectl, command) and of the Kubernetes API undo.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(120);

@@ -172,6 +172,7 @@ async fn start_coordinator(dir: &Path) -> anyhow::Result<String> {
     let sealer = Sealer::load_or_create(&dir.join("postflight.db.key"))?;
     let config = Config {
         default_timeout: Duration::from_secs(60),
+        identity: "demo coordinator".to_owned(),
         ..Config::default()
     };
     let coordinator = Coordinator::start(store, sealer, config).await?;

@@ -172,8 +172,10 @@ impl<S: Store> Coordinator<S> {
             Duration::from_millis(options.timeout_ms)
         };
         let dry_run = options.dry_run || plan.rollback.as_ref().is_some_and(|r| r.dry_run);
-        self.create_run(plan, plan_yaml, &origin, regions, timeout, dry_run, None, None)
-            .await
+        self.create_run(
+            plan, plan_yaml, &origin, regions, timeout, dry_run, None, None,
+        )
+        .await
     }
 
     /// Parses a submitted plan and resolves its required regions.
@@ -248,7 +250,14 @@ impl<S: Store> Coordinator<S> {
         self.inner.store.insert_run(&record).await?;
         tracing::info!(run_id = %record.run_id, plan = %plan.name, regions = ?record.regions, "run submitted");
         let run_id = record.run_id.clone();
-        self.activate(record.clone(), plan, plan_yaml.into(), Vec::new(), Vec::new(), done);
+        self.activate(
+            record.clone(),
+            plan,
+            plan_yaml.into(),
+            Vec::new(),
+            Vec::new(),
+            done,
+        );
         self.dispatch_pending(&run_id).await?;
         Ok(self.current_record(&run_id).unwrap_or(record))
     }
@@ -556,8 +565,7 @@ impl<S: Store> Coordinator<S> {
         if run.record.monitor_id.is_none() {
             let context = self.rollback_context(&run.plan, &report, None);
             let subject = format!("run:{run_id}");
-            let dry_run = report.rollback.dry_run;
-            self.execute_rollback(&run.plan, &mut report.rollback, context, subject, dry_run)
+            self.execute_rollback(&run.plan, &mut report.rollback, &context, &subject)
                 .await;
         }
         run.record.status = status;

@@ -46,7 +46,12 @@ fn monitor_event(monitor_id: &str, kind: v1::monitor_event::Kind) -> v1::Monitor
 
 /// A round waits at most for its slowest check, plus a little.
 fn round_timeout(plan: &Plan, cap: Duration) -> Duration {
-    let slowest = plan.checks.iter().map(|c| c.timeout).max().unwrap_or_default();
+    let slowest = plan
+        .checks
+        .iter()
+        .map(|c| c.timeout)
+        .max()
+        .unwrap_or_default();
     (slowest + Duration::from_secs(2)).min(cap)
 }
 
@@ -78,7 +83,12 @@ impl<S: Store> Coordinator<S> {
         };
         self.inner.store.insert_monitor(&record).await?;
         tracing::info!(monitor_id = %record.monitor_id, plan = %plan.name, "monitor started");
-        self.spawn_monitor(record.clone(), plan, plan_yaml.into(), Window::new(monitor.window));
+        self.spawn_monitor(
+            record.clone(),
+            plan,
+            plan_yaml.into(),
+            Window::new(monitor.window),
+        );
         Ok(record)
     }
 
@@ -100,7 +110,12 @@ impl<S: Store> Coordinator<S> {
             let config = plan.monitor.clone().unwrap_or_default();
             let mut window = Window::new(config.window);
             let since = now_ms() - config.window.as_millis() as i64;
-            for round in self.inner.store.rounds_since(&record.monitor_id, since).await? {
+            for round in self
+                .inner
+                .store
+                .rounds_since(&record.monitor_id, since)
+                .await?
+            {
                 let per_check: Vec<(String, RequestCount)> =
                     serde_json::from_str(&round.per_check_json).unwrap_or_default();
                 let sketch = LatencySketch::from_bytes(&round.sketch).unwrap_or_default();
@@ -116,7 +131,13 @@ impl<S: Store> Coordinator<S> {
         Ok(())
     }
 
-    fn spawn_monitor(&self, record: MonitorRecord, plan: Plan, plan_yaml: Arc<str>, window: Window) {
+    fn spawn_monitor(
+        &self,
+        record: MonitorRecord,
+        plan: Plan,
+        plan_yaml: Arc<str>,
+        window: Window,
+    ) {
         let (events, _) = broadcast::channel(256);
         let stop = Arc::new(Notify::new());
         let monitor_id = record.monitor_id.clone();
@@ -131,21 +152,40 @@ impl<S: Store> Coordinator<S> {
         );
         let this = self.clone();
         tokio::spawn(async move {
-            this.monitor_loop(&monitor_id, plan, plan_yaml, window, stop).await;
+            this.monitor_loop(&monitor_id, plan, plan_yaml, window, stop)
+                .await;
         });
     }
 
-    async fn monitor_loop(&self, monitor_id: &str, plan: Plan, plan_yaml: Arc<str>, mut window: Window, stop: Arc<Notify>) {
+    async fn monitor_loop(
+        &self,
+        monitor_id: &str,
+        plan: Plan,
+        plan_yaml: Arc<str>,
+        mut window: Window,
+        stop: Arc<Notify>,
+    ) {
         let config: Monitor = plan.monitor.clone().unwrap_or_default();
-        let Some(record) = self.state().monitors.get(monitor_id).map(|m| m.record.clone()) else {
+        let Some(record) = self
+            .state()
+            .monitors
+            .get(monitor_id)
+            .map(|m| m.record.clone())
+        else {
             return;
         };
         let mut round = record.rounds;
         loop {
             let elapsed = Duration::from_millis((now_ms() - record.started_ms).max(0) as u64);
             let Some(every) = config.every_at(elapsed) else {
-                self.end_monitor(monitor_id, MonitorStatus::Completed, None, "the last phase ended without rollback", true)
-                    .await;
+                self.end_monitor(
+                    monitor_id,
+                    MonitorStatus::Completed,
+                    None,
+                    "the last phase ended without rollback",
+                    true,
+                )
+                .await;
                 return;
             };
             let round_started = tokio::time::Instant::now();
@@ -174,7 +214,9 @@ impl<S: Store> Coordinator<S> {
                     }
                 };
                 if let Some(finished) = finished
-                    && self.after_round(monitor_id, &plan, &mut window, round, &every, finished).await
+                    && self
+                        .after_round(monitor_id, &plan, &mut window, round, &every, finished)
+                        .await
                 {
                     return;
                 }
@@ -254,11 +296,14 @@ impl<S: Store> Coordinator<S> {
         }
         let mut rollback = decision(plan, reasons, &ProcessEnv);
         rollback.dry_run |= record.dry_run;
-        let mut context = self.rollback_context(plan, &report, Some(monitor_id));
-        context.reasons = rollback.reasons.clone();
-        let dry_run = rollback.dry_run;
+        let context = self.rollback_context(plan, &report, Some(monitor_id));
         let claim = self
-            .execute_rollback(plan, &mut rollback, context, format!("monitor:{monitor_id}"), dry_run)
+            .execute_rollback(
+                plan,
+                &mut rollback,
+                &context,
+                &format!("monitor:{monitor_id}"),
+            )
             .await;
         // Record the decision in the round that triggered it, so `runs` shows it.
         if let Ok(Some(mut run)) = self.inner.store.get_run(&report.run_id).await {
@@ -271,8 +316,14 @@ impl<S: Store> Coordinator<S> {
         // Another coordinator executed it: that one writes the monitor's end.
         let write = !matches!(claim, Some(ClaimOutcome::AlreadyClaimed { .. }));
         let detail = format!("rollback: {}", rollback.reasons.join("; "));
-        self.end_monitor(monitor_id, MonitorStatus::RolledBack, Some(rollback), &detail, write)
-            .await;
+        self.end_monitor(
+            monitor_id,
+            MonitorStatus::RolledBack,
+            Some(rollback),
+            &detail,
+            write,
+        )
+        .await;
         true
     }
 
@@ -297,12 +348,18 @@ impl<S: Store> Coordinator<S> {
         let mut record = active.record;
         record.status = status;
         record.ended_ms = Some(now_ms());
-        record.rollback_json = rollback.as_ref().and_then(|r| serde_json::to_string(r).ok());
+        record.rollback_json = rollback
+            .as_ref()
+            .and_then(|r| serde_json::to_string(r).ok());
         record.detail = Some(detail.to_owned());
         if write && let Err(e) = self.inner.store.update_monitor(&record).await {
             tracing::error!(monitor_id, error = %e, "cannot record a monitor's end");
         }
-        tracing::info!(monitor_id, status = status.as_str(), "monitor ended: {detail}");
+        tracing::info!(
+            monitor_id,
+            status = status.as_str(),
+            "monitor ended: {detail}"
+        );
         let _ = active.events.send(monitor_event(
             monitor_id,
             v1::monitor_event::Kind::Ended(v1::MonitorEnded {
@@ -315,7 +372,12 @@ impl<S: Store> Coordinator<S> {
 
     /// A monitor, live if it runs here.
     pub async fn get_monitor(&self, monitor_id: &str) -> CoordinatorResult<MonitorRecord> {
-        if let Some(record) = self.state().monitors.get(monitor_id).map(|m| m.record.clone()) {
+        if let Some(record) = self
+            .state()
+            .monitors
+            .get(monitor_id)
+            .map(|m| m.record.clone())
+        {
             return Ok(record);
         }
         self.inner
@@ -331,7 +393,12 @@ impl<S: Store> Coordinator<S> {
         let state = self.state();
         Ok(stored
             .into_iter()
-            .map(|r| state.monitors.get(&r.monitor_id).map_or(r, |m| m.record.clone()))
+            .map(|r| {
+                state
+                    .monitors
+                    .get(&r.monitor_id)
+                    .map_or(r, |m| m.record.clone())
+            })
             .collect())
     }
 
@@ -339,7 +406,10 @@ impl<S: Store> Coordinator<S> {
     pub async fn watch_monitor(
         &self,
         monitor_id: &str,
-    ) -> CoordinatorResult<(Vec<v1::MonitorEvent>, Option<broadcast::Receiver<v1::MonitorEvent>>)> {
+    ) -> CoordinatorResult<(
+        Vec<v1::MonitorEvent>,
+        Option<broadcast::Receiver<v1::MonitorEvent>>,
+    )> {
         if let Some(active) = self.state().monitors.get(monitor_id) {
             return Ok((active.history.clone(), Some(active.events.subscribe())));
         }
@@ -361,7 +431,11 @@ impl<S: Store> Coordinator<S> {
 
     /// Stops a monitor after its current round.
     pub async fn stop_monitor(&self, monitor_id: &str) -> CoordinatorResult<MonitorRecord> {
-        let stop = self.state().monitors.get(monitor_id).map(|m| m.stop.clone());
+        let stop = self
+            .state()
+            .monitors
+            .get(monitor_id)
+            .map(|m| m.stop.clone());
         match stop {
             Some(stop) => {
                 stop.notify_one();

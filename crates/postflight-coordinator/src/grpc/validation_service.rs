@@ -43,7 +43,10 @@ type MonitorEvents = Pin<Box<dyn Stream<Item = Result<v1::MonitorEvent, Status>>
 fn monitor_id(field: &str) -> Result<&str, CoordinatorError> {
     let id = field.trim();
     if id.is_empty() {
-        Err(CoordinatorError::invalid("monitor_id", "empty: give the id of a monitor (see ListMonitors)"))
+        Err(CoordinatorError::invalid(
+            "monitor_id",
+            "empty: give the id of a monitor (see ListMonitors)",
+        ))
     } else {
         Ok(id)
     }
@@ -86,7 +89,10 @@ impl<S: Store> ValidationService for ValidationApi<S> {
     type WatchRunStream = Events;
     type WatchMonitorStream = MonitorEvents;
 
-    async fn start_monitor(&self, request: Request<v1::StartMonitorRequest>) -> Result<Response<v1::Monitor>, Status> {
+    async fn start_monitor(
+        &self,
+        request: Request<v1::StartMonitorRequest>,
+    ) -> Result<Response<v1::Monitor>, Status> {
         let r = request.into_inner();
         let record = self
             .coordinator
@@ -95,35 +101,59 @@ impl<S: Store> ValidationService for ValidationApi<S> {
         Ok(Response::new(self.coordinator.monitor_message(&record)))
     }
 
-    async fn get_monitor(&self, request: Request<v1::GetMonitorRequest>) -> Result<Response<v1::Monitor>, Status> {
+    async fn get_monitor(
+        &self,
+        request: Request<v1::GetMonitorRequest>,
+    ) -> Result<Response<v1::Monitor>, Status> {
         let r = request.into_inner();
-        let record = self.coordinator.get_monitor(monitor_id(&r.monitor_id)?).await?;
+        let record = self
+            .coordinator
+            .get_monitor(monitor_id(&r.monitor_id)?)
+            .await?;
         Ok(Response::new(self.coordinator.monitor_message(&record)))
     }
 
-    async fn list_monitors(&self, request: Request<v1::ListMonitorsRequest>) -> Result<Response<v1::ListMonitorsResponse>, Status> {
+    async fn list_monitors(
+        &self,
+        request: Request<v1::ListMonitorsRequest>,
+    ) -> Result<Response<v1::ListMonitorsResponse>, Status> {
         let limit = match request.into_inner().limit {
             0 => 50,
             n => n.min(1000),
         };
         let monitors = self.coordinator.list_monitors(limit).await?;
         Ok(Response::new(v1::ListMonitorsResponse {
-            monitors: monitors.iter().map(|m| self.coordinator.monitor_message(m)).collect(),
+            monitors: monitors
+                .iter()
+                .map(|m| self.coordinator.monitor_message(m))
+                .collect(),
         }))
     }
 
-    async fn watch_monitor(&self, request: Request<v1::WatchMonitorRequest>) -> Result<Response<Self::WatchMonitorStream>, Status> {
+    async fn watch_monitor(
+        &self,
+        request: Request<v1::WatchMonitorRequest>,
+    ) -> Result<Response<Self::WatchMonitorStream>, Status> {
         let r = request.into_inner();
-        let (backlog, live) = self.coordinator.watch_monitor(monitor_id(&r.monitor_id)?).await?;
+        let (backlog, live) = self
+            .coordinator
+            .watch_monitor(monitor_id(&r.monitor_id)?)
+            .await?;
         let stream = forward(backlog, live, |e: &v1::MonitorEvent| {
             matches!(e.kind, Some(v1::monitor_event::Kind::Ended(_)))
         });
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn stop_monitor(&self, request: Request<v1::StopMonitorRequest>) -> Result<Response<v1::Monitor>, Status> {
+    async fn stop_monitor(
+        &self,
+        request: Request<v1::StopMonitorRequest>,
+    ) -> Result<Response<v1::Monitor>, Status> {
         let r = request.into_inner();
-        let record = self.coordinator.stop_monitor(monitor_id(&r.monitor_id)?).await?;
+        let record = self
+            .coordinator
+            .stop_monitor(monitor_id(&r.monitor_id)?)
+            .await?;
         Ok(Response::new(self.coordinator.monitor_message(&record)))
     }
 
@@ -178,10 +208,15 @@ impl<S: Store> ValidationService for ValidationApi<S> {
         Ok(Response::new((&report).into()))
     }
 
-    async fn watch_run(&self, request: Request<v1::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+    async fn watch_run(
+        &self,
+        request: Request<v1::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
         let r = request.into_inner();
         let (backlog, live) = self.coordinator.watch(run_id(&r.run_id)?).await?;
-        let stream = forward(backlog, live, |e: &v1::RunEvent| matches!(e.kind, Some(run_event::Kind::Report(_))));
+        let stream = forward(backlog, live, |e: &v1::RunEvent| {
+            matches!(e.kind, Some(run_event::Kind::Report(_)))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 

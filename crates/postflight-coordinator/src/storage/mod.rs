@@ -307,43 +307,7 @@ pub struct RoundRecord {
     pub sketch: Vec<u8>,
 }
 
-/// A request to execute a rollback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RollbackClaim {
-    /// What is rolled back once: `run:<id>` or `monitor:<id>`.
-    pub subject: String,
-    /// The plan (cooldowns are per plan).
-    pub plan_name: String,
-    /// The run whose result triggered it.
-    pub run_id: String,
-    /// Who asks.
-    pub executed_by: String,
-    /// Unix milliseconds.
-    pub claimed_ms: i64,
-}
-
-/// The answer to a claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimOutcome {
-    /// Execute it: nobody else will.
-    Claimed,
-    /// This subject was already claimed (another coordinator, or a replay).
-    AlreadyClaimed {
-        /// By whom.
-        by: String,
-        /// When, Unix milliseconds.
-        at_ms: i64,
-    },
-    /// The plan was rolled back within its cooldown.
-    CoolingDown {
-        /// By whom.
-        by: String,
-        /// When, Unix milliseconds.
-        at_ms: i64,
-        /// For which run.
-        run_id: String,
-    },
-}
+pub use postflight_rollback::{ClaimOutcome, RollbackClaim};
 
 /// What the coordinator persists. Every method is one short transaction.
 pub trait Store: Send + Sync + 'static {
@@ -403,16 +367,25 @@ pub trait Store: Send + Sync + 'static {
         error: Option<&str>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Stores a new monitor.
-    fn insert_monitor(&self, monitor: &MonitorRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    fn insert_monitor(
+        &self,
+        monitor: &MonitorRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Replaces a monitor's mutable fields (status, end, rounds, rollback, detail).
-    fn update_monitor(&self, monitor: &MonitorRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    fn update_monitor(
+        &self,
+        monitor: &MonitorRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// One monitor.
     fn get_monitor(
         &self,
         monitor_id: &str,
     ) -> impl Future<Output = StoreResult<Option<MonitorRecord>>> + Send;
     /// Most recent first.
-    fn list_monitors(&self, limit: u32) -> impl Future<Output = StoreResult<Vec<MonitorRecord>>> + Send;
+    fn list_monitors(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<MonitorRecord>>> + Send;
     /// Monitors still running (to resume after a restart).
     fn running_monitors(&self) -> impl Future<Output = StoreResult<Vec<MonitorRecord>>> + Send;
     /// Stores a round (once: a second coordinator's copy of the same round is skipped).
@@ -495,10 +468,19 @@ impl Store for AnyStore {
     async fn results(&self, run_id: &str) -> StoreResult<Vec<ResultRecord>> {
         dispatch!(self, s => s.results(run_id))
     }
-    async fn claim_rollback(&self, claim: &RollbackClaim, cooldown_ms: i64) -> StoreResult<ClaimOutcome> {
+    async fn claim_rollback(
+        &self,
+        claim: &RollbackClaim,
+        cooldown_ms: i64,
+    ) -> StoreResult<ClaimOutcome> {
         dispatch!(self, s => s.claim_rollback(claim, cooldown_ms))
     }
-    async fn finish_rollback(&self, subject: &str, outcome: &str, error: Option<&str>) -> StoreResult<()> {
+    async fn finish_rollback(
+        &self,
+        subject: &str,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
         dispatch!(self, s => s.finish_rollback(subject, outcome, error))
     }
     async fn insert_monitor(&self, monitor: &MonitorRecord) -> StoreResult<()> {
@@ -627,7 +609,8 @@ fn assignment_of(row: &impl RowExt) -> StoreResult<AssignmentRecord> {
         run_id: row.text("run_id")?,
         region: row.text("region")?,
         probe: row.text("probe")?,
-        status: AssignmentStatus::parse(&status).ok_or_else(|| corrupt("assignments.status", &status))?,
+        status: AssignmentStatus::parse(&status)
+            .ok_or_else(|| corrupt("assignments.status", &status))?,
         expected_results: row.opt_int("expected_results")?,
         detail: row.opt_text("detail")?,
         created_ms: row.int("created_ms")?,

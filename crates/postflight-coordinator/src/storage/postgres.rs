@@ -5,14 +5,13 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-
 use super::*;
 
 /// Schema versions, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
     (
-    1,
-    "
+        1,
+        "
 CREATE TABLE probes (
     name TEXT PRIMARY KEY,
     region TEXT NOT NULL,
@@ -136,7 +135,10 @@ impl PostgresStore {
 
     /// A transaction in which claims on `plan` are serialised across every coordinator
     /// sharing this database (a transaction-scoped advisory lock on the plan's name).
-    async fn begin_claim(&self, plan: &str) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+    async fn begin_claim(
+        &self,
+        plan: &str,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(plan)

@@ -7,14 +7,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-
 use super::*;
 
 /// Schema versions, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
     (
-    1,
-    "
+        1,
+        "
 CREATE TABLE probes (
     name TEXT PRIMARY KEY,
     region TEXT NOT NULL,
@@ -141,7 +140,10 @@ impl SqliteStore {
     }
 
     /// A transaction that holds SQLite's write lock from its start, so claims are serialised.
-    async fn begin_claim(&self, _plan: &str) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    async fn begin_claim(
+        &self,
+        _plan: &str,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 

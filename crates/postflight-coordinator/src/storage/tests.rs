@@ -147,18 +147,54 @@ async fn suite<S: Store>(store: S) {
         executed_by: "coordinator A".into(),
         claimed_ms: at,
     };
-    assert_eq!(store.claim_rollback(&claim("run:r2", "a", 10_000), 5_000).await.unwrap(), ClaimOutcome::Claimed);
     assert_eq!(
-        store.claim_rollback(&claim("run:r2", "a", 10_001), 5_000).await.unwrap(),
-        ClaimOutcome::AlreadyClaimed { by: "coordinator A".into(), at_ms: 10_000 }
+        store
+            .claim_rollback(&claim("run:r2", "a", 10_000), 5_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
     );
     assert_eq!(
-        store.claim_rollback(&claim("run:r9", "a", 14_000), 5_000).await.unwrap(),
-        ClaimOutcome::CoolingDown { by: "coordinator A".into(), at_ms: 10_000, run_id: "r2".into() }
+        store
+            .claim_rollback(&claim("run:r2", "a", 10_001), 5_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadyClaimed {
+            by: "coordinator A".into(),
+            at_ms: 10_000
+        }
     );
-    assert_eq!(store.claim_rollback(&claim("run:r9", "b", 14_000), 5_000).await.unwrap(), ClaimOutcome::Claimed, "another plan");
-    assert_eq!(store.claim_rollback(&claim("run:r10", "a", 15_001), 5_000).await.unwrap(), ClaimOutcome::Claimed, "cooldown over");
-    store.finish_rollback("run:r2", "succeeded", None).await.unwrap();
+    assert_eq!(
+        store
+            .claim_rollback(&claim("run:r9", "a", 14_000), 5_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::CoolingDown {
+            by: "coordinator A".into(),
+            at_ms: 10_000,
+            run_id: "r2".into()
+        }
+    );
+    assert_eq!(
+        store
+            .claim_rollback(&claim("run:r9", "b", 14_000), 5_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed,
+        "another plan"
+    );
+    assert_eq!(
+        store
+            .claim_rollback(&claim("run:r10", "a", 15_001), 5_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed,
+        "cooldown over"
+    );
+    store
+        .finish_rollback("run:r2", "succeeded", None)
+        .await
+        .unwrap();
 
     // Monitors and their rounds.
     let mut monitor = MonitorRecord {
@@ -177,7 +213,10 @@ async fn suite<S: Store>(store: S) {
         detail: None,
     };
     store.insert_monitor(&monitor).await.unwrap();
-    assert_eq!(store.running_monitors().await.unwrap(), vec![monitor.clone()]);
+    assert_eq!(
+        store.running_monitors().await.unwrap(),
+        vec![monitor.clone()]
+    );
     let round = |n: i64, at: i64| RoundRecord {
         monitor_id: "m1".into(),
         round: n,
@@ -190,7 +229,11 @@ async fn suite<S: Store>(store: S) {
     store.insert_round(&round(1, 200)).await.unwrap();
     store.insert_round(&round(2, 300)).await.unwrap();
     store.insert_round(&round(2, 301)).await.unwrap();
-    assert_eq!(store.rounds_since("m1", 250).await.unwrap(), vec![round(2, 300)], "a round is stored once");
+    assert_eq!(
+        store.rounds_since("m1", 250).await.unwrap(),
+        vec![round(2, 300)],
+        "a round is stored once"
+    );
     monitor.status = MonitorStatus::RolledBack;
     monitor.rounds = 2;
     monitor.ended_ms = Some(310);
