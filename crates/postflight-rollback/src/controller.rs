@@ -168,3 +168,233 @@ pub async fn carry_out(
     }
     Some(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use postflight_plan::{Expander, parse_plan};
+
+    use super::*;
+
+    /// An in-memory ledger with the same rules as the real ones.
+    #[derive(Default)]
+    struct Memory(Mutex<Vec<(RollbackClaim, Option<String>)>>);
+
+    impl Ledger for Memory {
+        async fn claim(
+            &self,
+            claim: &RollbackClaim,
+            cooldown_ms: i64,
+        ) -> Result<ClaimOutcome, String> {
+            let mut book = self.0.lock().unwrap();
+            if let Some((c, _)) = book.iter().find(|(c, _)| c.subject == claim.subject) {
+                return Ok(ClaimOutcome::AlreadyClaimed {
+                    by: c.executed_by.clone(),
+                    at_ms: c.claimed_ms,
+                });
+            }
+            if let Some((c, _)) = book.iter().find(|(c, _)| {
+                c.plan_name == claim.plan_name && c.claimed_ms > claim.claimed_ms - cooldown_ms
+            }) {
+                return Ok(ClaimOutcome::CoolingDown {
+                    by: c.executed_by.clone(),
+                    at_ms: c.claimed_ms,
+                    run_id: c.run_id.clone(),
+                });
+            }
+            book.push((claim.clone(), None));
+            Ok(ClaimOutcome::Claimed)
+        }
+        async fn finish(
+            &self,
+            subject: &str,
+            outcome: &str,
+            _error: Option<&str>,
+        ) -> Result<(), String> {
+            for (c, o) in self.0.lock().unwrap().iter_mut() {
+                if c.subject == subject {
+                    *o = Some(outcome.to_owned());
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn plan(rollback: &str) -> Plan {
+        let env: HashMap<String, String> = HashMap::new();
+        parse_plan(
+            &format!("name: p\nchecks:\n  - name: a\n    http: {{url: http://h/}}\n{rollback}"),
+            "p.yaml",
+            Expander::plan(&env),
+        )
+        .unwrap()
+    }
+
+    fn recommended() -> RollbackReport {
+        RollbackReport {
+            recommended: true,
+            triggered: false,
+            dry_run: false,
+            reasons: vec!["verdict FAIL: a failed".into()],
+            action: Some("x".into()),
+            outcome: None,
+            error: None,
+            detail: None,
+            executed_by: None,
+        }
+    }
+
+    fn context(run: &str) -> RollbackContext {
+        RollbackContext {
+            plan: "p".into(),
+            run_id: run.into(),
+            monitor_id: None,
+            verdict: "FAIL".into(),
+            summary: "FAIL — rollback recommended".into(),
+            reasons: vec![],
+            regions: vec!["local".into()],
+            decided_at: "now".into(),
+            executed_by: "tester".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn executes_once_per_subject_and_respects_the_cooldown() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("count");
+        let p = plan(&format!(
+            "rollback:\n  cooldown: 1h\n  action: {{command: [sh, -c, \"echo x >> {}\"]}}\n",
+            marker.display()
+        ));
+        let ledger = Memory::default();
+        let env: HashMap<String, String> = HashMap::new();
+        let mut first = recommended();
+        assert_eq!(
+            carry_out(&p, &mut first, &context("r1"), "run:r1", &ledger, &env).await,
+            Some(ClaimOutcome::Claimed)
+        );
+        assert_eq!(
+            (first.triggered, first.outcome.as_deref()),
+            (true, Some("succeeded"))
+        );
+        assert_eq!(first.executed_by.as_deref(), Some("tester"));
+        let mut replay = recommended();
+        carry_out(&p, &mut replay, &context("r1"), "run:r1", &ledger, &env).await;
+        assert_eq!(
+            (replay.triggered, replay.outcome.as_deref()),
+            (false, Some("skipped"))
+        );
+        assert!(
+            replay
+                .detail
+                .as_deref()
+                .unwrap()
+                .starts_with("already executed by tester")
+        );
+        let mut other = recommended();
+        carry_out(&p, &mut other, &context("r2"), "run:r2", &ledger, &env).await;
+        assert_eq!(other.outcome.as_deref(), Some("skipped"));
+        assert!(
+            other
+                .detail
+                .as_deref()
+                .unwrap()
+                .starts_with("cooldown: tester rolled back plan p at"),
+            "{:?}",
+            other.detail
+        );
+        assert_eq!(
+            std::fs::read_to_string(&marker).unwrap(),
+            "x\n",
+            "executed exactly once"
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_decides_and_records_without_acting() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("never");
+        let p = plan(&format!(
+            "rollback:\n  action: {{command: [touch, \"{}\"]}}\n",
+            marker.display()
+        ));
+        let mut decision = recommended();
+        decision.dry_run = true;
+        let env: HashMap<String, String> = HashMap::new();
+        assert_eq!(
+            carry_out(
+                &p,
+                &mut decision,
+                &context("r"),
+                "run:r",
+                &Memory::default(),
+                &env
+            )
+            .await,
+            None
+        );
+        assert_eq!(
+            (decision.triggered, decision.outcome.as_deref()),
+            (true, Some("dry_run"))
+        );
+        assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn a_failing_action_is_recorded_not_raised() {
+        let p = plan("rollback:\n  action: {command: [sh, -c, \"echo no cluster >&2; exit 7\"]}\n");
+        let mut decision = recommended();
+        let env: HashMap<String, String> = HashMap::new();
+        let ledger = Memory::default();
+        carry_out(&p, &mut decision, &context("r"), "run:r", &ledger, &env).await;
+        assert_eq!(decision.outcome.as_deref(), Some("failed"));
+        assert!(
+            decision
+                .error
+                .as_deref()
+                .unwrap()
+                .ends_with("exited with 7: no cluster")
+        );
+        assert_eq!(ledger.0.lock().unwrap()[0].1.as_deref(), Some("failed"));
+    }
+
+    #[tokio::test]
+    async fn without_an_action_or_a_recommendation_nothing_happens() {
+        let env: HashMap<String, String> = HashMap::new();
+        let mut decision = recommended();
+        carry_out(
+            &plan("rollback: {}\n"),
+            &mut decision,
+            &context("r"),
+            "run:r",
+            &Memory::default(),
+            &env,
+        )
+        .await;
+        assert_eq!(
+            (decision.triggered, decision.outcome.as_deref()),
+            (false, None)
+        );
+        assert_eq!(
+            decision.detail.as_deref(),
+            Some("the plan's rollback has no action: decision recorded only")
+        );
+        let mut calm = recommended();
+        calm.recommended = false;
+        assert_eq!(
+            carry_out(
+                &plan("rollback: {action: {command: [false]}}\n"),
+                &mut calm,
+                &context("r"),
+                "run:r",
+                &Memory::default(),
+                &env
+            )
+            .await,
+            None
+        );
+        assert_eq!(calm.outcome, None);
+    }
+}

@@ -262,14 +262,16 @@ async fn the_kubernetes_undo_patches_the_previous_template_through_the_api() {
         done,
         "deployment default/agent-backend rolled back to revision 2"
     );
-    let patches = api.patches.lock().unwrap();
-    assert_eq!(patches.len(), 1);
-    assert_eq!(patches[0].0, "application/json-patch+json");
-    assert_eq!(patches[0].1[0]["path"], "/spec/template");
-    assert_eq!(
-        patches[0].1[0]["value"]["spec"]["containers"][0]["image"],
-        "registry.example.com/agent-backend:1.41.0"
-    );
+    {
+        let patches = api.patches.lock().unwrap();
+        assert_eq!(patches.len(), 1);
+        assert_eq!(patches[0].0, "application/json-patch+json");
+        assert_eq!(patches[0].1[0]["path"], "/spec/template");
+        assert_eq!(
+            patches[0].1[0]["value"]["spec"]["containers"][0]["image"],
+            "registry.example.com/agent-backend:1.41.0"
+        );
+    }
     let config = kube::Config::new(server.url("").parse().unwrap());
     let err = postflight_rollback::kubernetes::undo_with(config, "missing", "default")
         .await
