@@ -83,6 +83,11 @@ fn default_key_file(database: &str) -> PathBuf {
     }
 }
 
+/// mimalloc: the ingest path allocates and frees many small strings per result across
+/// threads, where glibc's allocator spent a third of the coordinator's time (bench/run).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

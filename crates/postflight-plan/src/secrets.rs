@@ -182,6 +182,11 @@ impl Secrets {
         }
     }
 
+    /// Whether there is any secret to mask.
+    pub fn has_any(&self) -> bool {
+        !self.values.is_empty()
+    }
+
     /// `text` with every known secret masked.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();

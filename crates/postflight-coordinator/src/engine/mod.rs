@@ -14,19 +14,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
-use postflight_plan::report::{LatencySummary, RegionResult, RunResults, build_report};
+use postflight_plan::report::{RegionResult, RunResults, build_report};
 use postflight_plan::secrets::Secrets;
-use postflight_plan::sketch::LatencySketch;
 use postflight_plan::vars::{Expander, ProcessEnv};
-use postflight_plan::{CheckStatus, Plan, parse_plan};
+use postflight_plan::{Plan, parse_plan};
 use postflight_proto::v1;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::error::{CoordinatorError, CoordinatorResult};
 use crate::now_ms;
 use crate::seal::Sealer;
 use crate::storage::{
-    AssignmentRecord, AssignmentStatus, ProbeRecord, ResultRecord, RunRecord, RunStatus, Store,
+    AssignmentRecord, AssignmentStatus, BatchRecord, ProbeRecord, RunRecord, RunStatus, Store,
+    StoreError,
 };
 use state::{ActiveRun, LiveAssignment, LiveProbe, ProbeSender, Session};
 
@@ -75,7 +75,29 @@ struct Inner<S> {
     sealer: Sealer,
     config: Config,
     state: Mutex<State>,
+    writer: mpsc::Sender<WriteJob>,
 }
+
+/// Result batches of one probe message, waiting to be written with other probes' batches.
+struct WriteJob {
+    batches: Vec<BatchRecord>,
+    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Results of one message that belong to one assignment.
+struct Group {
+    run_id: String,
+    assignment_id: String,
+    region: String,
+    /// New results, without their run and assignment ids.
+    results: Vec<v1::CheckResult>,
+    /// Ids of results stored before.
+    replays: Vec<String>,
+}
+
+/// Batches written per transaction at most: enough to amortise a commit, few enough to keep
+/// acknowledgements prompt.
+const GROUP_BATCHES: usize = 512;
 
 #[derive(Default)]
 struct State {
@@ -126,16 +148,47 @@ fn status_event(run_id: &str, status: RunStatus, detail: impl Into<String>) -> v
 impl<S: Store> Coordinator<S> {
     /// A coordinator over `store`, resuming every run the store holds unfinished.
     pub async fn start(store: S, sealer: Sealer, config: Config) -> CoordinatorResult<Self> {
+        let (writer, jobs) = mpsc::channel(1024);
         let coordinator = Self {
             inner: Arc::new(Inner {
                 store,
                 sealer,
                 config,
                 state: Mutex::new(State::default()),
+                writer,
             }),
         };
+        tokio::spawn(coordinator.clone().write_results(jobs));
         coordinator.resume().await?;
         Ok(coordinator)
+    }
+
+    /// Group commit: the batches of every probe that arrive while a transaction is being
+    /// written go into the next one, so the database sees few large transactions however
+    /// many streams there are.
+    async fn write_results(self, mut jobs: mpsc::Receiver<WriteJob>) {
+        while let Some(first) = jobs.recv().await {
+            let mut batches = first.batches;
+            let mut replies = vec![first.reply];
+            while batches.len() < GROUP_BATCHES {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        batches.extend(job.batches);
+                        replies.push(job.reply);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let written = self
+                .inner
+                .store
+                .insert_batches(&batches)
+                .await
+                .map_err(|e| e.to_string());
+            for reply in replies {
+                let _ = reply.send(written.clone());
+            }
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -287,7 +340,7 @@ impl<S: Store> Coordinator<S> {
         plan: Plan,
         plan_yaml: Arc<str>,
         assignments: Vec<AssignmentRecord>,
-        results: Vec<ResultRecord>,
+        batches: Vec<BatchRecord>,
         done: Option<tokio::sync::oneshot::Sender<Finished>>,
     ) {
         let run_id = record.run_id.clone();
@@ -302,30 +355,42 @@ impl<S: Store> Coordinator<S> {
             deadline_unix_ms,
             assignments: assignments
                 .into_iter()
-                .map(|a| {
-                    (
-                        a.assignment_id.clone(),
-                        LiveAssignment {
-                            record: a,
-                            received: 0,
-                        },
-                    )
-                })
+                .map(|a| (a.assignment_id.clone(), LiveAssignment::new(a)))
                 .collect(),
             result_count: 0,
             events,
             history: Vec::new(),
             done,
         };
-        for stored in results {
-            match stored_region_result(&stored) {
-                Ok(result) => {
-                    let _ = apply_result(&mut run, &stored, result);
+        for batch in batches {
+            match decode_batch(&batch) {
+                Ok(results) => {
+                    for wire in results {
+                        let id = id_hash(&wire.result_id);
+                        let new = run
+                            .assignments
+                            .get_mut(&batch.assignment_id)
+                            .is_none_or(|a| a.record_id(id));
+                        if new {
+                            apply_result(
+                                &mut run,
+                                &batch.run_id,
+                                &batch.assignment_id,
+                                &batch.region,
+                                &batch.probe,
+                                &wire,
+                            );
+                        }
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(result_id = %stored.result_id, error = %e, "skipping an unreadable stored result")
+                    tracing::warn!(run_id = %batch.run_id, error = %e, "skipping an unreadable stored batch")
                 }
             }
+        }
+        // Resumed after a restart: every probe may replay what it sent before.
+        for a in run.assignments.values_mut() {
+            a.expect_replays();
         }
         self.state().runs.insert(run_id.clone(), run);
         let this = self.clone();
@@ -365,10 +430,7 @@ impl<S: Store> Coordinator<S> {
                 };
                 run.assignments.insert(
                     record.assignment_id.clone(),
-                    LiveAssignment {
-                        record: record.clone(),
-                        received: 0,
-                    },
+                    LiveAssignment::new(record.clone()),
                 );
                 let message = v1::CoordinatorMessage {
                     kind: Some(v1::coordinator_message::Kind::Assignment(v1::Assignment {
@@ -438,7 +500,7 @@ impl<S: Store> Coordinator<S> {
             .await?
             .ok_or_else(|| CoordinatorError::NotFound(format!("no run with id {run_id}")))?;
         let count = match &record.report_json {
-            Some(_) => self.inner.store.results(run_id).await?.len() as u32,
+            Some(_) => self.inner.store.count_results(run_id).await? as u32,
             None => 0,
         };
         Ok((record, count))
@@ -639,7 +701,7 @@ impl<S: Store> Coordinator<S> {
                 }
             };
             let assignments = self.inner.store.assignments(&run_id).await?;
-            let results = self.inner.store.results(&run_id).await?;
+            let results = self.inner.store.batches(&run_id).await?;
             tracing::info!(run_id = %run_id, results = results.len(), "resuming run");
             self.activate(record, plan, plan_yaml.into(), assignments, results, None);
         }
@@ -754,6 +816,8 @@ impl<S: Store> Coordinator<S> {
                         continue;
                     }
                     if hello.active_assignments.contains(&a.record.assignment_id) {
+                        // It continues where it was cut off, replaying what was not acked.
+                        a.expect_replays();
                         keep.insert(a.record.assignment_id.clone());
                     } else {
                         a.record.status = AssignmentStatus::Abandoned;
@@ -842,91 +906,178 @@ impl<S: Store> Coordinator<S> {
         }
     }
 
-    /// Stores a batch of results; returns the ids to acknowledge (all of them: new ones are
-    /// stored, replays were stored before, strays are dropped).
+    /// Stores a probe's results; returns the ids to acknowledge (all of them: new ones are
+    /// stored, replays were stored before, strays are dropped). The whole message is refused,
+    /// with the offending field named, when one result is malformed.
+    ///
+    /// This is the coordinator's hot path: results of one message almost always share a run
+    /// and an assignment, so lookups are done once per group, results are moved rather than
+    /// copied, and a group is stored as one row.
     pub async fn ingest(
         &self,
         probe: &str,
-        batch: &[v1::CheckResult],
+        batch: Vec<v1::CheckResult>,
     ) -> CoordinatorResult<Vec<String>> {
         let received = now_ms();
-        let mut records = Vec::with_capacity(batch.len());
-        let mut parsed = Vec::with_capacity(batch.len());
-        {
-            let state = self.state();
-            for (i, wire) in batch.iter().enumerate() {
-                let Some(run) = state.runs.get(&wire.run_id) else {
-                    tracing::debug!(run_id = %wire.run_id, probe, "result for a run that is not active: dropped");
-                    continue;
-                };
-                let Some(assignment) = run.assignments.get(&wire.assignment_id) else {
-                    tracing::warn!(assignment = %wire.assignment_id, probe, "result for an unknown assignment: dropped");
-                    continue;
-                };
-                if assignment.record.probe != probe {
-                    return Err(CoordinatorError::invalid(
-                        format!("results[{i}].assignment_id"),
-                        format!("assignment {} belongs to another probe", wire.assignment_id),
-                    ));
-                }
-                if wire.check_index as usize >= run.plan.checks.len() {
-                    return Err(CoordinatorError::invalid(
-                        format!("results[{i}].check_index"),
-                        format!("the plan has {} checks", run.plan.checks.len()),
-                    ));
-                }
-                if wire.result_id.is_empty() {
-                    return Err(CoordinatorError::invalid(
-                        format!("results[{i}].result_id"),
-                        "empty",
-                    ));
-                }
-                let result = postflight_proto::region_result(wire)
-                    .map_err(|e| CoordinatorError::from(e.within(&format!("results[{i}]"))))?;
-                let message = run.secrets.scrub(&wire.message);
-                records.push(ResultRecord {
-                    result_id: wire.result_id.clone(),
-                    run_id: wire.run_id.clone(),
-                    assignment_id: wire.assignment_id.clone(),
-                    region: assignment.record.region.clone(),
-                    probe: probe.to_owned(),
-                    check_index: i64::from(wire.check_index),
-                    status: result.status.as_str().to_owned(),
-                    message: message.clone(),
-                    duration_ms: wire.duration_ms,
-                    requests: result.requests.count as i64,
-                    request_errors: result.requests.errors as i64,
-                    latency_json: result
-                        .latency
-                        .map(|l| serde_json::to_string(&l).unwrap_or_default()),
-                    sketch: wire.latency_sketch.clone(),
-                    received_ms: received,
-                });
-                parsed.push(RegionResult { message, ..result });
-            }
-        }
-        let inserted = self.inner.store.insert_results(&records).await?;
-        let mut touched = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut strays: Vec<String> = Vec::new();
         {
             let mut state = self.state();
-            for ((record, result), new) in records.iter().zip(parsed).zip(inserted) {
+            // Validate everything before changing anything.
+            let mut checked: Option<(&str, &str, usize)> = None;
+            for (i, wire) in batch.iter().enumerate() {
+                let checks = match checked {
+                    Some((run, assignment, checks))
+                        if run == wire.run_id && assignment == wire.assignment_id =>
+                    {
+                        Some(checks)
+                    }
+                    _ => match state.runs.get(&wire.run_id).and_then(|run| {
+                        run.assignments
+                            .get(&wire.assignment_id)
+                            .map(|a| (a.record.probe == probe, run.plan.checks.len()))
+                    }) {
+                        Some((true, checks)) => {
+                            checked = Some((&wire.run_id, &wire.assignment_id, checks));
+                            Some(checks)
+                        }
+                        Some((false, _)) => {
+                            return Err(CoordinatorError::invalid(
+                                format!("results[{i}].assignment_id"),
+                                format!(
+                                    "assignment {} belongs to another probe",
+                                    wire.assignment_id
+                                ),
+                            ));
+                        }
+                        None => None,
+                    },
+                };
+                if let Some(checks) = checks {
+                    validate_result(wire, checks)
+                        .map_err(|e| CoordinatorError::from(e.within(&format!("results[{i}]"))))?;
+                }
+            }
+            for mut wire in batch {
+                let same = groups.last().is_some_and(|g| {
+                    g.run_id == wire.run_id && g.assignment_id == wire.assignment_id
+                });
+                if !same {
+                    let region = state
+                        .runs
+                        .get(&wire.run_id)
+                        .and_then(|run| run.assignments.get(&wire.assignment_id))
+                        .map(|a| a.record.region.clone());
+                    let Some(region) = region else {
+                        tracing::debug!(run_id = %wire.run_id, probe, "result for a run or assignment that is not active: dropped");
+                        strays.push(wire.result_id);
+                        continue;
+                    };
+                    groups.push(Group {
+                        run_id: std::mem::take(&mut wire.run_id),
+                        assignment_id: std::mem::take(&mut wire.assignment_id),
+                        region,
+                        results: Vec::new(),
+                        replays: Vec::new(),
+                    });
+                }
+                let Some(group) = groups.last_mut() else {
+                    continue;
+                };
+                let Some(run) = state.runs.get_mut(&group.run_id) else {
+                    continue;
+                };
+                let new = run
+                    .assignments
+                    .get_mut(&group.assignment_id)
+                    .is_some_and(|a| a.record_id(id_hash(&wire.result_id)));
                 if !new {
+                    group.replays.push(wire.result_id);
                     continue;
                 }
-                if let Some(run) = state.runs.get_mut(&record.run_id)
-                    && let Some(event) = apply_result(run, record, result)
-                {
-                    let _ = run.events.send(event);
-                    touched.push(record.run_id.clone());
+                if run.secrets.has_any() {
+                    wire.message = run.secrets.scrub(&wire.message);
+                }
+                // The row holds them once; the stored results do not repeat them.
+                wire.run_id.clear();
+                wire.assignment_id.clear();
+                group.results.push(wire);
+            }
+        }
+        let batches: Vec<BatchRecord> = groups
+            .iter()
+            .filter(|g| !g.results.is_empty())
+            .map(|g| BatchRecord {
+                run_id: g.run_id.clone(),
+                assignment_id: g.assignment_id.clone(),
+                region: g.region.clone(),
+                probe: probe.to_owned(),
+                received_ms: received,
+                results: g.results.len() as i64,
+                data: encode_results(&g.results),
+            })
+            .collect();
+        if !batches.is_empty() {
+            let (reply, written) = tokio::sync::oneshot::channel();
+            let sent = self
+                .inner
+                .writer
+                .send(WriteJob { batches, reply })
+                .await
+                .is_ok();
+            let written = match written.await {
+                Ok(result) if sent => result,
+                _ => Err("the result writer stopped".to_owned()),
+            };
+            if let Err(e) = written {
+                // Not stored: forget the ids, so the probe's replay is taken.
+                let mut state = self.state();
+                for g in &groups {
+                    let ids = g.results.iter().map(|r| id_hash(&r.result_id)).collect();
+                    if let Some(a) = state
+                        .runs
+                        .get_mut(&g.run_id)
+                        .and_then(|run| run.assignments.get_mut(&g.assignment_id))
+                    {
+                        a.forget_ids(&ids);
+                    }
+                }
+                return Err(StoreError::Grouped(e).into());
+            }
+        }
+        let mut touched: Vec<String> = Vec::new();
+        {
+            let mut state = self.state();
+            for g in &groups {
+                let Some(run) = state.runs.get_mut(&g.run_id) else {
+                    continue;
+                };
+                for wire in &g.results {
+                    if let Some(event) =
+                        apply_result(run, &g.run_id, &g.assignment_id, &g.region, probe, wire)
+                    {
+                        let _ = run.events.send(event);
+                    }
+                }
+                // Only an assignment that has finished can complete the run with a late result.
+                let done = run
+                    .assignments
+                    .get(&g.assignment_id)
+                    .is_some_and(LiveAssignment::is_done);
+                if done && touched.last() != Some(&g.run_id) {
+                    touched.push(g.run_id.clone());
                 }
             }
         }
-        touched.sort();
-        touched.dedup();
         for run_id in touched {
             self.complete_if_done(&run_id).await;
         }
-        Ok(batch.iter().map(|r| r.result_id.clone()).collect())
+        let mut ack = strays;
+        for g in groups {
+            ack.extend(g.replays);
+            ack.extend(g.results.into_iter().map(|r| r.result_id));
+        }
+        Ok(ack)
     }
 
     /// The probe finished an assignment and announced how many results it produced.
@@ -1057,61 +1208,142 @@ fn busy_counts(runs: &HashMap<String, ActiveRun>, except: &str) -> HashMap<Strin
     busy
 }
 
-/// Adds a stored result to the run in memory; returns the event to announce.
+/// Cheap checks of a wire result; the sketch is only decoded when the result is used.
+fn validate_result(
+    r: &v1::CheckResult,
+    checks: usize,
+) -> Result<(), postflight_proto::ConvertError> {
+    let invalid = |field: &str, reason: String| postflight_proto::ConvertError {
+        field: field.to_owned(),
+        reason,
+    };
+    if r.result_id.is_empty() {
+        return Err(invalid("result_id", "empty".to_owned()));
+    }
+    if r.check_index as usize >= checks {
+        return Err(invalid(
+            "check_index",
+            format!("the plan has {checks} checks"),
+        ));
+    }
+    if !matches!(
+        v1::CheckStatus::try_from(r.status),
+        Ok(v1::CheckStatus::Pass | v1::CheckStatus::Warn | v1::CheckStatus::Fail)
+    ) {
+        return Err(invalid(
+            "status",
+            format!("{} is not PASS, WARN or FAIL", r.status),
+        ));
+    }
+    if r.request_errors > r.requests {
+        return Err(invalid(
+            "request_errors",
+            "more failed requests than requests".to_owned(),
+        ));
+    }
+    if !(r.duration_ms.is_finite() && r.duration_ms >= 0.0) {
+        return Err(invalid("duration_ms", "not a duration".to_owned()));
+    }
+    Ok(())
+}
+
+/// 128 bits of a result id: replays are recognised in memory without keeping every id.
+fn id_hash(id: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let mut first = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut first);
+    let mut second = std::collections::hash_map::DefaultHasher::new();
+    (0xA5u8, id).hash(&mut second);
+    (u128::from(first.finish()) << 64) | u128::from(second.finish())
+}
+
+/// Results encoded as a `ResultBatch` (field 1, repeated), without copying them.
+fn encode_results(results: &[v1::CheckResult]) -> Vec<u8> {
+    let len: usize = results
+        .iter()
+        .map(|r| prost::encoding::message::encoded_len(1, r))
+        .sum();
+    let mut out = Vec::with_capacity(len);
+    for r in results {
+        prost::encoding::message::encode(1, r, &mut out);
+    }
+    out
+}
+
+/// The results of a stored batch, with their ids put back.
+fn decode_batch(batch: &BatchRecord) -> Result<Vec<v1::CheckResult>, String> {
+    use prost::Message;
+    let decoded = v1::ResultBatch::decode(batch.data.as_slice()).map_err(|e| e.to_string())?;
+    Ok(decoded
+        .results
+        .into_iter()
+        .map(|r| v1::CheckResult {
+            run_id: batch.run_id.clone(),
+            assignment_id: batch.assignment_id.clone(),
+            ..r
+        })
+        .collect())
+}
+
+/// Adds a stored result to the run in memory; returns the event to announce. Only the first
+/// result of each check per assignment is kept (and announced): that is all a report uses,
+/// so a run's memory does not grow with replays or a chatty probe.
 fn apply_result(
     run: &mut ActiveRun,
-    record: &ResultRecord,
-    result: RegionResult,
+    run_id: &str,
+    assignment_id: &str,
+    region: &str,
+    probe: &str,
+    wire: &v1::CheckResult,
 ) -> Option<v1::RunEvent> {
-    let index = usize::try_from(record.check_index).ok()?;
-    let check_name = run.plan.checks.get(index)?.name.clone();
-    if let Some(a) = run.assignments.get_mut(&record.assignment_id) {
-        a.received += 1;
-    }
-    let status = result.status;
-    run.results
-        .get_mut(index)?
-        .entry(record.region.clone())
-        .or_default()
-        .push((record.assignment_id.clone(), result));
+    let index = wire.check_index as usize;
     run.result_count += 1;
+    let first = match run.assignments.get_mut(assignment_id) {
+        Some(a) => {
+            a.received += 1;
+            a.first_of_check(index)
+        }
+        None => true,
+    };
+    if !first {
+        return None;
+    }
+    let per_region = run.results.get_mut(index)?;
+    if per_region
+        .get(region)
+        .is_some_and(|slot| slot.iter().any(|(a, _)| a == assignment_id))
+    {
+        return None;
+    }
+    let result = match postflight_proto::region_result(wire) {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::warn!(result_id = %wire.result_id, error = %e, "unusable result");
+            return None;
+        }
+    };
+    let status = result.status;
+    per_region
+        .entry(region.to_owned())
+        .or_default()
+        .push((assignment_id.to_owned(), result));
     let event = event(
-        &record.run_id,
+        run_id,
         v1::run_event::Kind::Result(v1::ResultReceived {
-            region: record.region.clone(),
-            probe: record.probe.clone(),
+            region: region.to_owned(),
+            probe: probe.to_owned(),
             check_index: index as u32,
-            check_name,
+            check_name: run
+                .plan
+                .checks
+                .get(index)
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
             status: status.as_str().to_owned(),
-            message: record.message.clone(),
-            duration_ms: record.duration_ms,
+            message: wire.message.clone(),
+            duration_ms: wire.duration_ms,
         }),
     );
     run.history.push(event.clone());
     Some(event)
-}
-
-/// A stored result as the report builder consumes it.
-fn stored_region_result(r: &ResultRecord) -> Result<RegionResult, String> {
-    let status = match r.status.as_str() {
-        "pass" => CheckStatus::Pass,
-        "warn" => CheckStatus::Warn,
-        "fail" => CheckStatus::Fail,
-        other => return Err(format!("unknown status `{other}`")),
-    };
-    let latency: Option<LatencySummary> = match &r.latency_json {
-        Some(j) => serde_json::from_str(j).map_err(|e| e.to_string())?,
-        None => None,
-    };
-    Ok(RegionResult {
-        status,
-        message: r.message.clone(),
-        duration: Duration::from_secs_f64(r.duration_ms.max(0.0) / 1e3),
-        requests: postflight_plan::report::RequestCount {
-            count: r.requests.max(0) as u64,
-            errors: r.request_errors.max(0) as u64,
-        },
-        latency,
-        sketch: LatencySketch::from_bytes(&r.sketch)?,
-    })
 }

@@ -47,9 +47,62 @@ pub struct LiveAssignment {
     pub record: AssignmentRecord,
     /// Results stored so far.
     pub received: u32,
+    /// The ids (hashed) of the results stored for it.
+    pub ids: Vec<u128>,
+    /// A lookup over `ids`, built once replays become possible: a probe replays only after
+    /// it reconnects (or the coordinator restarts), so until then results are appended
+    /// without a lookup — a hash-set probe per result was the ingest path's largest cost.
+    pub index: Option<std::collections::HashSet<u128>>,
+    /// Checks (by index) this assignment delivered a result for.
+    pub checks_seen: Vec<bool>,
 }
 
 impl LiveAssignment {
+    /// A new assignment without results.
+    pub fn new(record: AssignmentRecord) -> Self {
+        Self {
+            record,
+            received: 0,
+            ids: Vec::new(),
+            index: None,
+            checks_seen: Vec::new(),
+        }
+    }
+
+    /// Whether this is the assignment's first result for check `index` (and marks it seen).
+    pub fn first_of_check(&mut self, index: usize) -> bool {
+        if self.checks_seen.len() <= index {
+            self.checks_seen.resize(index + 1, false);
+        }
+        !std::mem::replace(&mut self.checks_seen[index], true)
+    }
+
+    /// Records a result id; `false` when it was stored before (a replay).
+    pub fn record_id(&mut self, id: u128) -> bool {
+        if let Some(index) = &mut self.index
+            && !index.insert(id)
+        {
+            return false;
+        }
+        self.ids.push(id);
+        true
+    }
+
+    /// From now on, look every id up: its probe may replay what it sent before.
+    pub fn expect_replays(&mut self) {
+        if self.index.is_none() {
+            self.index = Some(self.ids.iter().copied().collect());
+        }
+    }
+
+    /// Forgets ids whose results could not be stored, so their replay is taken.
+    pub fn forget_ids(&mut self, ids: &std::collections::HashSet<u128>) {
+        self.ids.retain(|id| !ids.contains(id));
+        if let Some(index) = &mut self.index {
+            index.retain(|id| !ids.contains(id));
+        }
+    }
+
     /// The probe sent every result it announced.
     pub fn is_done(&self) -> bool {
         self.record.status == AssignmentStatus::Finished

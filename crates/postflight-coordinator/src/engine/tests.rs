@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::storage::SqliteStore;
+use postflight_plan::CheckStatus;
 
 const PLAN: &str = "name: p\ntarget: {base_url: \"http://h\", headers: {Authorization: \"Bearer tok-SECRET-9\"}}\nchecks:\n  - name: a\n    http: {url: /a}\n  - name: b\n    http: {url: /b}\npolicy: {regions: [eu, us]}\n";
 
@@ -104,9 +105,14 @@ async fn a_run_goes_from_submission_to_a_stored_report_and_replays_are_counted_o
         result(&a_eu, "r1", 0, v1::CheckStatus::Pass),
         result(&a_eu, "r2", 1, v1::CheckStatus::Fail),
     ];
-    assert_eq!(c.ingest("eu-1", &batch).await.unwrap(), ["r1", "r2"]);
     assert_eq!(
-        c.ingest("eu-1", &batch).await.unwrap(),
+        c.ingest("eu-1", batch.to_vec()).await.unwrap(),
+        ["r1", "r2"]
+    );
+    // The probe reconnects and replays what it had not seen acknowledged.
+    let (_, _eu_again) = connect(&c, "eu-1", "eu", &[&a_eu.assignment_id]).await;
+    assert_eq!(
+        c.ingest("eu-1", batch.to_vec()).await.unwrap(),
         ["r1", "r2"],
         "a replay is acknowledged"
     );
@@ -115,7 +121,7 @@ async fn a_run_goes_from_submission_to_a_stored_report_and_replays_are_counted_o
         2,
         "and stored once"
     );
-    let stolen = c.ingest("us-1", &batch).await.unwrap_err();
+    let stolen = c.ingest("us-1", batch.to_vec()).await.unwrap_err();
     assert!(
         stolen.to_string().contains("belongs to another probe"),
         "{stolen}"
@@ -124,7 +130,7 @@ async fn a_run_goes_from_submission_to_a_stored_report_and_replays_are_counted_o
     c.assignment_finished("eu-1", &finished(&a_eu, 2))
         .await
         .unwrap();
-    c.ingest("us-1", &[result(&a_us, "r3", 0, v1::CheckStatus::Pass)])
+    c.ingest("us-1", vec![result(&a_us, "r3", 0, v1::CheckStatus::Pass)])
         .await
         .unwrap();
     c.assignment_finished("us-1", &finished(&a_us, 2))
@@ -137,7 +143,7 @@ async fn a_run_goes_from_submission_to_a_stored_report_and_replays_are_counted_o
         ),
         "us owes a result"
     );
-    c.ingest("us-1", &[result(&a_us, "r4", 1, v1::CheckStatus::Pass)])
+    c.ingest("us-1", vec![result(&a_us, "r4", 1, v1::CheckStatus::Pass)])
         .await
         .unwrap();
 
@@ -156,9 +162,12 @@ async fn a_run_goes_from_submission_to_a_stored_report_and_replays_are_counted_o
     );
     let (done, count) = c.get_run(&record.run_id).await.unwrap();
     assert_eq!((done.status, count), (RunStatus::Completed, 4));
-    let results = c.store().results(&record.run_id).await.unwrap();
+    let batches = c.store().batches(&record.run_id).await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.results).sum::<i64>(), 4);
     assert!(
-        results.iter().all(|r| !r.message.contains("tok-SECRET-9")),
+        batches
+            .iter()
+            .all(|b| !String::from_utf8_lossy(&b.data).contains("tok-SECRET-9")),
         "stored messages are masked"
     );
 }
@@ -174,7 +183,7 @@ async fn a_restarted_coordinator_resumes_its_runs_and_keeps_the_probes_assignmen
             .await
             .unwrap();
         let a = assignment(&mut eu).await;
-        c.ingest("eu-1", &[result(&a, "r1", 0, v1::CheckStatus::Pass)])
+        c.ingest("eu-1", vec![result(&a, "r1", 0, v1::CheckStatus::Pass)])
             .await
             .unwrap();
         (record.run_id, a)
@@ -190,7 +199,7 @@ async fn a_restarted_coordinator_resumes_its_runs_and_keeps_the_probes_assignmen
     let (_, mut eu) = connect(&c, "eu-1", "eu", &[&a_eu.assignment_id]).await;
     c.ingest(
         "eu-1",
-        &[
+        vec![
             result(&a_eu, "r1", 0, v1::CheckStatus::Pass),
             result(&a_eu, "r2", 1, v1::CheckStatus::Pass),
         ],
@@ -267,7 +276,7 @@ async fn a_cancelled_run_ends_with_a_report_and_its_probes_are_told() {
         .await
         .unwrap();
     let a = assignment(&mut eu).await;
-    c.ingest("eu-1", &[result(&a, "r1", 0, v1::CheckStatus::Pass)])
+    c.ingest("eu-1", vec![result(&a, "r1", 0, v1::CheckStatus::Pass)])
         .await
         .unwrap();
     let cancelled = c.cancel(&record.run_id, "").await.unwrap();

@@ -138,7 +138,7 @@ async fn handle<S: Store>(
     match message.kind {
         Some(Kind::Heartbeat(_)) => {}
         Some(Kind::Results(batch)) => {
-            let acked = coordinator.ingest(probe, &batch.results).await?;
+            let acked = coordinator.ingest(probe, batch.results).await?;
             let ack = CoordinatorMessage {
                 kind: Some(v1::coordinator_message::Kind::Ack(v1::ResultAck {
                     result_ids: acked,

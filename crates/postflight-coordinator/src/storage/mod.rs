@@ -25,6 +25,9 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A grouped write failed (the message names the cause).
+    #[error("database error: {0}")]
+    Grouped(String),
     /// The URL names no supported engine.
     #[error("unsupported database url `{0}`: use sqlite://FILE or postgres://…")]
     UnsupportedUrl(String),
@@ -188,37 +191,26 @@ pub struct AssignmentRecord {
     pub created_ms: i64,
 }
 
-/// One check result from one probe.
+/// The results of one probe message, stored as one row: a batch of probe results in their
+/// wire encoding (`ResultBatch`, secrets masked, run and assignment ids factored out). One row
+/// per batch rather than per result is what lets one coordinator ingest hundreds of
+/// thousands of results a second; the coordinator removes replays before storing.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ResultRecord {
-    /// Probe-made unique id: a replay is stored once.
-    pub result_id: String,
+pub struct BatchRecord {
     /// The run.
     pub run_id: String,
-    /// The assignment it belongs to.
+    /// The assignment the results belong to.
     pub assignment_id: String,
     /// Region of the probe.
     pub region: String,
     /// The probe.
     pub probe: String,
-    /// Position of the check in the plan.
-    pub check_index: i64,
-    /// pass, warn or fail.
-    pub status: String,
-    /// The executor's explanation (secrets already masked).
-    pub message: String,
-    /// Wall time of the check.
-    pub duration_ms: f64,
-    /// HTTP requests.
-    pub requests: i64,
-    /// Failed HTTP requests.
-    pub request_errors: i64,
-    /// Exact latency figures as JSON.
-    pub latency_json: Option<String>,
-    /// DDSketch bytes.
-    pub sketch: Vec<u8>,
     /// Unix milliseconds.
     pub received_ms: i64,
+    /// Results in the batch.
+    pub results: i64,
+    /// The encoded `postflight.v1.ResultBatch`.
+    pub data: Vec<u8>,
 }
 
 /// Lifecycle of a monitor.
@@ -344,14 +336,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         run_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<AssignmentRecord>>> + Send;
-    /// Stores results in one transaction; returns, per result, whether it was new (a replay
-    /// of a stored result id is skipped).
-    fn insert_results(
+    /// Stores result batches in one transaction (one multi-row insert).
+    fn insert_batches(
         &self,
-        results: &[ResultRecord],
-    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send;
-    /// A run's results in arrival order.
-    fn results(&self, run_id: &str) -> impl Future<Output = StoreResult<Vec<ResultRecord>>> + Send;
+        batches: &[BatchRecord],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A run's result batches in arrival order.
+    fn batches(&self, run_id: &str) -> impl Future<Output = StoreResult<Vec<BatchRecord>>> + Send;
+    /// How many results a run has stored.
+    fn count_results(&self, run_id: &str) -> impl Future<Output = StoreResult<i64>> + Send;
     /// Claims a rollback: exactly one caller gets `Claimed` per subject, and none while the
     /// plan's last rollback is younger than `cooldown_ms`, however many coordinators ask at once.
     fn claim_rollback(
@@ -462,11 +455,14 @@ impl Store for AnyStore {
     async fn assignments(&self, run_id: &str) -> StoreResult<Vec<AssignmentRecord>> {
         dispatch!(self, s => s.assignments(run_id))
     }
-    async fn insert_results(&self, results: &[ResultRecord]) -> StoreResult<Vec<bool>> {
-        dispatch!(self, s => s.insert_results(results))
+    async fn insert_batches(&self, batches: &[BatchRecord]) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_batches(batches))
     }
-    async fn results(&self, run_id: &str) -> StoreResult<Vec<ResultRecord>> {
-        dispatch!(self, s => s.results(run_id))
+    async fn batches(&self, run_id: &str) -> StoreResult<Vec<BatchRecord>> {
+        dispatch!(self, s => s.batches(run_id))
+    }
+    async fn count_results(&self, run_id: &str) -> StoreResult<i64> {
+        dispatch!(self, s => s.count_results(run_id))
     }
     async fn claim_rollback(
         &self,
@@ -534,8 +530,6 @@ pub(crate) trait RowExt {
     fn int(&self, column: &str) -> StoreResult<i64>;
     /// A nullable integer column.
     fn opt_int(&self, column: &str) -> StoreResult<Option<i64>>;
-    /// A floating-point column.
-    fn real(&self, column: &str) -> StoreResult<f64>;
     /// A boolean column.
     fn flag(&self, column: &str) -> StoreResult<bool>;
     /// A binary column.
@@ -555,9 +549,6 @@ macro_rules! row_ext {
                 Ok(sqlx::Row::try_get(self, c)?)
             }
             fn opt_int(&self, c: &str) -> StoreResult<Option<i64>> {
-                Ok(sqlx::Row::try_get(self, c)?)
-            }
-            fn real(&self, c: &str) -> StoreResult<f64> {
                 Ok(sqlx::Row::try_get(self, c)?)
             }
             fn flag(&self, c: &str) -> StoreResult<bool> {
@@ -617,22 +608,15 @@ fn assignment_of(row: &impl RowExt) -> StoreResult<AssignmentRecord> {
     })
 }
 
-fn result_of(row: &impl RowExt) -> StoreResult<ResultRecord> {
-    Ok(ResultRecord {
-        result_id: row.text("result_id")?,
+fn batch_of(row: &impl RowExt) -> StoreResult<BatchRecord> {
+    Ok(BatchRecord {
         run_id: row.text("run_id")?,
         assignment_id: row.text("assignment_id")?,
         region: row.text("region")?,
         probe: row.text("probe")?,
-        check_index: row.int("check_index")?,
-        status: row.text("status")?,
-        message: row.text("message")?,
-        duration_ms: row.real("duration_ms")?,
-        requests: row.int("requests")?,
-        request_errors: row.int("request_errors")?,
-        latency_json: row.opt_text("latency")?,
-        sketch: row.blob("sketch")?,
         received_ms: row.int("received_ms")?,
+        results: row.int("results")?,
+        data: row.blob("data")?,
     })
 }
 
@@ -808,44 +792,41 @@ macro_rules! store_impl {
                 rows.iter().map(assignment_of).collect()
             }
 
-            async fn insert_results(&self, results: &[ResultRecord]) -> StoreResult<Vec<bool>> {
+            async fn insert_batches(&self, batches: &[BatchRecord]) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
-                let mut inserted = Vec::with_capacity(results.len());
-                for r in results {
-                    let done = sqlx::query(
-                        "INSERT INTO results (result_id, run_id, assignment_id, region, probe, check_index, status, \
-                         message, duration_ms, requests, request_errors, latency, sketch, received_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                         ON CONFLICT (result_id) DO NOTHING",
-                    )
-                    .bind(&r.result_id)
-                    .bind(&r.run_id)
-                    .bind(&r.assignment_id)
-                    .bind(&r.region)
-                    .bind(&r.probe)
-                    .bind(r.check_index)
-                    .bind(&r.status)
-                    .bind(&r.message)
-                    .bind(r.duration_ms)
-                    .bind(r.requests)
-                    .bind(r.request_errors)
-                    .bind(&r.latency_json)
-                    .bind(&r.sketch)
-                    .bind(r.received_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                    inserted.push(done.rows_affected() == 1);
+                for chunk in batches.chunks(256) {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO result_batches (run_id, assignment_id, region, probe, received_ms, results, data) ",
+                    );
+                    insert.push_values(chunk, |mut row, b| {
+                        row.push_bind(&b.run_id)
+                            .push_bind(&b.assignment_id)
+                            .push_bind(&b.region)
+                            .push_bind(&b.probe)
+                            .push_bind(b.received_ms)
+                            .push_bind(b.results)
+                            .push_bind(&b.data);
+                    });
+                    insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok(inserted)
+                Ok(())
             }
 
-            async fn results(&self, run_id: &str) -> StoreResult<Vec<ResultRecord>> {
-                let rows = sqlx::query("SELECT * FROM results WHERE run_id = $1 ORDER BY seq")
+            async fn batches(&self, run_id: &str) -> StoreResult<Vec<BatchRecord>> {
+                let rows = sqlx::query("SELECT * FROM result_batches WHERE run_id = $1 ORDER BY seq")
                     .bind(run_id)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter().map(result_of).collect()
+                rows.iter().map(batch_of).collect()
+            }
+
+            async fn count_results(&self, run_id: &str) -> StoreResult<i64> {
+                let row = sqlx::query("SELECT CAST(COALESCE(SUM(results), 0) AS BIGINT) AS n FROM result_batches WHERE run_id = $1")
+                    .bind(run_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                row.int("n")
             }
 
             async fn claim_rollback(&self, c: &RollbackClaim, cooldown_ms: i64) -> StoreResult<ClaimOutcome> {

@@ -111,6 +111,23 @@ CREATE TABLE monitor_rounds (
 );
 ",
     ),
+    (
+        3,
+        "
+DROP TABLE results;
+CREATE TABLE result_batches (
+    seq BIGSERIAL PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    assignment_id TEXT NOT NULL,
+    region TEXT NOT NULL,
+    probe TEXT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    results BIGINT NOT NULL,
+    data BYTEA NOT NULL
+);
+CREATE INDEX result_batches_run_idx ON result_batches (run_id, seq);
+",
+    ),
 ];
 
 /// The PostgreSQL engine.

@@ -113,6 +113,23 @@ CREATE TABLE monitor_rounds (
 );
 ",
     ),
+    (
+        3,
+        "
+DROP TABLE results;
+CREATE TABLE result_batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    assignment_id TEXT NOT NULL,
+    region TEXT NOT NULL,
+    probe TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    results INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX result_batches_run_idx ON result_batches (run_id, seq);
+",
+    ),
 ];
 
 /// The SQLite engine.

@@ -23,22 +23,15 @@ fn run(id: &str, created: i64, plan: &str, status: RunStatus) -> RunRecord {
     }
 }
 
-fn result(id: &str, run_id: &str, check: i64) -> ResultRecord {
-    ResultRecord {
-        result_id: id.into(),
+fn batch(run_id: &str, results: i64, data: &[u8]) -> BatchRecord {
+    BatchRecord {
         run_id: run_id.into(),
         assignment_id: "a1".into(),
         region: "eu".into(),
         probe: "probe-eu-1".into(),
-        check_index: check,
-        status: "pass".into(),
-        message: "ok".into(),
-        duration_ms: 12.5,
-        requests: 3,
-        request_errors: 1,
-        latency_json: Some("{\"count\":3}".into()),
-        sketch: vec![9, 8, 7],
-        received_ms: 1_000 + check,
+        received_ms: 1_000,
+        results,
+        data: data.to_vec(),
     }
 }
 
@@ -112,32 +105,31 @@ async fn suite<S: Store>(store: S) {
     store.update_assignment(&a).await.unwrap();
     assert_eq!(store.assignments("r2").await.unwrap(), vec![a]);
 
-    // Results: stored once whatever the replays, in arrival order.
-    let first = store
-        .insert_results(&[result("x1", "r2", 0), result("x2", "r2", 1)])
+    // Result batches, in arrival order, counted.
+    store
+        .insert_batches(&[batch("r2", 64, &[1, 2, 3]), batch("r2", 2, &[0, 255])])
         .await
         .unwrap();
-    assert_eq!(first, [true, true]);
-    let replay = store
-        .insert_results(&[
-            result("x2", "r2", 1),
-            result("x3", "r2", 2),
-            result("x1", "r2", 0),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(replay, [false, true, false]);
-    let stored = store.results("r2").await.unwrap();
-    assert_eq!(stored.len(), 3);
-    assert_eq!(stored[0], result("x1", "r2", 0));
+    store.insert_batches(&[batch("r2", 1, &[7])]).await.unwrap();
+    let stored = store.batches("r2").await.unwrap();
     assert_eq!(
-        stored
-            .iter()
-            .map(|r| r.result_id.as_str())
-            .collect::<Vec<_>>(),
-        ["x1", "x2", "x3"]
+        stored,
+        vec![
+            batch("r2", 64, &[1, 2, 3]),
+            batch("r2", 2, &[0, 255]),
+            batch("r2", 1, &[7])
+        ]
     );
-    assert!(store.results("r1").await.unwrap().is_empty());
+    assert_eq!(store.count_results("r2").await.unwrap(), 67);
+    assert_eq!(store.count_results("r1").await.unwrap(), 0);
+    assert!(store.batches("r1").await.unwrap().is_empty());
+    let many: Vec<BatchRecord> = (0..600).map(|i| batch("r3", 1, &[i as u8])).collect();
+    store.insert_batches(&many).await.unwrap();
+    assert_eq!(
+        store.count_results("r3").await.unwrap(),
+        600,
+        "more rows than one insert statement holds"
+    );
 
     // Rollback claims: once per subject, never within the plan's cooldown.
     let claim = |subject: &str, plan: &str, at: i64| RollbackClaim {

@@ -71,19 +71,16 @@ fn probes(list: &[(&str, &str, bool)]) -> HashMap<String, LiveProbe> {
 fn assign(run: &mut ActiveRun, id: &str, region: &str, probe: &str, status: AssignmentStatus) {
     run.assignments.insert(
         id.into(),
-        LiveAssignment {
-            record: AssignmentRecord {
-                assignment_id: id.into(),
-                run_id: "r".into(),
-                region: region.into(),
-                probe: probe.into(),
-                status,
-                expected_results: None,
-                detail: None,
-                created_ms: 0,
-            },
-            received: 0,
-        },
+        LiveAssignment::new(AssignmentRecord {
+            assignment_id: id.into(),
+            run_id: "r".into(),
+            region: region.into(),
+            probe: probe.into(),
+            status,
+            expected_results: None,
+            detail: None,
+            created_ms: 0,
+        }),
     );
 }
 
@@ -244,4 +241,27 @@ fn all_mode_combines_every_probe_of_a_region() {
     assert_eq!(merged[0]["eu"].status, CheckStatus::Fail);
     assert_eq!(merged[0]["eu"].message, "b down");
     assert_eq!(merged[0]["eu"].requests.count, 2);
+}
+
+#[test]
+fn replays_are_recognised_once_they_are_possible() {
+    let mut a = LiveAssignment::new(AssignmentRecord {
+        assignment_id: "a".into(),
+        run_id: "r".into(),
+        region: "eu".into(),
+        probe: "p".into(),
+        status: AssignmentStatus::Active,
+        expected_results: None,
+        detail: None,
+        created_ms: 0,
+    });
+    assert!(a.record_id(1));
+    assert!(a.record_id(2));
+    a.expect_replays();
+    assert!(!a.record_id(1), "a replay after a reconnect");
+    assert!(a.record_id(3));
+    assert!(!a.record_id(3));
+    a.forget_ids(&[3].into_iter().collect());
+    assert!(a.record_id(3), "not stored, so taken again");
+    assert_eq!(a.ids, [1, 2, 3]);
 }
