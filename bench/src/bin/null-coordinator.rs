@@ -11,7 +11,7 @@ use postflight_proto::v1::probe_service_server::{ProbeService, ProbeServiceServe
 use postflight_proto::v1::{self, CoordinatorMessage, ProbeMessage, coordinator_message};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Counts and acknowledges probe results.
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     .max_decoding_message_size(16 * 1024 * 1024);
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)))
         .await?;
     Ok(())
 }

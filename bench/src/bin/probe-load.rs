@@ -146,8 +146,17 @@ async fn main() -> anyhow::Result<()> {
             times.push(t.elapsed().as_secs_f64() * 1e3);
             anyhow::ensure!(report.checks.len() == 1, "unexpected report");
         }
+        let mut run_times = Vec::new();
+        for _ in 0..21 {
+            let t = Instant::now();
+            validation
+                .get_run(v1::GetRunRequest { run_id: run_id.clone() })
+                .await?;
+            run_times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
         out["run_id"] = run_id.into();
         out["report_ms"] = median(&mut times).into();
+        out["get_run_ms"] = median(&mut run_times).into();
     }
     println!("{out}");
     Ok(())

@@ -66,25 +66,17 @@ pub async fn send(
     request: &HttpRequest,
     timeout: Duration,
 ) -> Exchange {
-    let started = Instant::now();
+    let failed = |message: String| Exchange {
+        result: Err(message),
+        elapsed: Duration::ZERO,
+    };
     let url = match plan.resolve_url(&request.url) {
         Ok(url) => url,
-        Err(message) => {
-            return Exchange {
-                result: Err(message),
-                elapsed: started.elapsed(),
-            };
-        }
+        Err(message) => return failed(message),
     };
     let shown = format!("{} {}", request.method, redact_url(url.as_str()));
-    let method = match reqwest::Method::from_bytes(request.method.as_bytes()) {
-        Ok(m) => m,
-        Err(_) => {
-            return Exchange {
-                result: Err(format!("`{}` is not an HTTP method", request.method)),
-                elapsed: started.elapsed(),
-            };
-        }
+    let Ok(method) = reqwest::Method::from_bytes(request.method.as_bytes()) else {
+        return failed(format!("`{}` is not an HTTP method", request.method));
     };
     let mut builder = client.request(method, url);
     for (name, value) in plan.request_headers(request) {
@@ -95,8 +87,14 @@ pub async fn send(
         Body::Json(value) => builder.json(value),
         Body::Raw(text) => builder.body(text.clone()),
     };
+    let prepared = match builder.build() {
+        Ok(prepared) => prepared,
+        Err(e) => return failed(format!("cannot build {shown}: {}", describe(&e))),
+    };
+    // The clock starts when the request is ready to go: building it is not the service's time.
+    let started = Instant::now();
     let exchange = async {
-        let mut response = builder.send().await?;
+        let mut response = client.execute(prepared).await?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -119,7 +117,7 @@ pub async fn send(
             }
             bytes.extend_from_slice(&chunk);
         }
-        Ok::<_, reqwest::Error>((status, headers, bytes, truncated))
+        Ok::<_, reqwest::Error>((status, headers, bytes, truncated, started.elapsed()))
     };
     let result = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => Err(format!(
@@ -127,12 +125,12 @@ pub async fn send(
             postflight_plan::duration::PlanDuration(timeout)
         )),
         Ok(Err(e)) => Err(format!("{shown} failed: {}", describe(&e))),
-        Ok(Ok((status, headers, bytes, truncated))) => Ok(Answer {
+        Ok(Ok((status, headers, bytes, truncated, latency))) => Ok(Answer {
             status,
             headers,
             body: String::from_utf8_lossy(&bytes).into_owned(),
             truncated,
-            latency: started.elapsed(),
+            latency,
         }),
     };
     Exchange {

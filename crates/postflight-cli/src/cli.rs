@@ -126,6 +126,11 @@ pub struct RunArgs {
     /// data, which is never a pass.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub timeout: Option<Duration>,
+
+    /// With --local: checks in flight at once (1 runs them one after the other, gentlest on
+    /// the service and the most faithful latencies).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
 }
 
 /// `postflight monitor`.

@@ -20,10 +20,11 @@ use postflight_plan::verdict::LOCAL_REGION;
 pub async fn run(
     plan: &Plan,
     timeout: Option<Duration>,
+    concurrency: usize,
     show_progress: bool,
     dry_run: bool,
 ) -> anyhow::Result<Report> {
-    let (mut report, _) = round(plan, timeout, show_progress).await?;
+    let (mut report, _) = round(plan, timeout, concurrency, show_progress).await?;
     report.rollback.dry_run |= dry_run;
     let context = rollback_context(plan, &report, None);
     let subject = format!("run:{}", report.run_id);
@@ -64,6 +65,7 @@ pub fn rollback_context(plan: &Plan, report: &Report, monitor_id: Option<&str>) 
 pub async fn round(
     plan: &Plan,
     timeout: Option<Duration>,
+    concurrency: usize,
     show_progress: bool,
 ) -> anyhow::Result<(Report, Vec<BTreeMap<String, RegionResult>>)> {
     let run_id = uuid::Uuid::now_v7().to_string();
@@ -72,7 +74,7 @@ pub async fn round(
     let progress = progress_bar(plan.checks.len(), show_progress);
     let options = RunOptions {
         deadline: timeout.map(|t| tokio::time::Instant::now() + t),
-        ..RunOptions::default()
+        concurrency,
     };
     tracing::info!(run_id = %run_id, plan = %plan.name, checks = plan.checks.len(), "local run started");
     let outcomes = run_plan(&executor, plan, options, |index, outcome| {

@@ -998,9 +998,10 @@ impl<S: Store> Coordinator<S> {
                 if run.secrets.has_any() {
                     wire.message = run.secrets.scrub(&wire.message);
                 }
-                // The row holds them once; the stored results do not repeat them.
+                // The row holds them once, the plan holds the names: results do not repeat them.
                 wire.run_id.clear();
                 wire.assignment_id.clear();
+                wire.check_name.clear();
                 group.results.push(wire);
             }
         }
@@ -1052,9 +1053,21 @@ impl<S: Store> Coordinator<S> {
                 let Some(run) = state.runs.get_mut(&g.run_id) else {
                     continue;
                 };
-                for wire in &g.results {
+                // Counted per group; only each check's first result is looked at further.
+                let firsts: Vec<&v1::CheckResult> = match run.assignments.get_mut(&g.assignment_id) {
+                    Some(a) => {
+                        a.received += g.results.len() as u32;
+                        g.results
+                            .iter()
+                            .filter(|w| a.first_of_check(w.check_index as usize))
+                            .collect()
+                    }
+                    None => Vec::new(),
+                };
+                run.result_count += g.results.len() as u32;
+                for wire in firsts {
                     if let Some(event) =
-                        apply_result(run, &g.run_id, &g.assignment_id, &g.region, probe, wire)
+                        use_result(run, &g.run_id, &g.assignment_id, &g.region, probe, wire)
                     {
                         let _ = run.events.send(event);
                     }
@@ -1296,18 +1309,30 @@ fn apply_result(
     probe: &str,
     wire: &v1::CheckResult,
 ) -> Option<v1::RunEvent> {
-    let index = wire.check_index as usize;
     run.result_count += 1;
     let first = match run.assignments.get_mut(assignment_id) {
         Some(a) => {
             a.received += 1;
-            a.first_of_check(index)
+            a.first_of_check(wire.check_index as usize)
         }
         None => true,
     };
     if !first {
         return None;
     }
+    use_result(run, run_id, assignment_id, region, probe, wire)
+}
+
+/// Keeps an assignment's first result for a check for the report, and makes its event.
+fn use_result(
+    run: &mut ActiveRun,
+    run_id: &str,
+    assignment_id: &str,
+    region: &str,
+    probe: &str,
+    wire: &v1::CheckResult,
+) -> Option<v1::RunEvent> {
+    let index = wire.check_index as usize;
     let per_region = run.results.get_mut(index)?;
     if per_region
         .get(region)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use postflight_proto::v1::probe_service_server::ProbeServiceServer;
 use postflight_proto::v1::validation_service_server::ValidationServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::engine::Coordinator;
 use crate::storage::Store;
@@ -21,6 +21,15 @@ pub use validation_service::ValidationApi;
 /// Largest message accepted or sent: plans and result batches are far smaller; anything
 /// beyond is a bug or an attack.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Accepted connections with `TCP_NODELAY`: answers leave at once instead of waiting for
+/// Nagle and a delayed ACK (a report took 44 ms instead of 0.4 ms without it), and dead peers
+/// are found by TCP keepalive.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)))
+}
 
 /// Serves every service on `listener` until `shutdown` completes.
 pub async fn serve<S: Store>(
@@ -58,7 +67,7 @@ pub async fn serve<S: Store>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }
