@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use postflight_e2e::{
-    DemoBackend, Finished, SEED_SCHEMA, closed_port, run_postflight, sqlite_file,
+    DemoBackend, Finished, SEED_SCHEMA, TlsTestServer, closed_port, run_postflight, sqlite_file,
 };
 use serde_json::Value;
 
@@ -487,4 +487,87 @@ fn the_demo_shows_both_verdicts_and_exits_0() {
     assert_eq!(both["before"]["status"], "PASS");
     assert_eq!(both["after"]["status"], "FAIL");
     assert_eq!(both["after"]["rollback"]["dry_run"], true);
+}
+
+/// Runs `postflight run PLAN --local -o json` off the async runtime, so that servers of the same
+/// test keep answering while it runs.
+async fn run_local(plan: PathBuf, env: Vec<(String, String)>) -> Finished {
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_postflight(
+            &["run", plan.to_str().unwrap(), "--local", "-o", "json"],
+            &env,
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// With a private CA trusted through `SSL_CERT_FILE` (as on a host that trusts a company CA),
+/// `http` and `latency` checks over https pass against a real TLS server; without it they fail
+/// (see `an_untrusted_certificate_fails_…` in postflight-checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_checks_pass_when_the_private_ca_is_trusted() {
+    let server = TlsTestServer::start(
+        axum::Router::new().route("/health", axum::routing::get(|| async { "healthy" })),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "tls.yaml",
+        &format!(
+            "name: tls\ntarget: {{base_url: \"{}\"}}\nchecks:\n  - name: up\n    http:\n      url: /health\n      expect: {{body_contains: healthy}}\n  - name: fast\n    latency:\n      request: {{url: /health}}\n      samples: 5\n      pass_below: 5s\n",
+            server.url("")
+        ),
+    );
+    let ca = server.ca_file.display().to_string();
+    let out = run_local(plan, vec![("SSL_CERT_FILE".into(), ca)]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let r = out.json();
+    assert_eq!(check(&r, "up")["status"], "pass");
+    assert_eq!(check(&r, "fast")["status"], "pass");
+}
+
+/// With `HTTP_PROXY` set, checks go through the proxy as curl's would: the plan's host does not
+/// even resolve, so only the proxy (a real HTTP server answering absolute-form requests) can
+/// have answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_go_through_the_configured_proxy() {
+    async fn proxy(uri: axum::http::Uri) -> (axum::http::StatusCode, String) {
+        if uri.host() == Some("service.invalid") {
+            (axum::http::StatusCode::OK, format!("proxied {uri}"))
+        } else {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("not a proxy request: {uri}"),
+            )
+        }
+    }
+    let proxy = postflight_e2e::TestServer::start(axum::Router::new().fallback(proxy)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "proxy.yaml",
+        "name: proxy\ntarget: {base_url: \"http://service.invalid\"}\nchecks:\n  - name: up\n    http:\n      url: /health\n      expect: {body_contains: proxied http://service.invalid/health}\n  - name: fast\n    latency:\n      request: {url: /health}\n      samples: 3\n      pass_below: 5s\n",
+    );
+    let env = vec![
+        ("HTTP_PROXY".into(), proxy.url("")),
+        ("NO_PROXY".into(), String::new()),
+        ("no_proxy".into(), String::new()),
+    ];
+    let out = run_local(plan.clone(), env).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let r = out.json();
+    assert_eq!(check(&r, "up")["status"], "pass");
+    assert_eq!(check(&r, "fast")["status"], "pass");
+    // Without the proxy the host does not resolve, and the checks say so.
+    let no_proxy = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+    let out = run_local(plan, no_proxy.map(|k| (k.to_owned(), String::new())).into()).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let message = check(&out.json(), "up")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("could not resolve the host"), "{message}");
 }

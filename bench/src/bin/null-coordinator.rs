@@ -98,7 +98,9 @@ async fn main() -> anyhow::Result<()> {
     .max_decoding_message_size(16 * 1024 * 1024);
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
         .await?;
     Ok(())
 }

@@ -150,7 +150,9 @@ async fn main() -> anyhow::Result<()> {
         for _ in 0..21 {
             let t = Instant::now();
             validation
-                .get_run(v1::GetRunRequest { run_id: run_id.clone() })
+                .get_run(v1::GetRunRequest {
+                    run_id: run_id.clone(),
+                })
                 .await?;
             run_times.push(t.elapsed().as_secs_f64() * 1e3);
         }

@@ -1,6 +1,5 @@
 //! Sending a check's HTTP request and capturing the answer, with errors turned into sentences.
 
-use std::error::Error as _;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -8,6 +7,7 @@ use postflight_plan::model::{Body, HttpRequest, Plan};
 use postflight_plan::secrets::redact_url;
 
 use crate::expect::Answer;
+use crate::http1;
 
 /// Bodies beyond this are cut: a check judges an API answer, not a download.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -74,6 +74,9 @@ pub async fn send(
         Ok(url) => url,
         Err(message) => return failed(message),
     };
+    if url.scheme() == "http" && http1::applies(&url) {
+        return send_direct(plan, request, &url, timeout).await;
+    }
     let shown = format!("{} {}", request.method, redact_url(url.as_str()));
     let Ok(method) = reqwest::Method::from_bytes(request.method.as_bytes()) else {
         return failed(format!("`{}` is not an HTTP method", request.method));
@@ -120,10 +123,7 @@ pub async fn send(
         Ok::<_, reqwest::Error>((status, headers, bytes, truncated, started.elapsed()))
     };
     let result = match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => Err(format!(
-            "no complete answer within {} from {shown} (timeout)",
-            postflight_plan::duration::PlanDuration(timeout)
-        )),
+        Err(_) => Err(timeout_message(timeout, &shown)),
         Ok(Err(e)) => Err(format!("{shown} failed: {}", describe(&e))),
         Ok(Ok((status, headers, bytes, truncated, latency))) => Ok(Answer {
             status,
@@ -139,20 +139,57 @@ pub async fn send(
     }
 }
 
+/// [`send`] on a fresh connection of postflight's own ([`http1`]): the same exchange on the
+/// wire, at a fraction of the CPU.
+async fn send_direct(
+    plan: &Plan,
+    request: &HttpRequest,
+    url: &url::Url,
+    timeout: Duration,
+) -> Exchange {
+    let target = match http1::Target::new(plan, request, url) {
+        Ok(target) => target,
+        Err(message) => {
+            return Exchange {
+                result: Err(message),
+                elapsed: Duration::ZERO,
+            };
+        }
+    };
+    let started = Instant::now();
+    let mut connection = None;
+    let exchange = http1::exchange(&target, &mut connection, http1::Capture::Everything);
+    let outcome = tokio::time::timeout(timeout, exchange).await;
+    let latency = started.elapsed();
+    let result = match outcome {
+        Err(_) => Err(timeout_message(timeout, target.shown())),
+        Ok(Err(message)) => Err(format!("{} failed: {message}", target.shown())),
+        Ok(Ok(response)) => Ok(Answer {
+            status: response.status,
+            headers: response.headers,
+            body: String::from_utf8_lossy(&response.body).into_owned(),
+            truncated: response.truncated,
+            latency,
+        }),
+    };
+    Exchange {
+        result,
+        elapsed: latency,
+    }
+}
+
+/// What a request that ran out of time says.
+pub(crate) fn timeout_message(timeout: Duration, shown: &str) -> String {
+    format!(
+        "no complete answer within {} from {shown} (timeout)",
+        postflight_plan::duration::PlanDuration(timeout)
+    )
+}
+
 /// A reqwest error as a sentence: what went wrong at the lowest level that says something
 /// ("connection refused", "certificate expired"), without repeating the URL.
 pub fn describe(error: &reqwest::Error) -> String {
-    let mut causes: Vec<String> = Vec::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !text.is_empty() && !causes.iter().any(|c| c.contains(&text)) {
-            causes.push(text);
-        }
-        source = cause.source();
-    }
-    let root = causes.last().cloned().unwrap_or_else(|| error.to_string());
-    let root = lower_first(&root.replace(" (os error 111)", ""));
+    let root = root_cause(error);
     if let Some(tls) = explain_tls(&root) {
         return tls;
     }
@@ -173,6 +210,26 @@ pub fn describe(error: &reqwest::Error) -> String {
     }
 }
 
+/// The lowest error in `error`'s chain that says something, in lower case and without OS error
+/// numbers: what an operator reads ("connection refused", "invalid peer certificate: Expired").
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut causes: Vec<String> = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    let root = causes.pop().unwrap_or_default();
+    let root = match root.find(" (os error ") {
+        Some(at) if root.ends_with(')') => root[..at].to_owned(),
+        _ => root,
+    };
+    lower_first(&root)
+}
+
 /// `Connection refused` → `connection refused`, leaving the rest (names, codes) as it is.
 fn lower_first(text: &str) -> String {
     let mut chars = text.chars();
@@ -183,7 +240,7 @@ fn lower_first(text: &str) -> String {
 }
 
 /// rustls errors in words an operator acts on.
-fn explain_tls(root: &str) -> Option<String> {
+pub(crate) fn explain_tls(root: &str) -> Option<String> {
     let why = if root.contains("invalid peer certificate") {
         if root.contains("UnknownIssuer") || root.contains("CaUsedAsEndEntity") {
             "the server's certificate is not signed by a trusted authority (self-signed?)"

@@ -1,26 +1,128 @@
 //! `latency` checks: `samples` requests, `concurrency` at a time, judged on a nearest-rank
 //! percentile of the successful ones and on the share that failed.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use postflight_plan::duration::{PlanDuration, human_duration};
-use postflight_plan::model::{LatencyCheck, Plan};
+use postflight_plan::model::{LatencyCheck, Plan, StatusExpect};
 use postflight_plan::stats::nearest_rank;
 use postflight_plan::{CheckOutcome, CheckStatus, Sample};
 
 use crate::http::{self, Connections};
+use crate::http1;
 
 /// Runs the samples within `timeout`; requests still unanswered at the deadline count as
 /// failed (timed out) requests.
 pub async fn run(plan: &Plan, check: &LatencyCheck, timeout: Duration) -> CheckOutcome {
     let started = Instant::now();
     let deadline = started + timeout;
-    let client = match http::client(Connections::Reused) {
-        Ok(c) => c,
+    let results = match plan.resolve_url(&check.request.url) {
         Err(message) => return CheckOutcome::fail(message, started.elapsed()),
+        Ok(url) if http1::applies(&url) => match http1::Target::new(plan, &check.request, &url) {
+            Err(message) => return CheckOutcome::fail(message, started.elapsed()),
+            Ok(target) => sample(target, check, deadline).await,
+        },
+        Ok(_) => match through_client(plan, check, deadline).await {
+            Ok(results) => results,
+            Err(message) => return CheckOutcome::fail(message, started.elapsed()),
+        },
     };
-    let results: Vec<(Sample, Option<String>)> = futures::stream::iter(0..check.samples)
+    let (samples, errors): (Vec<Sample>, Vec<Option<String>>) = results.into_iter().unzip();
+    let (status, message) = judge(check, &samples, errors.iter().flatten().next());
+    CheckOutcome {
+        status,
+        message,
+        samples,
+        duration: started.elapsed(),
+    }
+}
+
+/// One sample's outcome: the sample and, when it failed, why.
+type SampleResult = (Sample, Option<String>);
+
+/// Takes the samples over postflight's own keep-alive connections, `concurrency` workers with
+/// one connection each (reopened when the server closes it), until `deadline`; samples not
+/// taken by then fail as timed out.
+async fn sample(
+    target: http1::Target,
+    check: &LatencyCheck,
+    deadline: Instant,
+) -> Vec<SampleResult> {
+    let target = Arc::new(target);
+    let samples = check.samples;
+    let next = Arc::new(AtomicU32::new(0));
+    // Workers are tasks of their own so that each runs on the thread its connection's I/O wakes,
+    // and dropping this future (a cancelled run) aborts them.
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..check.concurrency.clamp(1, samples.max(1)) {
+        let (target, next, expect) = (target.clone(), next.clone(), check.expect_status.clone());
+        workers.spawn(async move {
+            let mut connection = None;
+            let mut taken = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < samples {
+                taken.push(one(&target, &expect, &mut connection, deadline).await);
+            }
+            taken
+        });
+    }
+    let mut results = Vec::with_capacity(samples as usize);
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok(taken) => results.extend(taken),
+            Err(e) => tracing::error!(error = %e, "a latency sampling task failed"),
+        }
+    }
+    // A worker that died took its samples with it: they are failures, never missing data.
+    results.resize_with(samples as usize, || {
+        (
+            Sample {
+                latency: Duration::ZERO,
+                ok: false,
+            },
+            Some("the sampling task failed".to_owned()),
+        )
+    });
+    results
+}
+
+/// One request on the worker's connection.
+async fn one(
+    target: &http1::Target,
+    expect: &StatusExpect,
+    connection: &mut Option<http1::Connection>,
+    deadline: Instant,
+) -> SampleResult {
+    let started = Instant::now();
+    let exchange = http1::exchange(target, connection, http1::Capture::Status);
+    let outcome = tokio::time::timeout_at(deadline.into(), exchange).await;
+    let latency = started.elapsed();
+    let failed = |message: String| (Sample { latency, ok: false }, Some(message));
+    match outcome {
+        Err(_) => {
+            // The connection may hold half an answer: never reuse it.
+            *connection = None;
+            failed(http::timeout_message(
+                deadline.saturating_duration_since(started),
+                target.shown(),
+            ))
+        }
+        Ok(Err(message)) => failed(format!("{} failed: {message}", target.shown())),
+        Ok(Ok(response)) if expect.accepts(response.status) => (Sample { latency, ok: true }, None),
+        Ok(Ok(response)) => failed(format!("status {}, expected {expect}", response.status)),
+    }
+}
+
+/// Samples through reqwest's pooled client: the path when a proxy is configured.
+async fn through_client(
+    plan: &Plan,
+    check: &LatencyCheck,
+    deadline: Instant,
+) -> Result<Vec<SampleResult>, String> {
+    let client = http::client(Connections::Reused)?;
+    Ok(futures::stream::iter(0..check.samples)
         .map(|_| {
             let client = &client;
             async move {
@@ -56,15 +158,7 @@ pub async fn run(plan: &Plan, check: &LatencyCheck, timeout: Duration) -> CheckO
         })
         .buffer_unordered(check.concurrency.max(1) as usize)
         .collect()
-        .await;
-    let (samples, errors): (Vec<Sample>, Vec<Option<String>>) = results.into_iter().unzip();
-    let (status, message) = judge(check, &samples, errors.iter().flatten().next());
-    CheckOutcome {
-        status,
-        message,
-        samples,
-        duration: started.elapsed(),
-    }
+        .await)
 }
 
 /// The verdict on a set of samples; `first_error` explains failed requests.

@@ -8,6 +8,7 @@
 pub mod database;
 pub mod expect;
 pub mod http;
+pub mod http1;
 pub mod latency;
 pub mod run;
 

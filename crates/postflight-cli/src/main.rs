@@ -92,7 +92,14 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(remote::Failure::exit));
     }
     let show_progress = std::io::stderr().is_terminal();
-    let report = local::run(&plan, args.timeout, usize::from(args.concurrency), show_progress, args.dry_run).await?;
+    let report = local::run(
+        &plan,
+        args.timeout,
+        usize::from(args.concurrency),
+        show_progress,
+        args.dry_run,
+    )
+    .await?;
     print!(
         "{}",
         render::report(&report, args.output, render::stdout_color())

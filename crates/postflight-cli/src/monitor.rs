@@ -147,8 +147,13 @@ async fn local_monitor(plan: &Plan, args: &MonitorArgs) -> anyhow::Result<ExitCo
         };
         let round_started = tokio::time::Instant::now();
         round += 1;
-        let (report, results) =
-            local::round(plan, Some(slowest + Duration::from_secs(2)), postflight_checks::run::DEFAULT_CONCURRENCY, false).await?;
+        let (report, results) = local::round(
+            plan,
+            Some(slowest + Duration::from_secs(2)),
+            postflight_checks::run::DEFAULT_CONCURRENCY,
+            false,
+        )
+        .await?;
         window.push(RoundSample::from_results(plan, &results, now_ms()));
         let measurements = window.measurements(report.status, &report.checks, &regions);
         let reasons = triggers(plan, &measurements);

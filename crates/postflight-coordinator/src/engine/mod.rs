@@ -1054,7 +1054,8 @@ impl<S: Store> Coordinator<S> {
                     continue;
                 };
                 // Counted per group; only each check's first result is looked at further.
-                let firsts: Vec<&v1::CheckResult> = match run.assignments.get_mut(&g.assignment_id) {
+                let firsts: Vec<&v1::CheckResult> = match run.assignments.get_mut(&g.assignment_id)
+                {
                     Some(a) => {
                         a.received += g.results.len() as u32;
                         g.results

@@ -4,6 +4,7 @@
 //! cannot go on; validation then reports every problem it finds at once, each with its
 //! position, so a broken plan is fixed in one round trip.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -211,18 +212,19 @@ impl Ctx<'_> {
             );
         }
         let mut checks = Vec::new();
-        let mut seen: Vec<(String, Location)> = Vec::new();
+        // A set, not a scan: generated plans hold thousands of checks.
+        let mut seen: HashMap<String, Location> = HashMap::with_capacity(raw.checks.value.len());
         for check in raw.checks.value {
             let name_loc = check.value.name.referenced;
-            if let Some(previous) = seen.iter().find(|(n, _)| *n == check.value.name.value) {
+            if let Some(first) = seen.get(&check.value.name.value) {
                 let message = format!(
                     "duplicate check name `{}` (first used at line {}); check names must be unique",
-                    previous.0,
-                    previous.1.line()
+                    check.value.name.value,
+                    first.line()
                 );
                 self.error(&name_loc, message);
             } else {
-                seen.push((check.value.name.value.clone(), name_loc));
+                seen.insert(check.value.name.value.clone(), name_loc);
             }
             if let Some(check) = self.check(check, &target) {
                 checks.push(check);
