@@ -53,100 +53,158 @@ pub struct TlsTestServer {
     pub addr: SocketAddr,
     /// The CA certificate (PEM) that signed the server's certificate.
     pub ca_file: PathBuf,
-    _dir: tempfile::TempDir,
+    _pki: TestPki,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl TlsTestServer {
-    /// Serves `router` over TLS on 127.0.0.1 with an ephemeral port.
-    pub async fn start(router: axum::Router) -> Self {
+/// A throwaway certificate authority made with the real `openssl` command, for TLS tests: a
+/// CA, and certificates it issues for servers (`localhost`, `127.0.0.1`) and clients.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+    name: String,
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertUse {
+    /// A server at `localhost` / `127.0.0.1`.
+    Server,
+    /// A TLS client (mutual TLS).
+    Client,
+    /// A server certificate for another host (`elsewhere.example`), to test name checks.
+    OtherServer,
+}
+
+/// A certificate file and its key file.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// Certificate (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+impl TestPki {
+    /// A new CA named `name` (its files live until the value is dropped).
+    pub fn new(name: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let pki = Self {
+            ca: dir.path().join(format!("{name}-ca.pem")),
+            dir,
+            name: name.to_owned(),
         };
-        let ec = [
+        let key = format!("{name}-ca.key");
+        let ca = format!("{name}-ca.pem");
+        let subject = format!("/CN=postflight test CA {name}");
+        pki.openssl(&[
+            "req",
+            "-x509",
             "-newkey",
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
             "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=postflight test CA",
-                    "-addext",
-                    "basicConstraints=critical,CA:TRUE",
-                    "-addext",
-                    "keyUsage=critical,keyCertSign,cRLSign",
-                ],
-            ]
-            .concat(),
+            "-keyout",
+            &key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            &subject,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        pki
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.csr",
-                    "-subj",
-                    "/CN=localhost",
-                ],
-            ]
-            .concat(),
-        );
-        std::fs::write(
-            d.join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(&[
+    }
+
+    /// Issues a certificate valid for `days` days (0: it expires within a second, for tests
+    /// of expired certificates).
+    pub fn issue(&self, name: &str, usage: CertUse, days: u32) -> Issued {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let cert = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        let extensions = match usage {
+            CertUse::Server => {
+                "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+            }
+            CertUse::Client => "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+            CertUse::OtherServer => {
+                "subjectAltName=DNS:elsewhere.example\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+            }
+        };
+        std::fs::write(self.dir.path().join(&ext), extensions).unwrap();
+        let ca = format!("{}-ca.pem", self.name);
+        let ca_key = format!("{}-ca.key", self.name);
+        let days = days.to_string();
+        self.openssl(&[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
-            "ca.pem",
+            &ca,
             "-CAkey",
-            "ca.key",
+            &ca_key,
             "-CAcreateserial",
             "-out",
-            "server.pem",
+            &cert,
             "-days",
-            "2",
+            &days,
             "-extfile",
-            "server.ext",
+            &ext,
         ]);
+        Issued {
+            cert: self.dir.path().join(cert),
+            key: self.dir.path().join(key),
+        }
+    }
+}
+
+impl TlsTestServer {
+    /// Serves `router` over TLS on 127.0.0.1 with an ephemeral port.
+    pub async fn start(router: axum::Router) -> Self {
+        let pki = TestPki::new("https");
+        let server = pki.issue("server", CertUse::Server, 2);
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(d.join("server.pem"))
-                .unwrap()
-                .map(|c| c.unwrap())
-                .collect();
-        let key = PrivateKeyDer::from_pem_file(d.join("server.key")).unwrap();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&server.cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&server.key).unwrap();
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -166,8 +224,8 @@ impl TlsTestServer {
         });
         Self {
             addr,
-            ca_file: d.join("ca.pem"),
-            _dir: dir,
+            ca_file: pki.ca.clone(),
+            _pki: pki,
             task,
         }
     }
@@ -262,6 +320,26 @@ impl ScratchDb {
         Self { url, name }
     }
 
+    /// A role of its own with `password`, owning the scratch database; its URL. For tests
+    /// that look for the password where it must not be (the shared role's password is the
+    /// word "postflight", which appears everywhere).
+    pub async fn own_role(&self, password: &str) -> String {
+        let role = format!("{}_owner", self.name);
+        let mut conn = PgConnection::connect(&postgres_admin_url()).await.unwrap();
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"),
+            format!("ALTER DATABASE {} OWNER TO {role}", self.name),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let (scheme, rest) = self.url.split_once("://").unwrap();
+        let host_and_db = rest.split_once('@').unwrap().1;
+        format!("{scheme}://{role}:{password}@{host_and_db}")
+    }
+
     /// Runs SQL statements in the scratch database.
     pub async fn execute(&self, sql: &str) {
         let mut conn = PgConnection::connect(&self.url).await.unwrap();
@@ -289,6 +367,11 @@ impl Drop for ScratchDb {
                 if let Ok(mut conn) = PgConnection::connect(&admin).await {
                     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP ROLE IF EXISTS {name}_owner"
                     )))
                     .execute(&mut conn)
                     .await;
@@ -343,6 +426,7 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn postflight() -> Command {
     let mut cmd = Command::new(bin("postflight"));
     cmd.env_remove("POSTFLIGHT_COORDINATOR")
+        .env_remove("POSTFLIGHT_TOKEN")
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG");
     cmd
@@ -452,6 +536,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Takes ownership of a started process.
+    pub fn from_child(child: std::process::Child, label: &str) -> Self {
+        Self {
+            child,
+            label: label.to_owned(),
+        }
+    }
+
     /// Kills the process now (like a crash: no cleanup).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -557,8 +649,18 @@ pub fn spawn_probe(
 
 /// Polls `postflight probes --output json` until `expected` probes are connected.
 pub fn wait_for_probes(coordinator: &str, expected: usize) {
+    wait_for_probes_with(coordinator, expected, &[]);
+}
+
+/// [`wait_for_probes`] with extra CLI arguments (credentials, TLS files).
+pub fn wait_for_probes_with(coordinator: &str, expected: usize, extra: &[&str]) {
     for _ in 0..200 {
-        let out = run_postflight(&["probes", "--coordinator", coordinator, "-o", "json"], &[]);
+        let args = [
+            &["probes", "--coordinator", coordinator, "-o", "json"][..],
+            extra,
+        ]
+        .concat();
+        let out = run_postflight(&args, &[]);
         if out.code == 0 {
             let connected = out.json()["probes"]
                 .as_array()

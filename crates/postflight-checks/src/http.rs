@@ -241,28 +241,7 @@ fn lower_first(text: &str) -> String {
 
 /// rustls errors in words an operator acts on.
 pub(crate) fn explain_tls(root: &str) -> Option<String> {
-    let why = if root.contains("invalid peer certificate") {
-        if root.contains("UnknownIssuer") || root.contains("CaUsedAsEndEntity") {
-            "the server's certificate is not signed by a trusted authority (self-signed?)"
-        } else if root.contains("Expired") {
-            "the server's certificate has expired"
-        } else if root.contains("NotValidYet") {
-            "the server's certificate is not valid yet"
-        } else if root.contains("NotValidForName") {
-            "the server's certificate is not valid for this host name"
-        } else if root.contains("Revoked") {
-            "the server's certificate was revoked"
-        } else {
-            "the server's certificate was rejected"
-        }
-    } else if root.contains("corrupt message") || root.contains("InvalidContentType") {
-        "the server did not answer with TLS (plain HTTP behind an https:// URL?)"
-    } else if root.contains("handshake") && root.contains("alert") {
-        "the server refused the TLS handshake"
-    } else {
-        return None;
-    };
-    Some(format!("TLS error: {why} ({root})"))
+    postflight_ops::tls::explain(root, "the server")
 }
 
 #[cfg(test)]
@@ -270,22 +249,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tls_errors_in_words() {
-        assert_eq!(
-            explain_tls("invalid peer certificate: UnknownIssuer").unwrap(),
-            "TLS error: the server's certificate is not signed by a trusted authority (self-signed?) (invalid peer certificate: UnknownIssuer)"
-        );
-        assert!(
-            explain_tls("invalid peer certificate: Expired")
-                .unwrap()
-                .contains("has expired")
-        );
-        assert!(
-            explain_tls("received corrupt message of type InvalidContentType")
-                .unwrap()
-                .contains("did not answer with TLS")
-        );
-        assert_eq!(explain_tls("connection refused"), None);
+    fn lower_first_keeps_the_rest() {
         assert_eq!(lower_first("Connection refused"), "connection refused");
     }
 }

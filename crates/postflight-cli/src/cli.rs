@@ -26,9 +26,44 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// How to reach a coordinator that requires credentials or TLS.
+    #[command(flatten)]
+    pub access: AccessArgs,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Credentials and TLS for talking to a coordinator (all commands that connect).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Coordinator access")]
+pub struct AccessArgs {
+    /// Operator token the coordinator requires (sent as `authorization: Bearer …`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "POSTFLIGHT_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Read the operator token from this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// CA (PEM) that signed an https:// coordinator's certificate [default: the system's roots].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a coordinator that requires mutual TLS; needs --tls-key.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The subcommands.

@@ -24,6 +24,26 @@ const EXIT_NO_RUN: u8 = 5;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let token = match postflight_ops::secret::resolve(
+        cli.access.token.as_deref(),
+        cli.access.token_file.as_deref(),
+        "--token",
+        "--token-file",
+    ) {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_PLAN_ERROR);
+        }
+    };
+    remote::set_credentials(
+        postflight_ops::tls::ClientTls {
+            ca: cli.access.tls_ca.clone(),
+            cert: cli.access.tls_cert.clone(),
+            key: cli.access.tls_key.clone(),
+        },
+        token,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,7 +81,6 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
     // TLS failures are reported in the failing check's message; the verifier's own log line
     // would only repeat it on stderr.
     let default = match verbose {
@@ -69,13 +88,7 @@ fn init_logging(verbose: u8) {
         1 => "info,rustls_platform_verifier=off",
         _ => "debug",
     };
-    let filter =
-        EnvFilter::try_from_env("POSTFLIGHT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    postflight_ops::logging::init(postflight_ops::logging::LogFormat::Text, default);
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -1,15 +1,20 @@
 //! Talking to a coordinator: submit and follow runs, list probes and runs, read reports.
 
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use postflight_ops::channel::{Bearer, Connector};
+use postflight_ops::secret::Secret;
+use postflight_ops::tls::ClientTls;
 use postflight_plan::canonical::canonical_yaml;
 use postflight_plan::{Plan, Report};
 use postflight_proto::v1::run_event::Kind;
 use postflight_proto::v1::validation_service_client::ValidationServiceClient;
 use postflight_proto::v1::{self, RunEvent};
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::cli::{Output, RemoteArgs, RunArgs, RunIdArgs, RunsArgs};
@@ -73,9 +78,12 @@ pub fn from_status(url: &str, status: &Status) -> Failure {
             format!("the coordinator rejected the request: {message}"),
         ),
         Code::NotFound => Failure::new(EXIT_USAGE, message),
-        Code::Unavailable => Failure::new(
+        _ if postflight_ops::channel::is_transport_failure(status) => Failure::new(
             EXIT_NO_RUN,
-            format!("cannot reach the coordinator at {url}: {message}"),
+            format!(
+                "cannot reach the coordinator at {url}: {}",
+                connector(url).explain_status(status)
+            ),
         ),
         Code::Unauthenticated => Failure::new(
             EXIT_NO_RUN,
@@ -91,25 +99,43 @@ pub fn from_status(url: &str, status: &Status) -> Failure {
     }
 }
 
+/// How this process presents itself to coordinators (`--token`, `--tls-*`), set once by
+/// `main` from the global flags; every command that connects uses it.
+static CREDENTIALS: OnceLock<(ClientTls, Option<Secret>)> = OnceLock::new();
+
+/// Records the global connection flags.
+pub fn set_credentials(tls: ClientTls, token: Option<Secret>) {
+    let _ = CREDENTIALS.set((tls, token));
+}
+
+fn connector(url: &str) -> Connector {
+    let (tls, token) = CREDENTIALS.get().cloned().unwrap_or_default();
+    Connector {
+        url: url.to_owned(),
+        tls,
+        token,
+    }
+}
+
+/// The client every command uses: a channel plus the token interceptor.
+pub type Client = ValidationServiceClient<InterceptedService<Channel, Bearer>>;
+
 /// A connected client, or a failure that explains why not (exit code 5).
-pub async fn client(url: &str) -> Result<ValidationServiceClient<Channel>, Failure> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| Failure::new(EXIT_USAGE, format!("invalid coordinator URL {url}: {e}")))?
-        .connect_timeout(Duration::from_secs(5));
+pub async fn client(url: &str) -> Result<Client, Failure> {
+    let connector = connector(url);
+    let usage = |e: postflight_ops::OpsError| Failure::new(EXIT_USAGE, e.to_string());
+    let endpoint = connector.endpoint().map_err(usage)?;
+    let bearer = connector.bearer().map_err(usage)?;
     let channel = endpoint.connect().await.map_err(|e| {
-        let mut reason = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            reason = cause.to_string();
-            source = cause.source();
-        }
-        let reason = reason.replace(" (os error 111)", "").to_lowercase();
         Failure::new(
             EXIT_NO_RUN,
-            format!("cannot reach the coordinator at {url}: {reason}"),
+            format!(
+                "cannot reach the coordinator at {url}: {}",
+                connector.explain(&e)
+            ),
         )
     })?;
-    Ok(ValidationServiceClient::new(channel)
+    Ok(ValidationServiceClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024))
 }
@@ -155,11 +181,7 @@ pub async fn submit_and_follow(
 
 /// Follows a run until its report, printing progress on stderr; survives a coordinator
 /// restart by watching again.
-async fn follow(
-    url: &str,
-    client: &mut ValidationServiceClient<Channel>,
-    run_id: &str,
-) -> Result<Report, Failure> {
+async fn follow(url: &str, client: &mut Client, run_id: &str) -> Result<Report, Failure> {
     let mut attempts = 0;
     let mut seen = std::collections::HashSet::new();
     loop {
@@ -198,7 +220,7 @@ async fn follow(
 
 /// One watch stream: `Some(report)` when it ended with the report.
 async fn watch_once(
-    client: &mut ValidationServiceClient<Channel>,
+    client: &mut Client,
     run_id: &str,
     seen: &mut std::collections::HashSet<(String, String, u32)>,
 ) -> Result<Option<Report>, Status> {

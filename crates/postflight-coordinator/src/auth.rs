@@ -1,29 +1,97 @@
-//! Token checks.
+//! Bearer tokens: probes present the probe token on `ProbeService.Connect`, operators the
+//! operator token on every `ValidationService` call. Health and reflection stay open, so
+//! load balancers and grpcurl's `list` work without credentials.
 
-use ring::digest::{SHA256, digest};
+use postflight_ops::secret::Secret;
+use tonic::metadata::MetadataMap;
 
-/// Whether two secrets are equal, in time that depends on neither their content nor their
-/// length: both are hashed first, then every byte of the digests is compared.
-pub fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
-    let a = digest(&SHA256, presented);
-    let b = digest(&SHA256, expected);
-    let diff = a
-        .as_ref()
-        .iter()
-        .zip(b.as_ref())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    diff == 0
+use crate::error::CoordinatorError;
+
+/// Who a token is for; decides what a refusal tells the caller to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// `postflight-probe`.
+    Probe,
+    /// The CLI, grpcurl, scripts.
+    Operator,
+}
+
+/// Accepts the call when no token is configured or when `authorization: Bearer T` carries it.
+/// The refusal never echoes what was presented.
+pub fn authenticate(
+    expected: Option<&Secret>,
+    metadata: &MetadataMap,
+    audience: Audience,
+) -> Result<(), CoordinatorError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let header = metadata
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or_default());
+    let presented = header
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if expected.matches(presented.as_bytes()) {
+        return Ok(());
+    }
+    let message = match (audience, header.is_none()) {
+        (Audience::Probe, true) => {
+            "this coordinator requires a probe token: start the probe with --token, --token-file or POSTFLIGHT_TOKEN"
+        }
+        (Audience::Probe, false) => "wrong probe token",
+        (Audience::Operator, true) => {
+            "this coordinator requires an operator token: pass --token, --token-file or POSTFLIGHT_TOKEN (grpcurl: -H 'authorization: Bearer TOKEN')"
+        }
+        (Audience::Operator, false) => "wrong operator token",
+    };
+    Err(CoordinatorError::Unauthenticated(message.to_owned()))
+}
+
+/// The interceptor in front of `ValidationService`.
+#[derive(Debug, Clone)]
+pub struct OperatorAuth(pub Option<Secret>);
+
+impl tonic::service::Interceptor for OperatorAuth {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        authenticate(self.0.as_ref(), request.metadata(), Audience::Operator)?;
+        Ok(request)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn with(header: Option<&str>) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        if let Some(h) = header {
+            m.insert("authorization", h.parse().unwrap());
+        }
+        m
+    }
+
     #[test]
-    fn compares_whole_secrets() {
-        assert!(same_secret(b"s3cret-token", b"s3cret-token"));
-        assert!(!same_secret(b"s3cret-toke", b"s3cret-token"));
-        assert!(!same_secret(b"", b"s3cret-token"));
-        assert!(!same_secret(b"S3cret-token", b"s3cret-token"));
+    fn no_token_configured_lets_everyone_in() {
+        assert!(authenticate(None, &with(None), Audience::Operator).is_ok());
+    }
+
+    #[test]
+    fn only_the_exact_bearer_token_passes() {
+        let secret = Secret::new("t0ken");
+        let ok = authenticate(Some(&secret), &with(Some("Bearer t0ken")), Audience::Probe);
+        assert!(ok.is_ok());
+        for bad in [Some("Bearer t0ke"), Some("t0ken"), Some("Bearer T0KEN")] {
+            let e = authenticate(Some(&secret), &with(bad), Audience::Operator).unwrap_err();
+            assert_eq!(e.to_string(), "wrong operator token", "{bad:?}");
+            assert!(!e.to_string().contains("t0ken"));
+        }
+        let e = authenticate(Some(&secret), &with(None), Audience::Probe).unwrap_err();
+        assert!(e.to_string().contains("requires a probe token"), "{e}");
+        let status = tonic::Status::from(
+            authenticate(Some(&secret), &with(None), Audience::Operator).unwrap_err(),
+        );
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(!status.message().contains("t0ken"));
     }
 }

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod http;
+pub mod metrics;
 pub mod seal;
 pub mod storage;
 

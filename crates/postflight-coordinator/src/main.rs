@@ -1,6 +1,5 @@
 //! `postflight-coordinator`: serves the probes and the operators.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +8,10 @@ use anyhow::Context;
 use clap::Parser;
 use postflight_coordinator::seal::Sealer;
 use postflight_coordinator::storage::AnyStore;
-use postflight_coordinator::{Config, Coordinator, grpc};
+use postflight_coordinator::{Config, Coordinator, grpc, http};
+use postflight_ops::logging::{self, LogFormat};
+use postflight_ops::secret;
+use postflight_ops::tls::ServerTls;
 
 /// Dispatches validation plans to regional probes, merges their results into one verdict and
 /// keeps the history.
@@ -42,11 +44,47 @@ struct Args {
     )]
     probe_token: Option<String>,
 
+    /// Read the probe token from this file (e.g. a mounted Kubernetes Secret).
+    #[arg(long, value_name = "FILE")]
+    probe_token_file: Option<PathBuf>,
+
+    /// Every ValidationService call (CLI, grpcurl) must present this token; health and
+    /// reflection stay open.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "POSTFLIGHT_OPERATOR_TOKEN",
+        hide_env_values = true
+    )]
+    operator_token: Option<String>,
+
+    /// Read the operator token from this file.
+    #[arg(long, value_name = "FILE")]
+    operator_token_file: Option<PathBuf>,
+
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM): mutual TLS for probes and
+    /// operators.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+
     /// File with the key that seals stored plans (created on first start). Coordinators that
     /// share a PostgreSQL must share this file. [default: next to the SQLite file, else
     /// ./postflight-data.key]
     #[arg(long, value_name = "FILE")]
     data_key_file: Option<PathBuf>,
+
+    /// Also serve HTTP here: Prometheus /metrics, /healthz, /readyz and the status page at /
+    /// (e.g. 127.0.0.1:7701; plain HTTP, for a cluster-internal port).
+    #[arg(long, value_name = "ADDR", env = "POSTFLIGHT_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
 
     /// Timeout of runs that do not set their own.
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = duration)]
@@ -64,6 +102,10 @@ struct Args {
     /// Log verbosity: -v info (default), -vv debug; or POSTFLIGHT_LOG.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// Log lines as text or as JSON objects (one per line, with run_id, probe, check fields).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -95,13 +137,27 @@ async fn main() -> anyhow::Result<()> {
         0 | 1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTFLIGHT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    logging::init(args.log_format, level);
+    let access = grpc::Access {
+        probe_token: secret::resolve(
+            args.probe_token.as_deref(),
+            args.probe_token_file.as_deref(),
+            "--probe-token",
+            "--probe-token-file",
+        )?,
+        operator_token: secret::resolve(
+            args.operator_token.as_deref(),
+            args.operator_token_file.as_deref(),
+            "--operator-token",
+            "--operator-token-file",
+        )?,
+        tls: ServerTls {
+            cert: args.tls_cert.clone(),
+            key: args.tls_key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        }
+        .config()?,
+    };
     let shown_db = postflight_plan::secrets::redact_url(&args.database);
     let store = AnyStore::open(&args.database)
         .await
@@ -130,12 +186,49 @@ async fn main() -> anyhow::Result<()> {
     let coordinator = Coordinator::start(store, sealer, config)
         .await
         .context("cannot resume the stored runs")?;
-    // The one line on stdout: scripts (and tests) read the address from it.
-    println!("postflight-coordinator listening on {addr}");
-    tracing::info!(%addr, database = %shown_db, probe_token = args.probe_token.is_some(), "coordinator started");
+    let http = match args.http_listen {
+        Some(http_addr) => {
+            let listener = tokio::net::TcpListener::bind(http_addr)
+                .await
+                .with_context(|| format!("cannot listen on {http_addr} (--http-listen)"))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    // The one line on stdout: scripts (and tests) read the address from it. Whoever reads it
+    // may close the pipe afterwards, so nothing else is printed there and a write error is
+    // not fatal.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "postflight-coordinator listening on {addr}");
+        let _ = out.flush();
+    }
+    if let Some(listener) = http {
+        let http_addr = listener.local_addr()?;
+        tracing::info!(%http_addr, "metrics, health and status page served over HTTP");
+        let served = coordinator.clone();
+        tokio::spawn(async move {
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            if let Err(e) = http::serve(served, listener, stop).await {
+                tracing::error!(error = %e, "the HTTP server stopped");
+            }
+        });
+    }
+    tracing::info!(
+        %addr,
+        database = %shown_db,
+        tls = access.tls.is_some(),
+        mutual_tls = args.tls_client_ca.is_some(),
+        probe_token = access.probe_token.is_some(),
+        operator_token = access.operator_token.is_some(),
+        "coordinator started"
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     };
-    grpc::serve(coordinator, listener, args.probe_token, shutdown).await
+    grpc::serve(coordinator, listener, access, shutdown).await
 }

@@ -7,6 +7,7 @@
 //! and replays them after a reconnect (every result has a probe-made id, so a replay is stored
 //! once), and keeps executing its assignments while disconnected. No storage engine inside.
 
+pub mod metrics;
 mod outbox;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,15 +16,20 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use postflight_checks::{Executor, RunOptions, run_plan};
+use postflight_ops::channel::Connector;
+use postflight_ops::secret::Secret;
+use postflight_ops::tls::ClientTls;
 use postflight_plan::parse_plan;
 use postflight_plan::vars::{Expander, Lookup};
 use postflight_proto::v1::probe_service_client::ProbeServiceClient;
 use postflight_proto::v1::{self, coordinator_message, probe_message};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use outbox::Outbox;
+
+pub use metrics::ProbeMetrics;
 
 /// How a probe runs.
 #[derive(Clone)]
@@ -37,7 +43,9 @@ pub struct ProbeConfig {
     /// Free labels shown by `postflight probes`.
     pub labels: BTreeMap<String, String>,
     /// Sent as `authorization: Bearer …` when set.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
+    /// TLS files for an `https://` coordinator.
+    pub tls: ClientTls,
     /// Where `${probe:VAR}` values come from (the process environment for the binary).
     pub vars: Arc<dyn Lookup>,
     /// Unacknowledged results kept for replay; the oldest are dropped beyond it.
@@ -48,6 +56,8 @@ pub struct ProbeConfig {
     pub backoff_max: Duration,
     /// Results are sent in batches at most this often.
     pub flush_interval: Duration,
+    /// Where it counts what it does (served by the binary's `--http-listen`).
+    pub metrics: Arc<ProbeMetrics>,
 }
 
 impl std::fmt::Debug for ProbeConfig {
@@ -57,7 +67,8 @@ impl std::fmt::Debug for ProbeConfig {
             .field("name", &self.name)
             .field("region", &self.region)
             .field("labels", &self.labels)
-            .field("token", &self.token.as_ref().map(|_| "****"))
+            .field("token", &self.token)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -76,11 +87,13 @@ impl ProbeConfig {
             region: region.to_owned(),
             labels: BTreeMap::new(),
             token: None,
+            tls: ClientTls::default(),
             vars,
             buffer_limit: 10_000,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             flush_interval: Duration::from_millis(20),
+            metrics: Arc::new(ProbeMetrics::new()),
         }
     }
 }
@@ -195,53 +208,42 @@ fn lost(welcomed: bool, reason: impl ToString) -> SessionError {
     }
 }
 
-/// `host:port` is taken as `http://host:port`.
-fn coordinator_uri(text: &str) -> String {
-    if text.contains("://") {
-        text.to_owned()
-    } else {
-        format!("http://{text}")
+fn connector(config: &ProbeConfig) -> Connector {
+    Connector {
+        url: config.coordinator.clone(),
+        tls: config.tls.clone(),
+        token: config.token.clone(),
     }
 }
 
-async fn connect_channel(config: &ProbeConfig) -> Result<Channel, String> {
-    Endpoint::from_shared(coordinator_uri(&config.coordinator))
-        .map_err(|e| format!("invalid coordinator URL {}: {e}", config.coordinator))?
-        .connect_timeout(Duration::from_secs(5))
+async fn connect_channel(connector: &Connector) -> Result<Channel, SessionError> {
+    let endpoint = connector
+        .endpoint()
+        .map_err(|e| SessionError::Refused(e.to_string()))?
         .tcp_keepalive(Some(Duration::from_secs(30)))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
-        .map_err(|e| {
+        .keep_alive_while_idle(true);
+    endpoint.connect().await.map_err(|e| {
+        lost(
+            false,
             format!(
                 "cannot connect to {}: {}",
-                config.coordinator,
-                error_chain(&e)
-            )
-        })
-}
-
-/// An error with its causes, which tonic hides behind "transport error".
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
+                connector.url,
+                connector.explain(&e)
+            ),
+        )
+    })
 }
 
 /// One connection: hello, welcome, then results out and assignments in until it breaks.
 async fn session(shared: &Arc<Shared>) -> Result<(), SessionError> {
     let config = &shared.config;
-    let channel = connect_channel(config).await.map_err(|e| lost(false, e))?;
+    let connector = connector(config);
+    let bearer = connector
+        .bearer()
+        .map_err(|e| SessionError::Refused(e.to_string()))?;
+    let channel = connect_channel(&connector).await?;
     let mut client = ProbeServiceClient::new(channel)
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
@@ -258,14 +260,7 @@ async fn session(shared: &Arc<Shared>) -> Result<(), SessionError> {
     };
     tx.send(hello).await.map_err(|e| lost(false, e))?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if let Some(token) = &config.token {
-        let value = format!("Bearer {token}").parse().map_err(|_| {
-            SessionError::Refused(
-                "the token contains characters not allowed in a header".to_owned(),
-            )
-        })?;
-        request.metadata_mut().insert("authorization", value);
-    }
+    bearer.apply(&mut request);
     let mut inbound = match client.connect(request).await {
         Ok(response) => response.into_inner(),
         Err(status) if status.code() == tonic::Code::Unauthenticated => {
@@ -275,10 +270,7 @@ async fn session(shared: &Arc<Shared>) -> Result<(), SessionError> {
             return Err(SessionError::Refused(status.message().to_owned()));
         }
         Err(status) => {
-            return Err(lost(
-                false,
-                format!("{}: {}", status.code(), status.message()),
-            ));
+            return Err(lost(false, connector.explain_status(&status)));
         }
     };
     let welcome = match inbound.message().await {
@@ -290,10 +282,7 @@ async fn session(shared: &Arc<Shared>) -> Result<(), SessionError> {
             return Err(SessionError::Refused(status.message().to_owned()));
         }
         Err(status) => {
-            return Err(lost(
-                false,
-                format!("{}: {}", status.code(), status.message()),
-            ));
+            return Err(lost(false, connector.explain_status(&status)));
         }
     };
     let session_id = {
@@ -309,6 +298,8 @@ async fn session(shared: &Arc<Shared>) -> Result<(), SessionError> {
         state.session
     };
     tracing::info!(coordinator = %config.coordinator, region = %config.region, "connected");
+    config.metrics.connections.inc();
+    config.metrics.connected.set(1);
     let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(500)));
     let writer = tokio::spawn(write_loop(shared.clone(), tx, session_id, heartbeat));
     let result = loop {
@@ -324,6 +315,7 @@ async fn session(shared: &Arc<Shared>) -> Result<(), SessionError> {
         }
     };
     writer.abort();
+    config.metrics.connected.set(0);
     result
 }
 
@@ -409,7 +401,14 @@ fn on_message(shared: &Arc<Shared>, message: v1::CoordinatorMessage) {
             }
         }
         Some(coordinator_message::Kind::Ack(ack)) => {
-            shared.state().outbox.acknowledge(&ack.result_ids);
+            let buffered = {
+                let mut state = shared.state();
+                state.outbox.acknowledge(&ack.result_ids);
+                state.outbox.len()
+            };
+            let metrics = &shared.config.metrics;
+            metrics.acknowledged.inc_by(ack.result_ids.len() as u64);
+            metrics.buffered.set(buffered as i64);
         }
         Some(coordinator_message::Kind::Welcome(_)) | None => {}
     }
@@ -487,8 +486,16 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
                     outcome,
                 );
                 produced += 1;
-                let dropped = shared.state().outbox.push(result);
+                let metrics = &shared.config.metrics;
+                metrics.count_check(result.status);
+                let (dropped, buffered) = {
+                    let mut state = shared.state();
+                    let dropped = state.outbox.push(result);
+                    (dropped, state.outbox.len())
+                };
+                metrics.buffered.set(buffered as i64);
                 if dropped > 0 {
+                    metrics.dropped.inc_by(dropped as u64);
                     tracing::warn!(
                         dropped,
                         "result buffer full: the oldest unacknowledged results were dropped"

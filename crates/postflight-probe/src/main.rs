@@ -1,10 +1,15 @@
 //! `postflight-probe`: runs validation plans from its region for a coordinator.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
+use postflight_ops::channel::Connector;
+use postflight_ops::logging::{self, LogFormat};
+use postflight_ops::secret;
+use postflight_ops::tls::ClientTls;
 use postflight_plan::vars::ProcessEnv;
 use postflight_probe::{ProbeConfig, run};
 
@@ -41,6 +46,28 @@ struct Args {
     )]
     token: Option<String>,
 
+    /// Read the token from this file (e.g. a mounted Kubernetes Secret).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// CA (PEM) that signed the coordinator's certificate, for an https:// coordinator with a
+    /// private CA [default: the system's trusted roots].
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a coordinator that requires mutual TLS; needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve Prometheus /metrics and /healthz over HTTP here (e.g. 127.0.0.1:7702); off by
+    /// default, since a sidecar usually needs neither.
+    #[arg(long, value_name = "ADDR", env = "POSTFLIGHT_PROBE_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+
     /// Unacknowledged results kept while the coordinator is unreachable.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     buffer: usize,
@@ -48,6 +75,10 @@ struct Args {
     /// Log verbosity: -v info (default), -vv debug; or POSTFLIGHT_LOG.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// Log lines as text or as JSON objects (one per line, with run_id, probe, check fields).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
 }
 
 fn label(text: &str) -> Result<(String, String), String> {
@@ -64,21 +95,62 @@ async fn main() -> anyhow::Result<()> {
         0 | 1 => "info,rustls_platform_verifier=off",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTFLIGHT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    logging::init(args.log_format, level);
     let name = args
         .name
         .clone()
         .unwrap_or_else(|| format!("{}-{}", postflight_checks::hostname(), args.region));
     let mut config = ProbeConfig::new(&args.coordinator, &name, &args.region, Arc::new(ProcessEnv));
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
-    config.token = args.token;
+    config.token = secret::resolve(
+        args.token.as_deref(),
+        args.token_file.as_deref(),
+        "--token",
+        "--token-file",
+    )?;
+    config.tls = ClientTls {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+    };
+    // Wrong TLS files or flags are the operator's to fix: say so now instead of retrying.
+    config.tls.config(
+        &Connector {
+            url: args.coordinator.clone(),
+            ..Connector::default()
+        }
+        .uri(),
+    )?;
     config.buffer_limit = args.buffer;
+    if let Some(addr) = args.http_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--http-listen): {e}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics and health served");
+        let metrics = config.metrics.clone();
+        let router = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = metrics.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            metrics.encode(),
+                        )
+                    }
+                }),
+            )
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the HTTP server stopped");
+            }
+        });
+    }
     tracing::info!(probe = %name, region = %args.region, coordinator = %args.coordinator, "probe starting");
     run(config, async {
         let _ = tokio::signal::ctrl_c().await;

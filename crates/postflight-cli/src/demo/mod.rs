@@ -179,7 +179,14 @@ async fn start_coordinator(dir: &Path) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move {
-        if let Err(e) = grpc::serve(coordinator, listener, None, std::future::pending()).await {
+        if let Err(e) = grpc::serve(
+            coordinator,
+            listener,
+            grpc::Access::default(),
+            std::future::pending(),
+        )
+        .await
+        {
             tracing::error!(error = %e, "demo coordinator stopped");
         }
     });

@@ -22,6 +22,7 @@ use postflight_proto::v1;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::error::{CoordinatorError, CoordinatorResult};
+use crate::metrics::{Metrics, RegionLabels, StatusLabels};
 use crate::now_ms;
 use crate::seal::Sealer;
 use crate::storage::{
@@ -76,6 +77,7 @@ struct Inner<S> {
     config: Config,
     state: Mutex<State>,
     writer: mpsc::Sender<WriteJob>,
+    metrics: Arc<Metrics>,
 }
 
 /// Result batches of one probe message, waiting to be written with other probes' batches.
@@ -123,6 +125,35 @@ struct Dispatch {
     tx: Option<ProbeSender>,
 }
 
+/// Counts stored results in the metrics: one label lookup per check and status of a group,
+/// not per result, since this runs for every result the coordinator ingests.
+fn count_results(metrics: &Metrics, plan: &Plan, region: &str, results: &[v1::CheckResult]) {
+    metrics.results_ingested.inc_by(results.len() as u64);
+    let mut counts: BTreeMap<(u32, i32), u64> = BTreeMap::new();
+    {
+        let durations = metrics.check_duration.get_or_create(&RegionLabels {
+            region: metrics.region(region),
+        });
+        for r in results {
+            *counts.entry((r.check_index, r.status)).or_default() += 1;
+            durations.observe(r.duration_ms / 1000.0);
+        }
+    }
+    for ((index, status), n) in counts {
+        let check = plan
+            .checks
+            .get(index as usize)
+            .map_or("_unknown", |c| c.name.as_str());
+        let status = match v1::CheckStatus::try_from(status) {
+            Ok(v1::CheckStatus::Pass) => "pass",
+            Ok(v1::CheckStatus::Warn) => "warn",
+            Ok(v1::CheckStatus::Fail) => "fail",
+            _ => "unspecified",
+        };
+        metrics.count_check_results(check, region, status, n);
+    }
+}
+
 fn unix_ms_string(ms: i64) -> String {
     postflight_plan::report::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
@@ -156,6 +187,7 @@ impl<S: Store> Coordinator<S> {
                 config,
                 state: Mutex::new(State::default()),
                 writer,
+                metrics: Arc::new(Metrics::new()),
             }),
         };
         tokio::spawn(coordinator.clone().write_results(jobs));
@@ -199,6 +231,35 @@ impl<S: Store> Coordinator<S> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Its Prometheus metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Sets the gauges that describe the present (connected probes by region, active runs)
+    /// just before a scrape, from the live state rather than from increments that could drift.
+    pub fn refresh_gauges(&self) {
+        let metrics = &self.inner.metrics;
+        let state = self.state();
+        let mut by_region: BTreeMap<String, i64> = BTreeMap::new();
+        // Regions whose probes all left show 0 rather than vanishing, so "region silent"
+        // alerts can see them.
+        for probe in state.probes.values() {
+            let count = by_region.entry(metrics.region(&probe.region)).or_default();
+            if probe.session.is_some() {
+                *count += 1;
+            }
+        }
+        metrics.probes_connected.clear();
+        for (region, n) in by_region {
+            metrics
+                .probes_connected
+                .get_or_create(&RegionLabels { region })
+                .set(n);
+        }
+        metrics.runs_active.set(state.runs.len() as i64);
+    }
+
     /// The tunables.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -219,6 +280,7 @@ impl<S: Store> Coordinator<S> {
         options: v1::RunOptions,
     ) -> CoordinatorResult<RunRecord> {
         let (plan, origin, regions) = self.accept_plan(plan_yaml, origin, &options)?;
+        self.inner.metrics.runs_submitted.inc();
         let timeout = if options.timeout_ms == 0 {
             self.inner.config.default_timeout
         } else {
@@ -632,6 +694,13 @@ impl<S: Store> Coordinator<S> {
         }
         run.record.status = status;
         run.record.finished_ms = Some(finished);
+        self.inner
+            .metrics
+            .runs_finished
+            .get_or_create(&StatusLabels {
+                status: status.as_str().to_owned(),
+            })
+            .inc();
         run.record.verdict = Some(report.status.as_str().to_owned());
         run.record.report_json = Some(serde_json::to_string(&report).unwrap_or_default());
         run.record.rollback_json =
@@ -791,6 +860,13 @@ impl<S: Store> Coordinator<S> {
         tx: ProbeSender,
     ) -> CoordinatorResult<u64> {
         let now = now_ms();
+        self.inner
+            .metrics
+            .probe_connections
+            .get_or_create(&RegionLabels {
+                region: self.inner.metrics.region(&hello.region),
+            })
+            .inc();
         let (session, drop, lost, run_ids) = {
             let mut guard = self.state();
             let state = &mut *guard;
@@ -1031,6 +1107,7 @@ impl<S: Store> Coordinator<S> {
                 _ => Err("the result writer stopped".to_owned()),
             };
             if let Err(e) = written {
+                self.inner.metrics.ingest_errors.inc();
                 // Not stored: forget the ids, so the probe's replay is taken.
                 let mut state = self.state();
                 for g in &groups {
@@ -1047,12 +1124,15 @@ impl<S: Store> Coordinator<S> {
             }
         }
         let mut touched: Vec<String> = Vec::new();
+        let mut plans: Vec<Option<Arc<Plan>>> = Vec::with_capacity(groups.len());
         {
             let mut state = self.state();
             for g in &groups {
                 let Some(run) = state.runs.get_mut(&g.run_id) else {
+                    plans.push(None);
                     continue;
                 };
+                plans.push(Some(run.plan.clone()));
                 // Counted per group; only each check's first result is looked at further.
                 let firsts: Vec<&v1::CheckResult> = match run.assignments.get_mut(&g.assignment_id)
                 {
@@ -1081,6 +1161,11 @@ impl<S: Store> Coordinator<S> {
                 if done && touched.last() != Some(&g.run_id) {
                     touched.push(g.run_id.clone());
                 }
+            }
+        }
+        for (g, plan) in groups.iter().zip(&plans) {
+            if let Some(plan) = plan {
+                count_results(&self.inner.metrics, plan, &g.region, &g.results);
             }
         }
         for run_id in touched {

@@ -11,6 +11,8 @@ use postflight_plan::vars::ProcessEnv;
 use postflight_plan::{Plan, Report};
 use postflight_rollback::{ClaimOutcome, Ledger, RollbackClaim};
 
+use crate::metrics::{DecisionLabels, OutcomeLabels};
+
 use super::Coordinator;
 use crate::now_ms;
 use crate::storage::Store;
@@ -70,7 +72,7 @@ impl<S: Store> Coordinator<S> {
         context: &RollbackContext,
         subject: &str,
     ) -> Option<ClaimOutcome> {
-        postflight_rollback::carry_out(
+        let claimed = postflight_rollback::carry_out(
             plan,
             decision,
             context,
@@ -78,6 +80,27 @@ impl<S: Store> Coordinator<S> {
             &StoreLedger(&self.inner.store),
             &ProcessEnv,
         )
-        .await
+        .await;
+        let metrics = &self.inner.metrics;
+        let verdict = if decision.recommended {
+            "rollback"
+        } else {
+            "no_rollback"
+        };
+        metrics
+            .rollback_decisions
+            .get_or_create(&DecisionLabels {
+                decision: verdict.to_owned(),
+            })
+            .inc();
+        if let Some(outcome) = &decision.outcome {
+            metrics
+                .rollback_actions
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.clone(),
+                })
+                .inc();
+        }
+        claimed
     }
 }

@@ -2,16 +2,21 @@
 //! v1alpha, since grpcurl 1.8 speaks v1alpha), with message size limits.
 
 mod probe_service;
+mod timing;
 mod validation_service;
 
 use std::future::Future;
 use std::time::Duration;
 
+use postflight_ops::secret::Secret;
 use postflight_proto::v1::probe_service_server::ProbeServiceServer;
 use postflight_proto::v1::validation_service_server::ValidationServiceServer;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 
+use crate::auth::OperatorAuth;
 use crate::engine::Coordinator;
 use crate::storage::Store;
 
@@ -31,11 +36,22 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
         .with_keepalive(Some(Duration::from_secs(60)))
 }
 
+/// Who may call, and over what.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// Token probes must present.
+    pub probe_token: Option<Secret>,
+    /// Token every `ValidationService` call must present.
+    pub operator_token: Option<Secret>,
+    /// TLS (and client certificates) on the gRPC port; plain text when `None`.
+    pub tls: Option<ServerTlsConfig>,
+}
+
 /// Serves every service on `listener` until `shutdown` completes.
 pub async fn serve<S: Store>(
     coordinator: Coordinator<S>,
     listener: TcpListener,
-    probe_token: Option<String>,
+    access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -53,15 +69,23 @@ pub async fn serve<S: Store>(
         .register_encoded_file_descriptor_set(postflight_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let probes = ProbeServiceServer::new(ProbeApi::new(coordinator.clone(), probe_token))
+    let coordinator_metrics = coordinator.metrics().clone();
+    let probes = ProbeServiceServer::new(ProbeApi::new(coordinator.clone(), access.probe_token))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let validation = ValidationServiceServer::new(ValidationApi::new(coordinator))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
+    let validation = InterceptedService::new(validation, OperatorAuth(access.operator_token));
+    let timing = timing::TimingLayer(coordinator_metrics);
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = access.tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(timing)
         .add_service(probes)
         .add_service(validation)
         .add_service(health_service)

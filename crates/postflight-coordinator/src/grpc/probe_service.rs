@@ -11,6 +11,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use postflight_ops::secret::Secret;
+
+use crate::auth::{self, Audience};
 use crate::engine::Coordinator;
 use crate::engine::state::ProbeSender;
 use crate::error::CoordinatorError;
@@ -22,36 +25,17 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The probe-facing service.
 pub struct ProbeApi<S: Store> {
     coordinator: Coordinator<S>,
-    token: Option<String>,
+    token: Option<Secret>,
 }
 
 impl<S: Store> ProbeApi<S> {
     /// Requires `token` from probes when set.
-    pub fn new(coordinator: Coordinator<S>, token: Option<String>) -> Self {
+    pub fn new(coordinator: Coordinator<S>, token: Option<Secret>) -> Self {
         Self { coordinator, token }
     }
 
     fn authenticate<T>(&self, request: &Request<T>) -> Result<(), CoordinatorError> {
-        let Some(expected) = &self.token else {
-            return Ok(());
-        };
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if crate::auth::same_secret(presented.as_bytes(), expected.as_bytes()) {
-            Ok(())
-        } else if presented.is_empty() {
-            Err(CoordinatorError::Unauthenticated(
-                "this coordinator requires a probe token: start the probe with --token or POSTFLIGHT_TOKEN".to_owned(),
-            ))
-        } else {
-            Err(CoordinatorError::Unauthenticated(
-                "wrong probe token".to_owned(),
-            ))
-        }
+        auth::authenticate(self.token.as_ref(), request.metadata(), Audience::Probe)
     }
 }
 
