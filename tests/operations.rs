@@ -342,3 +342,83 @@ fn the_status_page_renders_in_headless_chromium() {
     let (code, missing) = http_get(&scene.http, "/runs/no-such-run");
     assert_eq!(code, 404, "{missing}");
 }
+
+/// With `--log-format json`, coordinator and probe write one JSON object per line with the
+/// run id as a field, so one run can be followed across both (`jq 'select(.run_id == …)'`).
+#[test]
+fn json_logs_follow_a_run_across_coordinator_and_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = DemoBackend::spawn("healthy");
+    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
+    let coordinator_log = dir.path().join("coordinator.log");
+    let probe_log = dir.path().join("probe.log");
+    let (_coordinator, url) =
+        spawn_coordinator(0, &db, &["--log-format", "json"], &coordinator_log);
+    let _probe = spawn_probe(
+        &url,
+        "us-east",
+        "json-probe",
+        &[("AGENT_URL", backend.url.as_str())],
+        &["--log-format", "json"],
+        &probe_log,
+    );
+    wait_for_probes(&url, 1);
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        "name: json-logs\ntarget: {base_url: \"${probe:AGENT_URL}\"}\nchecks:\n  - name: agent-responds\n    http: {method: POST, url: /api/agent/chat, json: {message: hi}}\npolicy: {regions: [us-east]}\n",
+    )
+    .unwrap();
+    let out = run_postflight(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let run_id = out.json()["run_id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    let lines_about_the_run = |path: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
+            .filter(|v| v["run_id"] == run_id.as_str())
+            .collect()
+    };
+    let coordinator = lines_about_the_run(&coordinator_log);
+    let probe = lines_about_the_run(&probe_log);
+    assert!(
+        coordinator.iter().any(|l| l["message"] == "run submitted"),
+        "{coordinator:?}"
+    );
+    assert!(
+        coordinator
+            .iter()
+            .any(|l| l["message"] == "assigned" && l["probe"] == "json-probe"),
+        "{coordinator:?}"
+    );
+    assert!(
+        probe
+            .iter()
+            .any(|l| l["message"] == "executing" && l["probe"] == "json-probe"),
+        "{probe:?}"
+    );
+    assert!(
+        probe.iter().any(|l| l["message"] == "assignment done"),
+        "{probe:?}"
+    );
+    assert!(
+        probe
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+}

@@ -444,7 +444,7 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
             return;
         }
     };
-    tracing::info!(assignment = %id, run_id = %assignment.run_id, plan = %plan.name, "executing");
+    tracing::info!(run_id = %assignment.run_id, assignment = %id, probe = %shared.config.name, plan = %plan.name, "executing");
     // Held before the task starts, so that even an instant run finds its entry to finish.
     shared.state().held.insert(
         id.clone(),
@@ -486,6 +486,14 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
                     outcome,
                 );
                 produced += 1;
+                tracing::debug!(
+                    run_id = %run_id,
+                    assignment = %assignment_id,
+                    check = %plan.checks[index].name,
+                    status = outcome.status.as_str(),
+                    result_id = %result.result_id,
+                    "check done"
+                );
                 let metrics = &shared.config.metrics;
                 metrics.count_check(result.status);
                 let (dropped, buffered) = {
@@ -510,7 +518,7 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
             held.task = None;
         }
         shared.wake.notify_one();
-        tracing::info!(assignment = %assignment_id, results = produced, "assignment done");
+        tracing::info!(run_id = %run_id, assignment = %assignment_id, results = produced, "assignment done");
     });
     if let Some(held) = shared.state().held.get_mut(&id)
         && held.finished.is_none()

@@ -1,0 +1,221 @@
+//! The deployment files in `deploy/`: every Kubernetes manifest parses into the typed
+//! Kubernetes objects (k8s-openapi) without a field the type does not know, and every flag the
+//! manifests, systemd units and Dockerfile pass to a postflight binary is one that binary
+//! accepts (its real `--help`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
+use postflight_e2e::bin;
+use serde_json::Value;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+fn manifests() -> Vec<(PathBuf, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy().join("kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let parsed: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for doc in parsed.into_iter().filter(|d| !d.is_null()) {
+            docs.push((file.clone(), doc));
+        }
+    }
+    docs
+}
+
+/// Every key of `written` exists in `typed` (the same object after a round trip through its
+/// Rust type): a misspelt or misplaced field would be dropped by the type and found here.
+fn assert_known_fields(written: &Value, typed: &Value, path: &str, file: &Path) {
+    match (written, typed) {
+        (Value::Object(w), Value::Object(t)) => {
+            for (key, value) in w {
+                let Some(inner) = t.get(key) else {
+                    panic!("{}: unknown field {path}.{key}", file.display());
+                };
+                assert_known_fields(value, inner, &format!("{path}.{key}"), file);
+            }
+        }
+        (Value::Array(w), Value::Array(t)) => {
+            assert_eq!(w.len(), t.len(), "{}: {path}", file.display());
+            for (i, (a, b)) in w.iter().zip(t).enumerate() {
+                assert_known_fields(a, b, &format!("{path}[{i}]"), file);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value, file: &Path) {
+    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| {
+        panic!(
+            "{}: {} {}: {e}",
+            file.display(),
+            doc["kind"],
+            doc["metadata"]["name"]
+        )
+    });
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_known_fields(doc, &back, "", file);
+}
+
+#[test]
+fn every_manifest_parses_into_typed_kubernetes_objects() {
+    let mut kinds = BTreeSet::new();
+    for (file, doc) in manifests() {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "Namespace" => round_trip::<Namespace>(&doc, &file),
+            "ServiceAccount" => round_trip::<ServiceAccount>(&doc, &file),
+            "PersistentVolumeClaim" => round_trip::<PersistentVolumeClaim>(&doc, &file),
+            "Secret" => round_trip::<Secret>(&doc, &file),
+            "Service" => round_trip::<Service>(&doc, &file),
+            "Deployment" => round_trip::<Deployment>(&doc, &file),
+            "DaemonSet" => round_trip::<DaemonSet>(&doc, &file),
+            "Role" => round_trip::<Role>(&doc, &file),
+            "ClusterRole" => round_trip::<ClusterRole>(&doc, &file),
+            "RoleBinding" => round_trip::<RoleBinding>(&doc, &file),
+            other => panic!("{}: no typed check for kind {other:?}", file.display()),
+        }
+        kinds.insert(kind);
+    }
+    for needed in [
+        "Deployment",
+        "Service",
+        "Role",
+        "RoleBinding",
+        "PersistentVolumeClaim",
+    ] {
+        assert!(
+            kinds.contains(needed),
+            "no {needed} in deploy/kubernetes: {kinds:?}"
+        );
+    }
+}
+
+/// The Role grants what the `kubernetes` rollback action calls (get and patch the Deployment,
+/// list ReplicaSets) and nothing more.
+#[test]
+fn the_rollback_role_grants_exactly_what_the_action_needs() {
+    let role = manifests()
+        .into_iter()
+        .find(|(_, d)| d["kind"] == "Role")
+        .map(|(_, d)| serde_json::from_value::<Role>(d).unwrap())
+        .unwrap();
+    let mut granted: Vec<(String, String)> = Vec::new();
+    for rule in role.rules.unwrap() {
+        assert_eq!(rule.api_groups.as_deref(), Some(&["apps".to_owned()][..]));
+        for resource in rule.resources.unwrap() {
+            for verb in &rule.verbs {
+                granted.push((resource.clone(), verb.clone()));
+            }
+        }
+    }
+    granted.sort();
+    let expected: Vec<(String, String)> = [
+        ("deployments", "get"),
+        ("deployments", "patch"),
+        ("replicasets", "list"),
+    ]
+    .iter()
+    .map(|(r, v)| ((*r).to_owned(), (*v).to_owned()))
+    .collect();
+    assert_eq!(granted, expected);
+}
+
+/// `--flag` words following a postflight binary's name, from container args, ExecStart lines
+/// and the Dockerfile's CMD.
+fn flags_used() -> Vec<(String, String, String)> {
+    let mut used = Vec::new();
+    let mut note = |file: &Path, binary: &str, words: &[String]| {
+        for w in words {
+            if let Some(flag) = w.strip_prefix("--") {
+                let flag = flag.split('=').next().unwrap_or_default();
+                used.push((
+                    file.display().to_string(),
+                    binary.to_owned(),
+                    format!("--{flag}"),
+                ));
+            }
+        }
+    };
+    for (file, doc) in manifests() {
+        let containers = doc["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for c in containers {
+            let args: Vec<String> = c["args"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(binary) = args.first().filter(|a| a.starts_with("postflight")) {
+                note(&file, binary, &args[1..]);
+            }
+        }
+    }
+    let mut texts: Vec<PathBuf> = std::fs::read_dir(deploy().join("systemd"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    texts.push(deploy().join("Dockerfile"));
+    for file in texts {
+        let text = std::fs::read_to_string(&file).unwrap().replace("\\\n", " ");
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("ExecStart=") || l.starts_with("CMD"))
+        {
+            let words: Vec<String> = line
+                .split(|c: char| c.is_whitespace() || c == ',' || c == '"' || c == '[' || c == ']')
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if let Some(at) = words.iter().position(|w| w.contains("postflight-")) {
+                let binary = words[at].rsplit('/').next().unwrap().to_owned();
+                note(&file, &binary, &words[at + 1..]);
+            }
+        }
+    }
+    used
+}
+
+#[test]
+fn every_flag_in_the_deployment_files_exists() {
+    let used = flags_used();
+    assert!(used.len() > 20, "{used:?}");
+    let mut helps = std::collections::BTreeMap::new();
+    for (file, binary, flag) in &used {
+        let help = helps.entry(binary.clone()).or_insert_with(|| {
+            let out = std::process::Command::new(bin(binary))
+                .arg("--help")
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        });
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "{file}: {binary} has no flag {flag}"
+        );
+    }
+    let binaries: BTreeSet<&String> = used.iter().map(|(_, b, _)| b).collect();
+    assert!(binaries.len() >= 2, "{binaries:?}");
+}
