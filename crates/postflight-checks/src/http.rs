@@ -33,6 +33,33 @@ pub enum Connections {
     Reused,
 }
 
+/// A reqwest client built on first use. Plain-http checks go through [`crate::http1`] and never
+/// need it, while building it loads the TLS roots and the proxy settings: an idle probe keeps
+/// that code and memory out of its footprint until an https or proxied check arrives.
+#[derive(Debug)]
+pub struct LazyClient {
+    connections: Connections,
+    cell: std::sync::OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl LazyClient {
+    /// A client with `connections` behaviour, not built yet.
+    pub fn new(connections: Connections) -> Self {
+        Self {
+            connections,
+            cell: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The client, built now if this is the first use.
+    pub fn get(&self) -> Result<&reqwest::Client, String> {
+        self.cell
+            .get_or_init(|| client(self.connections))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
 /// Builds an HTTP client for checks. Redirects are not followed: a check judges the answer the
 /// URL gives, and a surprise redirect after a migration is worth seeing.
 pub fn client(connections: Connections) -> Result<reqwest::Client, String> {
@@ -61,7 +88,7 @@ pub struct Exchange {
 /// Sends `request` (resolved against the plan's target) and reads the whole answer within
 /// `timeout`.
 pub async fn send(
-    client: &reqwest::Client,
+    client: &LazyClient,
     plan: &Plan,
     request: &HttpRequest,
     timeout: Duration,
@@ -80,6 +107,10 @@ pub async fn send(
     let shown = format!("{} {}", request.method, redact_url(url.as_str()));
     let Ok(method) = reqwest::Method::from_bytes(request.method.as_bytes()) else {
         return failed(format!("`{}` is not an HTTP method", request.method));
+    };
+    let client = match client.get() {
+        Ok(client) => client,
+        Err(message) => return failed(message),
     };
     let mut builder = client.request(method, url);
     for (name, value) in plan.request_headers(request) {

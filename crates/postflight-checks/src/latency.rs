@@ -121,7 +121,8 @@ async fn through_client(
     check: &LatencyCheck,
     deadline: Instant,
 ) -> Result<Vec<SampleResult>, String> {
-    let client = http::client(Connections::Reused)?;
+    let client = http::LazyClient::new(Connections::Reused);
+    client.get()?;
     Ok(futures::stream::iter(0..check.samples)
         .map(|_| {
             let client = &client;

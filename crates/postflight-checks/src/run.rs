@@ -1,6 +1,7 @@
 //! Running a plan's checks: concurrently (bounded), each within its timeout, the whole run
 //! within an optional deadline, results in plan order.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -8,7 +9,7 @@ use postflight_plan::duration::PlanDuration;
 use postflight_plan::model::{Check, CheckKind, HttpCheck, Plan};
 use postflight_plan::{CheckOutcome, CheckStatus, Sample};
 
-use crate::http::{self, Connections};
+use crate::http::{self, Connections, LazyClient};
 use crate::{database, expect, latency};
 
 /// How many checks of one run execute at once: enough to overlap slow checks, few enough not
@@ -18,14 +19,14 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// Executes checks; holds what is shared between checks of a run.
 #[derive(Debug, Clone)]
 pub struct Executor {
-    fresh: reqwest::Client,
+    fresh: Arc<LazyClient>,
 }
 
 impl Executor {
-    /// An executor with its HTTP client (one new connection per `http` check).
+    /// An executor; its HTTP client (one new connection per `http` check) is built on first use.
     pub fn new() -> Result<Self, String> {
         Ok(Self {
-            fresh: http::client(Connections::Fresh)?,
+            fresh: Arc::new(LazyClient::new(Connections::Fresh)),
         })
     }
 
