@@ -307,3 +307,28 @@ async fn a_cancelled_run_ends_with_a_report_and_its_probes_are_told() {
         "{again}"
     );
 }
+
+#[tokio::test]
+async fn the_probes_gauge_keeps_a_silent_region_at_zero_and_counts_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path()).await;
+    let (eu_session, _eu) = connect(&c, "eu-1", "eu", &[]).await;
+    let (_, _us) = connect(&c, "us-1", "us", &[]).await;
+    c.probe_disconnected("eu-1", eu_session).await;
+    let (_, _us_again) = connect(&c, "us-1", "us", &[]).await;
+    c.refresh_gauges();
+    let text = c.metrics().encode();
+    assert!(
+        text.contains("postflight_probes_connected{region=\"eu\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("postflight_probes_connected{region=\"us\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("postflight_probe_connections_total{region=\"us\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("postflight_runs_active 0"), "{text}");
+}
