@@ -134,6 +134,8 @@ CREATE INDEX result_batches_run_idx ON result_batches (run_id, seq);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The result writer's own connection (see [`WriterConnection`]).
+    writer: WriterConnection<sqlx::Postgres>,
 }
 
 impl PostgresStore {
@@ -145,7 +147,10 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            writer: WriterConnection::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

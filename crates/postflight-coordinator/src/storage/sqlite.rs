@@ -136,6 +136,8 @@ CREATE INDEX result_batches_run_idx ON result_batches (run_id, seq);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The result writer's own connection (see [`WriterConnection`]).
+    writer: WriterConnection<sqlx::Sqlite>,
 }
 
 impl SqliteStore {
@@ -154,7 +156,10 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            writer: WriterConnection::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
