@@ -677,6 +677,10 @@ impl<DB: sqlx::Database> std::fmt::Debug for WriterConnection<DB> {
     }
 }
 
+/// Rows per INSERT statement of result batches (7 parameters each: well within both
+/// engines' limits on bound parameters).
+const INSERT_CHUNK: usize = 256;
+
 /// The one implementation of [`Store`] for both engines: the statements are portable SQL
 /// (`$n` placeholders, numbered in order of first use, which SQLite also accepts); only the
 /// pool, the schema and the claim lock differ per engine.
@@ -826,22 +830,32 @@ macro_rules! store_impl {
                     None => self.pool.acquire().await?,
                 };
                 let conn = held.insert(conn);
+                // One statement is atomic on its own: most group commits need no BEGIN and
+                // COMMIT, each a round trip to the database's thread.
+                let chunks: Vec<&[BatchRecord]> = batches.chunks(INSERT_CHUNK).collect();
+                let statement = |chunk: &[BatchRecord]| {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO result_batches (run_id, assignment_id, region, probe, received_ms, results, data) ",
+                    );
+                    insert.push_values(chunk, |mut row, b| {
+                        row.push_bind(&b.run_id)
+                            .push_bind(&b.assignment_id)
+                            .push_bind(&b.region)
+                            .push_bind(&b.probe)
+                            .push_bind(b.received_ms)
+                            .push_bind(b.results)
+                            .push_bind(&b.data);
+                    });
+                    insert
+                };
                 let written: StoreResult<()> = async {
+                    if let [only] = chunks.as_slice() {
+                        statement(only).build().execute(&mut **conn).await?;
+                        return Ok(());
+                    }
                     let mut tx = conn.begin().await?;
-                    for chunk in batches.chunks(256) {
-                        let mut insert = sqlx::QueryBuilder::new(
-                            "INSERT INTO result_batches (run_id, assignment_id, region, probe, received_ms, results, data) ",
-                        );
-                        insert.push_values(chunk, |mut row, b| {
-                            row.push_bind(&b.run_id)
-                                .push_bind(&b.assignment_id)
-                                .push_bind(&b.region)
-                                .push_bind(&b.probe)
-                                .push_bind(b.received_ms)
-                                .push_bind(b.results)
-                                .push_bind(&b.data);
-                        });
-                        insert.build().execute(&mut *tx).await?;
+                    for chunk in chunks {
+                        statement(chunk).build().execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
                     Ok(())
