@@ -98,28 +98,38 @@ impl TestPki {
         let key = format!("{name}-ca.key");
         let ca = format!("{name}-ca.pem");
         let subject = format!("/CN=postflight test CA {name}");
-        pki.openssl(&[
+        pki.request(
+            &key,
+            &[
+                "-x509",
+                "-out",
+                &ca,
+                "-days",
+                "2",
+                "-subj",
+                &subject,
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        pki
+    }
+
+    /// `openssl req` with a new P-256 key written to `key`, plus `extra` arguments.
+    fn request(&self, key: &str, extra: &[&str]) {
+        let new_key = [
             "req",
-            "-x509",
             "-newkey",
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            &key,
-            "-out",
-            &ca,
-            "-days",
-            "2",
-            "-subj",
-            &subject,
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        pki
+            key,
+        ];
+        self.openssl(&[&new_key[..], extra].concat());
     }
 
     fn openssl(&self, args: &[&str]) {
@@ -142,20 +152,7 @@ impl TestPki {
         let csr = format!("{name}.csr");
         let cert = format!("{name}.pem");
         let ext = format!("{name}.ext");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
+        self.request(&key, &["-out", &csr, "-subj", &format!("/CN={name}")]);
         let extensions = match usage {
             CertUse::Server => {
                 "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"

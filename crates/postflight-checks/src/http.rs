@@ -221,7 +221,7 @@ pub(crate) fn timeout_message(timeout: Duration, shown: &str) -> String {
 /// ("connection refused", "certificate expired"), without repeating the URL.
 pub fn describe(error: &reqwest::Error) -> String {
     let root = root_cause(error);
-    if let Some(tls) = explain_tls(&root) {
+    if let Some(tls) = postflight_ops::tls::explain(&root, "the server") {
         return tls;
     }
     if error.is_timeout() {
@@ -268,11 +268,6 @@ fn lower_first(text: &str) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
     }
-}
-
-/// rustls errors in words an operator acts on.
-pub(crate) fn explain_tls(root: &str) -> Option<String> {
-    postflight_ops::tls::explain(root, "the server")
 }
 
 #[cfg(test)]

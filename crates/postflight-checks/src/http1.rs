@@ -339,7 +339,8 @@ fn connect_error(error: &std::io::Error) -> String {
 
 fn tls_error(error: &std::io::Error) -> String {
     let root = root_cause(error);
-    crate::http::explain_tls(&root).unwrap_or_else(|| format!("TLS error: {root}"))
+    postflight_ops::tls::explain(&root, "the server")
+        .unwrap_or_else(|| format!("TLS error: {root}"))
 }
 
 fn describe(error: &hyper::Error) -> String {
