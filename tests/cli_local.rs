@@ -139,14 +139,17 @@ async fn broken_tool_calls_fail_and_recommend_rollback() {
         "$.response does not contain \"INV-001\" (got: \"I could not find it\")"
     );
     assert_eq!(r["requests"]["errors"], 1);
-    let reasons = r["rollback"]["reasons"].as_array().unwrap();
-    assert_eq!(reasons[0], "verdict FAIL: tool-calling-works failed");
-    assert!(
-        reasons[1]
-            .as_str()
-            .unwrap()
-            .starts_with("request error rate 14.3% is above 10.0%"),
-        "{reasons:?}"
+    // The verdict recommends rollback; one failed request of seven is no evidence of a 10%
+    // error rate, and the report says so.
+    assert_eq!(
+        r["rollback"]["reasons"],
+        serde_json::json!(["verdict FAIL: tool-calling-works failed"])
+    );
+    assert_eq!(
+        r["rollback"]["held_back"],
+        serde_json::json!([
+            "error rate in local: 1 of 7 failed (14.3%), but the 95% lower bound 2.6% is not above 10.0%"
+        ])
     );
     assert_eq!(r["rollback"]["recommended"], true);
 }

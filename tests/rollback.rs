@@ -323,14 +323,21 @@ fn a_local_monitor_rolls_back_a_target_that_turns_bad_within_two_rounds() {
     let end = events.last().unwrap();
     assert_eq!(end["ended"], "rolled_back");
     assert_eq!(end["rollback"]["outcome"], "succeeded");
-    let bad_rounds = events
+    let bad: Vec<&Value> = events
         .iter()
         .filter(|e| e.get("round").is_some() && e["status"] == "FAIL")
-        .count();
+        .collect();
     assert_eq!(
-        bad_rounds, 1,
-        "the first bad round triggers the rollback: {stdout}"
+        bad.len(),
+        2,
+        "the second bad round in a row triggers the rollback (failing_rounds: 2): {stdout}"
     );
+    assert_eq!(bad[0]["failing_rounds_held"], 1);
+    assert_eq!(
+        bad[0]["held_back"],
+        serde_json::json!(["held 1 of 2 rounds in a row (rollback.failing_rounds: 2)"])
+    );
+    assert_eq!(bad[1]["failing_rounds_held"], 2);
     assert!(turned_bad.elapsed() < Duration::from_secs(10));
     let written = lines(&marker);
     assert_eq!(written.len(), 1);

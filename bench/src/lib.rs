@@ -36,6 +36,7 @@ pub fn result(run_id: &str, assignment_id: &str, n: u64) -> v1::CheckResult {
         }),
         latency_sketch: Vec::new(),
         finished_at_unix_ms: 0,
+        requests_missing: 0,
     }
 }
 

@@ -211,9 +211,13 @@ async fn send_direct(
 
 /// What a request that ran out of time says.
 pub(crate) fn timeout_message(timeout: Duration, shown: &str) -> String {
+    // The time a request had is often what was left of its check's timeout, measured to the
+    // nanosecond; people read it to the millisecond.
+    let millis = (timeout.as_nanos() + 500_000) / 1_000_000;
+    let rounded = Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX));
     format!(
         "no complete answer within {} from {shown} (timeout)",
-        postflight_plan::duration::PlanDuration(timeout)
+        postflight_plan::duration::PlanDuration(rounded)
     )
 }
 
@@ -273,6 +277,22 @@ fn lower_first(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeout_messages_quote_a_readable_duration() {
+        assert_eq!(
+            timeout_message(Duration::from_nanos(999_985_189), "GET http://h/"),
+            "no complete answer within 1s from GET http://h/ (timeout)"
+        );
+        assert_eq!(
+            timeout_message(Duration::from_millis(2500), "GET http://h/"),
+            "no complete answer within 2s500ms from GET http://h/ (timeout)"
+        );
+        assert_eq!(
+            timeout_message(Duration::from_micros(300), "x"),
+            "no complete answer within 0s from x (timeout)"
+        );
+    }
 
     #[test]
     fn lower_first_keeps_the_rest() {

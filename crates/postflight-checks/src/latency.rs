@@ -14,8 +14,9 @@ use postflight_plan::{CheckOutcome, CheckStatus, Sample};
 use crate::http::{self, Connections};
 use crate::http1;
 
-/// Runs the samples within `timeout`; requests still unanswered at the deadline count as
-/// failed (timed out) requests.
+/// Runs the samples within `timeout`. Requests sent and still unanswered at the deadline count
+/// as failed (timed out); requests never sent because the deadline had passed are missing
+/// data, counted apart, never failures.
 pub async fn run(plan: &Plan, check: &LatencyCheck, timeout: Duration) -> CheckOutcome {
     let started = Instant::now();
     let deadline = started + timeout;
@@ -30,12 +31,21 @@ pub async fn run(plan: &Plan, check: &LatencyCheck, timeout: Duration) -> CheckO
             Err(message) => return CheckOutcome::fail(message, started.elapsed()),
         },
     };
+    let missing = u64::from(check.samples).saturating_sub(results.len() as u64);
     let (samples, errors): (Vec<Sample>, Vec<Option<String>>) = results.into_iter().unzip();
-    let (status, message) = judge(check, &samples, errors.iter().flatten().next());
+    let (status, mut message) = judge(check, &samples, errors.iter().flatten().next());
+    if missing > 0 {
+        message.push_str(&format!(
+            "; {missing} of {} requests not attempted before the check's timeout of {} (missing data, not failures)",
+            check.samples,
+            PlanDuration(timeout)
+        ));
+    }
     CheckOutcome {
         status,
         message,
         samples,
+        missing,
         duration: started.elapsed(),
     }
 }
@@ -45,7 +55,7 @@ type SampleResult = (Sample, Option<String>);
 
 /// Takes the samples over postflight's own keep-alive connections, `concurrency` workers with
 /// one connection each (reopened when the server closes it), until `deadline`; samples not
-/// taken by then fail as timed out.
+/// started by then are left out (missing).
 async fn sample(
     target: http1::Target,
     check: &LatencyCheck,
@@ -63,28 +73,37 @@ async fn sample(
             let mut connection = None;
             let mut taken = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < samples {
+                if Instant::now() >= deadline {
+                    break;
+                }
                 taken.push(one(&target, &expect, &mut connection, deadline).await);
             }
             taken
         });
     }
     let mut results = Vec::with_capacity(samples as usize);
+    let mut died = 0usize;
     while let Some(joined) = workers.join_next().await {
         match joined {
             Ok(taken) => results.extend(taken),
-            Err(e) => tracing::error!(error = %e, "a latency sampling task failed"),
+            Err(e) => {
+                died += 1;
+                tracing::error!(error = %e, "a latency sampling task failed");
+            }
         }
     }
     // A worker that died took its samples with it: they are failures, never missing data.
-    results.resize_with(samples as usize, || {
-        (
-            Sample {
-                latency: Duration::ZERO,
-                ok: false,
-            },
-            Some("the sampling task failed".to_owned()),
-        )
-    });
+    if died > 0 {
+        results.resize_with(samples as usize, || {
+            (
+                Sample {
+                    latency: Duration::ZERO,
+                    ok: false,
+                },
+                Some("the sampling task failed".to_owned()),
+            )
+        });
+    }
     results
 }
 
@@ -128,8 +147,11 @@ async fn through_client(
             let client = &client;
             async move {
                 let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return None;
+                }
                 let exchange = http::send(client, plan, &check.request, remaining).await;
-                match exchange.result {
+                Some(match exchange.result {
                     Ok(answer) if check.expect_status.accepts(answer.status) => (
                         Sample {
                             latency: answer.latency,
@@ -154,10 +176,11 @@ async fn through_client(
                         },
                         Some(message),
                     ),
-                }
+                })
             }
         })
         .buffer_unordered(check.concurrency.max(1) as usize)
+        .filter_map(|taken| async move { taken })
         .collect()
         .await)
 }

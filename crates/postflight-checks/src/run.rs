@@ -69,6 +69,7 @@ impl Executor {
                 latency,
                 ok: status == CheckStatus::Pass,
             }],
+            missing: 0,
             duration: exchange.elapsed,
         }
     }

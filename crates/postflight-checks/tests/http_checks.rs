@@ -423,6 +423,49 @@ async fn a_latency_check_stops_at_its_timeout() {
         o.message
     );
     assert!(o.message.contains("(timeout)"), "{}", o.message);
+    // Each request had what was left of the 400 ms: the message says so to the millisecond.
+    assert!(
+        o.message.contains("no complete answer within 4") && !o.message.contains("ms0."),
+        "{}",
+        o.message
+    );
+    assert_eq!(o.missing, 0, "every request was sent");
+}
+
+/// A hung service fails its latency check (the requests it got were never answered), while
+/// the requests the check never got to send before its timeout are missing data: neither
+/// made nor failed.
+#[tokio::test]
+async fn requests_never_sent_before_the_timeout_are_missing_not_failed() {
+    let s = server().await;
+    let o = http_outcome(
+        &s,
+        "    timeout: 1s\n    latency:\n      request: {url: /slow/300}\n      samples: 10\n      concurrency: 1\n      max_error_rate: 0.5\n      pass_below: 2s\n",
+    )
+    .await;
+    // About three answered (300 ms each), one cut off in flight (failed), six never sent.
+    let made = o.samples.len() as u64;
+    let failed = o.samples.iter().filter(|s| !s.ok).count();
+    assert!(
+        (3..=5).contains(&made),
+        "{made} requests made: {}",
+        o.message
+    );
+    assert_eq!(made + o.missing, 10);
+    assert!(
+        failed <= 1,
+        "only the request in flight at the deadline fails: {}",
+        o.message
+    );
+    assert_eq!(o.status, CheckStatus::Pass, "{}", o.message);
+    assert!(
+        o.message.ends_with(&format!(
+            "; {} of 10 requests not attempted before the check's timeout of 1s (missing data, not failures)",
+            o.missing
+        )),
+        "{}",
+        o.message
+    );
 }
 
 #[tokio::test]

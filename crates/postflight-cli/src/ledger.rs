@@ -1,13 +1,24 @@
-//! The rollback ledger of local runs and monitors: a small JSON file, locked while it is
-//! read and written, so that two `postflight` processes never execute the same rollback or
-//! two rollbacks of one plan within its cooldown.
+//! The rollback ledger of local runs and monitors: a small JSON file, so that two `postflight`
+//! processes never execute the same rollback or two rollbacks of one plan within its cooldown,
+//! and an action that a crash interrupted is recorded as such and never run again.
 //!
 //! Location: `$POSTFLIGHT_STATE_DIR/rollbacks.json`, else `$XDG_STATE_HOME/postflight/`, else
-//! `~/.local/state/postflight/`.
+//! `~/.local/state/postflight/`. Beside it:
+//! - `rollbacks.lock`, held while the book is read and rewritten;
+//! - `actions/<subject>.lock`, held by the process executing that action for as long as it
+//!   runs. A claim without outcome whose lock nobody holds belongs to a process that died
+//!   during its action: it is recorded `interrupted`.
+//!
+//! The book is never rewritten in place: a new copy is written, flushed to disk and renamed
+//! over the old one, so a crash leaves either the old book or the new one, never half of each.
 
-use std::io::{Read, Seek, Write};
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use postflight_plan::rollback::ActionOutcome;
 use postflight_rollback::{ClaimOutcome, Ledger, RollbackClaim};
 use serde::{Deserialize, Serialize};
 
@@ -26,14 +37,36 @@ struct Entry {
     run_id: String,
     executed_by: String,
     claimed_ms: i64,
-    outcome: Option<String>,
+    #[serde(default)]
+    action_kind: String,
+    /// `None` (older files) or `pending` while the action runs.
+    outcome: Option<ActionOutcome>,
     error: Option<String>,
+}
+
+impl Entry {
+    fn is_pending(&self) -> bool {
+        matches!(self.outcome, None | Some(ActionOutcome::Pending))
+    }
+}
+
+/// An action found interrupted: its executor died while it ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    /// The plan.
+    pub plan: String,
+    /// The run whose result triggered it.
+    pub run_id: String,
+    /// What the record now says.
+    pub error: String,
 }
 
 /// The file ledger.
 #[derive(Debug, Clone)]
 pub struct FileLedger {
-    path: PathBuf,
+    dir: PathBuf,
+    /// Locks of the actions this process is executing, by subject.
+    holding: Arc<Mutex<HashMap<String, File>>>,
 }
 
 impl FileLedger {
@@ -48,49 +81,153 @@ impl FileLedger {
                 std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/postflight"))
             })
             .unwrap_or_else(|| PathBuf::from(".postflight"));
+        Self::at(dir)
+    }
+
+    /// The ledger in `dir`.
+    pub fn at(dir: PathBuf) -> Self {
         Self {
-            path: dir.join("rollbacks.json"),
+            dir,
+            holding: Arc::default(),
         }
     }
 
-    /// Reads, changes and writes the book under an exclusive lock.
-    fn update<T>(&self, change: impl FnOnce(&mut Book) -> T) -> Result<T, String> {
-        let shown = self.path.display();
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
+    fn book_path(&self) -> PathBuf {
+        self.dir.join("rollbacks.json")
+    }
+
+    fn action_lock(&self, subject: &str) -> PathBuf {
+        let name: String = subject
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join("actions").join(format!("{name}.lock"))
+    }
+
+    /// Records `interrupted` for every claim whose executor is gone, and returns them. Runs
+    /// before every change of the book too; calling it first lets the CLI say so.
+    pub async fn recover(&self) -> Result<Vec<Interrupted>, String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.update(|_, recovered| recovered.to_vec()))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Reads, changes and rewrites the book under the ledger's lock, after recording
+    /// interrupted actions; `change` also sees what was found interrupted.
+    fn update<T>(&self, change: impl FnOnce(&mut Book, &[Interrupted]) -> T) -> Result<T, String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let lock_path = self.dir.join("rollbacks.lock");
+        let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
-            .open(&self.path)
-            .map_err(|e| format!("cannot open {shown}: {e}"))?;
-        file.lock()
-            .map_err(|e| format!("cannot lock {shown}: {e}"))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)
-            .map_err(|e| format!("cannot read {shown}: {e}"))?;
-        let mut book: Book = if text.trim().is_empty() {
-            Book::default()
-        } else {
-            serde_json::from_str(&text).map_err(|e| {
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        lock.lock()
+            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+        let path = self.book_path();
+        let shown = path.display();
+        let mut book: Book = match std::fs::read_to_string(&path) {
+            Ok(text) if text.trim().is_empty() => Book::default(),
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
                 format!("{shown} is damaged ({e}); move it aside to start a new one")
-            })?
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Book::default(),
+            Err(e) => return Err(format!("cannot read {shown}: {e}")),
         };
-        let result = change(&mut book);
+        let recovered = self.mark_interrupted(&mut book);
+        let result = change(&mut book, &recovered);
         let excess = book.rollbacks.len().saturating_sub(KEEP);
         book.rollbacks.drain(..excess);
         let text = serde_json::to_string_pretty(&book).map_err(|e| e.to_string())?;
-        file.set_len(0)
+        write_atomically(&path, text.as_bytes())
             .map_err(|e| format!("cannot write {shown}: {e}"))?;
-        file.rewind()
-            .map_err(|e| format!("cannot write {shown}: {e}"))?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| format!("cannot write {shown}: {e}"))?;
+        drop(lock);
         Ok(result)
     }
+
+    /// Pending entries whose action lock is free (or gone) were left by a process that died.
+    fn mark_interrupted(&self, book: &mut Book) -> Vec<Interrupted> {
+        let mut recovered = Vec::new();
+        for entry in book.rollbacks.iter_mut().filter(|e| e.is_pending()) {
+            let lock_path = self.action_lock(&entry.subject);
+            let abandoned = match File::open(&lock_path) {
+                Err(_) => true,
+                Ok(file) => file.try_lock().is_ok(),
+            };
+            if !abandoned {
+                continue;
+            }
+            let error = postflight_rollback::interrupted(&entry.executed_by, entry.claimed_ms);
+            entry.outcome = Some(ActionOutcome::Interrupted);
+            entry.error = Some(error.clone());
+            let _ = std::fs::remove_file(&lock_path);
+            recovered.push(Interrupted {
+                plan: entry.plan.clone(),
+                run_id: entry.run_id.clone(),
+                error,
+            });
+        }
+        recovered
+    }
+
+    /// Takes the lock that says "this process is executing `subject`"; `false` when someone
+    /// holds it already (then the book has its claim, and this claim is refused there).
+    fn hold(&self, subject: &str) -> Result<bool, String> {
+        let path = self.action_lock(subject);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", path.display()));
+            }
+        }
+        if let Ok(mut holding) = self.holding.lock() {
+            holding.insert(subject.to_owned(), file);
+        }
+        Ok(true)
+    }
+
+    fn release(&self, subject: &str) {
+        let held = self.holding.lock().ok().and_then(|mut h| h.remove(subject));
+        if held.is_some() {
+            let _ = std::fs::remove_file(self.action_lock(subject));
+        }
+    }
+}
+
+/// Writes `bytes` to a new file beside `path`, flushes it to disk, renames it over `path`
+/// and flushes the directory, so `path` is always either the old or the new content.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "ledger".into(), |n| n.to_string_lossy().into_owned());
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    File::open(dir)?.sync_all()
 }
 
 impl Ledger for FileLedger {
@@ -98,7 +235,9 @@ impl Ledger for FileLedger {
         let this = self.clone();
         let claim = claim.clone();
         tokio::task::spawn_blocking(move || {
-            this.update(|book| {
+            // Held before the claim is written: nobody may take it for an abandoned claim.
+            let holding = this.hold(&claim.subject)?;
+            let answer = this.update(|book, _| {
                 if let Some(e) = book.rollbacks.iter().find(|e| e.subject == claim.subject) {
                     return ClaimOutcome::AlreadyClaimed {
                         by: e.executed_by.clone(),
@@ -120,11 +259,28 @@ impl Ledger for FileLedger {
                     run_id: claim.run_id.clone(),
                     executed_by: claim.executed_by.clone(),
                     claimed_ms: claim.claimed_ms,
-                    outcome: None,
+                    action_kind: claim.action_kind.clone(),
+                    outcome: Some(ActionOutcome::Pending),
                     error: None,
                 });
                 ClaimOutcome::Claimed
-            })
+            });
+            match answer {
+                Ok(ClaimOutcome::Claimed) if !holding => {
+                    // Cannot happen: a held lock has its claim in the book already.
+                    Err(format!(
+                        "the action lock of {} is held but the ledger has no claim for it",
+                        claim.subject
+                    ))
+                }
+                Ok(ClaimOutcome::Claimed) => answer,
+                _ => {
+                    if holding {
+                        this.release(&claim.subject);
+                    }
+                    answer
+                }
+            }
         })
         .await
         .map_err(|e| e.to_string())?
@@ -133,22 +289,20 @@ impl Ledger for FileLedger {
     async fn finish(
         &self,
         subject: &str,
-        outcome: &str,
+        outcome: ActionOutcome,
         error: Option<&str>,
     ) -> Result<(), String> {
         let this = self.clone();
-        let (subject, outcome, error) = (
-            subject.to_owned(),
-            outcome.to_owned(),
-            error.map(str::to_owned),
-        );
+        let (subject, error) = (subject.to_owned(), error.map(str::to_owned));
         tokio::task::spawn_blocking(move || {
-            this.update(|book| {
+            let written = this.update(|book, _| {
                 if let Some(e) = book.rollbacks.iter_mut().find(|e| e.subject == subject) {
                     e.outcome = Some(outcome);
                     e.error = error;
                 }
-            })
+            });
+            this.release(&subject);
+            written
         })
         .await
         .map_err(|e| e.to_string())?
@@ -166,15 +320,19 @@ mod tests {
             run_id: "r".into(),
             executed_by: "cli".into(),
             claimed_ms: at,
+            action_kind: "command".into(),
         }
+    }
+
+    fn book(dir: &Path) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state/rollbacks.json")).unwrap())
+            .unwrap()
     }
 
     #[tokio::test]
     async fn once_per_subject_and_never_within_the_cooldown() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = FileLedger {
-            path: dir.path().join("state/rollbacks.json"),
-        };
+        let ledger = FileLedger::at(dir.path().join("state"));
         assert_eq!(
             ledger.claim(&claim("run:1", "p", 1000), 500).await.unwrap(),
             ClaimOutcome::Claimed
@@ -191,14 +349,66 @@ mod tests {
             ledger.claim(&claim("run:3", "p", 1501), 500).await.unwrap(),
             ClaimOutcome::Claimed
         );
-        ledger.finish("run:1", "succeeded", None).await.unwrap();
-        let text = std::fs::read_to_string(dir.path().join("state/rollbacks.json")).unwrap();
-        assert!(text.contains("\"outcome\": \"succeeded\""), "{text}");
+        // Both claims still run (this process holds their locks): nothing is interrupted.
+        assert_eq!(ledger.recover().await.unwrap(), []);
+        assert_eq!(book(dir.path())["rollbacks"][0]["outcome"], "pending");
+        ledger
+            .finish("run:1", ActionOutcome::Succeeded, None)
+            .await
+            .unwrap();
+        assert_eq!(book(dir.path())["rollbacks"][0]["outcome"], "succeeded");
+        assert!(
+            !ledger.action_lock("run:1").exists(),
+            "the action's lock goes with it"
+        );
         std::fs::write(dir.path().join("state/rollbacks.json"), "{broken").unwrap();
         let err = ledger
             .claim(&claim("run:4", "p", 9999), 0)
             .await
             .unwrap_err();
         assert!(err.contains("is damaged"), "{err}");
+    }
+
+    /// A process that died during its action left a pending claim and a lock nobody holds:
+    /// the next process to open the ledger records it interrupted, once.
+    #[tokio::test]
+    async fn a_claim_whose_executor_died_is_recorded_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let dead = FileLedger::at(state.clone());
+        assert_eq!(
+            dead.claim(&claim("run:9", "p", 5000), 0).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+        // The process dies: its file descriptors (and so its lock) are gone.
+        dead.holding.lock().unwrap().clear();
+        let next = FileLedger::at(state);
+        let found = next.recover().await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].plan.as_str(), found[0].run_id.as_str()),
+            ("p", "r")
+        );
+        assert!(
+            found[0]
+                .error
+                .starts_with("cli stopped while the action ran")
+        );
+        let written = book(dir.path());
+        assert_eq!(written["rollbacks"][0]["outcome"], "interrupted");
+        assert_eq!(next.recover().await.unwrap(), [], "recorded once");
+        // It still counts for the cooldown: no second rollback of the plan.
+        assert!(matches!(
+            next.claim(&claim("run:10", "p", 5001), 60_000)
+                .await
+                .unwrap(),
+            ClaimOutcome::CoolingDown { .. }
+        ));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

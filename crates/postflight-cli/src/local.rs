@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use indicatif::{ProgressBar, ProgressStyle};
 use postflight_checks::{Executor, RunOptions, run_plan};
 use postflight_plan::Plan;
-use postflight_plan::rollback::RollbackContext;
+use postflight_plan::rollback::{RollbackContext, RunEnd};
 
 use crate::ledger::FileLedger;
 use postflight_plan::report::{RegionResult, Report, RunResults, build_report};
@@ -14,9 +14,9 @@ use postflight_plan::vars::ProcessEnv;
 use postflight_plan::verdict::LOCAL_REGION;
 
 /// Runs `plan` locally, builds its report and carries out the rollback decision (at most
-/// once per run, never within the plan's cooldown, nothing executed with `dry_run`).
-/// `timeout` bounds the whole run: checks still running then have no result, which makes
-/// them inconclusive, never a pass.
+/// once per run, never within the plan's cooldown, nothing executed with `dry_run`, nothing
+/// executed on a run cut off by `timeout`). `timeout` bounds the whole run: checks still
+/// running then have no result, which makes them inconclusive, never a pass.
 pub async fn run(
     plan: &Plan,
     timeout: Option<Duration>,
@@ -24,7 +24,10 @@ pub async fn run(
     show_progress: bool,
     dry_run: bool,
 ) -> anyhow::Result<Report> {
-    let (mut report, _) = round(plan, timeout, concurrency, show_progress).await?;
+    let ledger = FileLedger::default_location();
+    let earlier = interrupted_notes(&ledger, plan).await;
+    let (mut report, _, _) = round(plan, timeout, concurrency, show_progress).await?;
+    report.rollback.held_back.extend(earlier);
     report.rollback.dry_run |= dry_run;
     let context = rollback_context(plan, &report, None);
     let subject = format!("run:{}", report.run_id);
@@ -33,11 +36,37 @@ pub async fn run(
         &mut report.rollback,
         &context,
         &subject,
-        &FileLedger::default_location(),
+        &ledger,
         &ProcessEnv,
     )
     .await;
     Ok(report)
+}
+
+/// Records actions that a dead process left running as interrupted, warns about them, and
+/// returns a note for each that concerns `plan` (for its report).
+pub async fn interrupted_notes(ledger: &FileLedger, plan: &Plan) -> Vec<String> {
+    match ledger.recover().await {
+        Ok(found) => found
+            .into_iter()
+            .filter_map(|i| {
+                eprintln!(
+                    "warning: the rollback of plan {} (run {}) was interrupted: {}",
+                    i.plan, i.run_id, i.error
+                );
+                (i.plan == plan.name).then(|| {
+                    format!(
+                        "an earlier rollback of this plan (run {}) was interrupted: {}",
+                        i.run_id, i.error
+                    )
+                })
+            })
+            .collect(),
+        Err(e) => {
+            eprintln!("warning: cannot read the rollback ledger: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// Who executes rollbacks from this process, in audit records.
@@ -47,27 +76,17 @@ pub fn identity() -> String {
 
 /// What a rollback action is told about a decision taken on `report`.
 pub fn rollback_context(plan: &Plan, report: &Report, monitor_id: Option<&str>) -> RollbackContext {
-    RollbackContext {
-        plan: plan.name.clone(),
-        run_id: report.run_id.clone(),
-        monitor_id: monitor_id.map(str::to_owned),
-        verdict: report.status.as_str().to_owned(),
-        summary: report.summary.clone(),
-        reasons: report.rollback.reasons.clone(),
-        regions: report.regions.clone(),
-        decided_at: postflight_plan::report::rfc3339(SystemTime::now()),
-        executed_by: identity(),
-    }
+    RollbackContext::of(plan, report, monitor_id, &identity(), SystemTime::now())
 }
 
-/// One local execution of `plan`: its report (no rollback carried out) and its per-region
-/// results (for a monitor's window).
+/// One local execution of `plan`: its report (no rollback carried out), its per-region
+/// results (for a monitor's window), and whether `timeout` cut it off.
 pub async fn round(
     plan: &Plan,
     timeout: Option<Duration>,
     concurrency: usize,
     show_progress: bool,
-) -> anyhow::Result<(Report, Vec<BTreeMap<String, RegionResult>>)> {
+) -> anyhow::Result<(Report, Vec<BTreeMap<String, RegionResult>>, RunEnd)> {
     let run_id = uuid::Uuid::now_v7().to_string();
     let executor = Executor::new().map_err(anyhow::Error::msg)?;
     let started_at = SystemTime::now();
@@ -95,6 +114,11 @@ pub async fn round(
         })
         .collect();
     let regions = [LOCAL_REGION.to_owned()];
+    let end = if outcomes.iter().any(Option::is_none) {
+        RunEnd::TimedOut
+    } else {
+        RunEnd::Completed
+    };
     let report = build_report(&RunResults {
         plan,
         run_id: &run_id,
@@ -102,9 +126,10 @@ pub async fn round(
         finished_at,
         required_regions: &regions,
         results: &per_check,
+        end,
         env: &ProcessEnv,
     });
-    Ok((report, per_check))
+    Ok((report, per_check, end))
 }
 
 fn progress_bar(len: usize, show: bool) -> ProgressBar {

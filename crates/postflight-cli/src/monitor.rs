@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use postflight_plan::Plan;
-use postflight_plan::rollback::{RollbackReport, decision, triggers};
+use postflight_plan::monitor::{MonitorSession, RoundInput, RoundSample, round_timeout};
+use postflight_plan::rollback::RollbackReport;
 use postflight_plan::vars::ProcessEnv;
-use postflight_plan::window::{RoundSample, Window};
 use postflight_proto::v1::monitor_event::Kind;
 use postflight_proto::v1::{self, MonitorEvent};
 use serde_json::json;
@@ -31,6 +31,9 @@ struct RoundLine {
     window_rounds: u32,
     every: String,
     reasons: Vec<String>,
+    held_back: Vec<String>,
+    streak: u32,
+    needed: u32,
 }
 
 impl RoundLine {
@@ -46,20 +49,31 @@ impl RoundLine {
                 json!({"round": self.round, "run_id": self.run_id, "status": self.verdict,
                        "requests": self.requests, "errors": self.errors, "error_rate": (error_rate * 1e4).round() / 1e4,
                        "p99_ms": self.p99_ms, "window_rounds": self.window_rounds, "every": self.every,
-                       "reasons": self.reasons})
+                       "reasons": self.reasons, "held_back": self.held_back,
+                       "failing_rounds_held": self.streak, "failing_rounds": self.needed})
             ),
-            Output::Table => println!(
-                "round {:>4}  {}  {:<12}  error rate {:>5.1}% ({}/{})  p99 {:>9}  window {} rounds, every {}",
-                self.round,
-                postflight_plan::report::rfc3339(std::time::SystemTime::now()),
-                self.verdict,
-                error_rate * 100.0,
-                self.errors,
-                self.requests,
-                self.p99_ms.map_or("—".to_owned(), render::ms),
-                self.window_rounds,
-                self.every
-            ),
+            Output::Table => {
+                let held = if self.streak > 0 {
+                    format!("  failing {}/{}", self.streak, self.needed)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "round {:>4}  {}  {:<12}  error rate {:>5.1}% ({}/{})  p99 {:>9}  window {} rounds, every {}{held}",
+                    self.round,
+                    postflight_plan::report::rfc3339(std::time::SystemTime::now()),
+                    self.verdict,
+                    error_rate * 100.0,
+                    self.errors,
+                    self.requests,
+                    self.p99_ms.map_or("—".to_owned(), render::ms),
+                    self.window_rounds,
+                    self.every
+                );
+                for why in &self.held_back {
+                    println!("           no rollback: {why}");
+                }
+            }
         }
     }
 }
@@ -79,7 +93,7 @@ fn print_end(
             println!("monitor {status}: {detail}");
             if let Some(rb) = rollback {
                 if let Some(action) = &rb.action {
-                    let outcome = rb.outcome.as_deref().unwrap_or("not executed");
+                    let outcome = rb.outcome.map_or("not executed", |o| o.as_str());
                     println!("rollback action: {action} → {outcome}");
                 }
                 if let Some(detail) = &rb.detail {
@@ -119,22 +133,19 @@ async fn local_monitor(plan: &Plan, args: &MonitorArgs) -> anyhow::Result<ExitCo
     let config = plan.monitor.clone().unwrap_or_default();
     let monitor_id = uuid::Uuid::now_v7().to_string();
     let started = tokio::time::Instant::now();
-    let mut window = Window::new(config.window);
+    let mut session = MonitorSession::new(plan);
+    let ledger = FileLedger::default_location();
     let regions = vec![postflight_plan::verdict::LOCAL_REGION.to_owned()];
-    let slowest = plan
-        .checks
-        .iter()
-        .map(|c| c.timeout)
-        .max()
-        .unwrap_or_default();
     if args.output == Output::Table {
         eprintln!(
-            "monitoring plan {} locally for {} (window {}); Ctrl-C stops",
+            "monitoring plan {} locally for {} (window {}, acting after {} failing rounds in a row); Ctrl-C stops",
             plan.name,
             postflight_plan::duration::format_duration(config.total()),
-            postflight_plan::duration::format_duration(config.window)
+            postflight_plan::duration::format_duration(config.window),
+            plan.failing_rounds()
         );
     }
+    let earlier = crate::local::interrupted_notes(&ledger, plan).await;
     let mut round = 0u32;
     loop {
         let Some(every) = config.every_at(started.elapsed()) else {
@@ -147,31 +158,42 @@ async fn local_monitor(plan: &Plan, args: &MonitorArgs) -> anyhow::Result<ExitCo
         };
         let round_started = tokio::time::Instant::now();
         round += 1;
-        let (report, results) = local::round(
+        let (report, results, end) = local::round(
             plan,
-            Some(slowest + Duration::from_secs(2)),
+            Some(round_timeout(plan)),
             postflight_checks::run::DEFAULT_CONCURRENCY,
             false,
         )
         .await?;
-        window.push(RoundSample::from_results(plan, &results, now_ms()));
-        let measurements = window.measurements(report.status, &report.checks, &regions);
-        let reasons = triggers(plan, &measurements);
+        let outcome = session.round(
+            plan,
+            RoundInput {
+                sample: RoundSample::from_results(plan, &results, now_ms()),
+                overall: report.status,
+                checks: &report.checks,
+                required: &regions,
+                end,
+            },
+            &ProcessEnv,
+        );
         RoundLine {
             round,
             run_id: report.run_id.clone(),
             verdict: report.status.as_str().to_owned(),
-            requests: measurements.requests,
-            errors: measurements.errors,
-            p99_ms: measurements.p99_ms,
-            window_rounds: window.len() as u32,
+            requests: outcome.merged.requests.count,
+            errors: outcome.merged.requests.errors,
+            p99_ms: outcome.merged.p99_ms,
+            window_rounds: outcome.window_rounds as u32,
             every: postflight_plan::duration::format_duration(every),
-            reasons: reasons.clone(),
+            reasons: outcome.reasons.clone(),
+            held_back: outcome.held_back.clone(),
+            streak: outcome.streak,
+            needed: outcome.needed,
         }
         .print(args.output);
-        if !reasons.is_empty() {
-            let mut rollback = decision(plan, reasons, &ProcessEnv);
+        if let Some(mut rollback) = outcome.decision {
             rollback.dry_run |= args.dry_run;
+            rollback.held_back.extend(earlier);
             let context = local::rollback_context(plan, &report, Some(&monitor_id));
             let subject = format!("monitor:{monitor_id}");
             postflight_rollback::carry_out(
@@ -179,7 +201,7 @@ async fn local_monitor(plan: &Plan, args: &MonitorArgs) -> anyhow::Result<ExitCo
                 &mut rollback,
                 &context,
                 &subject,
-                &FileLedger::default_location(),
+                &ledger,
                 &ProcessEnv,
             )
             .await;
@@ -313,13 +335,19 @@ fn on_event(event: &MonitorEvent, seen: &mut u32, output: Output) -> Option<Exit
                 window_rounds: r.window_rounds,
                 every: r.every.clone(),
                 reasons: r.reasons.clone(),
+                held_back: r.held_back.clone(),
+                streak: r.failing_rounds_held,
+                needed: r.failing_rounds,
             }
             .print(output);
             None
         }
         Some(Kind::Round(_)) => None,
         Some(Kind::Ended(end)) => {
-            let rollback = end.rollback.clone().map(RollbackReport::from);
+            let rollback = end
+                .rollback
+                .clone()
+                .and_then(|r| RollbackReport::try_from(r).ok());
             Some(print_end(
                 &end.status,
                 &end.detail,

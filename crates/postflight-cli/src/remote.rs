@@ -8,6 +8,7 @@ use postflight_ops::channel::{Bearer, Connector};
 use postflight_ops::secret::Secret;
 use postflight_ops::tls::ClientTls;
 use postflight_plan::canonical::canonical_yaml;
+use postflight_plan::rollback::ActionOutcome;
 use postflight_plan::{Plan, Report};
 use postflight_proto::v1::run_event::Kind;
 use postflight_proto::v1::validation_service_client::ValidationServiceClient;
@@ -176,7 +177,57 @@ pub async fn submit_and_follow(
         run.plan,
         run.regions.join(", ")
     );
-    follow(url, &mut client, &run.run_id).await
+    let report = follow(url, &mut client, &run.run_id).await?;
+    Ok(await_action(url, &mut client, report).await)
+}
+
+/// How long the CLI waits for a rollback action that is still running when the report
+/// arrives: the action's own time limit, and a little more.
+const ACTION_WAIT: Duration =
+    Duration::from_secs(postflight_rollback::ACTION_TIMEOUT.as_secs() + 30);
+
+/// A report whose rollback action is still running (`pending`) is fetched again until the
+/// coordinator has stored the outcome, so the printed report says what the action did. The
+/// verdict (and the exit code) does not depend on it; after [`ACTION_WAIT`] the report is
+/// printed as it stands.
+async fn await_action(url: &str, client: &mut Client, mut report: Report) -> Report {
+    if report.rollback.outcome != Some(ActionOutcome::Pending) {
+        return report;
+    }
+    eprintln!(
+        "  rollback action running: {}",
+        report
+            .rollback
+            .action
+            .as_deref()
+            .unwrap_or("the plan's action")
+    );
+    let deadline = tokio::time::Instant::now() + ACTION_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let fetched = client
+            .get_report(v1::GetReportRequest {
+                run_id: report.run_id.clone(),
+            })
+            .await;
+        match fetched.map(|r| Report::try_from(r.into_inner())) {
+            Ok(Ok(fresh)) if fresh.rollback.outcome != Some(ActionOutcome::Pending) => {
+                return fresh;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if let Ok(fresh) = self::client(url).await {
+                    *client = fresh;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "  the rollback action is still running; `postflight report {}` shows its outcome later",
+        report.run_id
+    );
+    report.rollback.detail = Some("still running when this command stopped waiting".to_owned());
+    report
 }
 
 /// Follows a run until its report, printing progress on stderr; survives a coordinator
@@ -293,6 +344,7 @@ pub async fn watch(args: &RunIdArgs) -> Result<ExitCode, Failure> {
         return crate::monitor::follow(&url, &args.run_id, args.remote.output).await;
     }
     let report = follow(&url, &mut client, &args.run_id).await?;
+    let report = await_action(&url, &mut client, report).await;
     Ok(print_report(&report, args.remote.output))
 }
 
@@ -393,10 +445,9 @@ pub async fn runs(args: &RunsArgs) -> Result<ExitCode, Failure> {
             let list: Vec<_> = runs
                 .iter()
                 .map(|r| {
-                    let rollback = r
-                        .rollback
-                        .clone()
-                        .map(postflight_plan::rollback::RollbackReport::from);
+                    let rollback = r.rollback.clone().and_then(|rb| {
+                        postflight_plan::rollback::RollbackReport::try_from(rb).ok()
+                    });
                     json!({"run_id": r.run_id, "plan": r.plan, "status": r.status,
                            "verdict": (!r.verdict.is_empty()).then_some(&r.verdict),
                            "started_at": (!r.started_at.is_empty()).then_some(&r.started_at),
@@ -414,7 +465,7 @@ pub async fn runs(args: &RunsArgs) -> Result<ExitCode, Failure> {
                 .iter()
                 .map(|r| {
                     let rollback = match &r.rollback {
-                        Some(rb) if rb.triggered => {
+                        Some(rb) if rb.triggered || rb.outcome.is_some() => {
                             rb.outcome.clone().unwrap_or_else(|| "triggered".to_owned())
                         }
                         Some(rb) if rb.recommended => "recommended".to_owned(),

@@ -148,9 +148,15 @@ fn table(report: &Report, color: bool) -> String {
             }
             (None, _) => {}
         }
+        if let (Some(detail), Some(_)) = (&rb.detail, &rb.outcome) {
+            out.push_str(&format!("  {detail}\n"));
+        }
         if let Some(error) = &rb.error {
             out.push_str(&format!("rollback error: {error}\n"));
         }
+    }
+    for why in &rb.held_back {
+        out.push_str(&format!("no rollback: {why}\n"));
     }
     out.push_str(&paint(&report.summary, report.status, color));
     out.push('\n');

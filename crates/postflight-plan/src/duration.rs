@@ -88,14 +88,16 @@ fn scale(number: &str, unit_nanos: u128, whole: &str) -> Result<u128, DurationEr
     Ok(nanos)
 }
 
-/// Formats a duration in the plan syntax, exactly and as short as possible (`90s` → `1m30s`).
+/// Formats a duration in the plan syntax, exactly and as short as possible (`90s` → `1m30s`;
+/// below a millisecond as a decimal of milliseconds, `999.985189ms`).
 pub fn format_duration(duration: Duration) -> String {
     let mut nanos = duration.as_nanos();
     if nanos == 0 {
         return "0s".to_owned();
     }
     let mut out = String::new();
-    for &(name, unit) in UNITS.iter().rev() {
+    // Whole seconds and up; the rest (under a second) is written in milliseconds below.
+    for &(name, unit) in UNITS.iter().rev().filter(|(name, _)| *name != "ms") {
         if nanos >= unit {
             let count = nanos / unit;
             nanos %= unit;
@@ -103,9 +105,13 @@ pub fn format_duration(duration: Duration) -> String {
         }
     }
     if nanos > 0 {
-        // Below a millisecond: keep it exact as a fraction of a millisecond.
-        let micros = nanos as f64 / 1_000_000.0;
-        out.push_str(&format!("{micros}ms"));
+        let (ms, fraction) = (nanos / 1_000_000, nanos % 1_000_000);
+        if fraction == 0 {
+            out.push_str(&format!("{ms}ms"));
+        } else {
+            let digits = format!("{fraction:06}");
+            out.push_str(&format!("{ms}.{}ms", digits.trim_end_matches('0')));
+        }
     }
     out
 }
@@ -183,6 +189,16 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(format_duration(Duration::from_secs(86_400 * 7)), "7d");
         assert_eq!(format_duration(Duration::ZERO), "0s");
+        // A remaining time measured to the nanosecond stays one valid duration.
+        assert_eq!(
+            format_duration(Duration::from_nanos(999_985_189)),
+            "999.985189ms"
+        );
+        assert_eq!(format_duration(Duration::from_nanos(1_500)), "0.0015ms");
+        assert_eq!(
+            format_duration(Duration::from_nanos(61_000_000_001)),
+            "1m1s0.000001ms"
+        );
     }
 
     #[test]
@@ -197,6 +213,12 @@ mod tests {
         #[test]
         fn format_then_parse_is_identity(ms in 0u64..10_000_000_000) {
             let d = Duration::from_millis(ms);
+            prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+
+        #[test]
+        fn format_then_parse_is_identity_to_the_nanosecond(nanos in 0u64..100_000_000_000_000) {
+            let d = Duration::from_nanos(nanos);
             prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }
     }

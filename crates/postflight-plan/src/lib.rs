@@ -10,6 +10,7 @@ pub mod duration;
 pub mod error;
 pub mod load;
 pub mod model;
+pub mod monitor;
 pub mod outcome;
 mod raw;
 pub mod report;
@@ -19,7 +20,6 @@ pub mod sketch;
 pub mod stats;
 pub mod vars;
 pub mod verdict;
-pub mod window;
 
 pub use error::{PlanError, PlanErrors};
 pub use load::parse_plan;

@@ -125,6 +125,18 @@ impl CheckKind {
     }
 }
 
+impl Check {
+    /// The most requests one execution of this check can make: what a probe may claim for it.
+    /// A result claiming more is invalid (it would outweigh honest regions in rates).
+    pub fn max_requests(&self) -> u64 {
+        match &self.kind {
+            CheckKind::Http(_) => 1,
+            CheckKind::Latency(l) => u64::from(l.samples),
+            CheckKind::Database(_) => 0,
+        }
+    }
+}
+
 /// An HTTP request as a check sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpRequest {
@@ -638,7 +650,19 @@ pub struct Rollback {
     /// No second rollback of this plan within this time.
     #[serde(serialize_with = "ser_duration")]
     pub cooldown: Duration,
+    /// Monitors act only when a trigger holds in this many consecutive rounds (≥ 1).
+    pub failing_rounds: u32,
+    /// Rate triggers act when the Wilson lower bound of a region's error rate at this
+    /// two-sided confidence exceeds the threshold; 0 compares the raw ratio.
+    pub confidence: f64,
+    /// Whether INCONCLUSIVE, cancelled and timed-out runs may execute an action.
+    pub on_inconclusive: bool,
 }
+
+/// A monitor acts when a trigger held in this many consecutive rounds: one bad round is a blip.
+pub const DEFAULT_FAILING_ROUNDS: u32 = 2;
+/// Confidence of the Wilson bound that rate triggers act on.
+pub const DEFAULT_CONFIDENCE: f64 = 0.95;
 
 /// The seed article's thresholds, used when `rollback:` names none.
 pub const DEFAULT_ERROR_RATE_ABOVE: f64 = 0.10;
@@ -757,6 +781,27 @@ impl Monitor {
 }
 
 impl Plan {
+    /// Consecutive failing rounds a monitor needs before it acts (the default without a
+    /// `rollback:` section).
+    pub fn failing_rounds(&self) -> u32 {
+        self.rollback
+            .as_ref()
+            .map_or(DEFAULT_FAILING_ROUNDS, |r| r.failing_rounds)
+            .max(1)
+    }
+
+    /// Confidence of rate triggers (the default without a `rollback:` section).
+    pub fn confidence(&self) -> f64 {
+        self.rollback
+            .as_ref()
+            .map_or(DEFAULT_CONFIDENCE, |r| r.confidence)
+    }
+
+    /// Whether missing data may act (never without a `rollback:` section).
+    pub fn acts_on_inconclusive(&self) -> bool {
+        self.rollback.as_ref().is_some_and(|r| r.on_inconclusive)
+    }
+
     /// The URL a request goes to: `url` itself when absolute, else joined to `target.base_url`.
     ///
     /// Called at execution time, when every variable is expanded; a failure here (a

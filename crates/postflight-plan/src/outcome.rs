@@ -22,6 +22,9 @@ pub struct CheckOutcome {
     pub message: String,
     /// The HTTP requests made, in order (empty for database checks).
     pub samples: Vec<Sample>,
+    /// Requests the check would have made but never attempted because its deadline passed:
+    /// missing data, not failures.
+    pub missing: u64,
     /// Wall time of the whole check.
     pub duration: Duration,
 }
@@ -33,6 +36,7 @@ impl CheckOutcome {
             status: CheckStatus::Fail,
             message: message.into(),
             samples: Vec::new(),
+            missing: 0,
             duration,
         }
     }

@@ -170,6 +170,9 @@ pub(crate) struct RawRollback {
     pub action: Option<Spanned<RawAction>>,
     pub dry_run: Option<bool>,
     pub cooldown: Option<Text>,
+    pub failing_rounds: Option<Spanned<u32>>,
+    pub confidence: Option<Spanned<f64>>,
+    pub on_inconclusive: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

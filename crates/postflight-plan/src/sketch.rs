@@ -115,6 +115,41 @@ impl LatencySketch {
     }
 }
 
+/// Serde for sketches inside JSON records (a monitor's stored rounds): the binary encoding as
+/// a hex string.
+pub mod hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::LatencySketch;
+
+    /// Writes the sketch's bytes as lower-case hex.
+    pub fn serialize<S: Serializer>(sketch: &LatencySketch, s: S) -> Result<S::Ok, S::Error> {
+        let mut text = String::new();
+        if sketch.count() > 0 {
+            for byte in sketch.to_bytes() {
+                text.push_str(&format!("{byte:02x}"));
+            }
+        }
+        s.serialize_str(&text)
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LatencySketch, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.len() % 2 != 0 || !text.is_ascii() {
+            return Err(serde::de::Error::custom(
+                "a sketch is an even number of hex digits",
+            ));
+        }
+        let bytes = (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(serde::de::Error::custom)?;
+        LatencySketch::from_bytes(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +182,34 @@ mod tests {
         assert_eq!(back.summary(), s.summary());
         assert!(LatencySketch::from_bytes(&[0xff, 0x00, 0x13]).is_err());
         assert_eq!(LatencySketch::from_bytes(&[]).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn hex_round_trip_in_json() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Holder {
+            #[serde(with = "hex")]
+            sketch: LatencySketch,
+        }
+        let mut s = LatencySketch::new();
+        for v in [1.0, 2.5, 300.0] {
+            s.add(v);
+        }
+        let json = serde_json::to_string(&Holder { sketch: s.clone() }).unwrap();
+        let back: Holder = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.sketch.summary(), s.summary());
+        let empty = serde_json::to_string(&Holder {
+            sketch: LatencySketch::new(),
+        })
+        .unwrap();
+        assert_eq!(empty, r#"{"sketch":""}"#);
+        for bad in [
+            r#"{"sketch":"abc"}"#,
+            r#"{"sketch":"zz"}"#,
+            r#"{"sketch":"ff00"}"#,
+        ] {
+            assert!(serde_json::from_str::<Holder>(bad).is_err(), "{bad}");
+        }
     }
 
     proptest! {

@@ -8,7 +8,7 @@ use postflight_plan::model::Severity;
 use postflight_plan::report::{
     CheckReport, LatencySummary, RegionReport, RegionResult, Report, RequestCount, RequestStats,
 };
-use postflight_plan::rollback::RollbackReport;
+use postflight_plan::rollback::{ActionOutcome, RollbackReport};
 use postflight_plan::sketch::LatencySketch;
 use postflight_plan::{CheckOutcome, CheckStatus, Overall};
 
@@ -87,27 +87,48 @@ impl From<&RollbackReport> for v1::RollbackReport {
             dry_run: r.dry_run,
             reasons: r.reasons.clone(),
             action: r.action.clone(),
-            outcome: r.outcome.clone(),
+            outcome: r.outcome.map(|o| o.as_str().to_owned()),
             error: r.error.clone(),
             detail: r.detail.clone(),
             executed_by: r.executed_by.clone(),
+            held_back: r.held_back.clone(),
         }
     }
 }
 
-impl From<v1::RollbackReport> for RollbackReport {
-    fn from(r: v1::RollbackReport) -> Self {
-        Self {
+impl TryFrom<v1::RollbackReport> for RollbackReport {
+    type Error = ConvertError;
+
+    fn try_from(r: v1::RollbackReport) -> Result<Self, ConvertError> {
+        let outcome = match r.outcome.as_deref() {
+            None => None,
+            Some(text) => Some(ActionOutcome::parse(text).ok_or_else(|| {
+                ConvertError::new(
+                    "outcome",
+                    format!("`{text}` is not pending, succeeded, failed, dry_run, skipped or interrupted"),
+                )
+            })?),
+        };
+        Ok(Self {
             recommended: r.recommended,
             triggered: r.triggered,
             dry_run: r.dry_run,
             reasons: r.reasons,
             action: r.action,
-            outcome: r.outcome,
+            outcome,
             error: r.error,
             detail: r.detail,
             executed_by: r.executed_by,
-        }
+            held_back: r.held_back,
+        })
+    }
+}
+
+fn request_count(c: RequestCount) -> v1::RequestCount {
+    v1::RequestCount {
+        count: c.count,
+        errors: c.errors,
+        missing: c.missing,
     }
 }
 
@@ -149,10 +170,7 @@ impl From<&Report> for v1::Report {
                         })
                         .collect(),
                     kind: c.kind.clone(),
-                    requests: Some(v1::RequestCount {
-                        count: c.requests.count,
-                        errors: c.requests.errors,
-                    }),
+                    requests: Some(request_count(c.requests)),
                     duration_ms: c.duration_ms,
                 })
                 .collect(),
@@ -161,6 +179,7 @@ impl From<&Report> for v1::Report {
                 errors: r.requests.errors,
                 error_rate: r.requests.error_rate,
                 latency_ms: r.requests.latency_ms.map(Into::into),
+                missing: r.requests.missing,
             }),
             rollback: Some((&r.rollback).into()),
         }
@@ -211,6 +230,7 @@ impl TryFrom<v1::Report> for Report {
                 requests: RequestCount {
                     count: requests.count,
                     errors: requests.errors,
+                    missing: requests.missing,
                 },
                 duration_ms: c.duration_ms,
             });
@@ -234,18 +254,25 @@ impl TryFrom<v1::Report> for Report {
                 errors: requests.errors,
                 error_rate: requests.error_rate,
                 latency_ms: requests.latency_ms.map(Into::into),
+                missing: requests.missing,
             },
-            rollback: r.rollback.map(Into::into).unwrap_or(RollbackReport {
-                recommended: false,
-                triggered: false,
-                dry_run: false,
-                reasons: Vec::new(),
-                action: None,
-                outcome: None,
-                error: None,
-                detail: None,
-                executed_by: None,
-            }),
+            rollback: match r.rollback {
+                Some(rollback) => {
+                    RollbackReport::try_from(rollback).map_err(|e| e.within("rollback"))?
+                }
+                None => RollbackReport {
+                    recommended: false,
+                    triggered: false,
+                    dry_run: false,
+                    reasons: Vec::new(),
+                    action: None,
+                    outcome: None,
+                    error: None,
+                    detail: None,
+                    executed_by: None,
+                    held_back: Vec::new(),
+                },
+            },
         })
     }
 }
@@ -291,6 +318,7 @@ pub fn check_result(ids: ResultIds<'_>, outcome: &CheckOutcome) -> v1::CheckResu
         duration_ms: outcome.duration.as_secs_f64() * 1e3,
         requests: region.requests.count,
         request_errors: region.requests.errors,
+        requests_missing: region.requests.missing,
         latency_ms: region.latency.map(Into::into),
         latency_sketch: if region.sketch.count() > 0 {
             region.sketch.to_bytes()
@@ -302,8 +330,10 @@ pub fn check_result(ids: ResultIds<'_>, outcome: &CheckOutcome) -> v1::CheckResu
 }
 
 /// A probe's result as the report builder consumes it; rejects what a well-behaved probe
-/// never sends.
-pub fn region_result(r: &v1::CheckResult) -> Result<RegionResult, ConvertError> {
+/// never sends. `max_requests` is the most requests the result's check can make
+/// ([`postflight_plan::Check::max_requests`]): a result claiming more would outweigh honest
+/// regions in error rates.
+pub fn region_result(r: &v1::CheckResult, max_requests: u64) -> Result<RegionResult, ConvertError> {
     let status = match v1::CheckStatus::try_from(r.status) {
         Ok(v1::CheckStatus::Pass) => CheckStatus::Pass,
         Ok(v1::CheckStatus::Warn) => CheckStatus::Warn,
@@ -315,17 +345,22 @@ pub fn region_result(r: &v1::CheckResult) -> Result<RegionResult, ConvertError> 
             ));
         }
     };
-    if r.request_errors > r.requests {
-        return Err(ConvertError::new(
-            "request_errors",
-            "more failed requests than requests",
-        ));
-    }
+    check_counts(r, max_requests)?;
     if !(r.duration_ms.is_finite() && r.duration_ms >= 0.0) {
         return Err(ConvertError::new("duration_ms", "not a duration"));
     }
     let sketch = LatencySketch::from_bytes(&r.latency_sketch)
         .map_err(|e| ConvertError::new("latency_sketch", e))?;
+    if sketch.count() > r.requests {
+        return Err(ConvertError::new(
+            "latency_sketch",
+            format!(
+                "holds {} latencies for {} requests",
+                sketch.count(),
+                r.requests
+            ),
+        ));
+    }
     Ok(RegionResult {
         status,
         message: r.message.clone(),
@@ -333,10 +368,32 @@ pub fn region_result(r: &v1::CheckResult) -> Result<RegionResult, ConvertError> 
         requests: RequestCount {
             count: r.requests,
             errors: r.request_errors,
+            missing: r.requests_missing,
         },
         latency: r.latency_ms.map(Into::into),
         sketch,
     })
+}
+
+/// The request counts of a result: no more failures than requests, and no more requests
+/// (made and missing) than its check can make.
+pub fn check_counts(r: &v1::CheckResult, max_requests: u64) -> Result<(), ConvertError> {
+    if r.request_errors > r.requests {
+        return Err(ConvertError::new(
+            "request_errors",
+            "more failed requests than requests",
+        ));
+    }
+    if r.requests.saturating_add(r.requests_missing) > max_requests {
+        return Err(ConvertError::new(
+            "requests",
+            format!(
+                "{} requests and {} missing, but the check makes at most {max_requests}",
+                r.requests, r.requests_missing
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -359,6 +416,7 @@ mod tests {
                     ok: false,
                 },
             ],
+            missing: 3,
             duration: Duration::from_millis(3300),
         };
         let wire = check_result(
@@ -372,13 +430,14 @@ mod tests {
             },
             &outcome,
         );
-        let back = region_result(&wire).unwrap();
+        let back = region_result(&wire, 5).unwrap();
         assert_eq!(back.status, CheckStatus::Warn);
         assert_eq!(
             back.requests,
             RequestCount {
                 count: 2,
-                errors: 1
+                errors: 1,
+                missing: 3,
             }
         );
         assert_eq!(back.latency.unwrap().max, 3200.0);
@@ -392,14 +451,38 @@ mod tests {
             status: 0,
             ..Default::default()
         };
-        assert_eq!(region_result(&wire).unwrap_err().field, "status");
+        assert_eq!(region_result(&wire, 5).unwrap_err().field, "status");
         wire.status = v1::CheckStatus::Pass.into();
         wire.requests = 1;
         wire.request_errors = 2;
-        assert_eq!(region_result(&wire).unwrap_err().field, "request_errors");
+        assert_eq!(region_result(&wire, 5).unwrap_err().field, "request_errors");
         wire.request_errors = 0;
         wire.latency_sketch = vec![0xff, 1, 2];
-        assert_eq!(region_result(&wire).unwrap_err().field, "latency_sketch");
+        assert_eq!(region_result(&wire, 5).unwrap_err().field, "latency_sketch");
+        // More requests than the check can make: a probe inflating its counts.
+        wire.latency_sketch = Vec::new();
+        wire.requests = 6;
+        let err = region_result(&wire, 5).unwrap_err();
+        assert_eq!(err.field, "requests");
+        assert_eq!(
+            err.reason,
+            "6 requests and 0 missing, but the check makes at most 5"
+        );
+        wire.requests = 3;
+        wire.requests_missing = 3;
+        assert_eq!(region_result(&wire, 5).unwrap_err().field, "requests");
+        // A sketch with more latencies than requests.
+        wire.requests_missing = 0;
+        let mut sketch = LatencySketch::new();
+        for v in 0..4 {
+            sketch.add(f64::from(v));
+        }
+        wire.latency_sketch = sketch.to_bytes();
+        let err = region_result(&wire, 5).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.reason.as_str()),
+            ("latency_sketch", "holds 4 latencies for 3 requests")
+        );
     }
 
     #[test]
@@ -411,7 +494,8 @@ mod tests {
           "regions":{"eu":{"status":"fail","message":"m","latency_ms":null}},"kind":"http",
           "requests":{"count":2,"errors":1},"duration_ms":3.5}],
           "requests":{"count":2,"errors":1,"error_rate":0.5,"latency_ms":null},
-          "rollback":{"recommended":false,"triggered":false,"dry_run":true,"reasons":[],"action":null,"outcome":null,"error":null}}"#;
+          "rollback":{"recommended":true,"triggered":true,"dry_run":false,"reasons":["r"],"action":"a","outcome":"pending","error":null,
+                      "held_back":["eu alone"]}}"#;
         let report: Report = serde_json::from_str(json).unwrap();
         let wire = v1::Report::from(&report);
         assert_eq!(wire.status, "WARN");
@@ -421,5 +505,8 @@ mod tests {
         let mut bad = v1::Report::from(&report);
         bad.checks[0].status = "great".into();
         assert_eq!(Report::try_from(bad).unwrap_err().field, "checks[0].status");
+        let mut bad = v1::Report::from(&report);
+        bad.rollback.as_mut().unwrap().outcome = Some("done".into());
+        assert_eq!(Report::try_from(bad).unwrap_err().field, "rollback.outcome");
     }
 }

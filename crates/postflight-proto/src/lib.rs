@@ -15,4 +15,6 @@ mod convert;
 /// The encoded `FileDescriptorSet` of the API, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/postflight_descriptor.bin");
 
-pub use convert::{ConvertError, ResultIds, check_result, region_result, result_status};
+pub use convert::{
+    ConvertError, ResultIds, check_counts, check_result, region_result, result_status,
+};

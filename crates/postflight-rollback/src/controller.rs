@@ -2,12 +2,20 @@
 //! Shared by the coordinator (whose ledger is its database) and the CLI's local runs (whose
 //! ledger is a file), so both follow the same rules: at most once per subject, never within
 //! the plan's cooldown, nothing executed in a dry run, every outcome recorded.
+//!
+//! Acting is two steps, so that the decision is durable before anything happens:
+//! [`claim`] records the claim in the ledger (durably, before it returns) and marks the
+//! decision `pending`; whoever owns the action then runs [`execute`], which records the
+//! outcome. An executor that dies between the two leaves a claim without outcome: whoever
+//! finds it records `interrupted` ([`interrupted`]) and never runs it again — `kubectl rollout
+//! undo` twice re-deploys the bad release.
 
 use std::future::Future;
 use std::time::{Duration, UNIX_EPOCH};
 
 use postflight_plan::Plan;
-use postflight_plan::rollback::{RollbackContext, RollbackReport};
+use postflight_plan::model::RollbackAction;
+use postflight_plan::rollback::{ActionOutcome, RollbackContext, RollbackReport};
 use postflight_plan::vars::Lookup;
 
 /// A request to execute a rollback.
@@ -23,6 +31,8 @@ pub struct RollbackClaim {
     pub executed_by: String,
     /// Unix milliseconds.
     pub claimed_ms: i64,
+    /// `kubectl`, `kubernetes`, `webhook` or `command`, for the audit.
+    pub action_kind: String,
 }
 
 /// The answer to a claim.
@@ -48,7 +58,8 @@ pub enum ClaimOutcome {
     },
 }
 
-/// Where claims are recorded; exactly one claimant of a subject gets `Claimed`.
+/// Where claims are recorded; exactly one claimant of a subject gets `Claimed`, and a
+/// `Claimed` answer is durable (it survives a crash of the claimant right after).
 pub trait Ledger: Send + Sync {
     /// Claims `claim` unless its subject was claimed or its plan rolled back within
     /// `cooldown_ms`.
@@ -61,7 +72,7 @@ pub trait Ledger: Send + Sync {
     fn finish(
         &self,
         subject: &str,
-        outcome: &str,
+        outcome: ActionOutcome,
         error: Option<&str>,
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
@@ -76,88 +87,107 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Completes `decision` (which holds its reasons): claims and executes the plan's action when
-/// a rollback is recommended, and records what happened in the decision. Never fails: a
-/// failing action or ledger ends up in `outcome` and `error`.
-pub async fn carry_out(
+/// A claimed action: whoever holds it runs [`execute`] exactly once.
+#[derive(Debug, Clone)]
+pub struct ClaimedAction {
+    /// The claim's subject.
+    pub subject: String,
+    /// What to execute.
+    pub action: RollbackAction,
+    /// What the action is told.
+    pub context: RollbackContext,
+}
+
+/// What [`claim`] settled.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// Claimed: execute it (the decision says `pending`).
+    Execute(Box<ClaimedAction>),
+    /// Nothing to execute; the decision says why (and `claim` is the ledger's answer when it
+    /// was asked).
+    Settled {
+        /// The ledger's answer, when a claim was made.
+        claim: Option<ClaimOutcome>,
+    },
+}
+
+/// The first step of acting on `decision` (which holds its reasons): when a rollback is
+/// recommended and may still act, claims it in the ledger and marks the decision `pending`;
+/// otherwise records in the decision why nothing happens (no action, dry run, cooldown,
+/// executed already, the ledger failed). Never fails.
+pub async fn claim(
     plan: &Plan,
     decision: &mut RollbackReport,
     context: &RollbackContext,
     subject: &str,
     ledger: &impl Ledger,
     env: &dyn Lookup,
-) -> Option<ClaimOutcome> {
-    if !decision.recommended {
-        return None;
+) -> Prepared {
+    let settled = Prepared::Settled { claim: None };
+    if !decision.awaits_action() {
+        return settled;
     }
     let Some(config) = &plan.rollback else {
         decision.detail = Some("the plan has no rollback section: recommended only".to_owned());
-        return None;
+        return settled;
     };
     let Some(action) = &config.action else {
         decision.detail =
             Some("the plan's rollback has no action: decision recorded only".to_owned());
-        return None;
+        return settled;
     };
     if decision.dry_run {
         decision.triggered = true;
-        decision.outcome = Some("dry_run".to_owned());
+        decision.outcome = Some(ActionOutcome::DryRun);
         decision.detail = Some(format!(
             "dry run: `{}` was not executed",
             action.describe(env)
         ));
         tracing::warn!(plan = %plan.name, subject, "rollback decided (dry run): {}", decision.reasons.join("; "));
-        return None;
+        return settled;
     }
-    let claim = RollbackClaim {
+    let request = RollbackClaim {
         subject: subject.to_owned(),
         plan_name: plan.name.clone(),
         run_id: context.run_id.clone(),
         executed_by: context.executed_by.clone(),
         claimed_ms: now_ms(),
+        action_kind: action.kind().to_owned(),
     };
-    let outcome = match ledger
-        .claim(&claim, config.cooldown.as_millis() as i64)
+    let answer = match ledger
+        .claim(&request, config.cooldown.as_millis() as i64)
         .await
     {
-        Ok(outcome) => outcome,
+        Ok(answer) => answer,
         Err(e) => {
             tracing::error!(error = %e, "cannot claim a rollback");
-            decision.outcome = Some("failed".to_owned());
-            decision.error = Some(format!("cannot record the rollback: {e}"));
-            return None;
+            decision.outcome = Some(ActionOutcome::Failed);
+            decision.error = Some(format!(
+                "cannot record the rollback, so it was not executed: {e}"
+            ));
+            return settled;
         }
     };
-    match &outcome {
+    match &answer {
         ClaimOutcome::Claimed => {
             decision.triggered = true;
             decision.executed_by = Some(context.executed_by.clone());
+            decision.outcome = Some(ActionOutcome::Pending);
+            decision.detail = Some(format!("`{}` is running", action.describe(env)));
             let mut context = context.clone();
             context.reasons = decision.reasons.clone();
-            match crate::execute(action, &context, env).await {
-                Ok(done) => {
-                    decision.outcome = Some("succeeded".to_owned());
-                    decision.detail = Some(done);
-                }
-                Err(error) => {
-                    decision.outcome = Some("failed".to_owned());
-                    decision.error = Some(error);
-                }
-            }
-            let outcome = decision.outcome.as_deref().unwrap_or("failed");
-            if let Err(e) = ledger
-                .finish(subject, outcome, decision.error.as_deref())
-                .await
-            {
-                tracing::error!(error = %e, "cannot record a rollback's outcome");
-            }
+            return Prepared::Execute(Box::new(ClaimedAction {
+                subject: subject.to_owned(),
+                action: action.clone(),
+                context,
+            }));
         }
         ClaimOutcome::AlreadyClaimed { by, at_ms } => {
-            decision.outcome = Some("skipped".to_owned());
+            decision.outcome = Some(ActionOutcome::Skipped);
             decision.detail = Some(format!("already executed by {by} at {}", when(*at_ms)));
         }
         ClaimOutcome::CoolingDown { by, at_ms, run_id } => {
-            decision.outcome = Some("skipped".to_owned());
+            decision.outcome = Some(ActionOutcome::Skipped);
             decision.detail = Some(format!(
                 "cooldown: {by} rolled back plan {} at {} (run {run_id}); no second rollback within {}",
                 plan.name,
@@ -166,7 +196,63 @@ pub async fn carry_out(
             ));
         }
     }
-    Some(outcome)
+    Prepared::Settled {
+        claim: Some(answer),
+    }
+}
+
+/// The second step: executes a claimed action, records its outcome in `decision` and in the
+/// ledger. Never fails: a failing action ends up in `outcome` and `error`.
+pub async fn execute(
+    claimed: &ClaimedAction,
+    decision: &mut RollbackReport,
+    ledger: &impl Ledger,
+    env: &dyn Lookup,
+) {
+    match crate::execute(&claimed.action, &claimed.context, env).await {
+        Ok(done) => {
+            decision.outcome = Some(ActionOutcome::Succeeded);
+            decision.detail = Some(done);
+        }
+        Err(error) => {
+            decision.outcome = Some(ActionOutcome::Failed);
+            decision.detail = None;
+            decision.error = Some(error);
+        }
+    }
+    let outcome = decision.outcome.unwrap_or(ActionOutcome::Failed);
+    if let Err(e) = ledger
+        .finish(&claimed.subject, outcome, decision.error.as_deref())
+        .await
+    {
+        tracing::error!(error = %e, subject = %claimed.subject, "cannot record a rollback's outcome");
+    }
+}
+
+/// Both steps, for an executor that owns its action from start to end (the CLI).
+pub async fn carry_out(
+    plan: &Plan,
+    decision: &mut RollbackReport,
+    context: &RollbackContext,
+    subject: &str,
+    ledger: &impl Ledger,
+    env: &dyn Lookup,
+) -> Option<ClaimOutcome> {
+    match claim(plan, decision, context, subject, ledger, env).await {
+        Prepared::Execute(claimed) => {
+            execute(&claimed, decision, ledger, env).await;
+            Some(ClaimOutcome::Claimed)
+        }
+        Prepared::Settled { claim } => claim,
+    }
+}
+
+/// The error recorded for an action whose executor stopped while it ran.
+pub fn interrupted(executed_by: &str, claimed_ms: i64) -> String {
+    format!(
+        "{executed_by} stopped while the action ran (claimed at {}): its outcome is unknown and it is not run again, since a second undo would re-deploy the release it replaced; check the deployment",
+        when(claimed_ms)
+    )
 }
 
 #[cfg(test)]
@@ -180,7 +266,7 @@ mod tests {
 
     /// An in-memory ledger with the same rules as the real ones.
     #[derive(Default)]
-    struct Memory(Mutex<Vec<(RollbackClaim, Option<String>)>>);
+    struct Memory(Mutex<Vec<(RollbackClaim, Option<ActionOutcome>)>>);
 
     impl Ledger for Memory {
         async fn claim(
@@ -210,12 +296,12 @@ mod tests {
         async fn finish(
             &self,
             subject: &str,
-            outcome: &str,
+            outcome: ActionOutcome,
             _error: Option<&str>,
         ) -> Result<(), String> {
             for (c, o) in self.0.lock().unwrap().iter_mut() {
                 if c.subject == subject {
-                    *o = Some(outcome.to_owned());
+                    *o = Some(outcome);
                 }
             }
             Ok(())
@@ -243,6 +329,7 @@ mod tests {
             error: None,
             detail: None,
             executed_by: None,
+            held_back: Vec::new(),
         }
     }
 
@@ -276,15 +363,15 @@ mod tests {
             Some(ClaimOutcome::Claimed)
         );
         assert_eq!(
-            (first.triggered, first.outcome.as_deref()),
-            (true, Some("succeeded"))
+            (first.triggered, first.outcome),
+            (true, Some(ActionOutcome::Succeeded))
         );
         assert_eq!(first.executed_by.as_deref(), Some("tester"));
         let mut replay = recommended();
         carry_out(&p, &mut replay, &context("r1"), "run:r1", &ledger, &env).await;
         assert_eq!(
-            (replay.triggered, replay.outcome.as_deref()),
-            (false, Some("skipped"))
+            (replay.triggered, replay.outcome),
+            (false, Some(ActionOutcome::Skipped))
         );
         assert!(
             replay
@@ -295,7 +382,7 @@ mod tests {
         );
         let mut other = recommended();
         carry_out(&p, &mut other, &context("r2"), "run:r2", &ledger, &env).await;
-        assert_eq!(other.outcome.as_deref(), Some("skipped"));
+        assert_eq!(other.outcome, Some(ActionOutcome::Skipped));
         assert!(
             other
                 .detail
@@ -310,6 +397,39 @@ mod tests {
             "x\n",
             "executed exactly once"
         );
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_pending_until_it_is_executed() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let p = plan(&format!(
+            "rollback:\n  action: {{command: [touch, \"{}\"]}}\n",
+            marker.display()
+        ));
+        let ledger = Memory::default();
+        let env: HashMap<String, String> = HashMap::new();
+        let mut decision = recommended();
+        let Prepared::Execute(claimed) =
+            claim(&p, &mut decision, &context("r"), "run:r", &ledger, &env).await
+        else {
+            panic!("claimed")
+        };
+        assert_eq!(decision.outcome, Some(ActionOutcome::Pending));
+        assert!(decision.triggered);
+        assert_eq!(ledger.0.lock().unwrap()[0].0.action_kind, "command");
+        assert_eq!(ledger.0.lock().unwrap()[0].1, None, "no outcome yet");
+        assert!(!marker.exists(), "claiming executes nothing");
+        execute(&claimed, &mut decision, &ledger, &env).await;
+        assert_eq!(decision.outcome, Some(ActionOutcome::Succeeded));
+        assert!(marker.exists());
+        assert_eq!(
+            ledger.0.lock().unwrap()[0].1,
+            Some(ActionOutcome::Succeeded)
+        );
+        assert!(interrupted("coordinator-A", 0).starts_with(
+            "coordinator-A stopped while the action ran (claimed at 1970-01-01T00:00:00.000Z): its outcome is unknown and it is not run again"
+        ));
     }
 
     #[tokio::test]
@@ -336,8 +456,8 @@ mod tests {
             None
         );
         assert_eq!(
-            (decision.triggered, decision.outcome.as_deref()),
-            (true, Some("dry_run"))
+            (decision.triggered, decision.outcome),
+            (true, Some(ActionOutcome::DryRun))
         );
         assert!(!marker.exists());
     }
@@ -349,7 +469,7 @@ mod tests {
         let env: HashMap<String, String> = HashMap::new();
         let ledger = Memory::default();
         carry_out(&p, &mut decision, &context("r"), "run:r", &ledger, &env).await;
-        assert_eq!(decision.outcome.as_deref(), Some("failed"));
+        assert_eq!(decision.outcome, Some(ActionOutcome::Failed));
         assert!(
             decision
                 .error
@@ -357,7 +477,7 @@ mod tests {
                 .unwrap()
                 .ends_with("exited with 7: no cluster")
         );
-        assert_eq!(ledger.0.lock().unwrap()[0].1.as_deref(), Some("failed"));
+        assert_eq!(ledger.0.lock().unwrap()[0].1, Some(ActionOutcome::Failed));
     }
 
     #[tokio::test]
@@ -373,10 +493,7 @@ mod tests {
             &env,
         )
         .await;
-        assert_eq!(
-            (decision.triggered, decision.outcome.as_deref()),
-            (false, None)
-        );
+        assert_eq!((decision.triggered, decision.outcome), (false, None));
         assert_eq!(
             decision.detail.as_deref(),
             Some("the plan's rollback has no action: decision recorded only")
@@ -396,5 +513,24 @@ mod tests {
             None
         );
         assert_eq!(calm.outcome, None);
+        // A decision already settled (a run that may not act) is not touched.
+        let marker = tempfile::tempdir().unwrap();
+        let never = marker.path().join("never");
+        let mut settled = recommended();
+        settled.outcome = Some(ActionOutcome::Skipped);
+        carry_out(
+            &plan(&format!(
+                "rollback: {{action: {{command: [touch, \"{}\"]}}}}\n",
+                never.display()
+            )),
+            &mut settled,
+            &context("r"),
+            "run:r",
+            &Memory::default(),
+            &env,
+        )
+        .await;
+        assert_eq!(settled.outcome, Some(ActionOutcome::Skipped));
+        assert!(!never.exists());
     }
 }

@@ -22,7 +22,9 @@ use postflight_plan::model::RollbackAction;
 use postflight_plan::rollback::RollbackContext;
 use postflight_plan::vars::Lookup;
 
-pub use controller::{ClaimOutcome, Ledger, RollbackClaim, carry_out};
+pub use controller::{
+    ClaimOutcome, ClaimedAction, Ledger, Prepared, RollbackClaim, carry_out, claim, interrupted,
+};
 
 /// Time limit of process actions (kubectl, command) and of the Kubernetes API undo.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(120);

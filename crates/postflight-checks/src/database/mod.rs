@@ -60,6 +60,7 @@ pub async fn run(check: &DatabaseCheck, timeout: Duration) -> CheckOutcome {
                 status,
                 message,
                 samples: Vec::new(),
+                missing: 0,
                 duration: elapsed,
             }
         }

@@ -5,6 +5,7 @@
 //! can simulate a migration without restarting it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ pub enum Mode {
 }
 
 /// What the backend does; every field can be changed at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Behavior {
     /// Tool look-ups fail.
@@ -45,6 +46,10 @@ pub struct Behavior {
     pub delay_ms: u64,
     /// Every API call answers 500.
     pub errors: bool,
+    /// This share of API calls (0..1) answers 500, at random: a flaky but healthy service.
+    pub error_rate: f64,
+    /// The next this many API calls answer 500, then the service is fine again: a blip.
+    pub fail_next: u32,
 }
 
 impl Mode {
@@ -77,7 +82,14 @@ impl Mode {
     }
 }
 
-type Shared = Arc<RwLock<Behavior>>;
+/// The behaviour, and how many of the failures `fail_next` asked for are still to come.
+#[derive(Debug, Default)]
+struct Backend {
+    behavior: RwLock<Behavior>,
+    failures_left: AtomicU32,
+}
+
+type Shared = Arc<Backend>;
 
 /// A running demo target.
 pub struct DemoTarget {
@@ -92,7 +104,10 @@ impl DemoTarget {
     pub async fn start(addr: SocketAddr, behavior: Behavior) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared: Shared = Arc::new(RwLock::new(behavior));
+        let shared: Shared = Arc::new(Backend {
+            behavior: RwLock::new(behavior),
+            failures_left: AtomicU32::new(behavior.fail_next),
+        });
         let app = router(shared.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -113,9 +128,7 @@ impl DemoTarget {
 
     /// Changes the behaviour of the running backend.
     pub fn set_behavior(&self, behavior: Behavior) {
-        if let Ok(mut b) = self.behavior.write() {
-            *b = behavior;
-        }
+        set(&self.behavior, behavior);
     }
 
     /// Serves until the process is interrupted.
@@ -140,15 +153,29 @@ fn router(shared: Shared) -> axum::Router {
 }
 
 fn current(shared: &Shared) -> Behavior {
-    shared.read().map(|b| *b).unwrap_or_default()
+    shared.behavior.read().map(|b| *b).unwrap_or_default()
 }
 
-/// Applies the delay and the error mode shared by every API call.
-async fn degrade(behavior: Behavior) -> Option<Response> {
+fn set(shared: &Shared, behavior: Behavior) {
+    if let Ok(mut b) = shared.behavior.write() {
+        *b = behavior;
+    }
+    shared
+        .failures_left
+        .store(behavior.fail_next, Ordering::SeqCst);
+}
+
+/// Applies the delay and the error modes shared by every API call.
+async fn degrade(shared: &Shared, behavior: Behavior) -> Option<Response> {
     if behavior.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(behavior.delay_ms)).await;
     }
-    behavior.errors.then(|| {
+    let blip = shared
+        .failures_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let unlucky = behavior.error_rate > 0.0 && fastrand::f64() < behavior.error_rate;
+    (behavior.errors || blip || unlucky).then(|| {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": "internal error: connection pool exhausted"})),
@@ -179,7 +206,7 @@ fn invoice_id(message: &str) -> Option<String> {
 
 async fn chat(State(shared): State<Shared>, body: Option<Json<Value>>) -> Response {
     let behavior = current(&shared);
-    if let Some(error) = degrade(behavior).await {
+    if let Some(error) = degrade(&shared, behavior).await {
         return error;
     }
     let Some(Json(body)) = body else {
@@ -223,7 +250,7 @@ async fn chat(State(shared): State<Shared>, body: Option<Json<Value>>) -> Respon
 
 async fn invoice(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
     let behavior = current(&shared);
-    if let Some(error) = degrade(behavior).await {
+    if let Some(error) = degrade(&shared, behavior).await {
         return error;
     }
     match lookup(&id) {
@@ -237,7 +264,7 @@ async fn invoice(State(shared): State<Shared>, Path(id): Path<String>) -> Respon
 }
 
 async fn health(State(shared): State<Shared>) -> Response {
-    match degrade(current(&shared)).await {
+    match degrade(&shared, current(&shared)).await {
         Some(error) => error,
         None => Json(json!({"status": "ok"})).into_response(),
     }
@@ -247,11 +274,16 @@ async fn get_behavior(State(shared): State<Shared>) -> Json<Behavior> {
     Json(current(&shared))
 }
 
-async fn put_behavior(State(shared): State<Shared>, Json(new): Json<Behavior>) -> Json<Behavior> {
-    if let Ok(mut b) = shared.write() {
-        *b = new;
+async fn put_behavior(State(shared): State<Shared>, Json(new): Json<Behavior>) -> Response {
+    if !(0.0..=1.0).contains(&new.error_rate) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("error_rate is a share from 0 to 1, got {}", new.error_rate)})),
+        )
+            .into_response();
     }
-    Json(new)
+    set(&shared, new);
+    Json(new).into_response()
 }
 
 #[cfg(test)]
@@ -267,6 +299,31 @@ mod tests {
         assert_eq!(invoice_id("INV-42?").as_deref(), Some("INV-42"));
         assert_eq!(invoice_id("Hello"), None);
         assert_eq!(invoice_id("INV-"), None);
+    }
+
+    #[tokio::test]
+    async fn a_blip_fails_the_next_calls_then_heals() {
+        let shared: Shared = Arc::default();
+        set(
+            &shared,
+            Behavior {
+                fail_next: 2,
+                ..Behavior::default()
+            },
+        );
+        let mut failed = 0;
+        for _ in 0..5 {
+            if degrade(&shared, current(&shared)).await.is_some() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 2);
+        let always = Behavior {
+            error_rate: 1.0,
+            ..Behavior::default()
+        };
+        assert!(degrade(&shared, always).await.is_some());
+        assert!(degrade(&shared, Behavior::default()).await.is_none());
     }
 
     #[test]

@@ -15,10 +15,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use postflight_plan::report::{RegionResult, RunResults, build_report};
+use postflight_plan::rollback::RunEnd;
 use postflight_plan::secrets::Secrets;
 use postflight_plan::vars::{Expander, ProcessEnv};
 use postflight_plan::{Plan, parse_plan};
 use postflight_proto::v1;
+use postflight_rollback::Prepared;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::error::{CoordinatorError, CoordinatorResult};
@@ -78,6 +80,7 @@ struct Inner<S> {
     state: Mutex<State>,
     writer: mpsc::Sender<WriteJob>,
     metrics: Arc<Metrics>,
+    actions: rollback::ActionsInFlight,
 }
 
 /// Result batches of one probe message, waiting to be written with other probes' batches.
@@ -116,6 +119,8 @@ pub struct Finished {
     pub report: postflight_plan::Report,
     /// Its per-region results (the monitor's window needs their sketches).
     pub results: Vec<BTreeMap<String, RegionResult>>,
+    /// How it ended (a round cut off by its deadline may not act).
+    pub end: RunEnd,
 }
 
 /// An assignment decided under the lock, to persist and send outside it.
@@ -188,9 +193,11 @@ impl<S: Store> Coordinator<S> {
                 state: Mutex::new(State::default()),
                 writer,
                 metrics: Arc::new(Metrics::new()),
+                actions: rollback::ActionsInFlight::default(),
             }),
         };
         tokio::spawn(coordinator.clone().write_results(jobs));
+        coordinator.recover_interrupted().await?;
         coordinator.resume().await?;
         Ok(coordinator)
     }
@@ -674,23 +681,35 @@ impl<S: Store> Coordinator<S> {
         let finished = now_ms();
         let results = state::region_results(&run);
         let started_ms = run.record.started_ms.unwrap_or(run.record.created_ms);
-        let report = build_report(&RunResults {
+        let end = match status {
+            RunStatus::Completed => RunEnd::Completed,
+            RunStatus::Cancelled => RunEnd::Cancelled,
+            _ => RunEnd::TimedOut,
+        };
+        let mut report = build_report(&RunResults {
             plan: &run.plan,
             run_id,
             started_at: UNIX_EPOCH + Duration::from_millis(started_ms.max(0) as u64),
             finished_at: UNIX_EPOCH + Duration::from_millis(finished.max(0) as u64),
             required_regions: &run.record.regions,
             results: &results,
+            end,
             env: &ProcessEnv,
         });
-        let mut report = report;
         report.rollback.dry_run |= run.record.dry_run;
-        // A monitor's round is judged by its monitor, over the window; a plain run acts now.
+        // A monitor's round is judged by its monitor, over the window; a plain run acts now:
+        // the claim is committed and the report stored as `pending` before the action starts
+        // in a task of its own (never in the probe stream or request that ended the run).
+        let mut claimed = None;
         if run.record.monitor_id.is_none() {
             let context = self.rollback_context(&run.plan, &report, None);
             let subject = format!("run:{run_id}");
-            self.execute_rollback(&run.plan, &mut report.rollback, &context, &subject)
-                .await;
+            if let Prepared::Execute(action) = self
+                .claim_rollback(&run.plan, &mut report.rollback, &context, &subject)
+                .await
+            {
+                claimed = Some(action);
+            }
         }
         run.record.status = status;
         run.record.finished_ms = Some(finished);
@@ -706,6 +725,9 @@ impl<S: Store> Coordinator<S> {
         run.record.rollback_json =
             Some(serde_json::to_string(&report.rollback).unwrap_or_default());
         self.inner.store.update_run(&run.record).await?;
+        if let Some(action) = claimed {
+            self.spawn_action(run.record.clone(), report.rollback.clone(), action);
+        }
         let mut cancels = Vec::new();
         for a in run.assignments.values_mut() {
             if a.record.status == AssignmentStatus::Active {
@@ -740,7 +762,11 @@ impl<S: Store> Coordinator<S> {
             .events
             .send(event(run_id, v1::run_event::Kind::Report((&report).into())));
         if let Some(done) = run.done.take() {
-            let _ = done.send(Finished { report, results });
+            let _ = done.send(Finished {
+                report,
+                results,
+                end,
+            });
         }
         Ok(())
     }
@@ -1000,22 +1026,22 @@ impl<S: Store> Coordinator<S> {
         {
             let mut state = self.state();
             // Validate everything before changing anything.
-            let mut checked: Option<(&str, &str, usize)> = None;
+            let mut checked: Option<(&str, &str, Arc<Plan>)> = None;
             for (i, wire) in batch.iter().enumerate() {
-                let checks = match checked {
-                    Some((run, assignment, checks))
-                        if run == wire.run_id && assignment == wire.assignment_id =>
+                let plan = match &checked {
+                    Some((run, assignment, plan))
+                        if *run == wire.run_id && *assignment == wire.assignment_id =>
                     {
-                        Some(checks)
+                        Some(plan.clone())
                     }
                     _ => match state.runs.get(&wire.run_id).and_then(|run| {
                         run.assignments
                             .get(&wire.assignment_id)
-                            .map(|a| (a.record.probe == probe, run.plan.checks.len()))
+                            .map(|a| (a.record.probe == probe, run.plan.clone()))
                     }) {
-                        Some((true, checks)) => {
-                            checked = Some((&wire.run_id, &wire.assignment_id, checks));
-                            Some(checks)
+                        Some((true, plan)) => {
+                            checked = Some((&wire.run_id, &wire.assignment_id, plan.clone()));
+                            Some(plan)
                         }
                         Some((false, _)) => {
                             return Err(CoordinatorError::invalid(
@@ -1029,8 +1055,8 @@ impl<S: Store> Coordinator<S> {
                         None => None,
                     },
                 };
-                if let Some(checks) = checks {
-                    validate_result(wire, checks)
+                if let Some(plan) = plan {
+                    validate_result(wire, &plan)
                         .map_err(|e| CoordinatorError::from(e.within(&format!("results[{i}]"))))?;
                 }
             }
@@ -1308,10 +1334,8 @@ fn busy_counts(runs: &HashMap<String, ActiveRun>, except: &str) -> HashMap<Strin
 }
 
 /// Cheap checks of a wire result; the sketch is only decoded when the result is used.
-fn validate_result(
-    r: &v1::CheckResult,
-    checks: usize,
-) -> Result<(), postflight_proto::ConvertError> {
+fn validate_result(r: &v1::CheckResult, plan: &Plan) -> Result<(), postflight_proto::ConvertError> {
+    let checks = plan.checks.len();
     let invalid = |field: &str, reason: String| postflight_proto::ConvertError {
         field: field.to_owned(),
         reason,
@@ -1334,11 +1358,8 @@ fn validate_result(
             format!("{} is not PASS, WARN or FAIL", r.status),
         ));
     }
-    if r.request_errors > r.requests {
-        return Err(invalid(
-            "request_errors",
-            "more failed requests than requests".to_owned(),
-        ));
+    if let Some(check) = plan.checks.get(r.check_index as usize) {
+        postflight_proto::check_counts(r, check.max_requests())?;
     }
     if !(r.duration_ms.is_finite() && r.duration_ms >= 0.0) {
         return Err(invalid("duration_ms", "not a duration".to_owned()));
@@ -1426,7 +1447,8 @@ fn use_result(
     {
         return None;
     }
-    let result = match postflight_proto::region_result(wire) {
+    let max_requests = run.plan.checks.get(index).map_or(0, |c| c.max_requests());
+    let result = match postflight_proto::region_result(wire, max_requests) {
         Ok(result) => result,
         Err(e) => {
             tracing::warn!(result_id = %wire.result_id, error = %e, "unusable result");

@@ -1,28 +1,31 @@
 //! Monitors: the plan round after round on its `monitor.phases` (the seed article's 24 hours
-//! of intensive checks, then 7 days of normal ones), the rollback triggers evaluated after
-//! every round over the sliding window, until the last phase ends or a rollback fires.
+//! of intensive checks, then 7 days of normal ones), each round judged by the domain's
+//! [`MonitorSession`] (triggers over the sliding window, per region, held for
+//! `rollback.failing_rounds` rounds), until the last phase ends or a rollback fires.
 //!
 //! A monitor lives in the coordinator: it goes on when its client disconnects, and a
-//! restarted coordinator resumes it with its window rebuilt from the stored rounds.
+//! restarted coordinator resumes it with its window and streak rebuilt from the stored rounds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use postflight_plan::model::Monitor;
+use postflight_plan::monitor::{
+    MonitorSession, RoundInput, RoundOutcome, RoundSample, round_timeout, streak_of,
+};
 use postflight_plan::report::RequestCount;
-use postflight_plan::rollback::{RollbackReport, decision, triggers};
-use postflight_plan::sketch::LatencySketch;
+use postflight_plan::rollback::{RegionFigures, RollbackReport};
 use postflight_plan::vars::{Expander, ProcessEnv};
-use postflight_plan::window::{RoundSample, Window};
 use postflight_plan::{Plan, parse_plan};
 use postflight_proto::v1;
+use postflight_rollback::Prepared;
 use tokio::sync::{Notify, broadcast, oneshot};
 
 use super::{Coordinator, Finished};
 use crate::error::{CoordinatorError, CoordinatorResult};
 use crate::now_ms;
-use crate::storage::{ClaimOutcome, MonitorRecord, MonitorStatus, RoundRecord, Store};
+use crate::storage::{MonitorRecord, MonitorStatus, RoundRecord, Store};
 
 /// A monitor running in this coordinator.
 pub(crate) struct ActiveMonitor {
@@ -36,6 +39,36 @@ fn when(ms: i64) -> String {
     postflight_plan::report::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
+/// The event of a round: its verdict, the window's figures and what the session decided.
+fn round_event(
+    monitor_id: &str,
+    round: i64,
+    report: &postflight_plan::Report,
+    every: &Duration,
+    outcome: &RoundOutcome,
+) -> v1::MonitorEvent {
+    let merged = &outcome.merged;
+    monitor_event(
+        monitor_id,
+        v1::monitor_event::Kind::Round(v1::MonitorRound {
+            round: round as u32,
+            run_id: report.run_id.clone(),
+            verdict: report.status.as_str().to_owned(),
+            requests: merged.requests.count,
+            errors: merged.requests.errors,
+            error_rate: merged.error_rate(),
+            p99_ms: merged.p99_ms,
+            window_rounds: outcome.window_rounds as u32,
+            every: postflight_plan::duration::format_duration(*every),
+            reasons: outcome.reasons.clone(),
+            held_back: outcome.held_back.clone(),
+            failing_rounds_held: outcome.streak,
+            failing_rounds: outcome.needed,
+            missing: merged.requests.missing,
+        }),
+    )
+}
+
 fn monitor_event(monitor_id: &str, kind: v1::monitor_event::Kind) -> v1::MonitorEvent {
     v1::MonitorEvent {
         monitor_id: monitor_id.to_owned(),
@@ -44,15 +77,21 @@ fn monitor_event(monitor_id: &str, kind: v1::monitor_event::Kind) -> v1::Monitor
     }
 }
 
-/// A round waits at most for its slowest check, plus a little.
-fn round_timeout(plan: &Plan, cap: Duration) -> Duration {
-    let slowest = plan
-        .checks
-        .iter()
-        .map(|c| c.timeout)
-        .max()
+/// A stored round as the session's input again.
+fn sample_of(round: &RoundRecord) -> RoundSample {
+    let per_check: Vec<(String, RequestCount)> =
+        serde_json::from_str(&round.per_check_json).unwrap_or_default();
+    // Rounds stored before regions were kept apart have none: they add nothing per region.
+    let regions: BTreeMap<String, RegionFigures> = round
+        .regions_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
         .unwrap_or_default();
-    (slowest + Duration::from_secs(2)).min(cap)
+    RoundSample {
+        at_ms: round.at_ms,
+        per_check,
+        regions,
+    }
 }
 
 impl<S: Store> Coordinator<S> {
@@ -83,12 +122,8 @@ impl<S: Store> Coordinator<S> {
         };
         self.inner.store.insert_monitor(&record).await?;
         tracing::info!(monitor_id = %record.monitor_id, plan = %plan.name, "monitor started");
-        self.spawn_monitor(
-            record.clone(),
-            plan,
-            plan_yaml.into(),
-            Window::new(monitor.window),
-        );
+        let session = MonitorSession::new(&plan);
+        self.spawn_monitor(record.clone(), plan, plan_yaml.into(), session);
         Ok(record)
     }
 
@@ -108,25 +143,24 @@ impl<S: Store> Coordinator<S> {
                 continue;
             };
             let config = plan.monitor.clone().unwrap_or_default();
-            let mut window = Window::new(config.window);
             let since = now_ms() - config.window.as_millis() as i64;
-            for round in self
-                .inner
-                .store
+            let store = &self.inner.store;
+            let rounds: Vec<RoundSample> = store
                 .rounds_since(&record.monitor_id, since)
                 .await?
-            {
-                let per_check: Vec<(String, RequestCount)> =
-                    serde_json::from_str(&round.per_check_json).unwrap_or_default();
-                let sketch = LatencySketch::from_bytes(&round.sketch).unwrap_or_default();
-                window.push(RoundSample {
-                    at_ms: round.at_ms,
-                    per_check,
-                    sketch,
-                });
-            }
-            tracing::info!(monitor_id = %record.monitor_id, rounds = record.rounds, window = window.len(), "resuming monitor");
-            self.spawn_monitor(record, plan, plan_yaml.into(), window);
+                .iter()
+                .map(sample_of)
+                .collect();
+            let streak = streak_of(
+                store
+                    .last_rounds(&record.monitor_id, plan.failing_rounds())
+                    .await?
+                    .iter()
+                    .map(|r| r.counted),
+            );
+            let session = MonitorSession::resume(&plan, rounds, streak);
+            tracing::info!(monitor_id = %record.monitor_id, rounds = record.rounds, window = session.window_rounds(), streak, "resuming monitor");
+            self.spawn_monitor(record, plan, plan_yaml.into(), session);
         }
         Ok(())
     }
@@ -136,7 +170,7 @@ impl<S: Store> Coordinator<S> {
         record: MonitorRecord,
         plan: Plan,
         plan_yaml: Arc<str>,
-        window: Window,
+        session: MonitorSession,
     ) {
         let (events, _) = broadcast::channel(256);
         let stop = Arc::new(Notify::new());
@@ -152,7 +186,7 @@ impl<S: Store> Coordinator<S> {
         );
         let this = self.clone();
         tokio::spawn(async move {
-            this.monitor_loop(&monitor_id, plan, plan_yaml, window, stop)
+            this.monitor_loop(&monitor_id, plan, plan_yaml, session, stop)
                 .await;
         });
     }
@@ -162,7 +196,7 @@ impl<S: Store> Coordinator<S> {
         monitor_id: &str,
         plan: Plan,
         plan_yaml: Arc<str>,
-        mut window: Window,
+        mut session: MonitorSession,
         stop: Arc<Notify>,
     ) {
         let config: Monitor = plan.monitor.clone().unwrap_or_default();
@@ -197,7 +231,7 @@ impl<S: Store> Coordinator<S> {
                     &plan_yaml,
                     &record.origin,
                     record.regions.clone(),
-                    round_timeout(&plan, self.inner.config.default_timeout),
+                    round_timeout(&plan).min(self.inner.config.default_timeout),
                     record.dry_run,
                     Some(monitor_id.to_owned()),
                     Some(tx),
@@ -215,7 +249,7 @@ impl<S: Store> Coordinator<S> {
                 };
                 if let Some(finished) = finished
                     && self
-                        .after_round(monitor_id, &plan, &mut window, round, &every, finished)
+                        .after_round(monitor_id, &plan, &mut session, round, &every, finished)
                         .await
                 {
                     return;
@@ -231,13 +265,14 @@ impl<S: Store> Coordinator<S> {
         }
     }
 
-    /// Adds a round to the window and evaluates the triggers; returns whether the monitor
-    /// ended (a rollback fired).
+    /// Adds a round to the session and stores it; when the session decides to roll back,
+    /// claims and executes the action (in this monitor's task) and ends the monitor. Returns
+    /// whether the monitor ended.
     async fn after_round(
         &self,
         monitor_id: &str,
         plan: &Plan,
-        window: &mut Window,
+        session: &mut MonitorSession,
         round: i64,
         every: &Duration,
         finished: Finished,
@@ -245,16 +280,37 @@ impl<S: Store> Coordinator<S> {
         let at = now_ms();
         let report = finished.report;
         let sample = RoundSample::from_results(plan, &finished.results, at);
-        let stored = RoundRecord {
+        let mut stored = RoundRecord {
             monitor_id: monitor_id.to_owned(),
             round,
             run_id: report.run_id.clone(),
             at_ms: at,
             verdict: report.status.as_str().to_owned(),
             per_check_json: serde_json::to_string(&sample.per_check).unwrap_or_default(),
-            sketch: sample.sketch.to_bytes(),
+            sketch: sample.merged().sketch.to_bytes(),
+            regions_json: serde_json::to_string(&sample.regions).ok(),
+            counted: false,
         };
-        window.push(sample);
+        let Some(record) = self
+            .state()
+            .monitors
+            .get(monitor_id)
+            .map(|m| m.record.clone())
+        else {
+            return true;
+        };
+        let outcome = session.round(
+            plan,
+            RoundInput {
+                sample,
+                overall: report.status,
+                checks: &report.checks,
+                required: &record.regions,
+                end: finished.end,
+            },
+            &ProcessEnv,
+        );
+        stored.counted = outcome.counted;
         if let Err(e) = self.inner.store.insert_round(&stored).await {
             tracing::error!(monitor_id, error = %e, "cannot store a round");
         }
@@ -269,62 +325,85 @@ impl<S: Store> Coordinator<S> {
         if let Err(e) = self.inner.store.update_monitor(&record).await {
             tracing::error!(monitor_id, error = %e, "cannot update a monitor");
         }
-        let measurements = window.measurements(report.status, &report.checks, &report.regions);
-        let reasons = triggers(plan, &measurements);
-        let event = monitor_event(
+        self.announce(
             monitor_id,
-            v1::monitor_event::Kind::Round(v1::MonitorRound {
-                round: round as u32,
-                run_id: report.run_id.clone(),
-                verdict: report.status.as_str().to_owned(),
-                requests: measurements.requests,
-                errors: measurements.errors,
-                error_rate: if measurements.requests == 0 {
-                    0.0
-                } else {
-                    measurements.errors as f64 / measurements.requests as f64
-                },
-                p99_ms: measurements.p99_ms,
-                window_rounds: window.len() as u32,
-                every: postflight_plan::duration::format_duration(*every),
-                reasons: reasons.clone(),
-            }),
+            round_event(monitor_id, round, &report, every, &outcome),
         );
-        self.announce(monitor_id, event);
-        if reasons.is_empty() {
+        let Some(mut rollback) = outcome.decision else {
             return false;
-        }
-        let mut rollback = decision(plan, reasons, &ProcessEnv);
+        };
         rollback.dry_run |= record.dry_run;
         let context = self.rollback_context(plan, &report, Some(monitor_id));
-        let claim = self
-            .execute_rollback(
+        let prepared = self
+            .claim_rollback(
                 plan,
                 &mut rollback,
                 &context,
                 &format!("monitor:{monitor_id}"),
             )
             .await;
-        // Record the decision in the round that triggered it, so `runs` shows it.
-        if let Ok(Some(mut run)) = self.inner.store.get_run(&report.run_id).await {
-            run.rollback_json = serde_json::to_string(&rollback).ok();
-            let mut with_decision = report.clone();
-            with_decision.rollback = rollback.clone();
-            run.report_json = serde_json::to_string(&with_decision).ok();
-            let _ = self.inner.store.update_run(&run).await;
-        }
-        // Another coordinator executed it: that one writes the monitor's end.
-        let write = !matches!(claim, Some(ClaimOutcome::AlreadyClaimed { .. }));
+        // Another coordinator claimed it: that one writes the monitor's end.
+        let write = !matches!(
+            prepared,
+            Prepared::Settled {
+                claim: Some(postflight_rollback::ClaimOutcome::AlreadyClaimed { .. })
+            }
+        );
         let detail = format!("rollback: {}", rollback.reasons.join("; "));
+        // The decision is stored (`pending` while the action runs) before anything is executed,
+        // and the monitor marked ended, so a restart neither resumes it nor runs it again.
+        self.record_decision(monitor_id, &report, &rollback, &detail, write)
+            .await;
+        if let Prepared::Execute(claimed) = prepared {
+            self.run_claimed(&claimed, &mut rollback).await;
+            self.record_decision(monitor_id, &report, &rollback, &detail, write)
+                .await;
+        }
         self.end_monitor(
             monitor_id,
             MonitorStatus::RolledBack,
             Some(rollback),
             &detail,
-            write,
+            false,
         )
         .await;
         true
+    }
+
+    /// Stores a monitor's rollback decision: in the round that triggered it (so `runs` and
+    /// `report` show it) and, when `write`, as the monitor's end.
+    async fn record_decision(
+        &self,
+        monitor_id: &str,
+        report: &postflight_plan::Report,
+        rollback: &RollbackReport,
+        detail: &str,
+        write: bool,
+    ) {
+        let store = &self.inner.store;
+        if let Ok(Some(mut run)) = store.get_run(&report.run_id).await {
+            run.rollback_json = serde_json::to_string(rollback).ok();
+            let mut with_decision = report.clone();
+            with_decision.rollback = rollback.clone();
+            run.report_json = serde_json::to_string(&with_decision).ok();
+            if let Err(e) = store.update_run(&run).await {
+                tracing::error!(monitor_id, error = %e, "cannot record a rollback decision in its round");
+            }
+        }
+        let record = {
+            let mut state = self.state();
+            let Some(active) = state.monitors.get_mut(monitor_id) else {
+                return;
+            };
+            active.record.status = MonitorStatus::RolledBack;
+            active.record.ended_ms = Some(now_ms());
+            active.record.rollback_json = serde_json::to_string(rollback).ok();
+            active.record.detail = Some(detail.to_owned());
+            active.record.clone()
+        };
+        if write && let Err(e) = store.update_monitor(&record).await {
+            tracing::error!(monitor_id, error = %e, "cannot record a monitor's rollback");
+        }
     }
 
     fn announce(&self, monitor_id: &str, event: v1::MonitorEvent) {

@@ -1,21 +1,28 @@
 //! Executing rollbacks from the coordinator: the shared controller
-//! (`postflight_rollback::carry_out`) with the database as its ledger, so a rollback runs
+//! (`postflight_rollback::controller`) with the database as its ledger, so a rollback runs
 //! exactly once per run (or monitor) and never within the plan's cooldown, even with several
 //! coordinators on one PostgreSQL — the claim is a unique row taken under a lock in the
 //! database itself.
+//!
+//! The lifecycle of an action: the claim is committed (durably) and the decision stored as
+//! `pending` before the action starts; the action runs in a task this coordinator owns, never
+//! in a probe's stream or a request handler; its outcome is stored when it ends. A coordinator
+//! that restarts and finds its own claims still pending records them `interrupted` and does
+//! not run them again.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
 
-use postflight_plan::rollback::{RollbackContext, RollbackReport};
+use postflight_plan::Plan;
+use postflight_plan::rollback::{ActionOutcome, RollbackContext, RollbackReport};
 use postflight_plan::vars::ProcessEnv;
-use postflight_plan::{Plan, Report};
-use postflight_rollback::{ClaimOutcome, Ledger, RollbackClaim};
-
-use crate::metrics::{DecisionLabels, OutcomeLabels};
+use postflight_rollback::{ClaimOutcome, ClaimedAction, Ledger, Prepared, RollbackClaim};
+use tokio::sync::Notify;
 
 use super::Coordinator;
-use crate::now_ms;
-use crate::storage::Store;
+use crate::error::CoordinatorResult;
+use crate::metrics::{DecisionLabels, OutcomeLabels};
+use crate::storage::{MonitorStatus, Store};
 
 /// The coordinator's database as the rollback ledger.
 struct StoreLedger<'a, S>(&'a S);
@@ -31,7 +38,7 @@ impl<S: Store> Ledger for StoreLedger<'_, S> {
     async fn finish(
         &self,
         subject: &str,
-        outcome: &str,
+        outcome: ActionOutcome,
         error: Option<&str>,
     ) -> Result<(), String> {
         self.0
@@ -41,38 +48,65 @@ impl<S: Store> Ledger for StoreLedger<'_, S> {
     }
 }
 
+/// Actions running in this coordinator's tasks, so that a shutdown (or a test) can wait for
+/// them to record their outcome.
+#[derive(Debug, Default)]
+pub(crate) struct ActionsInFlight {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+impl ActionsInFlight {
+    fn start(&self) {
+        self.running.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        if self.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// Replaces the rollback of a stored report (and returns both JSON texts), for outcomes
+/// recorded after the report was stored.
+fn patched(report_json: Option<&str>, rollback: &RollbackReport) -> (Option<String>, String) {
+    let report = report_json
+        .and_then(|json| serde_json::from_str::<postflight_plan::Report>(json).ok())
+        .map(|mut report| {
+            report.rollback = rollback.clone();
+            serde_json::to_string(&report).unwrap_or_default()
+        });
+    (report, serde_json::to_string(rollback).unwrap_or_default())
+}
+
 impl<S: Store> Coordinator<S> {
     /// What an action is told about a decision taken on `report`.
     pub(crate) fn rollback_context(
         &self,
         plan: &Plan,
-        report: &Report,
+        report: &postflight_plan::Report,
         monitor_id: Option<&str>,
     ) -> RollbackContext {
-        RollbackContext {
-            plan: plan.name.clone(),
-            run_id: report.run_id.clone(),
-            monitor_id: monitor_id.map(str::to_owned),
-            verdict: report.status.as_str().to_owned(),
-            summary: report.summary.clone(),
-            reasons: report.rollback.reasons.clone(),
-            regions: report.regions.clone(),
-            decided_at: postflight_plan::report::rfc3339(
-                UNIX_EPOCH + Duration::from_millis(now_ms() as u64),
-            ),
-            executed_by: self.inner.config.identity.clone(),
-        }
+        RollbackContext::of(
+            plan,
+            report,
+            monitor_id,
+            &self.inner.config.identity,
+            SystemTime::now(),
+        )
     }
 
-    /// Claims and executes the plan's action for `decision`, recording the outcome in it.
-    pub(crate) async fn execute_rollback(
+    /// The first step of acting on `decision`: claims it in the database (committed before
+    /// this returns) and marks it `pending`, or records why nothing runs. Counts the decision.
+    pub(crate) async fn claim_rollback(
         &self,
         plan: &Plan,
         decision: &mut RollbackReport,
         context: &RollbackContext,
         subject: &str,
-    ) -> Option<ClaimOutcome> {
-        let claimed = postflight_rollback::carry_out(
+    ) -> Prepared {
+        let prepared = postflight_rollback::claim(
             plan,
             decision,
             context,
@@ -93,14 +127,136 @@ impl<S: Store> Coordinator<S> {
                 decision: verdict.to_owned(),
             })
             .inc();
-        if let Some(outcome) = &decision.outcome {
-            metrics
+        if !matches!(prepared, Prepared::Execute(_)) {
+            self.count_outcome(decision.outcome);
+        }
+        prepared
+    }
+
+    /// The second step: runs a claimed action (in the caller's task, which this coordinator
+    /// owns) and records its outcome in the ledger and in `decision`.
+    pub(crate) async fn run_claimed(&self, claimed: &ClaimedAction, decision: &mut RollbackReport) {
+        self.inner.actions.start();
+        postflight_rollback::controller::execute(
+            claimed,
+            decision,
+            &StoreLedger(&self.inner.store),
+            &ProcessEnv,
+        )
+        .await;
+        self.count_outcome(decision.outcome);
+        self.inner.actions.end();
+    }
+
+    fn count_outcome(&self, outcome: Option<ActionOutcome>) {
+        if let Some(outcome) = outcome {
+            self.inner
+                .metrics
                 .rollback_actions
                 .get_or_create(&OutcomeLabels {
-                    outcome: outcome.clone(),
+                    outcome: outcome.as_str().to_owned(),
                 })
                 .inc();
         }
-        claimed
+    }
+
+    /// Runs a run's claimed action in a task of its own and stores the run's report again
+    /// with the outcome. The report (with `pending`) was stored before.
+    pub(super) fn spawn_action(
+        &self,
+        mut record: crate::storage::RunRecord,
+        mut decision: RollbackReport,
+        claimed: Box<ClaimedAction>,
+    ) {
+        let this = self.clone();
+        // Counted from now, so that a wait for actions never misses one about to start.
+        self.inner.actions.start();
+        tokio::spawn(async move {
+            this.run_claimed(&claimed, &mut decision).await;
+            let (report, rollback) = patched(record.report_json.as_deref(), &decision);
+            record.report_json = report;
+            record.rollback_json = Some(rollback);
+            if let Err(e) = this.inner.store.update_run(&record).await {
+                tracing::error!(run_id = %record.run_id, error = %e, "cannot record a rollback's outcome in its run");
+            }
+            tracing::info!(run_id = %record.run_id, outcome = ?decision.outcome, "rollback action ended");
+            this.inner.actions.end();
+        });
+    }
+
+    /// Waits until no action runs in this coordinator.
+    pub async fn settle_actions(&self) {
+        let actions = &self.inner.actions;
+        loop {
+            let idle = actions.idle.notified();
+            if actions.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// After a restart: the claims this coordinator took without recording an outcome were
+    /// running when it stopped. They are recorded `interrupted` — in the ledger, the run's
+    /// report and the monitor — and never run again: `kubectl rollout undo` twice re-deploys
+    /// the bad release, and even the Kubernetes API undo is only harmless to repeat until the
+    /// deployment controller renumbers the revisions.
+    pub(super) async fn recover_interrupted(&self) -> CoordinatorResult<()> {
+        let store = &self.inner.store;
+        for claim in store.pending_rollbacks(&self.inner.config.identity).await? {
+            let error = postflight_rollback::interrupted(&claim.executed_by, claim.claimed_ms);
+            tracing::error!(subject = %claim.subject, run_id = %claim.run_id, action = %claim.action_kind, "a rollback action was interrupted: {error}");
+            store
+                .finish_rollback(&claim.subject, ActionOutcome::Interrupted, Some(&error))
+                .await?;
+            self.count_outcome(Some(ActionOutcome::Interrupted));
+            let mark = |rollback: &mut RollbackReport| {
+                rollback.outcome = Some(ActionOutcome::Interrupted);
+                rollback.error = Some(error.clone());
+                rollback.detail = None;
+            };
+            if let Some(mut run) = store.get_run(&claim.run_id).await? {
+                let mut rollback: RollbackReport = run
+                    .rollback_json
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok())
+                    .unwrap_or_else(|| postflight_plan::rollback::RollbackReport {
+                        recommended: true,
+                        triggered: true,
+                        dry_run: false,
+                        reasons: Vec::new(),
+                        action: None,
+                        outcome: None,
+                        error: None,
+                        detail: None,
+                        executed_by: Some(claim.executed_by.clone()),
+                        held_back: Vec::new(),
+                    });
+                mark(&mut rollback);
+                let (report, rollback) = patched(run.report_json.as_deref(), &rollback);
+                run.report_json = report.or(run.report_json);
+                run.rollback_json = Some(rollback);
+                store.update_run(&run).await?;
+            }
+            if let Some(monitor_id) = claim.subject.strip_prefix("monitor:")
+                && let Some(mut monitor) = store.get_monitor(monitor_id).await?
+            {
+                let mut rollback: Option<RollbackReport> = monitor
+                    .rollback_json
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok());
+                if let Some(rollback) = rollback.as_mut() {
+                    mark(rollback);
+                }
+                monitor.rollback_json = rollback.and_then(|r| serde_json::to_string(&r).ok());
+                if monitor.status == MonitorStatus::Running {
+                    monitor.status = MonitorStatus::RolledBack;
+                    monitor.ended_ms = Some(crate::now_ms());
+                }
+                monitor.detail = Some(format!("rollback interrupted: {error}"));
+                store.update_monitor(&monitor).await?;
+            }
+        }
+        Ok(())
     }
 }

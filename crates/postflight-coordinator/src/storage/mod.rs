@@ -297,8 +297,14 @@ pub struct RoundRecord {
     pub per_check_json: String,
     /// Latency sketch of the round's requests.
     pub sketch: Vec<u8>,
+    /// Requests and latencies per region (a `RoundSample`'s regions as JSON); `None` for
+    /// rounds stored before regions were kept apart.
+    pub regions_json: Option<String>,
+    /// Whether the round counted towards `rollback.failing_rounds`.
+    pub counted: bool,
 }
 
+use postflight_plan::rollback::ActionOutcome;
 pub use postflight_rollback::{ClaimOutcome, RollbackClaim};
 
 /// What the coordinator persists. Every method is one short transaction.
@@ -356,9 +362,15 @@ pub trait Store: Send + Sync + 'static {
     fn finish_rollback(
         &self,
         subject: &str,
-        outcome: &str,
+        outcome: ActionOutcome,
         error: Option<&str>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Claims taken by `executed_by` that have no outcome yet, oldest first: after a restart,
+    /// actions that were running when this coordinator stopped.
+    fn pending_rollbacks(
+        &self,
+        executed_by: &str,
+    ) -> impl Future<Output = StoreResult<Vec<RollbackClaim>>> + Send;
     /// Stores a new monitor.
     fn insert_monitor(
         &self,
@@ -388,6 +400,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         monitor_id: &str,
         since_ms: i64,
+    ) -> impl Future<Output = StoreResult<Vec<RoundRecord>>> + Send;
+    /// A monitor's last `limit` rounds, newest first.
+    fn last_rounds(
+        &self,
+        monitor_id: &str,
+        limit: u32,
     ) -> impl Future<Output = StoreResult<Vec<RoundRecord>>> + Send;
 }
 
@@ -474,10 +492,13 @@ impl Store for AnyStore {
     async fn finish_rollback(
         &self,
         subject: &str,
-        outcome: &str,
+        outcome: ActionOutcome,
         error: Option<&str>,
     ) -> StoreResult<()> {
         dispatch!(self, s => s.finish_rollback(subject, outcome, error))
+    }
+    async fn pending_rollbacks(&self, executed_by: &str) -> StoreResult<Vec<RollbackClaim>> {
+        dispatch!(self, s => s.pending_rollbacks(executed_by))
     }
     async fn insert_monitor(&self, monitor: &MonitorRecord) -> StoreResult<()> {
         dispatch!(self, s => s.insert_monitor(monitor))
@@ -499,6 +520,9 @@ impl Store for AnyStore {
     }
     async fn rounds_since(&self, monitor_id: &str, since_ms: i64) -> StoreResult<Vec<RoundRecord>> {
         dispatch!(self, s => s.rounds_since(monitor_id, since_ms))
+    }
+    async fn last_rounds(&self, monitor_id: &str, limit: u32) -> StoreResult<Vec<RoundRecord>> {
+        dispatch!(self, s => s.last_rounds(monitor_id, limit))
     }
 }
 
@@ -648,6 +672,19 @@ fn round_of(row: &impl RowExt) -> StoreResult<RoundRecord> {
         verdict: row.text("verdict")?,
         per_check_json: row.text("per_check")?,
         sketch: row.blob("sketch")?,
+        regions_json: row.opt_text("regions")?,
+        counted: row.flag("counted")?,
+    })
+}
+
+fn claim_of(row: &impl RowExt) -> StoreResult<RollbackClaim> {
+    Ok(RollbackClaim {
+        subject: row.text("subject")?,
+        plan_name: row.text("plan_name")?,
+        run_id: row.text("run_id")?,
+        executed_by: row.text("executed_by")?,
+        claimed_ms: row.int("claimed_ms")?,
+        action_kind: row.opt_text("action_kind")?.unwrap_or_default(),
     })
 }
 
@@ -912,28 +949,41 @@ macro_rules! store_impl {
                     });
                 }
                 sqlx::query(
-                    "INSERT INTO rollbacks (subject, plan_name, run_id, claimed_ms, executed_by) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO rollbacks (subject, plan_name, run_id, claimed_ms, executed_by, action_kind, outcome) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending')",
                 )
                 .bind(&c.subject)
                 .bind(&c.plan_name)
                 .bind(&c.run_id)
                 .bind(c.claimed_ms)
                 .bind(&c.executed_by)
+                .bind(&c.action_kind)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
                 Ok(ClaimOutcome::Claimed)
             }
 
-            async fn finish_rollback(&self, subject: &str, outcome: &str, error: Option<&str>) -> StoreResult<()> {
+            async fn finish_rollback(&self, subject: &str, outcome: ActionOutcome, error: Option<&str>) -> StoreResult<()> {
                 sqlx::query("UPDATE rollbacks SET outcome = $2, error = $3, finished_ms = $4 WHERE subject = $1")
                     .bind(subject)
-                    .bind(outcome)
+                    .bind(outcome.as_str())
                     .bind(error)
                     .bind(crate::now_ms())
-                    .execute(&self.pool)
+                    .execute(self.claims_pool())
                     .await?;
                 Ok(())
+            }
+
+            async fn pending_rollbacks(&self, executed_by: &str) -> StoreResult<Vec<RollbackClaim>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM rollbacks WHERE executed_by = $1 AND (outcome IS NULL OR outcome = 'pending') \
+                     ORDER BY claimed_ms",
+                )
+                .bind(executed_by)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(claim_of).collect()
             }
 
             async fn insert_monitor(&self, m: &MonitorRecord) -> StoreResult<()> {
@@ -1001,8 +1051,8 @@ macro_rules! store_impl {
 
             async fn insert_round(&self, r: &RoundRecord) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO monitor_rounds (monitor_id, round, run_id, at_ms, verdict, per_check, sketch) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (monitor_id, round) DO NOTHING",
+                    "INSERT INTO monitor_rounds (monitor_id, round, run_id, at_ms, verdict, per_check, sketch, regions, counted) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (monitor_id, round) DO NOTHING",
                 )
                 .bind(&r.monitor_id)
                 .bind(r.round)
@@ -1011,6 +1061,8 @@ macro_rules! store_impl {
                 .bind(&r.verdict)
                 .bind(&r.per_check_json)
                 .bind(&r.sketch)
+                .bind(&r.regions_json)
+                .bind(r.counted)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -1020,6 +1072,15 @@ macro_rules! store_impl {
                 let rows = sqlx::query("SELECT * FROM monitor_rounds WHERE monitor_id = $1 AND at_ms > $2 ORDER BY round")
                     .bind(monitor_id)
                     .bind(since_ms)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(round_of).collect()
+            }
+
+            async fn last_rounds(&self, monitor_id: &str, limit: u32) -> StoreResult<Vec<RoundRecord>> {
+                let rows = sqlx::query("SELECT * FROM monitor_rounds WHERE monitor_id = $1 ORDER BY round DESC LIMIT $2")
+                    .bind(monitor_id)
+                    .bind(i64::from(limit))
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(round_of).collect()

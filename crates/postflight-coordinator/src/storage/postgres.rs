@@ -128,6 +128,15 @@ CREATE TABLE result_batches (
 CREATE INDEX result_batches_run_idx ON result_batches (run_id, seq);
 ",
     ),
+    (
+        4,
+        "
+ALTER TABLE rollbacks ADD COLUMN action_kind TEXT;
+CREATE INDEX rollbacks_pending_idx ON rollbacks (executed_by) WHERE outcome IS NULL OR outcome = 'pending';
+ALTER TABLE monitor_rounds ADD COLUMN regions TEXT;
+ALTER TABLE monitor_rounds ADD COLUMN counted BOOLEAN NOT NULL DEFAULT FALSE;
+",
+    ),
 ];
 
 /// The PostgreSQL engine.
@@ -167,6 +176,11 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
         Ok(tx)
+    }
+
+    /// Where claims' outcomes are written: a committed transaction is durable already.
+    fn claims_pool(&self) -> &PgPool {
+        &self.pool
     }
 
     async fn migrate(&self) -> StoreResult<()> {

@@ -130,6 +130,15 @@ CREATE TABLE result_batches (
 CREATE INDEX result_batches_run_idx ON result_batches (run_id, seq);
 ",
     ),
+    (
+        4,
+        "
+ALTER TABLE rollbacks ADD COLUMN action_kind TEXT;
+CREATE INDEX rollbacks_pending_idx ON rollbacks (executed_by) WHERE outcome IS NULL OR outcome = 'pending';
+ALTER TABLE monitor_rounds ADD COLUMN regions TEXT;
+ALTER TABLE monitor_rounds ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;
+",
+    ),
 ];
 
 /// The SQLite engine.
@@ -138,6 +147,11 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The result writer's own connection (see [`WriterConnection`]).
     writer: WriterConnection<sqlx::Sqlite>,
+    /// One connection with `synchronous=FULL` for rollback claims and outcomes: a claim must
+    /// survive a power loss right after it is taken (the action starts then), which WAL's
+    /// `NORMAL` does not promise. Everything else keeps `NORMAL`, which loses nothing on a
+    /// process crash.
+    claims: SqlitePool,
 }
 
 impl SqliteStore {
@@ -154,22 +168,33 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
+            .await?;
+        let claims = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.synchronous(SqliteSynchronous::Full))
             .await?;
         let store = Self {
             pool,
             writer: WriterConnection::default(),
+            claims,
         };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// A transaction that holds SQLite's write lock from its start, so claims are serialised.
+    /// A transaction that holds SQLite's write lock from its start, so claims are serialised,
+    /// on the fully synchronous connection.
     async fn begin_claim(
         &self,
         _plan: &str,
     ) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.claims.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Where claims' outcomes are written (durably, as the claims themselves).
+    fn claims_pool(&self) -> &SqlitePool {
+        &self.claims
     }
 
     async fn migrate(&self) -> StoreResult<()> {

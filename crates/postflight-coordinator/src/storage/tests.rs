@@ -138,6 +138,7 @@ async fn suite<S: Store>(store: S) {
         run_id: "r2".into(),
         executed_by: "coordinator A".into(),
         claimed_ms: at,
+        action_kind: "command".into(),
     };
     assert_eq!(
         store
@@ -183,10 +184,37 @@ async fn suite<S: Store>(store: S) {
         ClaimOutcome::Claimed,
         "cooldown over"
     );
+    // Claimed and not finished: pending, for whoever took them (a restart finds them).
+    let pending: Vec<String> = store
+        .pending_rollbacks("coordinator A")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.subject)
+        .collect();
+    assert_eq!(pending, ["run:r2", "run:r9", "run:r10"]);
+    assert!(
+        store
+            .pending_rollbacks("coordinator B")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.pending_rollbacks("coordinator A").await.unwrap()[0],
+        claim("run:r2", "a", 10_000)
+    );
     store
-        .finish_rollback("run:r2", "succeeded", None)
+        .finish_rollback("run:r2", ActionOutcome::Succeeded, None)
         .await
         .unwrap();
+    store
+        .finish_rollback("run:r9", ActionOutcome::Interrupted, Some("stopped"))
+        .await
+        .unwrap();
+    let pending = store.pending_rollbacks("coordinator A").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].subject, "run:r10");
 
     // Monitors and their rounds.
     let mut monitor = MonitorRecord {
@@ -217,6 +245,8 @@ async fn suite<S: Store>(store: S) {
         verdict: "PASS".into(),
         per_check_json: "[]".into(),
         sketch: vec![1],
+        regions_json: Some(format!("{{\"eu\": {n}}}")),
+        counted: n % 2 == 0,
     };
     store.insert_round(&round(1, 200)).await.unwrap();
     store.insert_round(&round(2, 300)).await.unwrap();
@@ -226,6 +256,10 @@ async fn suite<S: Store>(store: S) {
         vec![round(2, 300)],
         "a round is stored once"
     );
+    store.insert_round(&round(3, 400)).await.unwrap();
+    let last = store.last_rounds("m1", 2).await.unwrap();
+    assert_eq!(last, vec![round(3, 400), round(2, 300)], "newest first");
+    assert!((last[1].counted, last[0].counted) == (true, false));
     monitor.status = MonitorStatus::RolledBack;
     monitor.rounds = 2;
     monitor.ended_ms = Some(310);
@@ -247,6 +281,7 @@ async fn concurrent_claims<S: Store + Clone>(stores: Vec<S>) {
                 run_id: format!("round-of-{i}"),
                 executed_by: format!("coordinator {i}"),
                 claimed_ms: 1_000 + i as i64,
+                action_kind: "kubectl".into(),
             };
             store.claim_rollback(&claim, 600_000).await.unwrap()
         }));

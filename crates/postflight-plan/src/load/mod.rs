@@ -20,6 +20,9 @@ use crate::vars::{Expander, VarError, has_probe_reference};
 #[cfg(test)]
 mod tests;
 
+/// Longest persistence a monitor may ask for: beyond this a rollback would never come.
+const MAX_FAILING_ROUNDS: u32 = 1000;
+
 /// Parses and validates a plan. `origin` names the file in error messages; `expander` decides
 /// which `${…}` references are expanded here (see [`crate::vars`]).
 pub fn parse_plan(source: &str, origin: &str, expander: Expander<'_>) -> Result<Plan, PlanErrors> {
@@ -887,6 +890,34 @@ impl Ctx<'_> {
             Some(c) => self.duration(c).unwrap_or(DEFAULT_COOLDOWN),
             None => DEFAULT_COOLDOWN,
         };
+        let failing_rounds = match raw.failing_rounds {
+            Some(n) if !(1..=MAX_FAILING_ROUNDS).contains(&n.value) => {
+                self.error(
+                    &n.referenced,
+                    format!(
+                        "failing_rounds is a number of consecutive rounds from 1 to {MAX_FAILING_ROUNDS} (1 acts on the first failing round), got {}",
+                        n.value
+                    ),
+                );
+                DEFAULT_FAILING_ROUNDS
+            }
+            Some(n) => n.value,
+            None => DEFAULT_FAILING_ROUNDS,
+        };
+        let confidence = match raw.confidence {
+            Some(c) if !(0.0..1.0).contains(&c.value) => {
+                self.error(
+                    &c.referenced,
+                    format!(
+                        "confidence is a probability from 0 up to (not including) 1, e.g. 0.95; 0 compares the raw error rate; got {}",
+                        c.value
+                    ),
+                );
+                DEFAULT_CONFIDENCE
+            }
+            Some(c) => c.value,
+            None => DEFAULT_CONFIDENCE,
+        };
         (self.errors.len() == errors_before).then_some(Rollback {
             on_fail: raw.on_fail.unwrap_or(true),
             error_rate_above,
@@ -894,6 +925,9 @@ impl Ctx<'_> {
             action,
             dry_run: raw.dry_run.unwrap_or(false),
             cooldown,
+            failing_rounds,
+            confidence,
+            on_inconclusive: raw.on_inconclusive.unwrap_or(false),
         })
     }
 

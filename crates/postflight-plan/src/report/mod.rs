@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Plan, Severity};
-use crate::outcome::{CheckOutcome, Sample};
-use crate::rollback::{RollbackReport, recommend};
+use crate::outcome::CheckOutcome;
+use crate::rollback::{Evidence, RegionFigures, RollbackReport, RunEnd, decide_run};
 use crate::secrets::Secrets;
 use crate::sketch::LatencySketch;
 use crate::stats::nearest_rank;
@@ -121,13 +121,26 @@ impl LatencySummary {
     }
 }
 
-/// Requests and failed requests.
+/// Requests made, failed, and never attempted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RequestCount {
     /// Requests made.
     pub count: u64,
     /// Requests that errored or broke their check's expectations.
     pub errors: u64,
+    /// Requests never attempted because a deadline passed: missing data, neither made nor
+    /// failed (addition).
+    #[serde(default)]
+    pub missing: u64,
+}
+
+impl RequestCount {
+    /// Adds `other`'s counts (saturating: counts come from probes).
+    pub fn add(&mut self, other: RequestCount) {
+        self.count = self.count.saturating_add(other.count);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.missing = self.missing.saturating_add(other.missing);
+    }
 }
 
 /// Every HTTP request of a run.
@@ -141,6 +154,9 @@ pub struct RequestStats {
     pub error_rate: f64,
     /// Latency of all requests.
     pub latency_ms: Option<LatencySummary>,
+    /// Requests never attempted because a deadline passed (addition).
+    #[serde(default)]
+    pub missing: u64,
 }
 
 /// One region's result for one check, as the report builder consumes it: what a local
@@ -172,7 +188,7 @@ impl RegionResult {
             status: outcome.status,
             message: outcome.message.clone(),
             duration: outcome.duration,
-            requests: count_requests(&outcome.samples),
+            requests: count_requests(outcome),
             latency: LatencySummary::of(outcome.samples.iter().map(|s| s.latency)),
             sketch,
         }
@@ -190,8 +206,7 @@ impl RegionResult {
         let mut duration = Duration::ZERO;
         for r in results {
             sketch.merge(&r.sketch);
-            requests.count += r.requests.count;
-            requests.errors += r.requests.errors;
+            requests.add(r.requests);
             duration = duration.max(r.duration);
         }
         Some(RegionResult {
@@ -229,6 +244,9 @@ pub struct RunResults<'a> {
     /// Per check (plan order): what each region produced. A region absent from a map has no
     /// result for that check.
     pub results: &'a [BTreeMap<String, RegionResult>],
+    /// How the run ended: a run cut off by its deadline, or cancelled, never acts on its
+    /// verdict (unless the plan says `on_inconclusive: true`).
+    pub end: RunEnd,
     /// Resolves the rollback action's defaults for its description.
     pub env: &'a dyn Lookup,
 }
@@ -267,8 +285,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
                 reported.push(region.clone());
             }
             sketch.merge(&r.sketch);
-            requests.count += r.requests.count;
-            requests.errors += r.requests.errors;
+            requests.add(r.requests);
             duration = duration.max(r.duration);
             if r.sketch.count() > 0 {
                 contributions += 1;
@@ -292,8 +309,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
             _ => sketch.summary(),
         };
         all_latency.merge(&sketch);
-        total.count += requests.count;
-        total.errors += requests.errors;
+        total.add(requests);
         checks.push(CheckReport {
             name: check.name.clone(),
             severity: check.severity,
@@ -324,15 +340,22 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
         } else {
             all_latency.summary()
         },
+        missing: total.missing,
     };
-    let rollback = recommend(
-        plan,
+    let regions = RegionFigures::of_results(run.results);
+    let per_check: Vec<(String, RequestCount)> = checks
+        .iter()
+        .map(|c| (c.name.clone(), c.requests))
+        .collect();
+    let evidence = Evidence {
         overall,
-        &checks,
-        &requests,
-        run.required_regions,
-        run.env,
-    );
+        checks: &checks,
+        required: run.required_regions,
+        regions: &regions,
+        per_check: &per_check,
+        window: None,
+    };
+    let rollback = decide_run(plan, &evidence, run.end, run.env);
     Report {
         run_id: run.run_id.to_owned(),
         plan: plan.name.clone(),
@@ -351,10 +374,11 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
     }
 }
 
-fn count_requests(samples: &[Sample]) -> RequestCount {
+fn count_requests(outcome: &CheckOutcome) -> RequestCount {
     RequestCount {
-        count: samples.len() as u64,
-        errors: samples.iter().filter(|s| !s.ok).count() as u64,
+        count: outcome.samples.len() as u64,
+        errors: outcome.samples.iter().filter(|s| !s.ok).count() as u64,
+        missing: outcome.missing,
     }
 }
 

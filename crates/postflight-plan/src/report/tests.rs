@@ -2,8 +2,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
+use crate::rollback::ActionOutcome;
 use crate::vars::Expander;
-use crate::{CheckStatus, parse_plan};
+use crate::{CheckStatus, Sample, parse_plan};
 
 fn plan(extra: &str) -> Plan {
     let yaml = format!(
@@ -24,6 +25,7 @@ fn outcome(status: CheckStatus, message: &str, samples: &[(u64, bool)]) -> Check
                 ok,
             })
             .collect(),
+        missing: 0,
         duration: Duration::from_millis(samples.iter().map(|s| s.0).sum()),
     }
 }
@@ -49,6 +51,7 @@ fn build(plan: &Plan, regions: &[&str], outcomes: &[BTreeMap<String, RegionResul
         finished_at: UNIX_EPOCH + Duration::from_millis(1_800_000_002_500),
         required_regions: &regions,
         results: outcomes,
+        end: RunEnd::Completed,
         env: &env,
     })
 }
@@ -189,7 +192,8 @@ fn secrets_never_reach_the_report() {
 
 #[test]
 fn error_rate_trigger_fires_above_the_threshold_only() {
-    let p = plan("rollback: {on_fail: false, error_rate_above: 0.25}\n");
+    // confidence 0: the raw ratio, the seed article's literal rule.
+    let p = plan("rollback: {on_fail: false, error_rate_above: 0.25, confidence: 0}\n");
     let run = |failed: usize| {
         let mut samples: Vec<(u64, bool)> = vec![(5, true); 4 - failed];
         samples.extend(vec![(5, false); failed]);
@@ -207,6 +211,99 @@ fn error_rate_trigger_fires_above_the_threshold_only() {
         fired.reasons,
         ["request error rate 50.0% is above 25.0% (2 of 4 requests failed; b 2/4; regions: local)"]
     );
+}
+
+#[test]
+fn the_error_rate_trigger_needs_evidence_by_default() {
+    let p = plan("rollback: {on_fail: false, error_rate_above: 0.25}\n");
+    let run = |failed: usize, total: usize| {
+        let mut samples: Vec<(u64, bool)> = vec![(5, true); total - failed];
+        samples.extend(vec![(5, false); failed]);
+        let outcomes = local(vec![
+            Some(outcome(CheckStatus::Pass, "ok", &[])),
+            Some(outcome(CheckStatus::Pass, "ok", &samples)),
+            Some(outcome(CheckStatus::Pass, "ok", &[])),
+        ]);
+        build(&p, &["local"], &outcomes).rollback
+    };
+    let weak = run(2, 4);
+    assert!(
+        !weak.recommended,
+        "2 of 4 is weak evidence of more than 25%"
+    );
+    assert_eq!(
+        weak.held_back,
+        [
+            "error rate in local: 2 of 4 failed (50.0%), but the 95% lower bound 15.0% is not above 25.0%"
+        ]
+    );
+    let strong = run(20, 20);
+    assert_eq!(
+        strong.reasons,
+        [
+            "request error rate 100.0% is above 25.0% (20 of 20 requests failed, 95% lower bound 83.9%; b 20/20; regions: local)"
+        ]
+    );
+    assert!(strong.held_back.is_empty());
+}
+
+#[test]
+fn missing_requests_are_counted_apart_and_never_as_failures() {
+    let p = plan("rollback: {on_fail: false, error_rate_above: 0.1, confidence: 0}\n");
+    let mut cut = outcome(CheckStatus::Pass, "ok", &[(5, true), (6, true)]);
+    cut.missing = 3;
+    let outcomes = local(vec![
+        Some(outcome(CheckStatus::Pass, "ok", &[(5, true)])),
+        Some(cut),
+        Some(outcome(CheckStatus::Pass, "ok", &[])),
+    ]);
+    let r = build(&p, &["local"], &outcomes);
+    assert_eq!(
+        (r.requests.count, r.requests.errors, r.requests.missing),
+        (3, 0, 3)
+    );
+    assert_eq!(r.checks[1].requests.missing, 3);
+    assert!(!r.rollback.recommended);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["requests"]["missing"], 3);
+}
+
+#[test]
+fn a_run_cut_off_by_its_deadline_does_not_act_on_its_verdict() {
+    let p = plan("rollback: {action: {command: [./rollback.sh]}}\n");
+    let outcomes = local(vec![
+        Some(outcome(CheckStatus::Fail, "down", &[(1, false)])),
+        None,
+        Some(outcome(CheckStatus::Pass, "ok", &[])),
+    ]);
+    let regions = ["local".to_owned()];
+    let env: HashMap<String, String> = HashMap::new();
+    let report = |end: RunEnd, plan: &Plan| {
+        build_report(&RunResults {
+            plan,
+            run_id: "r",
+            started_at: UNIX_EPOCH,
+            finished_at: UNIX_EPOCH,
+            required_regions: &regions,
+            results: &outcomes,
+            end,
+            env: &env,
+        })
+        .rollback
+    };
+    let cut = report(RunEnd::TimedOut, &p);
+    assert!(cut.recommended, "the verdict is FAIL");
+    assert_eq!(cut.outcome, Some(ActionOutcome::Skipped));
+    assert_eq!(
+        cut.detail.as_deref(),
+        Some(
+            "not executed: the run timed out before every region reported, and missing data never acts (rollback.on_inconclusive: false)"
+        )
+    );
+    assert!(report(RunEnd::Cancelled, &p).outcome.is_some());
+    assert!(report(RunEnd::Completed, &p).awaits_action());
+    let opted_in = plan("rollback: {on_inconclusive: true, action: {command: [./rollback.sh]}}\n");
+    assert!(report(RunEnd::TimedOut, &opted_in).awaits_action());
 }
 
 #[test]

@@ -92,6 +92,9 @@ pub struct RequestCount {
     pub count: u64,
     #[prost(uint64, tag = "2")]
     pub errors: u64,
+    /// Never attempted because a deadline passed (missing data).
+    #[prost(uint64, tag = "3")]
+    pub missing: u64,
 }
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct RequestStats {
@@ -103,6 +106,9 @@ pub struct RequestStats {
     pub error_rate: f64,
     #[prost(message, optional, tag = "4")]
     pub latency_ms: ::core::option::Option<LatencySummary>,
+    /// Never attempted because a deadline passed (missing data).
+    #[prost(uint64, tag = "5")]
+    pub missing: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RollbackReport {
@@ -116,7 +122,8 @@ pub struct RollbackReport {
     pub reasons: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, optional, tag = "5")]
     pub action: ::core::option::Option<::prost::alloc::string::String>,
-    /// succeeded, failed, dry_run, skipped; absent when nothing was attempted.
+    /// pending (running now), succeeded, failed, dry_run, skipped, interrupted (its executor
+    /// stopped while it ran; never run again); absent when nothing was attempted.
     #[prost(string, optional, tag = "6")]
     pub outcome: ::core::option::Option<::prost::alloc::string::String>,
     #[prost(string, optional, tag = "7")]
@@ -127,6 +134,10 @@ pub struct RollbackReport {
     /// The coordinator (or CLI) that executed the action.
     #[prost(string, optional, tag = "9")]
     pub executed_by: ::core::option::Option<::prost::alloc::string::String>,
+    /// Why triggers that came close did not fire (a region alone above a threshold, a rate
+    /// without enough evidence, a monitor holding fewer rounds than it needs).
+    #[prost(string, repeated, tag = "10")]
+    pub held_back: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProbeMessage {
@@ -215,6 +226,10 @@ pub struct CheckResult {
     pub latency_sketch: ::prost::alloc::vec::Vec<u8>,
     #[prost(uint64, tag = "13")]
     pub finished_at_unix_ms: u64,
+    /// Requests the check never attempted because its deadline passed: missing data, neither
+    /// made nor failed. `requests + requests_missing` is at most what the check can make.
+    #[prost(uint64, tag = "14")]
+    pub requests_missing: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AssignmentFinished {
@@ -891,9 +906,22 @@ pub struct MonitorRound {
     /// Interval of the current phase, e.g. 30s.
     #[prost(string, tag = "9")]
     pub every: ::prost::alloc::string::String,
-    /// Triggers that fired after this round (a rollback follows).
+    /// Triggers that held after this round (a rollback follows once they held in
+    /// `failing_rounds` rounds in a row).
     #[prost(string, repeated, tag = "10")]
     pub reasons: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Why triggers that came close did not fire, and "held 1 of 2 rounds in a row".
+    #[prost(string, repeated, tag = "11")]
+    pub held_back: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Consecutive rounds, this one included, in which a trigger held.
+    #[prost(uint32, tag = "12")]
+    pub failing_rounds_held: u32,
+    /// Consecutive rounds needed before acting (the plan's rollback.failing_rounds).
+    #[prost(uint32, tag = "13")]
+    pub failing_rounds: u32,
+    /// Requests over the window never attempted because a deadline passed.
+    #[prost(uint64, tag = "14")]
+    pub missing: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct MonitorEnded {

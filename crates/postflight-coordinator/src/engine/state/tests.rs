@@ -92,6 +92,7 @@ fn result(status: CheckStatus, message: &str) -> RegionResult {
         requests: postflight_plan::report::RequestCount {
             count: 1,
             errors: 0,
+            missing: 0,
         },
         latency: None,
         sketch: postflight_plan::sketch::LatencySketch::new(),

@@ -120,7 +120,7 @@ pub fn overview(probes: &[(ProbeRecord, bool)], runs: &[(RunRecord, u32)], now_m
             let rollback = rollback_of(r).map_or_else(
                 || "—".to_owned(),
                 |rb| match (&rb.outcome, rb.recommended) {
-                    (Some(outcome), _) => outcome.clone(),
+                    (Some(outcome), _) => outcome.as_str().to_owned(),
                     (None, true) => "recommended".to_owned(),
                     (None, false) => "not needed".to_owned(),
                 },
@@ -150,14 +150,14 @@ pub fn overview(probes: &[(ProbeRecord, bool)], runs: &[(RunRecord, u32)], now_m
     } else {
         body.push_str("<table><thead><tr><th>Run</th><th>Plan</th><th>Reasons</th><th>Action</th><th>Outcome</th><th>Executed by</th></tr></thead><tbody>");
         for (r, rb) in decisions {
-            let outcome = rb.outcome.clone().unwrap_or_else(|| "—".to_owned());
+            let outcome = rb.outcome.map_or("—", |o| o.as_str());
             let _ = write!(
                 body,
                 "<tr><td><a href=\"/runs/{id}\"><code>{id}</code></a></td>{}{}{}{}{}</tr>",
                 cell("", &r.plan_name),
                 cell("", &rb.reasons.join("; ")),
                 cell("muted", rb.action.as_deref().unwrap_or("—")),
-                cell(&outcome, &outcome),
+                cell(outcome, outcome),
                 cell("muted", rb.executed_by.as_deref().unwrap_or("—")),
                 id = escape(&r.run_id),
             );
@@ -249,10 +249,20 @@ pub fn run(record: &RunRecord, report: Option<&Report>) -> String {
                 .as_deref()
                 .map(|e| format!(" — {}", escape(e)))
                 .unwrap_or_default(),
-            o = escape(rb.outcome.as_deref().unwrap_or("none"))
+            o = escape(rb.outcome.map_or("none", |o| o.as_str()))
         );
+        if let Some(detail) = &rb.detail {
+            let _ = write!(body, "<p class=\"muted\">{}</p>", escape(detail));
+        }
     } else {
         body.push_str("<p class=\"muted\">No trigger fired.</p>");
+    }
+    if !rb.held_back.is_empty() {
+        body.push_str("<p>Held back:</p><ul>");
+        for why in &rb.held_back {
+            let _ = write!(body, "<li>{}</li>", escape(why));
+        }
+        body.push_str("</ul>");
     }
     page(&format!("run {}", record.run_id), &body)
 }
