@@ -456,9 +456,15 @@ pub struct DemoBackend {
 impl DemoBackend {
     /// Starts the backend on a free loopback port in the given mode.
     pub fn spawn(mode: &str) -> Self {
+        Self::spawn_on("127.0.0.1", mode)
+    }
+
+    /// Starts the backend on a free port of `host` (an address of this machine).
+    pub fn spawn_on(host: &str, mode: &str) -> Self {
         use std::io::BufRead;
+        let listen = format!("{host}:0");
         let mut child = postflight()
-            .args(["demo", "--serve-target", "127.0.0.1:0", "--mode", mode])
+            .args(["demo", "--serve-target", &listen, "--mode", mode])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -470,10 +476,19 @@ impl DemoBackend {
             .unwrap();
         let url = line.trim().to_owned();
         assert!(
-            url.starts_with("http://127.0.0.1:"),
+            url.starts_with(&format!("http://{host}:")),
             "unexpected first line: {line:?}"
         );
         Self { url, child }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap()
     }
 
     /// Changes the behaviour: a JSON object like `{"tools_broken": true, "delay_ms": 400}`.
@@ -589,13 +604,24 @@ pub fn spawn_coordinator(
     extra: &[&str],
     log: &std::path::Path,
 ) -> (Proc, String) {
+    spawn_coordinator_on("127.0.0.1", port, database, extra, log)
+}
+
+/// [`spawn_coordinator`] listening on another address of this machine (a test network's).
+pub fn spawn_coordinator_on(
+    host: &str,
+    port: u16,
+    database: &str,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> (Proc, String) {
     use std::io::BufRead;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("{host}:{port}");
     let mut child = Command::new(bin("postflight-coordinator"))
         .args(["--listen", &listen, "--database", database])
         .args(extra)
@@ -632,12 +658,34 @@ pub fn spawn_probe(
     extra: &[&str],
     log: &std::path::Path,
 ) -> Proc {
+    spawn_probe_in(None, coordinator, region, name, env, extra, log)
+}
+
+/// [`spawn_probe`] inside a network namespace (a region with a network of its own).
+pub fn spawn_probe_in(
+    netns: Option<&NetNs>,
+    coordinator: &str,
+    region: &str,
+    name: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+    log: &std::path::Path,
+) -> Proc {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    let mut cmd = Command::new(bin("postflight-probe"));
+    let mut cmd = match netns {
+        // `ip netns exec` enters the namespace and execs the probe: the child is the probe.
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &ns.name])
+                .arg(bin("postflight-probe"));
+            cmd
+        }
+        None => Command::new(bin("postflight-probe")),
+    };
     cmd.args([
         "--coordinator",
         coordinator,
@@ -685,4 +733,104 @@ pub fn wait_for_probes_with(coordinator: &str, expected: usize, extra: &[&str]) 
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     panic!("{expected} probes did not connect to {coordinator}");
+}
+
+/// A network namespace joined to this machine by a veth pair: a host of its own for a
+/// region's probe, whose network a test can break (`nft` rules inside it) without touching
+/// anything else. Removed when dropped. Needs root, as `.ci/run` has; fails loudly otherwise.
+pub struct NetNs {
+    /// The namespace's name (for `ip netns exec`).
+    pub name: String,
+    /// This machine's address on the pair: what processes in the namespace connect to.
+    pub host_ip: String,
+    /// The namespace's address on the pair.
+    pub ns_ip: String,
+}
+
+impl NetNs {
+    /// Creates a namespace with a /30 link to this machine. `index` (0–63) keeps the
+    /// namespaces of one test process apart; the process id keeps test processes apart.
+    pub fn create(index: u8) -> Self {
+        let tag = format!("{}{index}", std::process::id() % 100_000);
+        let name = format!("pf-{tag}");
+        // 10.<200+index/4>.<pid % 250>.<4·(index%4)>/30: unique per process and index.
+        let third = std::process::id() % 250;
+        let base = 4 * u32::from(index % 4);
+        let second = 200 + u32::from(index / 4);
+        let host_ip = format!("10.{second}.{third}.{}", base + 1);
+        let ns_ip = format!("10.{second}.{third}.{}", base + 2);
+        let (host_if, ns_if) = (format!("pfh{tag}"), format!("pfn{tag}"));
+        let ns = Self {
+            name: name.clone(),
+            host_ip: host_ip.clone(),
+            ns_ip: ns_ip.clone(),
+        };
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_if]).output();
+        for args in [
+            vec!["netns", "add", &name],
+            vec![
+                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            ],
+            vec!["link", "set", &ns_if, "netns", &name],
+            vec!["addr", "add", &format!("{host_ip}/30"), "dev", &host_if],
+            vec!["link", "set", &host_if, "up"],
+            vec![
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{ns_ip}/30"),
+                "dev",
+                &ns_if,
+            ],
+            vec!["-n", &name, "link", "set", &ns_if, "up"],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().unwrap_or_else(|e| {
+                panic!("`ip` is needed for network namespaces (Debian package iproute2): {e}")
+            });
+            assert!(
+                out.status.success(),
+                "ip {}: {} (network namespaces need root, as in .ci/run)",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ns
+    }
+
+    /// Runs `nft` inside the namespace (e.g. to drop the packets of one port).
+    pub fn nft(&self, rule: &str) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", rule])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nft {rule}: {} (Debian package nftables, installed by .ci/run)",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Drops every TCP packet the namespace sends to `port`: a region whose network loses
+    /// the way to a service (its requests time out; nothing answers, not even a refusal).
+    pub fn drop_tcp_to(&self, port: u16) {
+        self.nft("add table inet postflight_test");
+        self.nft(
+            "add chain inet postflight_test out { type filter hook output priority 0; policy accept; }",
+        );
+        self.nft(&format!(
+            "add rule inet postflight_test out tcp dport {port} drop"
+        ));
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
 }

@@ -92,17 +92,15 @@ async fn sample(
             }
         }
     }
-    // A worker that died took its samples with it: they are failures, never missing data.
-    if died > 0 {
-        results.resize_with(samples as usize, || {
-            (
-                Sample {
-                    latency: Duration::ZERO,
-                    ok: false,
-                },
-                Some("the sampling task failed".to_owned()),
-            )
-        });
+    // A worker that died took its request in flight with it: a failure, never missing data.
+    for _ in 0..died.min((samples as usize).saturating_sub(results.len())) {
+        results.push((
+            Sample {
+                latency: Duration::ZERO,
+                ok: false,
+            },
+            Some("the sampling task failed".to_owned()),
+        ));
     }
     results
 }

@@ -229,7 +229,7 @@ pub struct DemoArgs {
 pub enum Output {
     /// A table for people; colour on a terminal only.
     Table,
-    /// The JSON report of DESIGN.md, for scripts.
+    /// The JSON report (fields in the README, "The report"), for scripts.
     Json,
 }
 

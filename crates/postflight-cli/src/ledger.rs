@@ -301,7 +301,11 @@ impl Ledger for FileLedger {
                     e.error = error;
                 }
             });
-            this.release(&subject);
+            // Unrecorded, the claim stays pending: keep holding it while this process lives,
+            // so nobody takes a finished action for an interrupted one meanwhile.
+            if written.is_ok() {
+                this.release(&subject);
+            }
             written
         })
         .await

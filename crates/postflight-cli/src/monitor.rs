@@ -71,7 +71,7 @@ impl RoundLine {
                     self.every
                 );
                 for why in &self.held_back {
-                    println!("           no rollback: {why}");
+                    println!("           held back: {why}");
                 }
             }
         }

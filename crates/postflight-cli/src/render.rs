@@ -156,7 +156,7 @@ fn table(report: &Report, color: bool) -> String {
         }
     }
     for why in &rb.held_back {
-        out.push_str(&format!("no rollback: {why}\n"));
+        out.push_str(&format!("held back: {why}\n"));
     }
     out.push_str(&paint(&report.summary, report.status, color));
     out.push('\n');

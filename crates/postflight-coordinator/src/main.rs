@@ -230,5 +230,18 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     };
-    grpc::serve(coordinator, listener, access, shutdown).await
+    let settling = coordinator.clone();
+    let served = grpc::serve(coordinator, listener, access, shutdown).await;
+    // A rollback action that is running finishes and records its outcome: stopping it halfway
+    // would leave a half-done undo recorded as interrupted.
+    let limit = postflight_rollback::ACTION_TIMEOUT + std::time::Duration::from_secs(10);
+    if tokio::time::timeout(limit, settling.settle_actions())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "a rollback action is still running at exit; it will be recorded interrupted"
+        );
+    }
+    served
 }

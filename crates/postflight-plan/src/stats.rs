@@ -92,18 +92,21 @@ mod tests {
     }
 
     #[test]
-    fn the_bound_never_exceeds_the_ratio_and_grows_with_evidence() {
-        for n in 1..200u64 {
-            for errors in 0..=n {
-                let bound = wilson_lower_bound(errors, n, 0.95);
-                assert!(
-                    (0.0..=errors as f64 / n as f64).contains(&bound),
-                    "{errors}/{n}"
-                );
-            }
-            // The same ratio with more requests is stronger evidence.
+    fn the_bound_grows_with_evidence_and_with_failures() {
+        for n in 2..200u64 {
+            // The same ratio over more requests is stronger evidence.
             if n % 2 == 0 {
                 assert!(wilson_lower_bound(n, 2 * n, 0.95) > wilson_lower_bound(n / 2, n, 0.95));
+            }
+            // More failures among the same requests, a higher bound; a higher confidence, a
+            // lower one.
+            for errors in 1..=n {
+                let bound = wilson_lower_bound(errors, n, 0.95);
+                assert!(
+                    bound > wilson_lower_bound(errors - 1, n, 0.95),
+                    "{errors}/{n}"
+                );
+                assert!(bound > wilson_lower_bound(errors, n, 0.99), "{errors}/{n}");
             }
         }
     }

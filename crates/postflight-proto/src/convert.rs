@@ -260,18 +260,7 @@ impl TryFrom<v1::Report> for Report {
                 Some(rollback) => {
                     RollbackReport::try_from(rollback).map_err(|e| e.within("rollback"))?
                 }
-                None => RollbackReport {
-                    recommended: false,
-                    triggered: false,
-                    dry_run: false,
-                    reasons: Vec::new(),
-                    action: None,
-                    outcome: None,
-                    error: None,
-                    detail: None,
-                    executed_by: None,
-                    held_back: Vec::new(),
-                },
+                None => RollbackReport::default(),
             },
         })
     }

@@ -26,7 +26,9 @@ pub use controller::{
     ClaimOutcome, ClaimedAction, Ledger, Prepared, RollbackClaim, carry_out, claim, interrupted,
 };
 
-/// Time limit of process actions (kubectl, command) and of the Kubernetes API undo.
+/// Time limit of every action, retries included: process actions (kubectl, command), the
+/// Kubernetes API undo and a webhook with all its attempts. A claim older than this whose
+/// outcome was never recorded belongs to an executor that stopped.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Executes `action`: `Ok` with what was done, `Err` with why it failed.
@@ -42,7 +44,15 @@ pub async fn execute(
             command::run(&argv, &[], ACTION_TIMEOUT).await
         }
         RollbackAction::Kubernetes(target) => kubernetes::undo(target, env, ACTION_TIMEOUT).await,
-        RollbackAction::Webhook(hook) => webhook::post(hook, context).await,
+        RollbackAction::Webhook(hook) => {
+            match tokio::time::timeout(ACTION_TIMEOUT, webhook::post(hook, context)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!(
+                    "the webhook did not succeed within {}s, retries included",
+                    ACTION_TIMEOUT.as_secs()
+                )),
+            }
+        }
         RollbackAction::Command(argv) => command::run(argv, &context.env(), ACTION_TIMEOUT).await,
     };
     match &result {

@@ -197,7 +197,8 @@ impl<S: Store> Coordinator<S> {
             }),
         };
         tokio::spawn(coordinator.clone().write_results(jobs));
-        coordinator.recover_interrupted().await?;
+        coordinator.recover_interrupted(false).await?;
+        coordinator.watch_stale_claims();
         coordinator.resume().await?;
         Ok(coordinator)
     }
@@ -724,7 +725,14 @@ impl<S: Store> Coordinator<S> {
         run.record.report_json = Some(serde_json::to_string(&report).unwrap_or_default());
         run.record.rollback_json =
             Some(serde_json::to_string(&report.rollback).unwrap_or_default());
-        self.inner.store.update_run(&run.record).await?;
+        if let Err(e) = self.inner.store.update_run(&run.record).await {
+            // The decision is not stored: its action must not start. Withdrawn, the claim lets
+            // the run decide again when it resumes (it is still unfinished in the store).
+            if let Some(action) = claimed {
+                self.release_claim(&action.subject).await;
+            }
+            return Err(e.into());
+        }
         if let Some(action) = claimed {
             self.spawn_action(run.record.clone(), report.rollback.clone(), action);
         }

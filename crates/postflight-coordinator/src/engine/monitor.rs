@@ -22,6 +22,7 @@ use postflight_proto::v1;
 use postflight_rollback::Prepared;
 use tokio::sync::{Notify, broadcast, oneshot};
 
+use super::rollback::persist;
 use super::{Coordinator, Finished};
 use crate::error::{CoordinatorError, CoordinatorResult};
 use crate::now_ms;
@@ -386,7 +387,7 @@ impl<S: Store> Coordinator<S> {
             let mut with_decision = report.clone();
             with_decision.rollback = rollback.clone();
             run.report_json = serde_json::to_string(&with_decision).ok();
-            if let Err(e) = store.update_run(&run).await {
+            if let Err(e) = persist("a rollback decision", || store.update_run(&run)).await {
                 tracing::error!(monitor_id, error = %e, "cannot record a rollback decision in its round");
             }
         }
@@ -401,7 +402,9 @@ impl<S: Store> Coordinator<S> {
             active.record.detail = Some(detail.to_owned());
             active.record.clone()
         };
-        if write && let Err(e) = store.update_monitor(&record).await {
+        if write
+            && let Err(e) = persist("a monitor's rollback", || store.update_monitor(&record)).await
+        {
             tracing::error!(monitor_id, error = %e, "cannot record a monitor's rollback");
         }
     }

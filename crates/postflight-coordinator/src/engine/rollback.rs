@@ -41,12 +41,44 @@ impl<S: Store> Ledger for StoreLedger<'_, S> {
         outcome: ActionOutcome,
         error: Option<&str>,
     ) -> Result<(), String> {
-        self.0
-            .finish_rollback(subject, outcome, error)
-            .await
-            .map_err(|e| e.to_string())
+        persist("a rollback's outcome", || {
+            self.0.finish_rollback(subject, outcome, error)
+        })
+        .await
+        .map_err(|e| e.to_string())
     }
 }
+
+/// A write that must not be lost to a passing database error: tried a few times, with
+/// growing pauses, before its error is returned.
+pub(super) async fn persist<T, F, Fut>(
+    what: &str,
+    mut write: F,
+) -> Result<T, crate::storage::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::storage::StoreError>>,
+{
+    let mut pause = std::time::Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Ok(done) => return Ok(done),
+            Err(e) if attempt >= 5 => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "cannot store {what} yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// How long after its claim a pending action is certainly dead, whoever claimed it: every
+/// action ends within its time limit, and its outcome is written right after.
+const STALE_CLAIM: std::time::Duration =
+    std::time::Duration::from_secs(postflight_rollback::ACTION_TIMEOUT.as_secs() + 300);
 
 /// Actions running in this coordinator's tasks, so that a shutdown (or a test) can wait for
 /// them to record their outcome.
@@ -176,7 +208,8 @@ impl<S: Store> Coordinator<S> {
             let (report, rollback) = patched(record.report_json.as_deref(), &decision);
             record.report_json = report;
             record.rollback_json = Some(rollback);
-            if let Err(e) = this.inner.store.update_run(&record).await {
+            let store = &this.inner.store;
+            if let Err(e) = persist("a rollback's outcome", || store.update_run(&record)).await {
                 tracing::error!(run_id = %record.run_id, error = %e, "cannot record a rollback's outcome in its run");
             }
             tracing::info!(run_id = %record.run_id, outcome = ?decision.outcome, "rollback action ended");
@@ -196,67 +229,109 @@ impl<S: Store> Coordinator<S> {
         }
     }
 
-    /// After a restart: the claims this coordinator took without recording an outcome were
-    /// running when it stopped. They are recorded `interrupted` — in the ledger, the run's
-    /// report and the monitor — and never run again: `kubectl rollout undo` twice re-deploys
-    /// the bad release, and even the Kubernetes API undo is only harmless to repeat until the
-    /// deployment controller renumbers the revisions.
-    pub(super) async fn recover_interrupted(&self) -> CoordinatorResult<()> {
+    /// Withdraws a claim whose action was never started (its decision could not be stored),
+    /// so the run may decide again once it resumes.
+    pub(super) async fn release_claim(&self, subject: &str) {
         let store = &self.inner.store;
-        for claim in store.pending_rollbacks(&self.inner.config.identity).await? {
+        if let Err(e) = persist("a withdrawn claim", || store.release_rollback(subject)).await {
+            tracing::error!(subject, error = %e, "cannot withdraw a rollback claim that never ran");
+        }
+    }
+
+    /// Claims without an outcome are settled: this coordinator's own (after a restart, what
+    /// was running when it stopped) and anyone's older than any action may run. A claim whose
+    /// decision was never stored never started: it is withdrawn, so its run or monitor decides
+    /// again. An outcome the report recorded but the ledger did not is copied over. Every
+    /// other one is recorded `interrupted` — in the ledger, the run's report and the monitor —
+    /// and never run again: `kubectl rollout undo` twice re-deploys the bad release, and even
+    /// the Kubernetes API undo is only harmless to repeat until the deployment controller
+    /// renumbers the revisions.
+    pub(super) async fn recover_interrupted(&self, only_stale: bool) -> CoordinatorResult<()> {
+        let store = &self.inner.store;
+        let stale_before = crate::now_ms() - STALE_CLAIM.as_millis() as i64;
+        // Nobody else has this name: matching it alone would find nothing older than stale.
+        let mine = if only_stale {
+            ""
+        } else {
+            self.inner.config.identity.as_str()
+        };
+        for claim in store.pending_rollbacks(mine, stale_before).await? {
+            let monitor_id = claim.subject.strip_prefix("monitor:");
+            let run = store.get_run(&claim.run_id).await?;
+            let monitor = match monitor_id {
+                Some(id) => store.get_monitor(id).await?,
+                None => None,
+            };
+            let recorded = match monitor_id {
+                Some(_) => monitor
+                    .as_ref()
+                    .filter(|m| m.status != MonitorStatus::Running)
+                    .and_then(|m| m.rollback_json.clone()),
+                None => run
+                    .as_ref()
+                    .filter(|r| r.status.is_final())
+                    .and_then(|r| r.rollback_json.clone()),
+            };
+            let Some(recorded) = recorded else {
+                tracing::warn!(subject = %claim.subject, "a rollback was claimed but its decision never stored: withdrawn, the action never started");
+                self.release_claim(&claim.subject).await;
+                continue;
+            };
+            let recorded: Option<RollbackReport> = serde_json::from_str(&recorded).ok();
+            if let Some(done) = recorded
+                .as_ref()
+                .filter(|r| !matches!(r.outcome, None | Some(ActionOutcome::Pending)))
+            {
+                let outcome = done.outcome.unwrap_or(ActionOutcome::Failed);
+                tracing::warn!(subject = %claim.subject, outcome = outcome.as_str(), "a rollback's outcome was stored in its report only: recorded in the ledger too");
+                store
+                    .finish_rollback(&claim.subject, outcome, done.error.as_deref())
+                    .await?;
+                continue;
+            }
             let error = postflight_rollback::interrupted(&claim.executed_by, claim.claimed_ms);
             tracing::error!(subject = %claim.subject, run_id = %claim.run_id, action = %claim.action_kind, "a rollback action was interrupted: {error}");
             store
                 .finish_rollback(&claim.subject, ActionOutcome::Interrupted, Some(&error))
                 .await?;
             self.count_outcome(Some(ActionOutcome::Interrupted));
-            let mark = |rollback: &mut RollbackReport| {
-                rollback.outcome = Some(ActionOutcome::Interrupted);
-                rollback.error = Some(error.clone());
-                rollback.detail = None;
-            };
-            if let Some(mut run) = store.get_run(&claim.run_id).await? {
-                let mut rollback: RollbackReport = run
-                    .rollback_json
-                    .as_deref()
-                    .and_then(|j| serde_json::from_str(j).ok())
-                    .unwrap_or_else(|| postflight_plan::rollback::RollbackReport {
-                        recommended: true,
-                        triggered: true,
-                        dry_run: false,
-                        reasons: Vec::new(),
-                        action: None,
-                        outcome: None,
-                        error: None,
-                        detail: None,
-                        executed_by: Some(claim.executed_by.clone()),
-                        held_back: Vec::new(),
-                    });
-                mark(&mut rollback);
-                let (report, rollback) = patched(run.report_json.as_deref(), &rollback);
+            let mut rollback = recorded.unwrap_or_else(|| RollbackReport {
+                recommended: true,
+                triggered: true,
+                executed_by: Some(claim.executed_by.clone()),
+                ..RollbackReport::default()
+            });
+            rollback.outcome = Some(ActionOutcome::Interrupted);
+            rollback.error = Some(error.clone());
+            rollback.detail = None;
+            if let Some(mut run) = run {
+                let (report, json) = patched(run.report_json.as_deref(), &rollback);
                 run.report_json = report.or(run.report_json);
-                run.rollback_json = Some(rollback);
+                run.rollback_json = Some(json);
                 store.update_run(&run).await?;
             }
-            if let Some(monitor_id) = claim.subject.strip_prefix("monitor:")
-                && let Some(mut monitor) = store.get_monitor(monitor_id).await?
-            {
-                let mut rollback: Option<RollbackReport> = monitor
-                    .rollback_json
-                    .as_deref()
-                    .and_then(|j| serde_json::from_str(j).ok());
-                if let Some(rollback) = rollback.as_mut() {
-                    mark(rollback);
-                }
-                monitor.rollback_json = rollback.and_then(|r| serde_json::to_string(&r).ok());
-                if monitor.status == MonitorStatus::Running {
-                    monitor.status = MonitorStatus::RolledBack;
-                    monitor.ended_ms = Some(crate::now_ms());
-                }
+            if let Some(mut monitor) = monitor {
+                monitor.rollback_json = serde_json::to_string(&rollback).ok();
                 monitor.detail = Some(format!("rollback interrupted: {error}"));
                 store.update_monitor(&monitor).await?;
             }
         }
         Ok(())
+    }
+
+    /// Settles stale claims every minute: a coordinator that died during an action and never
+    /// came back (or came back under another name) leaves them to the others.
+    pub(super) fn watch_stale_claims(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if let Err(e) = this.recover_interrupted(true).await {
+                    tracing::error!(error = %e, "cannot settle stale rollback claims");
+                }
+            }
+        });
     }
 }

@@ -332,3 +332,121 @@ async fn the_probes_gauge_keeps_a_silent_region_at_zero_and_counts_reconnects() 
     );
     assert!(text.contains("postflight_runs_active 0"), "{text}");
 }
+
+/// What a restart finds of rollback claims left without outcome, each as a crash leaves it:
+/// an action that was running (its report says `pending`) is recorded interrupted, in the
+/// ledger and the report, and not run again; a claim whose decision was never stored (its run
+/// still running) never started and is withdrawn; an outcome stored in the report but not in
+/// the ledger is copied over.
+#[tokio::test]
+async fn a_restart_settles_the_claims_left_without_outcome() {
+    use postflight_plan::rollback::{ActionOutcome, RollbackReport};
+    use postflight_rollback::{ClaimOutcome, RollbackClaim};
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path()).await;
+    let identity = c.config().identity.clone();
+    let store = c.store().clone();
+    let run = |id: &str, status: RunStatus, outcome: Option<ActionOutcome>| {
+        let rollback = RollbackReport {
+            recommended: true,
+            triggered: true,
+            reasons: vec!["verdict FAIL: a failed".into()],
+            outcome,
+            ..RollbackReport::default()
+        };
+        RunRecord {
+            run_id: id.into(),
+            plan_name: "p".into(),
+            plan_sealed: c.inner.sealer.seal(PLAN.as_bytes()),
+            origin: "p.yaml".into(),
+            status,
+            dry_run: false,
+            regions: vec!["eu".into(), "us".into()],
+            timeout_ms: 3_600_000,
+            created_ms: now_ms(),
+            started_ms: None,
+            finished_ms: None,
+            verdict: Some("FAIL".into()),
+            report_json: None,
+            rollback_json: outcome.map(|_| serde_json::to_string(&rollback).unwrap()),
+            monitor_id: None,
+        }
+    };
+    let cases = [
+        ("acting", RunStatus::Completed, Some(ActionOutcome::Pending)),
+        ("never-started", RunStatus::Running, None),
+        (
+            "unrecorded",
+            RunStatus::Completed,
+            Some(ActionOutcome::Succeeded),
+        ),
+    ];
+    for (id, status, outcome) in cases {
+        store.insert_run(&run(id, status, outcome)).await.unwrap();
+        let claim = RollbackClaim {
+            subject: format!("run:{id}"),
+            plan_name: format!("plan-{id}"),
+            run_id: id.into(),
+            executed_by: identity.clone(),
+            claimed_ms: now_ms(),
+            action_kind: "kubectl".into(),
+        };
+        assert_eq!(
+            store.claim_rollback(&claim, 0).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+    }
+    drop(c);
+    let again = coordinator(dir.path()).await;
+    let store = again.store();
+    assert!(
+        store
+            .pending_rollbacks(&identity, 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "every claim is settled"
+    );
+    let acting = store.get_run("acting").await.unwrap().unwrap();
+    let rollback: RollbackReport =
+        serde_json::from_str(acting.rollback_json.as_deref().unwrap()).unwrap();
+    assert_eq!(rollback.outcome, Some(ActionOutcome::Interrupted));
+    assert!(
+        rollback
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("its outcome is unknown and it is not run again"),
+        "{rollback:?}"
+    );
+    // The withdrawn claim can be taken again when the resumed run decides; the others not.
+    let retake = |id: &str| RollbackClaim {
+        subject: format!("run:{id}"),
+        plan_name: format!("other-{id}"),
+        run_id: id.into(),
+        executed_by: identity.clone(),
+        claimed_ms: now_ms(),
+        action_kind: "kubectl".into(),
+    };
+    assert_eq!(
+        store
+            .claim_rollback(&retake("never-started"), 0)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    for id in ["acting", "unrecorded"] {
+        assert!(matches!(
+            store.claim_rollback(&retake(id), 0).await.unwrap(),
+            ClaimOutcome::AlreadyClaimed { .. }
+        ));
+    }
+    let unrecorded = store.get_run("unrecorded").await.unwrap().unwrap();
+    let rollback: RollbackReport =
+        serde_json::from_str(unrecorded.rollback_json.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        rollback.outcome,
+        Some(ActionOutcome::Succeeded),
+        "left as it was"
+    );
+}

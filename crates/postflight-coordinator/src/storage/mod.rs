@@ -365,12 +365,17 @@ pub trait Store: Send + Sync + 'static {
         outcome: ActionOutcome,
         error: Option<&str>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Claims taken by `executed_by` that have no outcome yet, oldest first: after a restart,
-    /// actions that were running when this coordinator stopped.
+    /// Claims without an outcome, oldest first, taken by `executed_by` (after a restart: what
+    /// was running when this coordinator stopped) or before `stale_before_ms` by anyone (older
+    /// than any action may run: their executor stopped).
     fn pending_rollbacks(
         &self,
         executed_by: &str,
+        stale_before_ms: i64,
     ) -> impl Future<Output = StoreResult<Vec<RollbackClaim>>> + Send;
+    /// Withdraws a claim that has no outcome: its action never started (the decision was
+    /// never stored), so the run or monitor may decide again.
+    fn release_rollback(&self, subject: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// Stores a new monitor.
     fn insert_monitor(
         &self,
@@ -497,8 +502,15 @@ impl Store for AnyStore {
     ) -> StoreResult<()> {
         dispatch!(self, s => s.finish_rollback(subject, outcome, error))
     }
-    async fn pending_rollbacks(&self, executed_by: &str) -> StoreResult<Vec<RollbackClaim>> {
-        dispatch!(self, s => s.pending_rollbacks(executed_by))
+    async fn pending_rollbacks(
+        &self,
+        executed_by: &str,
+        stale_before_ms: i64,
+    ) -> StoreResult<Vec<RollbackClaim>> {
+        dispatch!(self, s => s.pending_rollbacks(executed_by, stale_before_ms))
+    }
+    async fn release_rollback(&self, subject: &str) -> StoreResult<()> {
+        dispatch!(self, s => s.release_rollback(subject))
     }
     async fn insert_monitor(&self, monitor: &MonitorRecord) -> StoreResult<()> {
         dispatch!(self, s => s.insert_monitor(monitor))
@@ -975,15 +987,24 @@ macro_rules! store_impl {
                 Ok(())
             }
 
-            async fn pending_rollbacks(&self, executed_by: &str) -> StoreResult<Vec<RollbackClaim>> {
+            async fn pending_rollbacks(&self, executed_by: &str, stale_before_ms: i64) -> StoreResult<Vec<RollbackClaim>> {
                 let rows = sqlx::query(
-                    "SELECT * FROM rollbacks WHERE executed_by = $1 AND (outcome IS NULL OR outcome = 'pending') \
-                     ORDER BY claimed_ms",
+                    "SELECT * FROM rollbacks WHERE (outcome IS NULL OR outcome = 'pending') \
+                     AND (executed_by = $1 OR claimed_ms < $2) ORDER BY claimed_ms",
                 )
                 .bind(executed_by)
+                .bind(stale_before_ms)
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(claim_of).collect()
+            }
+
+            async fn release_rollback(&self, subject: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM rollbacks WHERE subject = $1 AND (outcome IS NULL OR outcome = 'pending')")
+                    .bind(subject)
+                    .execute(self.claims_pool())
+                    .await?;
+                Ok(())
             }
 
             async fn insert_monitor(&self, m: &MonitorRecord) -> StoreResult<()> {

@@ -185,24 +185,22 @@ async fn suite<S: Store>(store: S) {
         "cooldown over"
     );
     // Claimed and not finished: pending, for whoever took them (a restart finds them).
-    let pending: Vec<String> = store
-        .pending_rollbacks("coordinator A")
+    let subjects = |claims: Vec<RollbackClaim>| -> Vec<String> {
+        claims.into_iter().map(|c| c.subject).collect()
+    };
+    let pending = store.pending_rollbacks("coordinator A", 0).await.unwrap();
+    assert_eq!(pending[0], claim("run:r2", "a", 10_000));
+    assert_eq!(subjects(pending), ["run:r2", "run:r9", "run:r10"]);
+    let others = store.pending_rollbacks("coordinator B", 0).await.unwrap();
+    assert!(others.is_empty());
+    let stale = store
+        .pending_rollbacks("coordinator B", 14_500)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.subject)
-        .collect();
-    assert_eq!(pending, ["run:r2", "run:r9", "run:r10"]);
-    assert!(
-        store
-            .pending_rollbacks("coordinator B")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+        .unwrap();
     assert_eq!(
-        store.pending_rollbacks("coordinator A").await.unwrap()[0],
-        claim("run:r2", "a", 10_000)
+        subjects(stale),
+        ["run:r2", "run:r9"],
+        "anyone's, older than 14.5 s"
     );
     store
         .finish_rollback("run:r2", ActionOutcome::Succeeded, None)
@@ -212,9 +210,33 @@ async fn suite<S: Store>(store: S) {
         .finish_rollback("run:r9", ActionOutcome::Interrupted, Some("stopped"))
         .await
         .unwrap();
-    let pending = store.pending_rollbacks("coordinator A").await.unwrap();
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].subject, "run:r10");
+    let pending = store.pending_rollbacks("coordinator A", 0).await.unwrap();
+    assert_eq!(subjects(pending), ["run:r10"]);
+    // A claim whose action never started is withdrawn; a finished one stays.
+    store.release_rollback("run:r10").await.unwrap();
+    store.release_rollback("run:r2").await.unwrap();
+    assert!(
+        store
+            .pending_rollbacks("coordinator A", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .claim_rollback(&claim("run:r10", "b", 900_000), 5_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed,
+        "released: it may be claimed again"
+    );
+    assert!(matches!(
+        store
+            .claim_rollback(&claim("run:r2", "c", 900_000), 5_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadyClaimed { .. }
+    ));
 
     // Monitors and their rounds.
     let mut monitor = MonitorRecord {

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::*;
 use crate::vars::Expander;
 
-/// The plan of DESIGN.md, verbatim.
+/// The contract's example plan, verbatim.
 const DESIGN_PLAN: &str = r#"name: agent-backend-migration        # required, [a-z0-9][a-z0-9-]*
 target:                              # defaults for HTTP-like checks
   base_url: ${AGENT_URL:-http://localhost:8000}

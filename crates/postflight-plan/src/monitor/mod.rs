@@ -16,7 +16,9 @@ pub use window::{RoundSample, Window};
 
 use crate::model::Plan;
 use crate::report::CheckReport;
-use crate::rollback::{Evidence, Merged, RollbackReport, RunEnd, decision, evaluate, may_act};
+use crate::rollback::{
+    Evidence, Merged, RollbackReport, RunEnd, decision, evaluate, evaluate_at, may_act,
+};
 use crate::vars::Lookup;
 use crate::verdict::Overall;
 
@@ -96,9 +98,22 @@ impl MonitorSession {
         self.window.len()
     }
 
-    /// Adds a round and decides. A round whose run may not act (timed out, cancelled,
-    /// INCONCLUSIVE) breaks the streak, like a round where nothing fired.
+    /// Adds a round and decides. A round counts towards `failing_rounds` when a trigger holds
+    /// over the window (the evidence) *and* on the round's own requests (the problem is still
+    /// there: a burst that has passed stays in the window for its whole span, and must not
+    /// count again round after round). A round whose run may not act (timed out, cancelled,
+    /// INCONCLUSIVE) breaks the streak, like a round where nothing holds.
     pub fn round(&mut self, plan: &Plan, round: RoundInput<'_>, env: &dyn Lookup) -> RoundOutcome {
+        let own = Evidence {
+            overall: round.overall,
+            checks: round.checks,
+            required: round.required,
+            regions: &round.sample.regions,
+            per_check: &round.sample.per_check,
+            window: None,
+        };
+        // This round alone, on the raw ratio: its few requests are recency, not evidence.
+        let still_failing = !evaluate_at(plan, &own, 0.0).reasons.is_empty();
         self.window.push(round.sample);
         let regions = self.window.regions();
         let per_check = self.window.per_check();
@@ -117,6 +132,12 @@ impl MonitorSession {
             false
         } else if let Err(why) = may_act(plan, round.overall, round.end) {
             held_back.push(format!("round not counted: {why}"));
+            false
+        } else if !still_failing {
+            held_back.push(
+                "round not counted: this round's own requests exceed no threshold in enough regions (the window still holds earlier failures)"
+                    .to_owned(),
+            );
             false
         } else {
             true

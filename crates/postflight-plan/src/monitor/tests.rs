@@ -169,25 +169,31 @@ fn one_failing_round_is_held_and_a_second_in_a_row_acts() {
     );
 }
 
-/// Rate triggers look at the window: a burst large enough to keep two regions' error rates
-/// above the threshold with evidence holds until it leaves the window (as a rate over the
-/// last minutes does in Prometheus-based canary analysis).
+/// Rate triggers look at the window for evidence, but a round only counts when its own
+/// requests still show the problem: a burst that has passed stays in the window (as a rate
+/// over the last minutes does) without counting again round after round.
 #[test]
-fn a_rate_trigger_holds_while_the_window_shows_the_errors() {
+fn a_burst_that_has_passed_does_not_count_again() {
     let p = plan("{on_fail: false, error_rate_above: 0.10}");
     let mut session = MonitorSession::new(&p);
     let mut rng = Rng(7);
     let bad = round_results(&p, &mut rng, [1.0, 1.0, 0.0]);
     assert_eq!(feed(&mut session, &p, &bad, 1, RunEnd::Completed).streak, 1);
-    let mut streaks = Vec::new();
     for round in 2..=12 {
         let good = round_results(&p, &mut rng, [0.0, 0.0, 0.0]);
-        streaks.push(feed(&mut session, &p, &good, round, RunEnd::Completed).streak);
+        let outcome = feed(&mut session, &p, &good, round, RunEnd::Completed);
+        assert_eq!(outcome.streak, 0, "round {round}");
+        assert!(outcome.decision.is_none());
+        if round == 2 {
+            // 12 of 24 per region over the window: the trigger holds there, not in this round.
+            assert_eq!(outcome.reasons.len(), 1);
+            assert!(
+                outcome.held_back.contains(&"round not counted: this round's own requests exceed no threshold in enough regions (the window still holds earlier failures)".to_owned()),
+                "{:?}",
+                outcome.held_back
+            );
+        }
     }
-    // 12 of 24, 12 of 36, … per region: evidence of more than 10% until the window (10 s of
-    // 1 s rounds) has diluted it below what the bound accepts; then the burst has left.
-    assert_eq!(streaks[0], 2);
-    assert_eq!(*streaks.last().unwrap(), 0, "{streaks:?}");
 }
 
 #[test]
@@ -295,16 +301,27 @@ fn random_errors_below_the_threshold_never_roll_back_and_an_outage_always_does()
         .count();
     println!("3% errors: {noisy} of {monitors} monitors rolled back within 30 rounds");
     assert_eq!(noisy, 0);
-    let mut slowest = 0;
-    for _ in 0..monitors {
-        let rounds = rounds_to_rollback(&p, &mut rng, [0.5, 0.5, 0.0], 30)
-            .expect("an outage in two regions rolls back");
-        slowest = slowest.max(rounds);
-    }
+    let mut rounds: Vec<i64> = (0..monitors)
+        .map(|_| {
+            rounds_to_rollback(&p, &mut rng, [0.5, 0.5, 0.0], 30)
+                .expect("an outage in two regions rolls back")
+        })
+        .collect();
+    rounds.sort_unstable();
+    let within_three = rounds.iter().filter(|&&r| r <= 3).count();
     println!(
-        "50% errors in two regions: every monitor rolled back, the slowest after {slowest} rounds"
+        "50% errors in two regions: every monitor rolled back; {within_three} of {monitors} within 3 rounds, the slowest after {} rounds",
+        rounds[rounds.len() - 1]
     );
-    assert!(slowest <= 3, "{slowest}");
+    // A round of 50% errors can look calm by chance (a few lucky requests); two in a row
+    // rarely, three hardly ever.
+    assert_eq!(
+        rounds[rounds.len() / 2],
+        2,
+        "the median acts on the second round"
+    );
+    assert!(within_three >= monitors * 19 / 20, "{rounds:?}");
+    assert!(rounds[rounds.len() - 1] <= 5, "{rounds:?}");
     // One region down entirely, the others healthy: never under a majority quorum.
     let lone = (0..monitors)
         .filter(|_| rounds_to_rollback(&p, &mut rng, [1.0, 0.0, 0.0], 30).is_some())

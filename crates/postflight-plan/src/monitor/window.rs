@@ -50,11 +50,7 @@ impl RoundSample {
 
     /// Every region's figures together.
     pub fn merged(&self) -> RegionFigures {
-        let mut all = RegionFigures::default();
-        for figures in self.regions.values() {
-            all.add(figures);
-        }
-        all
+        RegionFigures::total(self.regions.values())
     }
 }
 
@@ -101,13 +97,12 @@ impl Window {
 
     /// Requests and latencies per region over the window.
     pub fn regions(&self) -> BTreeMap<String, RegionFigures> {
-        let mut regions: BTreeMap<String, RegionFigures> = BTreeMap::new();
-        for round in &self.rounds {
-            for (region, figures) in &round.regions {
-                regions.entry(region.clone()).or_default().add(figures);
-            }
-        }
-        regions
+        RegionFigures::by_region(self.rounds.iter().flat_map(|round| {
+            round
+                .regions
+                .iter()
+                .map(|(region, f)| (region.as_str(), f.requests, &f.sketch))
+        }))
     }
 
     /// Requests per check over the window (every region), in order of first appearance.

@@ -1,4 +1,4 @@
-//! The run report: the JSON document of DESIGN.md ("Report"), and how it is built from check
+//! The run report: the JSON document of the contract (README, "The report"), and how it is built from check
 //! outcomes. Field names are a contract; fields may be added, never renamed or dropped.
 
 use std::collections::BTreeMap;

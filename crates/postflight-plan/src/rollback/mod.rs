@@ -2,7 +2,7 @@
 //! whether that decision may act, and the sentences that explain both — the reasons that fired
 //! and, as carefully, why the triggers that came close did not.
 //!
-//! The rules are DESIGN.md's "When a verdict may act": rate and p99 triggers are evaluated per
+//! The rules (README, "When a verdict may act"): rate and p99 triggers are evaluated per
 //! required region and gated by the plan's quorum ([`triggers`]), rates act on the Wilson
 //! lower bound rather than on the raw ratio, monitors act on persistence
 //! ([`crate::monitor::MonitorSession`]), and missing data never acts. Deciding is pure;
@@ -23,7 +23,7 @@ use crate::secrets::redact_url;
 use crate::vars::Lookup;
 use crate::verdict::Overall;
 
-pub use triggers::{Evaluation, Evidence, Merged, RegionFigures, evaluate};
+pub use triggers::{Evaluation, Evidence, Merged, RegionFigures, evaluate, evaluate_at};
 
 /// What became of a decision's action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,7 +78,7 @@ impl fmt::Display for ActionOutcome {
 }
 
 /// The `rollback` object of a report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RollbackReport {
     /// A trigger condition holds.
     pub recommended: bool,
@@ -170,17 +170,12 @@ pub fn decision(plan: &Plan, reasons: Vec<String>, env: &dyn Lookup) -> Rollback
     let config = plan.rollback.as_ref();
     RollbackReport {
         recommended: !reasons.is_empty(),
-        triggered: false,
         dry_run: config.is_some_and(|r| r.dry_run),
         reasons,
         action: config
             .and_then(|r| r.action.as_ref())
             .map(|a| a.describe(env)),
-        outcome: None,
-        error: None,
-        detail: None,
-        executed_by: None,
-        held_back: Vec::new(),
+        ..RollbackReport::default()
     }
 }
 

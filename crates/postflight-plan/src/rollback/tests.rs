@@ -201,21 +201,51 @@ fn p99_is_judged_per_region_under_the_quorum() {
 
 #[test]
 fn a_fail_verdict_is_a_reason_unless_on_fail_is_off() {
-    let regions = figures(&[("eu-west", 1, 1, 1.0)]);
+    use crate::report::{CheckReport, RegionReport};
+    use crate::verdict::CheckStatus;
+    let region = |status| RegionReport {
+        status,
+        message: String::new(),
+        latency_ms: None,
+    };
+    let checks = [CheckReport {
+        name: "api".into(),
+        severity: crate::model::Severity::Critical,
+        status: CheckStatus::Fail,
+        message: String::new(),
+        latency_ms: None,
+        // A region that is not required does not count in the sentence.
+        regions: [
+            ("ap-south".to_owned(), region(CheckStatus::Fail)),
+            ("eu-west".to_owned(), region(CheckStatus::Fail)),
+            ("rogue".to_owned(), region(CheckStatus::Fail)),
+            ("us-east".to_owned(), region(CheckStatus::Pass)),
+        ]
+        .into(),
+        kind: "latency".into(),
+        requests: RequestCount::default(),
+        duration_ms: 0.0,
+    }];
+    let required: Vec<String> = REGIONS.iter().map(|r| (*r).to_owned()).collect();
+    let regions = BTreeMap::new();
+    let evidence = |overall| Evidence {
+        overall,
+        checks: &checks,
+        required: &required,
+        regions: &regions,
+        per_check: &[],
+        window: None,
+    };
     let on = plan("{quorum: majority}", "{}");
     assert_eq!(
-        evaluate_on(&on, Overall::Fail, &regions).reasons,
-        ["verdict FAIL: "]
+        evaluate(&on, &evidence(Overall::Fail)).reasons,
+        ["verdict FAIL: api failed in 2 of 3 regions"]
     );
     let off = plan(
         "{quorum: majority}",
         "{on_fail: false, error_rate_above: 0.99}",
     );
-    assert!(
-        evaluate_on(&off, Overall::Fail, &regions)
-            .reasons
-            .is_empty()
-    );
+    assert!(evaluate(&off, &evidence(Overall::Fail)).reasons.is_empty());
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The triggers: a FAIL verdict, the request error rate and the request p99, each evaluated
-//! as DESIGN.md's "When a verdict may act" says.
+//! as the README's "When a verdict may act" states them.
 //!
 //! The verdict already weighs regions (a check fails when `policy.quorum` regions failed it).
 //! The rate and p99 triggers are evaluated per required region and fire only when at least
@@ -40,16 +40,38 @@ impl RegionFigures {
 
     /// Per region: every request of a run's results (per check, per region).
     pub fn of_results(results: &[BTreeMap<String, RegionResult>]) -> BTreeMap<String, Self> {
+        Self::by_region(
+            results
+                .iter()
+                .flatten()
+                .map(|(region, r)| (region.as_str(), r.requests, &r.sketch)),
+        )
+    }
+
+    /// Requests and latencies added up per region.
+    pub fn by_region<'a>(
+        items: impl IntoIterator<Item = (&'a str, RequestCount, &'a LatencySketch)>,
+    ) -> BTreeMap<String, Self> {
         let mut regions: BTreeMap<String, Self> = BTreeMap::new();
-        for (region, r) in results.iter().flatten() {
-            let figures = regions.entry(region.clone()).or_default();
-            figures.requests.add(r.requests);
-            figures.sketch.merge(&r.sketch);
+        for (region, requests, sketch) in items {
+            let figures = regions.entry(region.to_owned()).or_default();
+            figures.requests.add(requests);
+            figures.sketch.merge(sketch);
         }
         regions
     }
 
-    fn error_ratio(&self) -> f64 {
+    /// Every region's figures together.
+    pub fn total<'a>(figures: impl IntoIterator<Item = &'a RegionFigures>) -> Self {
+        let mut all = Self::default();
+        for f in figures {
+            all.add(f);
+        }
+        all
+    }
+
+    /// Failed / made requests, 0 without requests.
+    pub fn error_ratio(&self) -> f64 {
         ratio(self.requests.errors, self.requests.count)
     }
 }
@@ -99,10 +121,7 @@ impl Merged {
 impl Evidence<'_> {
     /// Every region's requests together.
     pub fn merged(&self) -> Merged {
-        let mut all = RegionFigures::default();
-        for figures in self.regions.values() {
-            all.add(figures);
-        }
+        let all = RegionFigures::total(self.regions.values());
         Merged {
             requests: all.requests,
             p99_ms: all.sketch.percentile(99.0),
@@ -141,6 +160,11 @@ pub struct Evaluation {
 /// Evaluates every trigger. Without a `rollback:` section only the verdict counts (a FAIL
 /// recommends rollback, as its summary says).
 pub fn evaluate(plan: &Plan, evidence: &Evidence<'_>) -> Evaluation {
+    evaluate_at(plan, evidence, plan.confidence())
+}
+
+/// [`evaluate`] with another confidence for the rate trigger (0: the raw ratio).
+pub fn evaluate_at(plan: &Plan, evidence: &Evidence<'_>, confidence: f64) -> Evaluation {
     let mut out = Evaluation::default();
     let config = plan.rollback.as_ref();
     if config.is_none_or(|r| r.on_fail) && evidence.overall == Overall::Fail {
@@ -155,7 +179,7 @@ pub fn evaluate(plan: &Plan, evidence: &Evidence<'_>) -> Evaluation {
         required: evidence.required.len(),
     };
     if let Some(threshold) = config.error_rate_above {
-        error_rate(evidence, threshold, config.confidence, gate, &mut out);
+        error_rate(evidence, threshold, confidence, gate, &mut out);
     }
     if let Some(threshold) = config.p99_latency_above {
         p99(evidence, threshold, gate, &mut out);
@@ -252,11 +276,15 @@ fn error_rate(
             format!("; {sources}")
         };
         let reason = if gate.required <= 1 {
-            let (_, counted, bound) = &exceeding[0];
+            let (region, counted, bound) = &exceeding[0];
             let bound = bound.as_ref().map_or(String::new(), |b| format!(", {b}"));
+            let own = evidence
+                .regions
+                .get(*region)
+                .map_or(0.0, RegionFigures::error_ratio);
             format!(
                 "request error rate {} is above {} ({counted} requests failed{bound}{sources}; {})",
-                percent(merged.error_rate()),
+                percent(own),
                 percent(threshold),
                 evidence.scope()
             )
@@ -316,11 +344,12 @@ fn p99(evidence: &Evidence<'_>, threshold: Duration, gate: Gate, out: &mut Evalu
     let merged = evidence.merged();
     if gate.passes(exceeding.len()) {
         let reason = if gate.required <= 1 {
+            let (region, p99) = exceeding[0];
+            let requests = evidence.regions.get(region).map_or(0, |f| f.requests.count);
             format!(
-                "request p99 {} is above {} (over {} requests, {})",
-                shown(exceeding[0].1),
+                "request p99 {} is above {} (over {requests} requests, {})",
+                shown(p99),
                 PlanDuration(threshold),
-                merged.requests.count,
                 evidence.scope()
             )
         } else {
@@ -369,8 +398,8 @@ fn fail_reason(checks: &[CheckReport], regions: &[String]) -> String {
         .map(|c| {
             let failing = c
                 .regions
-                .values()
-                .filter(|r| r.status == CheckStatus::Fail)
+                .iter()
+                .filter(|(region, r)| r.status == CheckStatus::Fail && regions.contains(region))
                 .count();
             if regions.len() > 1 {
                 format!(

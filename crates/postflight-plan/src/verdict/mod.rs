@@ -1,5 +1,5 @@
 //! Verdict rules: from per-region check results to check statuses, counts and the overall
-//! status, exactly as DESIGN.md's Semantics section states them.
+//! status, exactly as the contract (README, "How a verdict is reached") states them.
 //!
 //! Pure functions only. A local run is the special case of one region named `local`.
 
