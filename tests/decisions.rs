@@ -56,6 +56,20 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster whose every region has a demo backend of its own (`${probe:AGENT_URL}`), to
+    /// break regions one by one.
+    fn with_own_services(dir: &Path) -> (Self, Vec<DemoBackend>) {
+        let backends: Vec<DemoBackend> = REGIONS
+            .iter()
+            .map(|_| DemoBackend::spawn("healthy"))
+            .collect();
+        let cluster = Self::start(dir, |region| {
+            let i = REGIONS.iter().position(|r| *r == region).unwrap();
+            vec![("AGENT_URL".into(), backends[i].url.clone())]
+        });
+        (cluster, backends)
+    }
+
     fn start(dir: &Path, env: impl Fn(&str) -> Vec<(String, String)>) -> Self {
         let db = format!("sqlite://{}", dir.join("postflight.db").display());
         let (coordinator, url) = spawn_coordinator(0, &db, &[], &dir.join("coordinator.log"));
@@ -296,15 +310,7 @@ fn a_blip_in_the_first_second_never_rolls_back_a_monitor() {
 #[test]
 fn one_unlucky_round_never_rolls_back_a_monitor() {
     let dir = tempfile::tempdir().unwrap();
-    let backends: Vec<DemoBackend> = REGIONS
-        .iter()
-        .map(|_| DemoBackend::spawn("healthy"))
-        .collect();
-    let urls: Vec<String> = backends.iter().map(|b| b.url.clone()).collect();
-    let cluster = Cluster::start(dir.path(), |region| {
-        let i = REGIONS.iter().position(|r| *r == region).unwrap();
-        vec![("AGENT_URL".into(), urls[i].clone())]
-    });
+    let (cluster, backends) = Cluster::with_own_services(dir.path());
     let marker = dir.path().join("rolled.txt");
     let plan = write(
         dir.path(),
@@ -442,15 +448,7 @@ fn random_errors_below_the_threshold_never_roll_back_and_half_failing_always_doe
 #[test]
 fn a_real_outage_rolls_back_within_three_rounds() {
     let dir = tempfile::tempdir().unwrap();
-    let backends: Vec<DemoBackend> = REGIONS
-        .iter()
-        .map(|_| DemoBackend::spawn("healthy"))
-        .collect();
-    let urls: Vec<String> = backends.iter().map(|b| b.url.clone()).collect();
-    let cluster = Cluster::start(dir.path(), |region| {
-        let i = REGIONS.iter().position(|r| *r == region).unwrap();
-        vec![("AGENT_URL".into(), urls[i].clone())]
-    });
+    let (cluster, backends) = Cluster::with_own_services(dir.path());
     let marker = dir.path().join("rolled.txt");
     for (case, quorum, broken) in [
         ("two-of-three", "majority", &[1usize, 2][..]),

@@ -201,12 +201,7 @@ impl<S: Store> Coordinator<S> {
         stop: Arc<Notify>,
     ) {
         let config: Monitor = plan.monitor.clone().unwrap_or_default();
-        let Some(record) = self
-            .state()
-            .monitors
-            .get(monitor_id)
-            .map(|m| m.record.clone())
-        else {
+        let Some(record) = self.active_monitor(monitor_id) else {
             return;
         };
         let mut round = record.rounds;
@@ -292,12 +287,7 @@ impl<S: Store> Coordinator<S> {
             regions_json: serde_json::to_string(&sample.regions).ok(),
             counted: false,
         };
-        let Some(record) = self
-            .state()
-            .monitors
-            .get(monitor_id)
-            .map(|m| m.record.clone())
-        else {
+        let Some(record) = self.active_monitor(monitor_id) else {
             return true;
         };
         let outcome = session.round(
@@ -409,6 +399,14 @@ impl<S: Store> Coordinator<S> {
         }
     }
 
+    /// A monitor running in this coordinator, as it stands.
+    fn active_monitor(&self, monitor_id: &str) -> Option<MonitorRecord> {
+        self.state()
+            .monitors
+            .get(monitor_id)
+            .map(|m| m.record.clone())
+    }
+
     fn announce(&self, monitor_id: &str, event: v1::MonitorEvent) {
         if let Some(active) = self.state().monitors.get_mut(monitor_id) {
             active.history.push(event.clone());
@@ -454,12 +452,7 @@ impl<S: Store> Coordinator<S> {
 
     /// A monitor, live if it runs here.
     pub async fn get_monitor(&self, monitor_id: &str) -> CoordinatorResult<MonitorRecord> {
-        if let Some(record) = self
-            .state()
-            .monitors
-            .get(monitor_id)
-            .map(|m| m.record.clone())
-        {
+        if let Some(record) = self.active_monitor(monitor_id) {
             return Ok(record);
         }
         self.inner
