@@ -1034,21 +1034,21 @@ impl<S: Store> Coordinator<S> {
         {
             let mut state = self.state();
             // Validate everything before changing anything.
-            let mut checked: Option<(&str, &str, Arc<Plan>)> = None;
+            let mut checked: Option<(&str, &str, &Plan)> = None;
             for (i, wire) in batch.iter().enumerate() {
-                let plan = match &checked {
+                let plan = match checked {
                     Some((run, assignment, plan))
-                        if *run == wire.run_id && *assignment == wire.assignment_id =>
+                        if run == wire.run_id && assignment == wire.assignment_id =>
                     {
-                        Some(plan.clone())
+                        Some(plan)
                     }
                     _ => match state.runs.get(&wire.run_id).and_then(|run| {
                         run.assignments
                             .get(&wire.assignment_id)
-                            .map(|a| (a.record.probe == probe, run.plan.clone()))
+                            .map(|a| (a.record.probe == probe, &*run.plan))
                     }) {
                         Some((true, plan)) => {
-                            checked = Some((&wire.run_id, &wire.assignment_id, plan.clone()));
+                            checked = Some((&wire.run_id, &wire.assignment_id, plan));
                             Some(plan)
                         }
                         Some((false, _)) => {
@@ -1064,7 +1064,7 @@ impl<S: Store> Coordinator<S> {
                     },
                 };
                 if let Some(plan) = plan {
-                    validate_result(wire, &plan)
+                    validate_result(wire, plan)
                         .map_err(|e| CoordinatorError::from(e.within(&format!("results[{i}]"))))?;
                 }
             }

@@ -225,3 +225,37 @@ impl SqliteStore {
 
 row_ext!(sqlx::sqlite::SqliteRow);
 store_impl!(SqliteStore);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Claims are committed on a fully synchronous connection (durable through a power loss
+    /// before the action starts); everything else keeps WAL's `NORMAL`.
+    #[tokio::test]
+    async fn claims_are_written_fully_synchronously() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let level = |pool: &SqlitePool| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(level(&store.claims).await, 2, "FULL");
+        assert_eq!(level(&store.pool).await, 1, "NORMAL");
+        let mut claim = store.begin_claim("p").await.unwrap();
+        let inside: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *claim)
+            .await
+            .unwrap();
+        assert_eq!(
+            inside, 2,
+            "the claim's transaction runs on the FULL connection"
+        );
+    }
+}
