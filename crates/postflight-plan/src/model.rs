@@ -294,6 +294,33 @@ pub struct JsonAssertion {
     pub max_length: Option<u64>,
 }
 
+/// The longest JSONPath or regular expression a plan may hold.
+pub const MAX_EXPRESSION_BYTES: usize = 4096;
+/// How deep brackets and parentheses may nest in a JSONPath.
+pub const MAX_EXPRESSION_NESTING: usize = 32;
+/// Memory one compiled regular expression may take (the engine's default is 10 MiB; a plan
+/// may hold thousands).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// The byte offset where brackets or parentheses first nest deeper than
+/// [`MAX_EXPRESSION_NESTING`].
+fn too_deep(source: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (at, b) in source.bytes().enumerate() {
+        match b {
+            b'(' | b'[' => {
+                depth += 1;
+                if depth > MAX_EXPRESSION_NESTING {
+                    return Some(at);
+                }
+            }
+            b')' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// A compiled RFC 9535 JSONPath with its source text.
 #[derive(Debug, Clone)]
 pub struct JsonPathExpr {
@@ -311,6 +338,23 @@ impl JsonPathExpr {
                     "invalid JSONPath `{source}`: a JSONPath starts with `$`, e.g. `$.response` or `$.items[0].id`"
                 ),
                 0,
+            ));
+        }
+        // The JSONPath parser recurses once per bracket or parenthesis; bound the text and
+        // its nesting before it sees them.
+        if source.len() > MAX_EXPRESSION_BYTES {
+            return Err((
+                format!(
+                    "invalid JSONPath: {} bytes, at most {MAX_EXPRESSION_BYTES}",
+                    source.len()
+                ),
+                0,
+            ));
+        }
+        if let Some(at) = too_deep(source) {
+            return Err((
+                format!("invalid JSONPath: brackets nest more than {MAX_EXPRESSION_NESTING} deep"),
+                at,
             ));
         }
         let path = serde_json_path::JsonPath::parse(source).map_err(|e| {
@@ -401,7 +445,16 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles `source`; the error quotes the regex engine's explanation.
     pub fn parse(source: &str) -> Result<Self, String> {
-        regex::Regex::new(source)
+        if source.len() > MAX_EXPRESSION_BYTES {
+            return Err(format!(
+                "the regular expression is {} bytes, at most {MAX_EXPRESSION_BYTES}",
+                source.len()
+            ));
+        }
+        regex::RegexBuilder::new(source)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .nest_limit(MAX_EXPRESSION_NESTING as u32)
+            .build()
             .map(|regex| Self { regex })
             .map_err(|e| match e {
                 regex::Error::Syntax(detail) => {

@@ -77,14 +77,51 @@ pub enum VarError {
         /// Byte offset of the reference in the expanded text.
         offset: usize,
     },
+    /// Defaults nested deeper than [`MAX_NESTING`].
+    #[error("variable defaults are nested more than {MAX_NESTING} deep")]
+    TooDeep {
+        /// Byte offset of the outermost reference.
+        offset: usize,
+    },
+    /// Expansion made the text longer than [`MAX_EXPANDED_BYTES`].
+    #[error("the text becomes longer than {MAX_EXPANDED_BYTES} bytes once variables are expanded")]
+    TooLong {
+        /// Byte offset of the reference that made it too long.
+        offset: usize,
+    },
 }
 
 impl VarError {
     /// Byte offset of the reference in the text it came from.
     pub fn offset(&self) -> usize {
         match self {
-            VarError::Unset { offset, .. } | VarError::Malformed { offset, .. } => *offset,
+            VarError::Unset { offset, .. }
+            | VarError::Malformed { offset, .. }
+            | VarError::TooDeep { offset, .. }
+            | VarError::TooLong { offset, .. } => *offset,
         }
+    }
+
+    fn malformed(text: &str, offset: usize) -> Self {
+        VarError::Malformed {
+            text: quote(text),
+            offset,
+        }
+    }
+}
+
+/// Defaults may nest (`${A:-${B:-x}}`) this deep, in either scope: enough for any real
+/// fallback chain, and expansion (which recurses once per level) stays far from the end of
+/// any thread's stack.
+pub const MAX_NESTING: usize = 8;
+/// The longest a string may become by expansion: 1 MiB.
+pub const MAX_EXPANDED_BYTES: usize = 1 << 20;
+
+/// At most the first 60 characters of `text`, for an error message.
+fn quote(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 
@@ -131,11 +168,18 @@ impl<'a> Expander<'a> {
             return Ok(Cow::Borrowed(text));
         }
         let mut out = String::with_capacity(text.len());
-        self.expand_into(text, 0, &mut out)?;
+        self.expand_into(text, 0, 0, &mut out)?;
         Ok(Cow::Owned(out))
     }
 
-    fn expand_into(&self, text: &str, base: usize, out: &mut String) -> Result<(), VarError> {
+    /// Expands `text`, itself the default of a reference nested `depth` deep.
+    fn expand_into(
+        &self,
+        text: &str,
+        base: usize,
+        depth: usize,
+        out: &mut String,
+    ) -> Result<(), VarError> {
         let mut i = 0;
         while let Some(rel) = text[i..].find('$') {
             let at = i + rel;
@@ -155,16 +199,24 @@ impl<'a> Expander<'a> {
                 i = at + 1;
                 continue;
             }
-            let close = matching_brace(text, at + 2).ok_or_else(|| VarError::Malformed {
-                text: text[at..].to_owned(),
-                offset: base + at,
-            })?;
+            let (close, nested) = matching_brace(text, at + 2)
+                .ok_or_else(|| VarError::malformed(&text[at..], base + at))?;
+            // Refused in every scope, also one this stage leaves for the probe.
+            if depth + nested > MAX_NESTING {
+                return Err(VarError::TooDeep { offset: base + at });
+            }
             let reference = &text[at..=close];
             let body = &text[at + 2..close];
-            self.expand_reference(reference, body, base + at, out)?;
+            self.expand_reference(reference, body, base + at, depth, out)?;
+            if out.len() > MAX_EXPANDED_BYTES {
+                return Err(VarError::TooLong { offset: base + at });
+            }
             i = close + 1;
         }
         out.push_str(&text[i..]);
+        if out.len() > MAX_EXPANDED_BYTES {
+            return Err(VarError::TooLong { offset: base });
+        }
         Ok(())
     }
 
@@ -178,6 +230,7 @@ impl<'a> Expander<'a> {
         reference: &str,
         body: &str,
         offset: usize,
+        depth: usize,
         out: &mut String,
     ) -> Result<(), VarError> {
         let (scope, source, rest) = match body.strip_prefix(PROBE_PREFIX) {
@@ -191,10 +244,7 @@ impl<'a> Expander<'a> {
             })
             .map_or(rest.len(), |(idx, _)| idx);
         let (name, op) = rest.split_at(name_len);
-        let malformed = || VarError::Malformed {
-            text: reference.to_owned(),
-            offset,
-        };
+        let malformed = || VarError::malformed(reference, offset);
         if name.is_empty() {
             return Err(malformed());
         }
@@ -229,23 +279,26 @@ impl<'a> Expander<'a> {
         }
         let (default_text, _) = default.unwrap_or(("", false));
         let default_base = offset + reference.len() - 1 - default_text.len();
-        self.expand_into(default_text, default_base, out)
+        self.expand_into(default_text, default_base, depth + 1, out)
     }
 }
 
-/// Index of the `}` closing a reference whose body starts at `start`, allowing nested `${…}`.
-fn matching_brace(text: &str, start: usize) -> Option<usize> {
+/// Index of the `}` closing a reference whose body starts at `start`, allowing nested `${…}`,
+/// and how deep references nest inside it.
+fn matching_brace(text: &str, start: usize) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut depth = 0usize;
+    let mut deepest = 0usize;
     let mut i = start;
     while i < bytes.len() {
         match bytes[i] {
             b'$' if bytes.get(i + 1) == Some(&b'{') => {
                 depth += 1;
+                deepest = deepest.max(depth);
                 i += 2;
                 continue;
             }
-            b'}' if depth == 0 => return Some(i),
+            b'}' if depth == 0 => return Some((i, deepest)),
             b'}' => depth -= 1,
             _ => {}
         }
@@ -359,5 +412,54 @@ mod tests {
             Expander::probe(&env).expand("$${probe:X}").unwrap(),
             "${probe:X}"
         );
+    }
+
+    /// 30,000 nested defaults (about 200 KB) overflowed the stack of whoever expanded them;
+    /// now every scope refuses them quickly, also the plan stage that leaves probe references
+    /// for the probe.
+    #[test]
+    fn deep_nesting_is_refused_in_every_scope() {
+        let env = env();
+        for scope in ["", "probe:"] {
+            let mut text = String::from("x");
+            for _ in 0..30_000 {
+                text = format!("${{{scope}NOPE:-{text}}}");
+            }
+            for expander in [
+                Expander::plan(&env),
+                Expander::probe(&env),
+                Expander::none(),
+            ] {
+                let err = expander.expand(&text).unwrap_err();
+                assert_eq!(err, VarError::TooDeep { offset: 0 }, "{scope} {expander:?}");
+            }
+        }
+        // The limit itself: MAX_NESTING levels inside the outermost reference are fine.
+        let mut text = String::from("ok");
+        for _ in 0..=MAX_NESTING {
+            text = format!("${{NOPE:-{text}}}");
+        }
+        assert_eq!(Expander::plan(&env).expand(&text).unwrap(), "ok");
+        let deeper = format!("${{NOPE:-{text}}}");
+        assert!(matches!(
+            Expander::plan(&env).expand(&deeper),
+            Err(VarError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn expansion_is_bounded_in_size() {
+        let big = HashMap::from([("BIG".to_owned(), "x".repeat(100_000))]);
+        let text = "${BIG}".repeat(20);
+        let err = Expander::plan(&big).expand(&text).unwrap_err();
+        assert!(matches!(err, VarError::TooLong { .. }), "{err}");
+        assert!(Expander::plan(&big).expand(&"${BIG}".repeat(10)).is_ok());
+    }
+
+    #[test]
+    fn malformed_references_are_quoted_briefly() {
+        let text = format!("${{{}", "a".repeat(100_000));
+        let err = Expander::plan(&env()).expand(&text).unwrap_err();
+        assert!(err.to_string().len() < 300, "{err}");
     }
 }

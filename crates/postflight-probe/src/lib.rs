@@ -21,6 +21,7 @@ use postflight_ops::secret::Secret;
 use postflight_ops::tls::ClientTls;
 use postflight_plan::parse_plan;
 use postflight_plan::vars::{Expander, Lookup};
+use postflight_proto::MAX_MESSAGE_BYTES;
 use postflight_proto::v1::probe_service_client::ProbeServiceClient;
 use postflight_proto::v1::{self, coordinator_message, probe_message};
 use tokio::sync::{Notify, mpsc};
@@ -347,7 +348,8 @@ async fn write_loop(
                     probe_message::Kind::Rejected(v1::AssignmentRejected {
                         assignment_id: id.clone(),
                         run_id: held.run_id.clone(),
-                        reason: reason.clone(),
+                        reason: postflight_proto::cut_to_bytes(reason, MAX_MESSAGE_BYTES)
+                            .to_owned(),
                     })
                 } else if let Some(results) = held.finished {
                     probe_message::Kind::Finished(v1::AssignmentFinished {

@@ -293,6 +293,16 @@ pub struct ResultIds<'a> {
     pub finished_at_unix_ms: u64,
 }
 
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary:
+/// how a probe fits its texts within the coordinator's bounds.
+pub fn cut_to_bytes(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// A probe's check outcome as sent to the coordinator.
 pub fn check_result(ids: ResultIds<'_>, outcome: &CheckOutcome) -> v1::CheckResult {
     let region = RegionResult::from_outcome(outcome);
@@ -303,26 +313,114 @@ pub fn check_result(ids: ResultIds<'_>, outcome: &CheckOutcome) -> v1::CheckResu
         check_index: ids.check_index,
         check_name: ids.check_name.to_owned(),
         status: result_status(outcome.status).into(),
-        message: outcome.message.clone(),
-        duration_ms: outcome.duration.as_secs_f64() * 1e3,
+        message: cut_to_bytes(&outcome.message, MAX_MESSAGE_BYTES).to_owned(),
+        duration_ms: (outcome.duration.as_secs_f64() * 1e3).min(MAX_DURATION_MS),
         requests: region.requests.count,
         request_errors: region.requests.errors,
         requests_missing: region.requests.missing,
         latency_ms: region.latency.map(Into::into),
-        latency_sketch: if region.sketch.count() > 0 {
-            region.sketch.to_bytes()
-        } else {
-            Vec::new()
-        },
+        latency_sketch: region.sketch.to_bytes(),
         finished_at_unix_ms: ids.finished_at_unix_ms,
     }
 }
 
-/// A probe's result as the report builder consumes it; rejects what a well-behaved probe
-/// never sends. `max_requests` is the most requests the result's check can make
+/// The longest result id a probe may send (probes send UUIDs).
+pub const MAX_RESULT_ID_BYTES: usize = 128;
+/// The longest check message a probe may send; probes cut theirs to fit
+/// ([`check_result`]).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// The longest check duration a probe may report, in milliseconds (the bound of every
+/// latency, about 11.6 days): a longer one is a broken clock or a forged message.
+pub const MAX_DURATION_MS: f64 = postflight_plan::sketch::MAX_LATENCY_MS;
+
+/// The longest probe or region name.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Labels one probe may announce.
+pub const MAX_LABELS: usize = 32;
+/// Assignments one probe may say it is still executing.
+pub const MAX_ACTIVE_ASSIGNMENTS: usize = 10_000;
+
+/// A name (probe, region): non-blank, no whitespace or control characters, bounded.
+fn check_name(field: &str, text: &str) -> Result<(), ConvertError> {
+    if text.is_empty() || text.len() > MAX_NAME_BYTES {
+        return Err(ConvertError::new(
+            field,
+            format!("{} bytes, must be 1 to {MAX_NAME_BYTES}", text.len()),
+        ));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConvertError::new(
+            field,
+            "must not contain blanks or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Text of at most `max` bytes.
+fn check_len(field: &str, text: &str, max: usize) -> Result<(), ConvertError> {
+    if text.len() > max {
+        return Err(ConvertError::new(
+            field,
+            format!("{} bytes, at most {max}", text.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// A probe's hello: names that identify it, and bounded labels and assignment lists (they
+/// are stored, logged and become metric labels).
+pub fn check_hello(hello: &v1::Hello) -> Result<(), ConvertError> {
+    check_name("name", &hello.name)?;
+    check_name("region", &hello.region)?;
+    check_len("version", &hello.version, MAX_NAME_BYTES)?;
+    if hello.labels.len() > MAX_LABELS {
+        return Err(ConvertError::new(
+            "labels",
+            format!("{} labels, at most {MAX_LABELS}", hello.labels.len()),
+        ));
+    }
+    for (key, value) in &hello.labels {
+        check_name("labels", key)?;
+        check_len(&format!("labels[{key}]"), value, MAX_NAME_BYTES)?;
+    }
+    if hello.active_assignments.len() > MAX_ACTIVE_ASSIGNMENTS {
+        return Err(ConvertError::new(
+            "active_assignments",
+            format!(
+                "{} assignments, at most {MAX_ACTIVE_ASSIGNMENTS}",
+                hello.active_assignments.len()
+            ),
+        ));
+    }
+    for (i, id) in hello.active_assignments.iter().enumerate() {
+        check_len(&format!("active_assignments[{i}]"), id, MAX_RESULT_ID_BYTES)?;
+    }
+    Ok(())
+}
+
+/// A probe's word that it cannot execute an assignment.
+pub fn check_rejected(r: &v1::AssignmentRejected) -> Result<(), ConvertError> {
+    check_len("assignment_id", &r.assignment_id, MAX_RESULT_ID_BYTES)?;
+    check_len("run_id", &r.run_id, MAX_RESULT_ID_BYTES)?;
+    check_len("reason", &r.reason, MAX_MESSAGE_BYTES)
+}
+
+/// A probe's word that it finished an assignment.
+pub fn check_finished(f: &v1::AssignmentFinished) -> Result<(), ConvertError> {
+    check_len("assignment_id", &f.assignment_id, MAX_RESULT_ID_BYTES)?;
+    check_len("run_id", &f.run_id, MAX_RESULT_ID_BYTES)
+}
+
+/// Everything a result must satisfy before it is stored, checked without decoding its
+/// sketch: a status, request counts the check can make, finite figures in range and bounded
+/// text. `max_requests` is the most requests the result's check can make
 /// ([`postflight_plan::Check::max_requests`]): a result claiming more would outweigh honest
 /// regions in error rates.
-pub fn region_result(r: &v1::CheckResult, max_requests: u64) -> Result<RegionResult, ConvertError> {
+pub fn check_result_fields(
+    r: &v1::CheckResult,
+    max_requests: u64,
+) -> Result<CheckStatus, ConvertError> {
     let status = match v1::CheckStatus::try_from(r.status) {
         Ok(v1::CheckStatus::Pass) => CheckStatus::Pass,
         Ok(v1::CheckStatus::Warn) => CheckStatus::Warn,
@@ -334,22 +432,82 @@ pub fn region_result(r: &v1::CheckResult, max_requests: u64) -> Result<RegionRes
             ));
         }
     };
-    check_counts(r, max_requests)?;
-    if !(r.duration_ms.is_finite() && r.duration_ms >= 0.0) {
-        return Err(ConvertError::new("duration_ms", "not a duration"));
-    }
-    let sketch = LatencySketch::from_bytes(&r.latency_sketch)
-        .map_err(|e| ConvertError::new("latency_sketch", e))?;
-    if sketch.count() > r.requests {
+    if r.result_id.is_empty() || r.result_id.len() > MAX_RESULT_ID_BYTES {
         return Err(ConvertError::new(
-            "latency_sketch",
+            "result_id",
             format!(
-                "holds {} latencies for {} requests",
-                sketch.count(),
-                r.requests
+                "{} bytes, must be 1 to {MAX_RESULT_ID_BYTES}",
+                r.result_id.len()
             ),
         ));
     }
+    check_len("message", &r.message, MAX_MESSAGE_BYTES)?;
+    check_len("check_name", &r.check_name, MAX_MESSAGE_BYTES)?;
+    check_counts(r, max_requests)?;
+    if !(0.0..=MAX_DURATION_MS).contains(&r.duration_ms) {
+        return Err(ConvertError::new(
+            "duration_ms",
+            format!(
+                "{} is not a duration in [0, {MAX_DURATION_MS}]",
+                r.duration_ms
+            ),
+        ));
+    }
+    if let Some(l) = &r.latency_ms {
+        check_summary(l, r.requests).map_err(|e| e.within("latency_ms"))?;
+    }
+    let values = LatencySketch::check_bytes(&r.latency_sketch)
+        .map_err(|e| ConvertError::new("latency_sketch", e))?;
+    if values > r.requests {
+        return Err(ConvertError::new(
+            "latency_sketch",
+            format!("holds {values} latencies for {} requests", r.requests),
+        ));
+    }
+    Ok(status)
+}
+
+/// A probe's latency summary: finite latencies in range, in order, for no more requests than
+/// were made.
+fn check_summary(l: &v1::LatencySummary, requests: u64) -> Result<(), ConvertError> {
+    if l.count > requests {
+        return Err(ConvertError::new(
+            "count",
+            format!("{} latencies for {requests} requests", l.count),
+        ));
+    }
+    let figures = [
+        ("p50", l.p50),
+        ("p95", l.p95),
+        ("p99", l.p99),
+        ("max", l.max),
+    ];
+    let mut previous = 0.0;
+    for (field, value) in figures {
+        if !(0.0..=MAX_DURATION_MS).contains(&value) {
+            return Err(ConvertError::new(
+                field,
+                format!("{value} is not a latency in [0, {MAX_DURATION_MS}] ms"),
+            ));
+        }
+        if value < previous {
+            return Err(ConvertError::new(
+                field,
+                format!("{value} is below a lower percentile ({previous})"),
+            ));
+        }
+        previous = value;
+    }
+    Ok(())
+}
+
+/// A probe's result as the report builder consumes it; refuses what a well-behaved probe
+/// never sends ([`check_result_fields`]), so that nothing stored can make the report
+/// builder panic.
+pub fn region_result(r: &v1::CheckResult, max_requests: u64) -> Result<RegionResult, ConvertError> {
+    let status = check_result_fields(r, max_requests)?;
+    let sketch = LatencySketch::from_bytes(&r.latency_sketch)
+        .map_err(|e| ConvertError::new("latency_sketch", e))?;
     Ok(RegionResult {
         status,
         message: r.message.clone(),
@@ -366,7 +524,7 @@ pub fn region_result(r: &v1::CheckResult, max_requests: u64) -> Result<RegionRes
 
 /// The request counts of a result: no more failures than requests, and no more requests
 /// (made and missing) than its check can make.
-pub fn check_counts(r: &v1::CheckResult, max_requests: u64) -> Result<(), ConvertError> {
+fn check_counts(r: &v1::CheckResult, max_requests: u64) -> Result<(), ConvertError> {
     if r.request_errors > r.requests {
         return Err(ConvertError::new(
             "request_errors",
@@ -442,6 +600,8 @@ mod tests {
         };
         assert_eq!(region_result(&wire, 5).unwrap_err().field, "status");
         wire.status = v1::CheckStatus::Pass.into();
+        assert_eq!(region_result(&wire, 5).unwrap_err().field, "result_id");
+        wire.result_id = "r1".into();
         wire.requests = 1;
         wire.request_errors = 2;
         assert_eq!(region_result(&wire, 5).unwrap_err().field, "request_errors");
@@ -472,6 +632,140 @@ mod tests {
             (err.field.as_str(), err.reason.as_str()),
             ("latency_sketch", "holds 4 latencies for 3 requests")
         );
+    }
+
+    /// Every figure a forged result could carry is refused with its field named, and never
+    /// reaches `Duration::from_secs_f64` or a percentile's clamp.
+    #[test]
+    fn hostile_figures_are_refused() {
+        let good = v1::CheckResult {
+            result_id: "r1".into(),
+            status: v1::CheckStatus::Pass.into(),
+            requests: 3,
+            duration_ms: 12.5,
+            latency_ms: Some(v1::LatencySummary {
+                count: 3,
+                p50: 1.0,
+                p95: 2.0,
+                p99: 2.0,
+                max: 3.0,
+            }),
+            ..Default::default()
+        };
+        assert!(region_result(&good, 5).is_ok());
+        let summary = |f: &dyn Fn(&mut v1::LatencySummary)| {
+            let mut r = good.clone();
+            f(r.latency_ms.as_mut().unwrap());
+            r
+        };
+        let cases: Vec<(v1::CheckResult, &str)> = vec![
+            (
+                v1::CheckResult {
+                    duration_ms: 1e23,
+                    ..good.clone()
+                },
+                "duration_ms",
+            ),
+            (
+                v1::CheckResult {
+                    duration_ms: f64::INFINITY,
+                    ..good.clone()
+                },
+                "duration_ms",
+            ),
+            (
+                v1::CheckResult {
+                    duration_ms: f64::NAN,
+                    ..good.clone()
+                },
+                "duration_ms",
+            ),
+            (
+                v1::CheckResult {
+                    duration_ms: -1.0,
+                    ..good.clone()
+                },
+                "duration_ms",
+            ),
+            (summary(&|l| l.p99 = f64::INFINITY), "latency_ms.p99"),
+            (summary(&|l| l.p50 = f64::NAN), "latency_ms.p50"),
+            (summary(&|l| l.max = 1e300), "latency_ms.max"),
+            (summary(&|l| l.p95 = -0.5), "latency_ms.p95"),
+            (summary(&|l| l.p50 = 2.5), "latency_ms.p95"),
+            (summary(&|l| l.count = u64::MAX), "latency_ms.count"),
+            (
+                v1::CheckResult {
+                    requests: u64::MAX,
+                    requests_missing: u64::MAX,
+                    ..good.clone()
+                },
+                "requests",
+            ),
+            (
+                v1::CheckResult {
+                    message: "x".repeat(1 << 20),
+                    ..good.clone()
+                },
+                "message",
+            ),
+            (
+                v1::CheckResult {
+                    check_name: "x".repeat(1 << 20),
+                    ..good.clone()
+                },
+                "check_name",
+            ),
+            (
+                v1::CheckResult {
+                    result_id: "x".repeat(1024),
+                    ..good.clone()
+                },
+                "result_id",
+            ),
+            (
+                v1::CheckResult {
+                    status: 99,
+                    ..good.clone()
+                },
+                "status",
+            ),
+            (
+                v1::CheckResult {
+                    latency_sketch: vec![0xA0, 0x04, 0x88, 0, 0, 0, 0, 0, 0, 0xF0, 0x7F],
+                    ..good.clone()
+                },
+                "latency_sketch",
+            ),
+        ];
+        for (wire, field) in cases {
+            let err = region_result(&wire, 5).expect_err(field);
+            assert_eq!(err.field, field, "{err}");
+            assert_eq!(check_result_fields(&wire, 5).unwrap_err(), err);
+        }
+    }
+
+    /// A probe cuts a long message to what the coordinator accepts, on a character boundary.
+    #[test]
+    fn long_messages_are_cut_before_sending() {
+        let outcome = CheckOutcome {
+            status: CheckStatus::Fail,
+            message: "é".repeat(MAX_MESSAGE_BYTES),
+            samples: Vec::new(),
+            missing: 0,
+            duration: Duration::from_secs(1),
+        };
+        let ids = ResultIds {
+            result_id: "r1".into(),
+            run_id: "run",
+            assignment_id: "a",
+            check_index: 0,
+            check_name: "c",
+            finished_at_unix_ms: 1,
+        };
+        let wire = check_result(ids, &outcome);
+        assert!(wire.message.len() <= MAX_MESSAGE_BYTES);
+        assert!(wire.message.len() >= MAX_MESSAGE_BYTES - 1);
+        assert!(region_result(&wire, 1).is_ok());
     }
 
     #[test]

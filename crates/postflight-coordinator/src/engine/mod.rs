@@ -316,13 +316,33 @@ impl<S: Store> Coordinator<S> {
         } else {
             origin
         };
+        // The origin is repeated on every error line: a long one would multiply.
+        if origin.len() > postflight_proto::MAX_NAME_BYTES * 2 {
+            return Err(CoordinatorError::invalid(
+                "origin",
+                format!(
+                    "{} bytes, at most {}",
+                    origin.len(),
+                    postflight_proto::MAX_NAME_BYTES * 2
+                ),
+            ));
+        }
+        if options.regions.len() > MAX_REGIONS {
+            return Err(CoordinatorError::invalid(
+                "options.regions",
+                format!("{} regions, at most {MAX_REGIONS}", options.regions.len()),
+            ));
+        }
         // Plain variables were the CLI's to expand; the coordinator's own environment is not
         // consulted, so a leftover ${VAR} without default is reported, never guessed.
         let no_vars: HashMap<String, String> = HashMap::new();
         let plan = parse_plan(plan_yaml, origin, Expander::plan(&no_vars))
             .map_err(|e| CoordinatorError::invalid("plan_yaml", format!("invalid plan:\n{e}")))?;
         for (i, region) in options.regions.iter().enumerate() {
-            if region.trim().is_empty() || region.contains(char::is_whitespace) {
+            if region.trim().is_empty()
+                || region.contains(char::is_whitespace)
+                || region.len() > postflight_proto::MAX_NAME_BYTES
+            {
                 return Err(CoordinatorError::invalid(
                     format!("options.regions[{i}]"),
                     format!("`{region}` is not a region name"),
@@ -1341,39 +1361,21 @@ fn busy_counts(runs: &HashMap<String, ActiveRun>, except: &str) -> HashMap<Strin
     busy
 }
 
-/// Cheap checks of a wire result; the sketch is only decoded when the result is used.
+/// Checks of a wire result before it is stored: it must belong to a check of the plan and
+/// satisfy [`postflight_proto::check_result_fields`]. The sketch is only checked for shape
+/// here; it is decoded when the result is used.
 fn validate_result(r: &v1::CheckResult, plan: &Plan) -> Result<(), postflight_proto::ConvertError> {
-    let checks = plan.checks.len();
-    let invalid = |field: &str, reason: String| postflight_proto::ConvertError {
-        field: field.to_owned(),
-        reason,
+    let Some(check) = plan.checks.get(r.check_index as usize) else {
+        return Err(postflight_proto::ConvertError {
+            field: "check_index".to_owned(),
+            reason: format!("the plan has {} checks", plan.checks.len()),
+        });
     };
-    if r.result_id.is_empty() {
-        return Err(invalid("result_id", "empty".to_owned()));
-    }
-    if r.check_index as usize >= checks {
-        return Err(invalid(
-            "check_index",
-            format!("the plan has {checks} checks"),
-        ));
-    }
-    if !matches!(
-        v1::CheckStatus::try_from(r.status),
-        Ok(v1::CheckStatus::Pass | v1::CheckStatus::Warn | v1::CheckStatus::Fail)
-    ) {
-        return Err(invalid(
-            "status",
-            format!("{} is not PASS, WARN or FAIL", r.status),
-        ));
-    }
-    if let Some(check) = plan.checks.get(r.check_index as usize) {
-        postflight_proto::check_counts(r, check.max_requests())?;
-    }
-    if !(r.duration_ms.is_finite() && r.duration_ms >= 0.0) {
-        return Err(invalid("duration_ms", "not a duration".to_owned()));
-    }
-    Ok(())
+    postflight_proto::check_result_fields(r, check.max_requests()).map(|_| ())
 }
+
+/// The most regions one run may require.
+const MAX_REGIONS: usize = 100;
 
 /// 128 bits of a result id: replays are recognised in memory without keeping every id.
 fn id_hash(id: &str) -> u128 {

@@ -40,21 +40,7 @@ impl<S: Store> ProbeApi<S> {
 }
 
 fn validate_hello(hello: &v1::Hello) -> Result<(), CoordinatorError> {
-    let name_ok =
-        |s: &str| !s.trim().is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !name_ok(&hello.name) {
-        return Err(CoordinatorError::invalid(
-            "hello.name",
-            "a probe needs a name without blanks",
-        ));
-    }
-    if !name_ok(&hello.region) {
-        return Err(CoordinatorError::invalid(
-            "hello.region",
-            "a probe needs a region without blanks",
-        ));
-    }
-    Ok(())
+    postflight_proto::check_hello(hello).map_err(|e| e.within("hello").into())
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
@@ -130,8 +116,16 @@ async fn handle<S: Store>(
             };
             let _ = tx.send(Ok(ack)).await;
         }
-        Some(Kind::Finished(finished)) => coordinator.assignment_finished(probe, &finished).await?,
-        Some(Kind::Rejected(rejected)) => coordinator.assignment_rejected(probe, &rejected).await?,
+        Some(Kind::Finished(finished)) => {
+            postflight_proto::check_finished(&finished)
+                .map_err(|e| CoordinatorError::from(e.within("finished")))?;
+            coordinator.assignment_finished(probe, &finished).await?
+        }
+        Some(Kind::Rejected(rejected)) => {
+            postflight_proto::check_rejected(&rejected)
+                .map_err(|e| CoordinatorError::from(e.within("rejected")))?;
+            coordinator.assignment_rejected(probe, &rejected).await?
+        }
         Some(Kind::Hello(_)) => {
             return Err(
                 CoordinatorError::invalid("kind", "hello is only the first message").into(),

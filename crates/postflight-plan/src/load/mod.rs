@@ -23,6 +23,20 @@ mod tests;
 /// Longest persistence a monitor may ask for: beyond this a rollback would never come.
 const MAX_FAILING_ROUNDS: u32 = 1000;
 
+/// The largest plan accepted, in bytes (4 MiB): generated plans with thousands of checks stay
+/// far below it.
+pub const MAX_PLAN_BYTES: usize = 4 << 20;
+/// The most checks one plan may hold.
+pub const MAX_CHECKS: usize = 10_000;
+/// YAML nesting deeper than this is not a plan (a plan nests about 8 levels).
+const MAX_YAML_DEPTH: usize = 32;
+/// YAML values (nodes) in one plan, aliases replayed included.
+const MAX_YAML_NODES: usize = 250_000;
+/// Aliases and anchors: plans reuse a few blocks; thousands are an expansion bomb.
+const MAX_YAML_ALIASES: usize = 1_000;
+/// Problems listed in full; the rest are counted.
+const MAX_REPORTED_ERRORS: usize = 50;
+
 /// Parses and validates a plan. `origin` names the file in error messages; `expander` decides
 /// which `${…}` references are expanded here (see [`crate::vars`]).
 pub fn parse_plan(source: &str, origin: &str, expander: Expander<'_>) -> Result<Plan, PlanErrors> {
@@ -38,8 +52,29 @@ pub fn parse_plan(source: &str, origin: &str, expander: Expander<'_>) -> Result<
             message: "the plan is empty: it needs at least `name:` and `checks:`".to_owned(),
         }]));
     }
+    if source.len() > MAX_PLAN_BYTES {
+        return Err(fail(vec![PlanError {
+            line: 0,
+            column: 0,
+            message: format!(
+                "the plan is {} bytes; a plan may be at most {MAX_PLAN_BYTES} bytes",
+                source.len()
+            ),
+        }]));
+    }
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
+    // Bounds that hold whatever the text: depth (the parser recurses), values, aliases.
+    options.budget = serde_saphyr::budget! {
+        max_depth: MAX_YAML_DEPTH,
+        flow_nesting_limit: MAX_YAML_DEPTH,
+        max_nodes: MAX_YAML_NODES,
+        max_total_scalar_bytes: MAX_PLAN_BYTES,
+        max_aliases: MAX_YAML_ALIASES,
+        max_anchors: MAX_YAML_ALIASES,
+    };
+    options.alias_limits.max_total_replayed_events = MAX_YAML_NODES;
+    options.alias_limits.max_replay_stack_depth = MAX_YAML_DEPTH;
     let raw: RawPlan = serde_saphyr::from_str_with_options(source, options)
         .map_err(|e| fail(vec![syntax_error(source, &e)]))?;
     let mut ctx = Ctx {
@@ -56,7 +91,36 @@ pub fn parse_plan(source: &str, origin: &str, expander: Expander<'_>) -> Result<
     let mut errors = ctx.errors;
     errors.sort_by_key(|e| (e.line, e.column));
     errors.dedup();
+    if errors.len() > MAX_REPORTED_ERRORS {
+        let more = errors.len() - MAX_REPORTED_ERRORS;
+        errors.truncate(MAX_REPORTED_ERRORS);
+        errors.push(PlanError {
+            line: 0,
+            column: 0,
+            message: format!("… and {more} more problems"),
+        });
+    }
     Err(fail(errors))
+}
+
+/// What a YAML budget breach means for a plan, in its terms.
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    match breach {
+        B::Depth { .. } => format!("the plan nests more than {MAX_YAML_DEPTH} levels deep"),
+        B::Nodes { .. } | B::Events { .. } => {
+            format!("the plan has more than {MAX_YAML_NODES} YAML values (aliases expanded)")
+        }
+        B::ScalarBytes { .. } => {
+            format!(
+                "the plan's text adds up to more than {MAX_PLAN_BYTES} bytes (aliases expanded)"
+            )
+        }
+        B::Aliases { .. } | B::Anchors { .. } | B::AliasAnchorRatio { .. } => {
+            format!("the plan uses too many YAML aliases or anchors (at most {MAX_YAML_ALIASES})")
+        }
+        other => format!("the plan is too large or too complex ({other:?})"),
+    }
 }
 
 /// A YAML or shape error, with the parser's message made friendlier where it is terse.
@@ -65,8 +129,30 @@ fn syntax_error(source: &str, err: &serde_saphyr::Error) -> PlanError {
     let (line, column) = err
         .location()
         .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
-    let message = UserMessageFormatter.format_message(err).into_owned();
-    let message = improve_message(&message, source, line, column);
+    // Limits breached while an alias is replayed come wrapped in the alias's location.
+    let mut cause = err;
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = cause
+    {
+        cause = error;
+    }
+    let message = match cause {
+        serde_saphyr::Error::Budget { breach, .. } => budget_message(breach),
+        serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+        | serde_saphyr::Error::AliasExpansionLimitExceeded { .. }
+        | serde_saphyr::Error::AliasReplayStackDepthExceeded { .. } => {
+            format!("the plan's YAML aliases expand to more than {MAX_YAML_NODES} values")
+        }
+        _ => {
+            let message = UserMessageFormatter.format_message(err).into_owned();
+            if message.ends_with("recursion limit exceeded") {
+                // The scanner's own guard on flow nesting (`[[[[…`).
+                format!("the plan nests more than {MAX_YAML_DEPTH} levels deep")
+            } else {
+                improve_message(&message, source, line, column)
+            }
+        }
+    };
     PlanError {
         line,
         column,
@@ -213,6 +299,16 @@ impl Ctx<'_> {
                 &raw.checks.referenced,
                 "`checks` is empty: a plan needs at least one check",
             );
+        }
+        if raw.checks.value.len() > MAX_CHECKS {
+            self.error(
+                &raw.checks.referenced,
+                format!(
+                    "{} checks; a plan may hold at most {MAX_CHECKS} (split it into several plans)",
+                    raw.checks.value.len()
+                ),
+            );
+            return None;
         }
         let mut checks = Vec::new();
         // A set, not a scan: generated plans hold thousands of checks.

@@ -432,3 +432,113 @@ fn relative_urls_join_the_base_and_probe_urls_wait_for_the_probe() {
         "http://10.0.0.7:8000/health"
     );
 }
+
+/// Hostile plans get a clear error quickly (the limits are the contract's "untrusted input is
+/// bounded"): nothing here may overflow the stack, exhaust memory or take long.
+#[test]
+fn hostile_plans_are_refused_with_the_limit_named() {
+    let nested = |scope: &str, levels: usize| {
+        let mut text = String::from("http://x");
+        for _ in 0..levels {
+            text = format!("${{{scope}U:-{text}}}");
+        }
+        format!("name: p\nchecks:\n  - name: c\n    http: {{url: \"{text}\"}}\n")
+    };
+    for scope in ["", "probe:"] {
+        let shown = brief(&nested(scope, 30_000));
+        assert_eq!(
+            shown,
+            ["4:18: variable defaults are nested more than 8 deep"],
+            "{scope}"
+        );
+    }
+    // Alias bomb: each level doubles.
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..30 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let plan = format!(
+        "name: p\nchecks:\n  - name: c\n    http:\n      url: http://x\n      json:\n        {}\n",
+        bomb.trim_end().replace('\n', "\n        ")
+    );
+    let message = errors(&plan).errors[0].message.clone();
+    assert!(
+        message.contains("aliases") || message.contains("YAML values"),
+        "{message}"
+    );
+    // 200,000-deep flow nesting.
+    let deep = format!(
+        "name: p\nchecks: {}{}\n",
+        "[".repeat(200_000),
+        "]".repeat(200_000)
+    );
+    let message = errors(&deep).errors[0].message.clone();
+    assert!(message.contains("nests more than 32 levels"), "{message}");
+    // 16 MiB.
+    let huge = format!("name: p\n#{}\nchecks: []\n", "x".repeat(16 << 20));
+    assert_eq!(
+        brief(&huge),
+        [format!(
+            "0:0: the plan is {} bytes; a plan may be at most 4194304 bytes",
+            huge.len()
+        )]
+    );
+    // 100,000 checks (about 3 MB).
+    let mut many = String::from("name: p\nchecks:\n");
+    for i in 0..100_000 {
+        many.push_str(&format!("- {{name: c{i}, http: {{url: \"http://x\"}}}}\n"));
+    }
+    let message = errors(&many).errors[0].message.clone();
+    assert!(
+        message.contains("YAML values") || message.contains("at most 10000"),
+        "{message}"
+    );
+    // A plan within the YAML budget but above the check limit.
+    let mut over = String::from("name: p\nchecks:\n");
+    for i in 0..10_001 {
+        over.push_str(&format!("- {{name: c{i}, http: {{url: \"http://x\"}}}}\n"));
+    }
+    assert_eq!(
+        brief(&over),
+        ["3:3: 10001 checks; a plan may hold at most 10000 (split it into several plans)"]
+    );
+    // Deep JSONPath and regex nesting.
+    let path = format!("$[?{}@.a{}]", "(".repeat(50_000), ")".repeat(50_000));
+    let plan = format!(
+        "name: p\nchecks:\n  - name: c\n    http:\n      url: http://x\n      expect: {{json: [{{path: \"{path}\", equals: 1}}]}}\n"
+    );
+    let message = errors(&plan).errors[0].message.clone();
+    assert!(
+        message.contains("at most 4096") || message.contains("nest"),
+        "{message}"
+    );
+    let path = format!("$[?{}@.a{}]", "(".repeat(100), ")".repeat(100));
+    let plan = format!(
+        "name: p\nchecks:\n  - name: c\n    http:\n      url: http://x\n      expect: {{json: [{{path: \"{path}\", equals: 1}}]}}\n"
+    );
+    let message = errors(&plan).errors[0].message.clone();
+    assert!(message.contains("nest more than 32 deep"), "{message}");
+    let regex = format!("{}a{}", "(".repeat(500), ")".repeat(500));
+    let plan = format!(
+        "name: p\nchecks:\n  - name: c\n    http:\n      url: http://x\n      expect: {{body_regex: \"{regex}\"}}\n"
+    );
+    let message = errors(&plan).errors[0].message.clone();
+    assert!(message.contains("nest"), "{message}");
+    let regex = "a{1000}{1000}";
+    let plan = format!(
+        "name: p\nchecks:\n  - name: c\n    http:\n      url: http://x\n      expect: {{body_regex: \"{regex}\"}}\n"
+    );
+    let message = errors(&plan).errors[0].message.clone();
+    assert!(message.contains("size limit"), "{message}");
+    // Thousands of errors are summarised.
+    let mut bad = String::from("name: p\nchecks:\n");
+    for i in 0..500 {
+        bad.push_str(&format!("- {{name: c{i}, http: {{url: \"nope\"}}}}\n"));
+    }
+    let all = errors(&bad).errors;
+    assert_eq!(all.len(), 51);
+    assert_eq!(all[50].message, "… and 450 more problems");
+}

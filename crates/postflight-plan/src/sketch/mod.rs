@@ -9,6 +9,13 @@ use sketches_ddsketch::{Config, DDSketch};
 
 use crate::report::LatencySummary;
 
+mod encoding;
+
+/// The largest latency a sketch holds, in milliseconds (about 11.6 days): longer is not a
+/// latency but a broken clock or a forged message, and every figure derived from a sketch
+/// stays a valid `Duration`.
+pub const MAX_LATENCY_MS: f64 = 1e9;
+
 /// Relative accuracy of every sketch.
 pub const RELATIVE_ACCURACY: f64 = 0.005;
 /// Bin limit and smallest value must be the library's defaults: its binary decoder rebuilds
@@ -48,7 +55,8 @@ impl LatencySketch {
 
     /// Adds one latency in milliseconds.
     pub fn add(&mut self, ms: f64) {
-        self.0.add(ms.max(0.0));
+        // `max`/`min` also map NaN to 0: a sketch only ever holds values in range.
+        self.0.add(ms.max(0.0).min(MAX_LATENCY_MS));
     }
 
     /// Adds every value of `other`.
@@ -76,8 +84,9 @@ impl LatencySketch {
         let rank = ((p / 100.0 * n as f64).ceil() as u64).clamp(1, n) - 1;
         let q = ((rank as f64 + 0.5) / (n - 1) as f64).min(1.0);
         let value = self.0.quantile(q).ok().flatten()?;
-        // The sketch's bucket value can overshoot the exact extremes slightly; clamp to them.
-        Some(value.clamp(self.0.min()?, self.0.max()?))
+        // The sketch's bucket value can overshoot the exact extremes slightly; bring it back
+        // between them (`max` then `min`, which unlike `clamp` cannot panic).
+        Some(value.max(self.0.min()?).min(self.0.max()?))
     }
 
     /// Count, p50, p95, p99 and max (exact max).
@@ -92,18 +101,44 @@ impl LatencySketch {
         })
     }
 
-    /// Compact binary form (DataDog's DDSketch encoding) for the wire and the database.
+    /// Compact binary form (DataDog's DDSketch encoding) for the wire and the database; an
+    /// empty sketch is no bytes at all.
     pub fn to_bytes(&self) -> Vec<u8> {
+        if self.count() == 0 {
+            return Vec::new();
+        }
         self.0.to_java_bytes()
     }
 
-    /// Decodes [`LatencySketch::to_bytes`]; empty input is an empty sketch.
+    /// How many values `bytes` holds if it is a sketch [`LatencySketch::from_bytes`] would
+    /// accept, without decoding it (cheap enough for every result at ingest).
+    pub fn check_bytes(bytes: &[u8]) -> Result<u64, String> {
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        encoding::check(bytes)
+            .map(|shape| shape.count)
+            .map_err(|e| format!("invalid latency sketch: {e}"))
+    }
+
+    /// Decodes [`LatencySketch::to_bytes`]; empty input is an empty sketch. The bytes come
+    /// from probes and the database, so they are checked against the shape our encoder writes
+    /// ([`encoding::check`]) before the library decodes them: its decoder trusts its input
+    /// (counts that overflow, keys far out of range, `min > max`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         if bytes.is_empty() {
             return Ok(Self::new());
         }
+        let shape = encoding::check(bytes).map_err(|e| format!("invalid latency sketch: {e}"))?;
         let decoded = DDSketch::from_java_bytes(bytes)
             .map_err(|e| format!("invalid latency sketch: {e:?}"))?;
+        if decoded.count() as u64 != shape.count {
+            return Err(format!(
+                "invalid latency sketch: it says {} values but its bins hold {}",
+                shape.count,
+                decoded.count()
+            ));
+        }
         // A sketch made with another accuracy cannot be merged with ours: refuse it here
         // rather than silently mixing resolutions.
         let mut sketch = Self::new();
@@ -151,90 +186,4 @@ pub mod hex {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stats::nearest_rank;
-    use proptest::prelude::*;
-
-    #[test]
-    fn small_samples_are_exact_at_the_extremes() {
-        let mut s = LatencySketch::new();
-        for v in [10.0, 20.0, 30.0, 40.0, 300.0] {
-            s.add(v);
-        }
-        assert_eq!(s.count(), 5);
-        assert_eq!(s.percentile(100.0), Some(300.0));
-        let p95 = s.percentile(95.0).unwrap();
-        assert!((p95 - 300.0).abs() <= 300.0 * RELATIVE_ACCURACY, "{p95}");
-        let p50 = s.percentile(50.0).unwrap();
-        assert!((p50 - 30.0).abs() <= 30.0 * RELATIVE_ACCURACY, "{p50}");
-        assert_eq!(LatencySketch::new().percentile(50.0), None);
-    }
-
-    #[test]
-    fn bytes_round_trip() {
-        let mut s = LatencySketch::new();
-        for v in 1..1000 {
-            s.add(v as f64 * 0.37);
-        }
-        let back = LatencySketch::from_bytes(&s.to_bytes()).unwrap();
-        assert_eq!(back.count(), s.count());
-        assert_eq!(back.summary(), s.summary());
-        assert!(LatencySketch::from_bytes(&[0xff, 0x00, 0x13]).is_err());
-        assert_eq!(LatencySketch::from_bytes(&[]).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn hex_round_trip_in_json() {
-        #[derive(serde::Serialize, serde::Deserialize)]
-        struct Holder {
-            #[serde(with = "hex")]
-            sketch: LatencySketch,
-        }
-        let mut s = LatencySketch::new();
-        for v in [1.0, 2.5, 300.0] {
-            s.add(v);
-        }
-        let json = serde_json::to_string(&Holder { sketch: s.clone() }).unwrap();
-        let back: Holder = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.sketch.summary(), s.summary());
-        let empty = serde_json::to_string(&Holder {
-            sketch: LatencySketch::new(),
-        })
-        .unwrap();
-        assert_eq!(empty, r#"{"sketch":""}"#);
-        for bad in [
-            r#"{"sketch":"abc"}"#,
-            r#"{"sketch":"zz"}"#,
-            r#"{"sketch":"ff00"}"#,
-        ] {
-            assert!(serde_json::from_str::<Holder>(bad).is_err(), "{bad}");
-        }
-    }
-
-    proptest! {
-        /// The contract: merged percentiles across regions match the exact percentiles of the
-        /// union within 1%.
-        #[test]
-        fn merged_percentiles_match_the_exact_union_within_one_percent(
-            regions in prop::collection::vec(prop::collection::vec(0.05f64..60_000.0, 1..300), 1..5),
-            p in prop_oneof![Just(50.0), Just(90.0), Just(95.0), Just(99.0), 1.0f64..100.0],
-        ) {
-            let mut merged = LatencySketch::new();
-            let mut union: Vec<f64> = Vec::new();
-            for values in &regions {
-                let mut region = LatencySketch::new();
-                for v in values {
-                    region.add(*v);
-                }
-                let region = LatencySketch::from_bytes(&region.to_bytes()).unwrap();
-                merged.merge(&region);
-                union.extend(values);
-            }
-            union.sort_by(f64::total_cmp);
-            let exact = nearest_rank(&union, p).unwrap();
-            let approx = merged.percentile(p).unwrap();
-            prop_assert!((approx - exact).abs() <= exact * 0.01, "p{p}: sketch {approx} vs exact {exact}");
-        }
-    }
-}
+mod tests;
