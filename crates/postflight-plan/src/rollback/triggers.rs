@@ -329,8 +329,12 @@ fn error_rate(
 
 fn p99(evidence: &Evidence<'_>, threshold: Duration, gate: Gate, out: &mut Evaluation) {
     let limit_ms = threshold.as_secs_f64() * 1e3;
-    // `max` first: it maps NaN to 0, and `from_secs_f64` panics on NaN or huge values.
-    let shown = |ms: f64| human_duration(Duration::from_secs_f64((ms / 1e3).max(0.0).min(1e6)));
+    // `from_secs_f64` panics on NaN or huge values.
+    let shown = |ms: f64| {
+        human_duration(Duration::from_secs_f64(
+            crate::sketch::latency_in_range(ms) / 1e3,
+        ))
+    };
     let mut exceeding: Vec<(&str, f64)> = Vec::new();
     for region in evidence.required {
         if let Some(p99) = evidence

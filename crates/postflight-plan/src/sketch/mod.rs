@@ -16,6 +16,16 @@ mod encoding;
 /// stays a valid `Duration`.
 pub const MAX_LATENCY_MS: f64 = 1e9;
 
+/// `ms` brought into `[0, MAX_LATENCY_MS]`, NaN as 0: a sketch only ever holds values in
+/// range, and any figure derived from one converts to a `Duration` without panicking.
+pub fn latency_in_range(ms: f64) -> f64 {
+    if ms.is_nan() {
+        0.0
+    } else {
+        ms.clamp(0.0, MAX_LATENCY_MS)
+    }
+}
+
 /// Relative accuracy of every sketch.
 pub const RELATIVE_ACCURACY: f64 = 0.005;
 /// Bin limit and smallest value must be the library's defaults: its binary decoder rebuilds
@@ -55,8 +65,7 @@ impl LatencySketch {
 
     /// Adds one latency in milliseconds.
     pub fn add(&mut self, ms: f64) {
-        // `max`/`min` also map NaN to 0: a sketch only ever holds values in range.
-        self.0.add(ms.max(0.0).min(MAX_LATENCY_MS));
+        self.0.add(latency_in_range(ms));
     }
 
     /// Adds every value of `other`.
