@@ -210,10 +210,10 @@ proptest! {
     /// refused.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        if let Ok(s) = LatencySketch::from_bytes(&bytes) {
-            if let Some(summary) = s.summary() {
-                prop_assert!(summary.max.is_finite() && summary.p50 <= summary.max + 1e-9);
-            }
+        if let Ok(s) = LatencySketch::from_bytes(&bytes)
+            && let Some(summary) = s.summary()
+        {
+            prop_assert!(summary.max.is_finite() && summary.p50 <= summary.max + 1e-9);
         }
     }
 
