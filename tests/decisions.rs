@@ -72,7 +72,12 @@ impl Cluster {
 
     fn start(dir: &Path, env: impl Fn(&str) -> Vec<(String, String)>) -> Self {
         let db = format!("sqlite://{}", dir.join("postflight.db").display());
-        let (coordinator, url) = spawn_coordinator(0, &db, &[], &dir.join("coordinator.log"));
+        let (coordinator, url) = spawn_coordinator(
+            0,
+            &db,
+            &["--allow-command-actions"],
+            &dir.join("coordinator.log"),
+        );
         let probes = REGIONS
             .iter()
             .map(|region| {
@@ -109,8 +114,15 @@ fn one_region_that_cannot_reach_the_service_never_rolls_back_alone() {
     let backend = DemoBackend::spawn_on(&ns.host_ip, "healthy");
     ns.drop_tcp_to(backend.port());
     let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
-    let (_coordinator, url) =
-        spawn_coordinator_on(&ns.host_ip, 0, &db, &[], &dir.path().join("c.log"));
+    let (_coordinator, url) = spawn_coordinator_on(
+        &ns.host_ip,
+        0,
+        &db,
+        // The test's own network (a veth pair), not loopback: without tokens that takes
+        // --insecure.
+        &["--allow-command-actions", "--insecure"],
+        &dir.path().join("c.log"),
+    );
     let refused = format!("http://{}:{}", ns.host_ip, closed_port());
     let mut probes = Vec::new();
     for region in ["us-east", "eu-west"] {
@@ -549,7 +561,12 @@ fn a_slow_action_blocks_neither_ingest_nor_reports() {
     let broken = DemoBackend::spawn("broken-tools");
     let healthy = DemoBackend::spawn("healthy");
     let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
-    let (_coordinator, url) = spawn_coordinator(0, &db, &[], &dir.path().join("c.log"));
+    let (_coordinator, url) = spawn_coordinator(
+        0,
+        &db,
+        &["--allow-command-actions"],
+        &dir.path().join("c.log"),
+    );
     let _probe = spawn_probe(
         &url,
         "eu",
@@ -634,7 +651,12 @@ fn an_action_cut_short_by_a_crash_is_interrupted_and_never_rerun() {
     let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
     let port = free_port();
     let log = dir.path().join("c.log");
-    let (mut coordinator, url) = spawn_coordinator(port, &db, &["--name", "coordinator-A"], &log);
+    let (mut coordinator, url) = spawn_coordinator(
+        port,
+        &db,
+        &["--allow-command-actions", "--name", "coordinator-A"],
+        &log,
+    );
     let _probe = spawn_probe(
         &url,
         "eu",
@@ -663,7 +685,12 @@ fn an_action_cut_short_by_a_crash_is_interrupted_and_never_rerun() {
     coordinator.kill();
     let _ = cli.kill();
     let _ = cli.wait();
-    let (_again, _) = spawn_coordinator(port, &db, &["--name", "coordinator-A"], &log);
+    let (_again, _) = spawn_coordinator(
+        port,
+        &db,
+        &["--allow-command-actions", "--name", "coordinator-A"],
+        &log,
+    );
     let runs = run_postflight(&["runs", "--coordinator", &url, "-o", "json"], &[]).json();
     let run_id = runs["runs"][0]["run_id"].as_str().unwrap().to_owned();
     let report = run_postflight(

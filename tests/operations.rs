@@ -58,7 +58,7 @@ impl Scene {
         let (coordinator, url) = spawn_coordinator(
             0,
             &db,
-            &["--http-listen", &http],
+            &["--allow-command-actions", "--http-listen", &http],
             &dir.path().join("coordinator.log"),
         );
         let probe = spawn_probe(
@@ -357,8 +357,12 @@ fn json_logs_follow_a_run_across_coordinator_and_probe() {
     let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
     let coordinator_log = dir.path().join("coordinator.log");
     let probe_log = dir.path().join("probe.log");
-    let (_coordinator, url) =
-        spawn_coordinator(0, &db, &["--log-format", "json"], &coordinator_log);
+    let (_coordinator, url) = spawn_coordinator(
+        0,
+        &db,
+        &["--allow-command-actions", "--log-format", "json"],
+        &coordinator_log,
+    );
     let _probe = spawn_probe(
         &url,
         "us-east",

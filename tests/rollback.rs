@@ -355,7 +355,12 @@ fn a_coordinator_monitor_survives_the_cli_and_a_restart_and_the_coordinator_acts
     let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
     let port = free_port();
     let log = dir.path().join("coordinator.log");
-    let (mut coordinator, url) = spawn_coordinator(port, &db, &["--name", "coordinator-A"], &log);
+    let (mut coordinator, url) = spawn_coordinator(
+        port,
+        &db,
+        &["--allow-command-actions", "--name", "coordinator-A"],
+        &log,
+    );
     // The probe has ROLE=probe, the coordinator ROLE unset: the marker shows who acted.
     let _probe = spawn_probe(
         &url,
@@ -387,7 +392,12 @@ fn a_coordinator_monitor_survives_the_cli_and_a_restart_and_the_coordinator_acts
     // The CLI is gone; the monitor goes on. Then the coordinator dies and comes back.
     std::thread::sleep(Duration::from_millis(2500));
     coordinator.kill();
-    let (_coordinator, _) = spawn_coordinator(port, &db, &["--name", "coordinator-A"], &log);
+    let (_coordinator, _) = spawn_coordinator(
+        port,
+        &db,
+        &["--allow-command-actions", "--name", "coordinator-A"],
+        &log,
+    );
     wait_for_probes(&url, 1);
     std::thread::sleep(Duration::from_millis(1500));
     let log_text = std::fs::read_to_string(&log).unwrap();
@@ -434,7 +444,13 @@ async fn two_coordinators_on_one_postgres_roll_back_once() {
     let (_a, url_a) = spawn_coordinator(
         0,
         &db.url,
-        &["--name", "coordinator-A", "--data-key-file", &key],
+        &[
+            "--allow-command-actions",
+            "--name",
+            "coordinator-A",
+            "--data-key-file",
+            &key,
+        ],
         &dir.path().join("a.log"),
     );
     let _probe_a = spawn_probe(
@@ -469,7 +485,13 @@ async fn two_coordinators_on_one_postgres_roll_back_once() {
     let (_b, url_b) = spawn_coordinator(
         0,
         &db.url,
-        &["--name", "coordinator-B", "--data-key-file", &key],
+        &[
+            "--allow-command-actions",
+            "--name",
+            "coordinator-B",
+            "--data-key-file",
+            &key,
+        ],
         &dir.path().join("b.log"),
     );
     let _probe_b = spawn_probe(

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod fake_probe;
+
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 

@@ -32,19 +32,34 @@ impl PlanFileError {
     }
 }
 
+/// Reads a plan, refusing one larger than any plan may be before it is all in memory.
+fn read_bounded(reader: impl Read, origin: &str) -> Result<String, PlanFileError> {
+    let limit = postflight_plan::load::MAX_PLAN_BYTES;
+    let mut text = String::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| PlanFileError::Unreadable(format!("cannot read plan {origin}: {e}")))?;
+    if text.len() > limit {
+        return Err(PlanFileError::Unreadable(format!(
+            "plan {origin} is larger than {limit} bytes, the most a plan may be"
+        )));
+    }
+    Ok(text)
+}
+
 /// Reads and validates a plan. `local` also expands `${probe:…}` from this process's
 /// environment, because a local run is its own probe.
 pub fn load(path: &Path, local: bool) -> Result<Plan, PlanFileError> {
     let (origin, source) = if path == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map_err(|e| {
-            PlanFileError::Unreadable(format!("cannot read the plan from standard input: {e}"))
-        })?;
-        ("<stdin>".to_owned(), text)
+        let origin = "<stdin>".to_owned();
+        let text = read_bounded(std::io::stdin(), &origin)?;
+        (origin, text)
     } else {
         let origin = path.display().to_string();
-        let source = std::fs::read_to_string(path)
+        let file = std::fs::File::open(path)
             .map_err(|e| PlanFileError::Unreadable(format!("cannot read plan {origin}: {e}")))?;
+        let source = read_bounded(file, &origin)?;
         (origin, source)
     };
     let expander = if local {

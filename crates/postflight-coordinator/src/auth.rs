@@ -59,6 +59,47 @@ impl tonic::service::Interceptor for OperatorAuth {
     }
 }
 
+/// Why the coordinator must not listen where it was told to, or `None`. Reaching an
+/// unauthenticated coordinator means submitting plans (and with them rollback actions) and
+/// posing as probes: beyond loopback that takes credentials for both audiences (mutual TLS
+/// covers both), or the operator's explicit `--insecure`. The HTTP status page shows runs and
+/// their messages; beyond loopback it takes the operator token.
+pub fn exposure_refusal(
+    grpc: std::net::SocketAddr,
+    http: Option<std::net::SocketAddr>,
+    probes_authenticated: bool,
+    operators_authenticated: bool,
+    operator_token: bool,
+    insecure: bool,
+) -> Option<String> {
+    if insecure {
+        return None;
+    }
+    let authenticated = probes_authenticated && operators_authenticated;
+    if !(grpc.ip().is_loopback() || authenticated) {
+        let missing = match (probes_authenticated, operators_authenticated) {
+            (false, false) => "probes and operators",
+            (false, true) => "probes",
+            _ => "operators",
+        };
+        return Some(format!(
+            "refusing to listen on {grpc} without authenticating {missing}: anyone who can reach \
+             it could submit plans and pose as probes. Set --probe-token and --operator-token \
+             (or --tls-client-ca for mutual TLS), listen on 127.0.0.1, or pass --insecure"
+        ));
+    }
+    if let Some(http) = http
+        && !http.ip().is_loopback()
+        && !operator_token
+    {
+        return Some(format!(
+            "refusing to serve the status page on {http} without --operator-token: it shows \
+             every run. Set --operator-token, listen on 127.0.0.1, or pass --insecure"
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +134,38 @@ mod tests {
         );
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
         assert!(!status.message().contains("t0ken"));
+    }
+
+    #[test]
+    fn exposure_beyond_loopback_takes_credentials_or_insecure() {
+        let local: std::net::SocketAddr = "127.0.0.1:7700".parse().unwrap();
+        let any: std::net::SocketAddr = "0.0.0.0:7700".parse().unwrap();
+        let web: std::net::SocketAddr = "0.0.0.0:7701".parse().unwrap();
+        assert_eq!(
+            exposure_refusal(local, None, false, false, false, false),
+            None
+        );
+        let refused = exposure_refusal(any, None, false, false, false, false).unwrap();
+        assert!(
+            refused.contains("0.0.0.0:7700 without authenticating probes and operators"),
+            "{refused}"
+        );
+        let refused = exposure_refusal(any, None, true, false, false, false).unwrap();
+        assert!(refused.contains("authenticating operators"), "{refused}");
+        let refused = exposure_refusal(any, None, false, true, true, false).unwrap();
+        assert!(refused.contains("authenticating probes"), "{refused}");
+        assert_eq!(exposure_refusal(any, None, true, true, true, false), None);
+        assert_eq!(exposure_refusal(any, None, false, false, false, true), None);
+        let refused = exposure_refusal(local, Some(web), true, true, false, false).unwrap();
+        assert!(refused.contains("status page on 0.0.0.0:7701"), "{refused}");
+        assert_eq!(
+            exposure_refusal(any, Some(web), true, true, true, false),
+            None
+        );
+        let ipv6: std::net::SocketAddr = "[::1]:7700".parse().unwrap();
+        assert_eq!(
+            exposure_refusal(ipv6, None, false, false, false, false),
+            None
+        );
     }
 }

@@ -99,6 +99,17 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
 
+    /// Let plans run `command` rollback actions on this machine. Off by default: a command
+    /// runs any program with the coordinator's rights, so whoever may submit plans could.
+    #[arg(long, env = "POSTFLIGHT_ALLOW_COMMAND_ACTIONS")]
+    allow_command_actions: bool,
+
+    /// Listen beyond loopback without authentication (no probe or operator token, no mutual
+    /// TLS). Only for a network where everyone who can connect may submit plans and act as a
+    /// probe.
+    #[arg(long)]
+    insecure: bool,
+
     /// Log verbosity: -v info (default), -vv debug; or POSTFLIGHT_LOG.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -158,6 +169,17 @@ async fn main() -> anyhow::Result<()> {
         }
         .config()?,
     };
+    let mutual_tls = args.tls_client_ca.is_some();
+    if let Some(refusal) = postflight_coordinator::auth::exposure_refusal(
+        args.listen,
+        args.http_listen,
+        mutual_tls || access.probe_token.is_some(),
+        mutual_tls || access.operator_token.is_some(),
+        access.operator_token.is_some(),
+        args.insecure,
+    ) {
+        anyhow::bail!(refusal);
+    }
     let shown_db = postflight_plan::secrets::redact_url(&args.database);
     let store = AnyStore::open(&args.database)
         .await
@@ -174,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         default_timeout: args.run_timeout,
         reassign_after: args.reassign_after,
+        allow_command_actions: args.allow_command_actions,
         identity: args.name.clone().unwrap_or_else(|| {
             format!(
                 "coordinator {}:{}",

@@ -66,12 +66,7 @@ impl PlanErrors {
             if let Some(text) = e.line.checked_sub(1).and_then(|i| lines.get(i)) {
                 let number = e.line.to_string();
                 let pad = " ".repeat(number.len());
-                let text = text.replace('\t', " ");
-                let caret_pad: String = text
-                    .chars()
-                    .take(e.column.saturating_sub(1))
-                    .map(|c| if c.is_whitespace() { c } else { ' ' })
-                    .collect();
+                let (text, caret_pad) = snippet(text, e.column);
                 out.push_str(&format!(
                     "{pad} |\n{number} | {text}\n{pad} | {caret_pad}^\n"
                 ));
@@ -92,6 +87,42 @@ impl PlanErrors {
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }
+}
+
+/// Characters of a source line shown under an error: a generated or hostile line can be
+/// megabytes long.
+const SNIPPET_CHARS: usize = 120;
+
+/// The part of `line` shown under an error at 1-based `column`, and the padding that puts a
+/// caret under the column; a long line is cut around the column, with `…` where it is cut.
+fn snippet(line: &str, column: usize) -> (String, String) {
+    let chars: Vec<char> = line
+        .chars()
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .collect();
+    let at = column.saturating_sub(1).min(chars.len());
+    let start = if chars.len() <= SNIPPET_CHARS {
+        0
+    } else {
+        at.saturating_sub(SNIPPET_CHARS / 3)
+    };
+    let end = (start + SNIPPET_CHARS).min(chars.len());
+    let mut text = String::new();
+    let mut pad = String::new();
+    if start > 0 {
+        text.push('…');
+        pad.push(' ');
+    }
+    text.extend(&chars[start..end]);
+    if end < chars.len() {
+        text.push('…');
+    }
+    pad.extend(
+        chars[start..at]
+            .iter()
+            .map(|c| if c.is_whitespace() { *c } else { ' ' }),
+    );
+    (text, pad)
 }
 
 /// 1-based line and column (in characters) of a byte offset in `source`.
@@ -136,5 +167,16 @@ mod tests {
             errors.render(),
             "plan.yaml:3:5: error: unknown field `nme`\n  |\n3 |   - nme: a\n  |     ^\n"
         );
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_column() {
+        let line = format!("{}X{}", "a".repeat(10_000), "b".repeat(10_000));
+        let (text, pad) = snippet(&line, 10_001);
+        assert!(text.chars().count() <= SNIPPET_CHARS + 2, "{}", text.len());
+        assert!(text.starts_with('…') && text.ends_with('…'));
+        assert_eq!(text.chars().nth(pad.chars().count()), Some('X'));
+        let (text, pad) = snippet("\tkey: value", 7);
+        assert_eq!((text.as_str(), pad.as_str()), (" key: value", "      "));
     }
 }

@@ -46,6 +46,9 @@ pub struct Config {
     pub reassign_after: Duration,
     /// Who this coordinator is in the rollback audit (`executed_by`).
     pub identity: String,
+    /// Whether plans may run `command` actions here: a command runs any program on this
+    /// machine, so it takes the operator's explicit consent (`--allow-command-actions`).
+    pub allow_command_actions: bool,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(5),
             reassign_after: Duration::from_secs(5),
             identity: "postflight-coordinator".to_owned(),
+            allow_command_actions: false,
         }
     }
 }
@@ -338,6 +342,20 @@ impl<S: Store> Coordinator<S> {
         let no_vars: HashMap<String, String> = HashMap::new();
         let plan = parse_plan(plan_yaml, origin, Expander::plan(&no_vars))
             .map_err(|e| CoordinatorError::invalid("plan_yaml", format!("invalid plan:\n{e}")))?;
+        if !self.inner.config.allow_command_actions
+            && matches!(
+                plan.rollback.as_ref().and_then(|r| r.action.as_ref()),
+                Some(postflight_plan::model::RollbackAction::Command(_))
+            )
+        {
+            return Err(CoordinatorError::invalid(
+                "plan_yaml",
+                format!(
+                    "rollback.action.command: {}",
+                    rollback::COMMANDS_NOT_ALLOWED
+                ),
+            ));
+        }
         for (i, region) in options.regions.iter().enumerate() {
             if region.trim().is_empty()
                 || region.contains(char::is_whitespace)

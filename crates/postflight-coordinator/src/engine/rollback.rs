@@ -112,6 +112,11 @@ fn patched(report_json: Option<&str>, rollback: &RollbackReport) -> (Option<Stri
     (report, serde_json::to_string(rollback).unwrap_or_default())
 }
 
+/// Why a `command` action does not run: what the operator can do about it.
+pub(crate) const COMMANDS_NOT_ALLOWED: &str = "this coordinator does not run `command` actions \
+     (start it with --allow-command-actions to allow them, or use kubectl, kubernetes or \
+     webhook)";
+
 impl<S: Store> Coordinator<S> {
     /// What an action is told about a decision taken on `report`.
     pub(crate) fn rollback_context(
@@ -138,6 +143,20 @@ impl<S: Store> Coordinator<S> {
         context: &RollbackContext,
         subject: &str,
     ) -> Prepared {
+        // Runs accepted before the coordinator was restarted without the flag: the decision
+        // stands, the command does not run.
+        if decision.recommended
+            && !self.inner.config.allow_command_actions
+            && matches!(
+                plan.rollback.as_ref().and_then(|r| r.action.as_ref()),
+                Some(postflight_plan::model::RollbackAction::Command(_))
+            )
+        {
+            decision.outcome = Some(ActionOutcome::Failed);
+            decision.error = Some(COMMANDS_NOT_ALLOWED.to_owned());
+            self.count_outcome(decision.outcome);
+            return Prepared::Settled { claim: None };
+        }
         let prepared = postflight_rollback::claim(
             plan,
             decision,
