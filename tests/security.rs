@@ -48,7 +48,7 @@ fn mutual_tls_admits_the_right_certificates_and_explains_the_wrong_ones() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new("main");
     let server = pki.issue("coordinator", CertUse::Server, 2);
-    let client = pki.issue("probe", CertUse::Client, 2);
+    let client = pki.issue("tls-probe", CertUse::Client, 2);
     let stranger_ca = TestPki::new("stranger");
     let stranger = stranger_ca.issue("intruder", CertUse::Client, 2);
     let (_coordinator, plain_url) = spawn_coordinator(
@@ -97,6 +97,15 @@ fn mutual_tls_admits_the_right_certificates_and_explains_the_wrong_ones() {
         &dir.path().join("intruder.log"),
     );
     wait_for_probes_with(&url, 1, &good);
+    // A certificate for tls-probe cannot connect under another name.
+    let _impostor = spawn_probe(
+        &url,
+        "eu-west",
+        "probe-b",
+        &[],
+        &good,
+        &dir.path().join("impostor.log"),
+    );
 
     let listed = probes(&url, &good);
     assert_eq!(listed.code, 0, "{listed:?}");
@@ -133,6 +142,12 @@ fn mutual_tls_admits_the_right_certificates_and_explains_the_wrong_ones() {
     assert_refused(&probes(&plain_url, &[]), "use an https:// URL");
 
     std::thread::sleep(Duration::from_millis(500));
+    let impostor_log = std::fs::read_to_string(dir.path().join("impostor.log")).unwrap();
+    assert!(
+        impostor_log
+            .contains("the client certificate is for tls-probe; it cannot connect as probe-b"),
+        "{impostor_log}"
+    );
     let intruder_log = std::fs::read_to_string(dir.path().join("intruder.log")).unwrap();
     assert!(
         intruder_log.contains("refused this side's client certificate"),
@@ -395,6 +410,116 @@ fn secrets_never_reach_the_logs_even_at_debug_level() {
     ] {
         for secret in ["op-t0ken-xyzzy", "pr-t0ken-plugh", password] {
             assert!(!text.contains(secret), "{name} logged a secret");
+        }
+    }
+}
+
+/// Per-probe tokens bind a name and a region: a token holder cannot take another probe's
+/// name or report another region, a second live stream under a name is refused, and a probe
+/// that only holds the shared token adds no region to a plan that names none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_identities_are_bound_to_their_credentials() {
+    use postflight_e2e::fake_probe::{FakeProbe, hello, operator};
+    use tonic::Code;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("probe-tokens");
+    std::fs::write(
+        &tokens,
+        "# token name region\neu-token-0123456789 eu-1 eu-west\nus-token-0123456789 us-1 us-east\n",
+    )
+    .unwrap();
+    let (_coordinator, url) = spawn_coordinator(
+        0,
+        &sqlite(dir.path()),
+        &[
+            "--probe-tokens",
+            path(&tokens),
+            "--probe-token",
+            "shared-token-0123456789",
+        ],
+        &dir.path().join("coordinator.log"),
+    );
+    let eu_token = Some("eu-token-0123456789");
+    let mut eu = FakeProbe::connect(&url, hello("eu-1", "eu-west"), eu_token)
+        .await
+        .unwrap();
+    let refused = |status: tonic::Status, code: Code, words: &str| {
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(words), "{words}: {status:?}");
+    };
+    refused(
+        FakeProbe::connect(&url, hello("eu-1", "us-east"), eu_token)
+            .await
+            .err()
+            .unwrap(),
+        Code::PermissionDenied,
+        "the token of probe eu-1 is bound to region eu-west; it cannot report us-east",
+    );
+    refused(
+        FakeProbe::connect(&url, hello("us-1", "us-east"), eu_token)
+            .await
+            .err()
+            .unwrap(),
+        Code::PermissionDenied,
+        "this token belongs to probe eu-1; it cannot connect as us-1",
+    );
+    refused(
+        FakeProbe::connect(&url, hello("eu-1", "eu-west"), eu_token)
+            .await
+            .err()
+            .unwrap(),
+        Code::AlreadyExists,
+        "probe eu-1 is already connected",
+    );
+    refused(
+        FakeProbe::connect(
+            &url,
+            hello("eu-1", "eu-west"),
+            Some("shared-token-0123456789"),
+        )
+        .await
+        .err()
+        .unwrap(),
+        Code::AlreadyExists,
+        "probe eu-1 is already connected",
+    );
+    refused(
+        FakeProbe::connect(&url, hello("x", "y"), Some("wrong"))
+            .await
+            .err()
+            .unwrap(),
+        Code::Unauthenticated,
+        "wrong probe token",
+    );
+    // The shared token gets in, but its region does not count.
+    let mut fake = FakeProbe::connect(
+        &url,
+        hello("fake-1", "fake-region"),
+        Some("shared-token-0123456789"),
+    )
+    .await
+    .unwrap();
+    let mut client = operator(&url).await;
+    let run = client
+        .submit_run(postflight_proto::v1::SubmitRunRequest {
+            plan_yaml: "name: p\nchecks:\n  - name: c\n    http: {url: \"http://127.0.0.1:9/\"}\n"
+                .to_owned(),
+            origin: "p.yaml".to_owned(),
+            options: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let assignment = eu.assignment(Duration::from_secs(10)).await;
+    assert_eq!(assignment.run_id, run.run_id);
+    // Everything the shared-token probe receives within two seconds: no assignment.
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        let Some(Ok(message)) = fake.next(left).await else {
+            break;
+        };
+        if let Some(postflight_proto::v1::coordinator_message::Kind::Assignment(a)) = message.kind {
+            panic!("an unauthenticated region got work: {a:?}");
         }
     }
 }

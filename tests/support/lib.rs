@@ -157,11 +157,14 @@ impl TestPki {
         self.request(&key, &["-out", &csr, "-subj", &format!("/CN={name}")]);
         let extensions = match usage {
             CertUse::Server => {
-                "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n".to_owned()
             }
-            CertUse::Client => "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+            // The probe's name as a DNS name: the coordinator binds probe names to it.
+            CertUse::Client => format!(
+                "subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"
+            ),
             CertUse::OtherServer => {
-                "subjectAltName=DNS:elsewhere.example\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                "subjectAltName=DNS:elsewhere.example\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n".to_owned()
             }
         };
         std::fs::write(self.dir.path().join(&ext), extensions).unwrap();

@@ -35,7 +35,12 @@ pub fn authenticate(
     if expected.matches(presented.as_bytes()) {
         return Ok(());
     }
-    let message = match (audience, header.is_none()) {
+    Err(refusal(audience, header.is_some()))
+}
+
+/// Why a call without the right token is refused, never echoing what was presented.
+fn refusal(audience: Audience, presented: bool) -> CoordinatorError {
+    let message = match (audience, !presented) {
         (Audience::Probe, true) => {
             "this coordinator requires a probe token: start the probe with --token, --token-file or POSTFLIGHT_TOKEN"
         }
@@ -45,7 +50,159 @@ pub fn authenticate(
         }
         (Audience::Operator, false) => "wrong operator token",
     };
-    Err(CoordinatorError::Unauthenticated(message.to_owned()))
+    CoordinatorError::Unauthenticated(message.to_owned())
+}
+
+/// What a probe proved about itself when it connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeCredential {
+    /// No probe authentication, or the shared probe token: it may take any name and region.
+    Unbound,
+    /// A per-probe token: this name in this region, nothing else.
+    Token {
+        /// The only name the token allows.
+        name: String,
+        /// The only region the token allows.
+        region: String,
+    },
+}
+
+/// Per-probe tokens (`--probe-tokens FILE`): one probe per line, `TOKEN NAME REGION`, `#`
+/// comments. A token proves a name and a region, which a shared token cannot.
+#[derive(Debug, Default)]
+pub struct ProbeTokens(Vec<(Secret, String, String)>);
+
+impl ProbeTokens {
+    /// Reads the file's text; errors name the line.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, String> {
+        let mut entries: Vec<(Secret, String, String)> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [token, name, region] = fields[..] else {
+                return Err(format!(
+                    "{origin}:{}: expected `TOKEN NAME REGION`, found {} fields",
+                    i + 1,
+                    fields.len()
+                ));
+            };
+            if token.len() < 16 {
+                return Err(format!(
+                    "{origin}:{}: the token of {name} is shorter than 16 characters",
+                    i + 1
+                ));
+            }
+            if entries.iter().any(|(_, n, _)| n == name) {
+                return Err(format!("{origin}:{}: probe {name} appears twice", i + 1));
+            }
+            if entries.iter().any(|(t, _, _)| t.matches(token.as_bytes())) {
+                return Err(format!(
+                    "{origin}:{}: the token of {name} is already another probe's",
+                    i + 1
+                ));
+            }
+            entries.push((Secret::new(token), name.to_owned(), region.to_owned()));
+        }
+        Ok(Self(entries))
+    }
+
+    /// Whether the file had any probe.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The name and region `presented` belongs to. Every entry is compared (in constant
+    /// time), so the answer's timing does not tell which one matched.
+    fn lookup(&self, presented: &str) -> Option<(&str, &str)> {
+        let mut found = None;
+        for (token, name, region) in &self.0 {
+            if token.matches(presented.as_bytes()) {
+                found = Some((name.as_str(), region.as_str()));
+            }
+        }
+        found
+    }
+}
+
+/// How probes authenticate: a shared token, per-probe tokens, both, or neither.
+#[derive(Debug, Default)]
+pub struct ProbeAuth {
+    /// `--probe-token`: proves membership, not identity.
+    pub shared: Option<Secret>,
+    /// `--probe-tokens`: prove a name and a region.
+    pub bound: ProbeTokens,
+}
+
+impl ProbeAuth {
+    /// The credential a `Connect` presents; refused when tokens are configured and it has
+    /// none of them.
+    pub fn credential(&self, metadata: &MetadataMap) -> Result<ProbeCredential, CoordinatorError> {
+        if !self.bound.is_empty() {
+            let presented = metadata
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if let Some((name, region)) = presented.and_then(|p| self.bound.lookup(p)) {
+                return Ok(ProbeCredential::Token {
+                    name: name.to_owned(),
+                    region: region.to_owned(),
+                });
+            }
+            if self.shared.is_none() {
+                return Err(refusal(Audience::Probe, presented.is_some()));
+            }
+        }
+        authenticate(self.shared.as_ref(), metadata, Audience::Probe)?;
+        Ok(ProbeCredential::Unbound)
+    }
+}
+
+/// Checks a probe's hello against what it proved: a per-probe token's name and region, and
+/// the DNS names of its client certificate under mutual TLS (`cert_names`, `None` without).
+/// `Ok(true)` when the identity is bound to a credential, so that its region may count
+/// towards a quorum.
+pub fn bind_identity(
+    name: &str,
+    region: &str,
+    credential: &ProbeCredential,
+    cert_names: Option<&[String]>,
+) -> Result<bool, CoordinatorError> {
+    let mut bound = false;
+    if let ProbeCredential::Token {
+        name: allowed,
+        region: home,
+    } = credential
+    {
+        if allowed != name {
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "this token belongs to probe {allowed}; it cannot connect as {name}"
+            )));
+        }
+        if home != region {
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "the token of probe {name} is bound to region {home}; it cannot report {region}"
+            )));
+        }
+        bound = true;
+    }
+    if let Some(names) = cert_names {
+        if !names.iter().any(|n| n == name) {
+            let shown = if names.is_empty() {
+                "no DNS name".to_owned()
+            } else {
+                names.join(", ")
+            };
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "the client certificate is for {shown}; it cannot connect as {name} (issue \
+                 each probe a certificate with its name as a DNS subject alternative name)"
+            )));
+        }
+        bound = true;
+    }
+    Ok(bound)
 }
 
 /// The interceptor in front of `ValidationService`.
@@ -167,5 +324,89 @@ mod tests {
             exposure_refusal(ipv6, None, false, false, false, false),
             None
         );
+    }
+
+    #[test]
+    fn per_probe_tokens_bind_a_name_and_a_region() {
+        let tokens = ProbeTokens::parse(
+            "# probes\n0123456789abcdef-eu eu-1 eu-west\n0123456789abcdef-us us-1 us-east # east\n",
+            "tokens",
+        )
+        .unwrap();
+        let auth = ProbeAuth {
+            shared: None,
+            bound: tokens,
+        };
+        let eu = auth
+            .credential(&with(Some("Bearer 0123456789abcdef-eu")))
+            .unwrap();
+        assert_eq!(
+            eu,
+            ProbeCredential::Token {
+                name: "eu-1".into(),
+                region: "eu-west".into()
+            }
+        );
+        assert!(bind_identity("eu-1", "eu-west", &eu, None).unwrap());
+        let err = bind_identity("eu-1", "us-east", &eu, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the token of probe eu-1 is bound to region eu-west; it cannot report us-east"
+        );
+        let err = bind_identity("us-1", "eu-west", &eu, None).unwrap_err();
+        assert!(err.to_string().contains("belongs to probe eu-1"), "{err}");
+        assert!(matches!(
+            auth.credential(&with(Some("Bearer nope"))),
+            Err(CoordinatorError::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            auth.credential(&with(None)),
+            Err(CoordinatorError::Unauthenticated(_))
+        ));
+        // With a shared token as well, it is accepted but binds nothing.
+        let both = ProbeAuth {
+            shared: Some(Secret::new("shared-token")),
+            bound: ProbeTokens::parse("0123456789abcdef-eu eu-1 eu-west", "t").unwrap(),
+        };
+        let shared = both.credential(&with(Some("Bearer shared-token"))).unwrap();
+        assert_eq!(shared, ProbeCredential::Unbound);
+        assert!(!bind_identity("x", "y", &shared, None).unwrap());
+    }
+
+    #[test]
+    fn certificates_bind_the_name() {
+        let names = vec!["probe-a".to_owned()];
+        let open = ProbeCredential::Unbound;
+        assert!(bind_identity("probe-a", "eu", &open, Some(&names)).unwrap());
+        let err = bind_identity("probe-b", "eu", &open, Some(&names)).unwrap_err();
+        assert!(matches!(err, CoordinatorError::PermissionDenied(_)));
+        assert!(
+            err.to_string()
+                .starts_with("the client certificate is for probe-a")
+        );
+    }
+
+    #[test]
+    fn token_files_are_checked_line_by_line() {
+        for (text, expected) in [
+            (
+                "abc eu-1",
+                "t:1: expected `TOKEN NAME REGION`, found 2 fields",
+            ),
+            (
+                "short eu-1 eu",
+                "t:1: the token of eu-1 is shorter than 16 characters",
+            ),
+            (
+                "0123456789abcdef-1 a r\n0123456789abcdef-2 a r",
+                "t:2: probe a appears twice",
+            ),
+            (
+                "0123456789abcdef-1 a r\n\n0123456789abcdef-1 b r",
+                "t:3: the token of b is already another probe's",
+            ),
+        ] {
+            assert_eq!(ProbeTokens::parse(text, "t").unwrap_err(), expected);
+        }
     }
 }

@@ -26,6 +26,12 @@ pub enum CoordinatorError {
     /// Missing or wrong credentials.
     #[error("{0}")]
     Unauthenticated(String),
+    /// Valid credentials that do not allow this (a probe token used for another name).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The thing exists already (a second live session for a probe name).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -60,6 +66,8 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::NotFound(m) => Status::not_found(m),
             CoordinatorError::FailedPrecondition(m) => Status::failed_precondition(m),
             CoordinatorError::Unauthenticated(m) => Status::unauthenticated(m),
+            CoordinatorError::PermissionDenied(m) => Status::permission_denied(m),
+            CoordinatorError::AlreadyExists(m) => Status::already_exists(m),
             CoordinatorError::Store(inner) => {
                 tracing::error!(error = %inner, "storage failure");
                 Status::internal("storage failure; see the coordinator's log")

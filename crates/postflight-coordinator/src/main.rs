@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use postflight_coordinator::auth::ProbeTokens;
 use postflight_coordinator::seal::Sealer;
 use postflight_coordinator::storage::AnyStore;
 use postflight_coordinator::{Config, Coordinator, grpc, http};
@@ -47,6 +48,12 @@ struct Args {
     /// Read the probe token from this file (e.g. a mounted Kubernetes Secret).
     #[arg(long, value_name = "FILE")]
     probe_token_file: Option<PathBuf>,
+
+    /// Per-probe tokens: one probe per line, `TOKEN NAME REGION` (`#` comments). A probe
+    /// presenting one may only connect under that name in that region, and then only the
+    /// regions of probes with their own credential count where a plan names no regions.
+    #[arg(long, value_name = "FILE", env = "POSTFLIGHT_PROBE_TOKENS_FILE")]
+    probe_tokens: Option<PathBuf>,
 
     /// Every ValidationService call (CLI, grpcurl) must present this token; health and
     /// reflection stay open.
@@ -149,7 +156,26 @@ async fn main() -> anyhow::Result<()> {
         _ => "debug",
     };
     logging::init(args.log_format, level);
+    let probe_tokens = match &args.probe_tokens {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --probe-tokens {}", path.display()))?;
+            let tokens = ProbeTokens::parse(&text, &path.display().to_string())
+                .map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                !tokens.is_empty(),
+                "--probe-tokens {} names no probe",
+                path.display()
+            );
+            tokens
+        }
+        None => ProbeTokens::default(),
+    };
+    let mutual_tls = args.tls_client_ca.is_some();
+    let identities_bound = mutual_tls || !probe_tokens.is_empty();
     let access = grpc::Access {
+        probe_tokens,
+        mutual_tls,
         probe_token: secret::resolve(
             args.probe_token.as_deref(),
             args.probe_token_file.as_deref(),
@@ -169,11 +195,10 @@ async fn main() -> anyhow::Result<()> {
         }
         .config()?,
     };
-    let mutual_tls = args.tls_client_ca.is_some();
     if let Some(refusal) = postflight_coordinator::auth::exposure_refusal(
         args.listen,
         args.http_listen,
-        mutual_tls || access.probe_token.is_some(),
+        identities_bound || access.probe_token.is_some(),
         mutual_tls || access.operator_token.is_some(),
         access.operator_token.is_some(),
         args.insecure,
@@ -197,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
         default_timeout: args.run_timeout,
         reassign_after: args.reassign_after,
         allow_command_actions: args.allow_command_actions,
+        authenticated_regions_only: identities_bound,
         identity: args.name.clone().unwrap_or_else(|| {
             format!(
                 "coordinator {}:{}",

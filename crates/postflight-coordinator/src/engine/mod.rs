@@ -46,6 +46,10 @@ pub struct Config {
     pub reassign_after: Duration,
     /// Who this coordinator is in the rollback audit (`executed_by`).
     pub identity: String,
+    /// Whether probes prove their identity (per-probe tokens or mutual TLS): then only the
+    /// regions of probes that did count where a plan names no regions, so a holder of a
+    /// shared credential cannot add regions to a quorum.
+    pub authenticated_regions_only: bool,
     /// Whether plans may run `command` actions here: a command runs any program on this
     /// machine, so it takes the operator's explicit consent (`--allow-command-actions`).
     pub allow_command_actions: bool,
@@ -60,6 +64,7 @@ impl Default for Config {
             reassign_after: Duration::from_secs(5),
             identity: "postflight-coordinator".to_owned(),
             allow_command_actions: false,
+            authenticated_regions_only: false,
         }
     }
 }
@@ -429,10 +434,11 @@ impl<S: Store> Coordinator<S> {
         } else if !plan.policy.regions.is_empty() {
             plan.policy.regions.clone()
         } else {
+            let only_authenticated = self.inner.config.authenticated_regions_only;
             self.state()
                 .probes
                 .values()
-                .filter(|p| p.session.is_some())
+                .filter(|p| p.session.is_some() && (p.authenticated || !only_authenticated))
                 .map(|p| p.region.clone())
                 .collect()
         };
@@ -925,10 +931,13 @@ impl<S: Store> Coordinator<S> {
     }
 
     /// Registers a probe's stream, welcomes it and hands it the work waiting for its region;
-    /// returns the session id that identifies this stream.
+    /// returns the session id that identifies this stream. `authenticated` says whether its
+    /// name and region are bound to its credential. A second live stream for a name is
+    /// refused: two probes sharing a name would take each other's work.
     pub async fn probe_connected(
         &self,
         hello: &v1::Hello,
+        authenticated: bool,
         tx: ProbeSender,
     ) -> CoordinatorResult<u64> {
         let now = now_ms();
@@ -942,6 +951,19 @@ impl<S: Store> Coordinator<S> {
         let (session, drop, lost, run_ids) = {
             let mut guard = self.state();
             let state = &mut *guard;
+            if let Some(live) = state
+                .probes
+                .get(&hello.name)
+                .and_then(|p| p.session.as_ref())
+                .filter(|s| !s.tx.is_closed())
+            {
+                return Err(CoordinatorError::AlreadyExists(format!(
+                    "probe {} is already connected (session {}): give every probe its own \
+                     --name; a probe that lost its connection is let back in once the old \
+                     stream is gone",
+                    hello.name, live.id
+                )));
+            }
             state.next_session += 1;
             let session = state.next_session;
             state.probes.insert(
@@ -952,6 +974,7 @@ impl<S: Store> Coordinator<S> {
                     version: hello.version.clone(),
                     session: Some(Session { id: session, tx }),
                     last_seen_ms: now,
+                    authenticated,
                 },
             );
             // What the probe still runs and we still want: kept. What it runs that we do

@@ -29,6 +29,9 @@ pub struct LiveProbe {
     pub session: Option<Session>,
     /// Unix milliseconds of its last message.
     pub last_seen_ms: i64,
+    /// Whether its name (and region) are bound to its credential: only then may its region
+    /// count where a plan names none, when the coordinator binds identities at all.
+    pub authenticated: bool,
 }
 
 /// One open `Connect` stream.

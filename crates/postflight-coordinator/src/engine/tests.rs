@@ -38,7 +38,7 @@ async fn connect(
         active_assignments: active.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    let session = c.probe_connected(&hello, tx).await.unwrap();
+    let session = c.probe_connected(&hello, true, tx).await.unwrap();
     match rx.recv().await {
         Some(Ok(v1::CoordinatorMessage {
             kind: Some(Kind::Welcome(_)),
@@ -109,7 +109,9 @@ async fn a_run_goes_from_submission_to_a_stored_report_and_replays_are_counted_o
         c.ingest("eu-1", batch.to_vec()).await.unwrap(),
         ["r1", "r2"]
     );
-    // The probe reconnects and replays what it had not seen acknowledged.
+    // The probe's stream breaks; it reconnects and replays what it had not seen
+    // acknowledged.
+    drop(eu);
     let (_, _eu_again) = connect(&c, "eu-1", "eu", &[&a_eu.assignment_id]).await;
     assert_eq!(
         c.ingest("eu-1", batch.to_vec()).await.unwrap(),
@@ -313,8 +315,9 @@ async fn the_probes_gauge_keeps_a_silent_region_at_zero_and_counts_reconnects() 
     let dir = tempfile::tempdir().unwrap();
     let c = coordinator(dir.path()).await;
     let (eu_session, _eu) = connect(&c, "eu-1", "eu", &[]).await;
-    let (_, _us) = connect(&c, "us-1", "us", &[]).await;
+    let (_, us) = connect(&c, "us-1", "us", &[]).await;
     c.probe_disconnected("eu-1", eu_session).await;
+    drop(us);
     let (_, _us_again) = connect(&c, "us-1", "us", &[]).await;
     c.refresh_gauges();
     let text = c.metrics().encode();
@@ -449,4 +452,31 @@ async fn a_restart_settles_the_claims_left_without_outcome() {
         Some(ActionOutcome::Succeeded),
         "left as it was"
     );
+}
+
+/// Two live streams under one name would take each other's assignments: the second is
+/// refused while the first is open, and let in once it is gone.
+#[tokio::test]
+async fn a_second_live_session_for_a_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path()).await;
+    let (_, first) = connect(&c, "eu-1", "eu", &[]).await;
+    let hello = v1::Hello {
+        name: "eu-1".into(),
+        region: "us".into(),
+        ..Default::default()
+    };
+    let (tx, _rx) = mpsc::channel(4);
+    let err = c.probe_connected(&hello, true, tx).await.unwrap_err();
+    assert!(
+        matches!(&err, CoordinatorError::AlreadyExists(m) if m.starts_with("probe eu-1 is already connected")),
+        "{err}"
+    );
+    assert_eq!(
+        c.state().probes["eu-1"].region,
+        "eu",
+        "the first keeps its region"
+    );
+    drop(first);
+    let _ = connect(&c, "eu-1", "eu", &[]).await;
 }

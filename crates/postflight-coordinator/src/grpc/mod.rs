@@ -16,7 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 
-use crate::auth::OperatorAuth;
+use crate::auth::{OperatorAuth, ProbeAuth, ProbeTokens};
 use crate::engine::Coordinator;
 use crate::storage::Store;
 
@@ -41,6 +41,10 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 pub struct Access {
     /// Token probes must present.
     pub probe_token: Option<Secret>,
+    /// Per-probe tokens, each bound to a name and a region.
+    pub probe_tokens: ProbeTokens,
+    /// Whether client certificates are required (their DNS names then bind probe names).
+    pub mutual_tls: bool,
     /// Token every `ValidationService` call must present.
     pub operator_token: Option<Secret>,
     /// TLS (and client certificates) on the gRPC port; plain text when `None`.
@@ -70,9 +74,16 @@ pub async fn serve<S: Store>(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let coordinator_metrics = coordinator.metrics().clone();
-    let probes = ProbeServiceServer::new(ProbeApi::new(coordinator.clone(), access.probe_token))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let probes = ProbeServiceServer::new(ProbeApi::new(
+        coordinator.clone(),
+        ProbeAuth {
+            shared: access.probe_token,
+            bound: access.probe_tokens,
+        },
+        access.mutual_tls,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let validation = ValidationServiceServer::new(ValidationApi::new(coordinator))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

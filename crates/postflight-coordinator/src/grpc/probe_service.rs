@@ -11,9 +11,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use postflight_ops::secret::Secret;
-
-use crate::auth::{self, Audience};
+use crate::auth::{self, ProbeAuth};
 use crate::engine::Coordinator;
 use crate::engine::state::ProbeSender;
 use crate::error::CoordinatorError;
@@ -25,17 +23,36 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The probe-facing service.
 pub struct ProbeApi<S: Store> {
     coordinator: Coordinator<S>,
-    token: Option<Secret>,
+    auth: ProbeAuth,
+    mutual_tls: bool,
 }
 
 impl<S: Store> ProbeApi<S> {
-    /// Requires `token` from probes when set.
-    pub fn new(coordinator: Coordinator<S>, token: Option<Secret>) -> Self {
-        Self { coordinator, token }
+    /// Authenticates probes with `auth`, and binds their names to their client certificates
+    /// when `mutual_tls`.
+    pub fn new(coordinator: Coordinator<S>, auth: ProbeAuth, mutual_tls: bool) -> Self {
+        Self {
+            coordinator,
+            auth,
+            mutual_tls,
+        }
     }
+}
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), CoordinatorError> {
-        auth::authenticate(self.token.as_ref(), request.metadata(), Audience::Probe)
+/// The DNS names of the client certificate of a stream (its subject alternative names).
+fn certificate_names<T>(request: &Request<T>) -> Vec<String> {
+    let Some(chain) = request.peer_certs() else {
+        return Vec::new();
+    };
+    let Some(leaf) = chain.first() else {
+        return Vec::new();
+    };
+    match webpki::EndEntityCert::try_from(leaf) {
+        Ok(cert) => cert.valid_dns_names().map(str::to_owned).collect(),
+        Err(e) => {
+            tracing::warn!(error = ?e, "cannot read the client certificate's names");
+            Vec::new()
+        }
     }
 }
 
@@ -53,7 +70,8 @@ impl<S: Store> ProbeService for ProbeApi<S> {
         &self,
         request: Request<Streaming<ProbeMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        self.authenticate(&request)?;
+        let credential = self.auth.credential(request.metadata())?;
+        let cert_names = self.mutual_tls.then(|| certificate_names(&request));
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -67,8 +85,17 @@ impl<S: Store> ProbeService for ProbeApi<S> {
             .into());
         };
         validate_hello(&hello)?;
+        let authenticated = auth::bind_identity(
+            &hello.name,
+            &hello.region,
+            &credential,
+            cert_names.as_deref(),
+        )?;
         let (tx, rx) = mpsc::channel(1024);
-        let session = self.coordinator.probe_connected(&hello, tx.clone()).await?;
+        let session = self
+            .coordinator
+            .probe_connected(&hello, authenticated, tx.clone())
+            .await?;
         let coordinator = self.coordinator.clone();
         let silence = coordinator.config().heartbeat_interval * 3;
         tokio::spawn(async move {

@@ -62,6 +62,7 @@ fn probes(list: &[(&str, &str, bool)]) -> HashMap<String, LiveProbe> {
                     version: "t".into(),
                     session: connected.then(|| Session { id: 1, tx }),
                     last_seen_ms: 0,
+                    authenticated: true,
                 },
             )
         })
