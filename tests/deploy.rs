@@ -219,3 +219,53 @@ fn every_flag_in_the_deployment_files_exists() {
     let binaries: BTreeSet<&String> = used.iter().map(|(_, b, _)| b).collect();
     assert!(binaries.len() >= 2, "{binaries:?}");
 }
+
+/// The files work together: the coordinator requires client certificates, so every probe
+/// they start presents one (the sidecar once did not), and probes in Kubernetes take names
+/// under their region's certificate name.
+#[test]
+fn every_probe_presents_what_the_coordinator_requires() {
+    let used = flags_used();
+    let coordinators: BTreeSet<&String> = used
+        .iter()
+        .filter(|(_, b, f)| b == "postflight-coordinator" && f == "--tls-client-ca")
+        .map(|(file, _, _)| file)
+        .collect();
+    assert!(!coordinators.is_empty(), "the examples use mutual TLS");
+    let probe_files: BTreeSet<&String> = used
+        .iter()
+        .filter(|(_, b, _)| b == "postflight-probe")
+        .map(|(file, _, _)| file)
+        .collect();
+    assert!(probe_files.len() >= 3, "{probe_files:?}");
+    for file in probe_files {
+        for flag in ["--tls-ca", "--tls-cert", "--tls-key"] {
+            assert!(
+                used.iter()
+                    .any(|(f, b, g)| f == file && b == "postflight-probe" && g == flag),
+                "{file}: the probe has no {flag}, but the coordinator requires client certificates"
+            );
+        }
+    }
+    for (file, doc) in manifests() {
+        for c in doc["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            if c["args"][0] != "postflight-probe" {
+                continue;
+            }
+            let name = c["env"]
+                .as_array()
+                .and_then(|env| env.iter().find(|e| e["name"] == "POSTFLIGHT_PROBE_NAME"))
+                .and_then(|e| e["value"].as_str())
+                .unwrap_or_else(|| panic!("{}: no POSTFLIGHT_PROBE_NAME value", file.display()));
+            assert!(
+                name.starts_with("$(POD_NAME).") && name.ends_with(".probes"),
+                "{}: {name}",
+                file.display()
+            );
+        }
+    }
+}

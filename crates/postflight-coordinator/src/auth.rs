@@ -189,7 +189,7 @@ pub fn bind_identity(
         bound = true;
     }
     if let Some(names) = cert_names {
-        if !names.iter().any(|n| n == name) {
+        if !names.iter().any(|n| certificate_name_matches(n, name)) {
             let shown = if names.is_empty() {
                 "no DNS name".to_owned()
             } else {
@@ -203,6 +203,19 @@ pub fn bind_identity(
         bound = true;
     }
     Ok(bound)
+}
+
+/// Whether a certificate's DNS name covers a probe name: exactly, or as a wildcard for one
+/// label (`*.eu-west.probes` covers `pod-7f9c.eu-west.probes`), so that the replicas of a
+/// Deployment can share one certificate and still only take names under its suffix.
+fn certificate_name_matches(certified: &str, name: &str) -> bool {
+    match certified.strip_prefix("*.") {
+        Some(suffix) => name
+            .strip_suffix(suffix)
+            .and_then(|head| head.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        None => certified == name,
+    }
 }
 
 /// The interceptor in front of `ValidationService`.
@@ -384,6 +397,21 @@ mod tests {
             err.to_string()
                 .starts_with("the client certificate is for probe-a")
         );
+        let wildcard = vec!["*.eu-west.probes".to_owned()];
+        for (name, ok) in [
+            ("pod-7f9c.eu-west.probes", true),
+            ("eu-west.probes", false),
+            (".eu-west.probes", false),
+            ("a.b.eu-west.probes", false),
+            ("pod.us-east.probes", false),
+            ("pod.xeu-west.probes", false),
+        ] {
+            assert_eq!(
+                bind_identity(name, "eu", &open, Some(&wildcard)).is_ok(),
+                ok,
+                "{name}"
+            );
+        }
     }
 
     #[test]
