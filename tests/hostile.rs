@@ -508,3 +508,97 @@ fn an_unauthenticated_coordinator_stays_on_loopback() {
         assert!(proc.is_running(), "{extra:?}");
     }
 }
+
+/// A probe that stops reading its stream (it answers HTTP/2 pings, so the connection looks
+/// alive) once stalled `SubmitRun`, other probes' hellos and the end of runs. Now its queue
+/// fills, it is cut off, and everyone else goes on: every `SubmitRun` returns, and another
+/// probe's runs flow from assignment to report throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_that_stops_reading_is_cut_off_without_stalling_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("postflight.db").display());
+    let log = dir.path().join("coordinator.log");
+    let (mut coordinator, url) = spawn_coordinator(0, &database, &[], &log);
+    let slow = FakeProbe::connect(&url, hello("slow-1", "slow"), None)
+        .await
+        .unwrap();
+    let _still_open = slow.stop_reading();
+    let mut client = operator(&url).await;
+    // Assignments carry the plan: 2 MiB each fill the slow probe's queue within a few dozen.
+    let heavy = format!(
+        "name: heavy\n#{}\nchecks:\n  - name: answers\n    http: {{url: \"http://127.0.0.1:9/\"}}\npolicy: {{regions: [slow]}}\n",
+        "x".repeat(2 << 20)
+    );
+    let light = "name: light\nchecks:\n  - name: answers\n    http: {url: \"http://127.0.0.1:9/\"}\npolicy: {regions: [fast]}\n";
+    let submit = |client: &mut v1::validation_service_client::ValidationServiceClient<
+        tonic::transport::Channel,
+    >,
+                  yaml: &str| {
+        let request = v1::SubmitRunRequest {
+            plan_yaml: yaml.to_owned(),
+            origin: "p.yaml".to_owned(),
+            options: Some(v1::RunOptions {
+                timeout_ms: 120_000,
+                ..Default::default()
+            }),
+        };
+        let mut client = client.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), client.submit_run(request))
+                .await
+                .expect("SubmitRun stalled")
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut fast = FakeProbe::connect(&url, hello("fast-1", "fast"), None)
+        .await
+        .unwrap();
+    let mut cut_at = None;
+    for i in 0..100 {
+        submit(&mut client, &heavy).await;
+        if i % 8 == 0 {
+            // Another probe's run: assigned, answered, reported.
+            let run = submit(&mut client, light).await;
+            let assignment = fast.assignment(Duration::from_secs(20)).await;
+            assert_eq!(assignment.run_id, run.run_id);
+            assert!(
+                fast.send(Kind::Results(ResultBatch {
+                    results: vec![honest(&assignment, &format!("fast-{i}"))],
+                }))
+                .await
+            );
+            assert!(
+                fast.send(Kind::Finished(v1::AssignmentFinished {
+                    assignment_id: assignment.assignment_id.clone(),
+                    run_id: run.run_id.clone(),
+                    results: 1,
+                }))
+                .await
+            );
+            let report = wait_for_report(&url, &run.run_id).await;
+            assert_eq!(report.status, "FAIL");
+        }
+        if std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("probe stopped reading its stream: disconnected")
+        {
+            cut_at = Some(i);
+            break;
+        }
+    }
+    let cut_at = cut_at.expect("the silent probe was never cut off");
+    assert!(cut_at > 3, "cut off after {cut_at} runs: too eager");
+    // After the cut, the rest goes on as before.
+    let run = submit(&mut client, light).await;
+    let assignment = fast.assignment(Duration::from_secs(20)).await;
+    assert_eq!(assignment.run_id, run.run_id);
+    assert!(coordinator.is_running());
+    let probes = client
+        .list_probes(v1::ListProbesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let slow = probes.probes.iter().find(|p| p.name == "slow-1").unwrap();
+    assert!(!slow.connected, "{slow:?}");
+}

@@ -4,6 +4,7 @@
 //! persisted before it is announced, so a restarted coordinator resumes from the database:
 //! runs continue, probes reconnect and replay what they buffered, replays are stored once.
 
+pub mod link;
 mod monitor;
 mod rollback;
 pub mod state;
@@ -31,7 +32,7 @@ use crate::storage::{
     AssignmentRecord, AssignmentStatus, BatchRecord, ProbeRecord, RunRecord, RunStatus, Store,
     StoreError,
 };
-use state::{ActiveRun, LiveAssignment, LiveProbe, ProbeSender, Session};
+use state::{ActiveRun, LiveAssignment, LiveProbe, ProbeLink, Session};
 
 /// Tunables of a coordinator.
 #[derive(Debug, Clone)]
@@ -136,7 +137,7 @@ pub struct Finished {
 struct Dispatch {
     record: AssignmentRecord,
     message: v1::CoordinatorMessage,
-    tx: Option<ProbeSender>,
+    link: Option<ProbeLink>,
 }
 
 /// Counts stored results in the metrics: one label lookup per check and status of a group,
@@ -554,15 +555,15 @@ impl<S: Store> Coordinator<S> {
                         deadline_unix_ms: run.deadline_unix_ms.max(0) as u64,
                     })),
                 };
-                let tx = state
+                let link = state
                     .probes
                     .get(&probe)
                     .and_then(|p| p.session.as_ref())
-                    .map(|s| s.tx.clone());
+                    .map(|s| s.link.clone());
                 dispatches.push(Dispatch {
                     record,
                     message,
-                    tx,
+                    link,
                 });
             }
             let started = !dispatches.is_empty() && run.record.status == RunStatus::Pending;
@@ -586,8 +587,8 @@ impl<S: Store> Coordinator<S> {
         }
         for d in dispatches {
             tracing::info!(run_id, assignment = %d.record.assignment_id, probe = %d.record.probe, region = %d.record.region, "assigned");
-            if let Some(tx) = d.tx {
-                let _ = tx.send(Ok(d.message)).await;
+            if let Some(link) = d.link {
+                link.send(Ok(d.message));
             }
         }
         Ok(())
@@ -790,8 +791,7 @@ impl<S: Store> Coordinator<S> {
             }
         }
         for (probe, assignment_id) in cancels {
-            let tx = self.probe_tx(&probe);
-            if let Some(tx) = tx {
+            if let Some(link) = self.probe_link(&probe) {
                 let message = v1::CoordinatorMessage {
                     kind: Some(v1::coordinator_message::Kind::Cancel(
                         v1::CancelAssignment {
@@ -800,7 +800,7 @@ impl<S: Store> Coordinator<S> {
                         },
                     )),
                 };
-                let _ = tx.send(Ok(message)).await;
+                link.send(Ok(message));
             }
         }
         tracing::info!(
@@ -922,12 +922,12 @@ impl<S: Store> Coordinator<S> {
 
     // ----- probes ------------------------------------------------------------------------
 
-    fn probe_tx(&self, probe: &str) -> Option<ProbeSender> {
+    fn probe_link(&self, probe: &str) -> Option<ProbeLink> {
         self.state()
             .probes
             .get(probe)
             .and_then(|p| p.session.as_ref())
-            .map(|s| s.tx.clone())
+            .map(|s| s.link.clone())
     }
 
     /// Registers a probe's stream, welcomes it and hands it the work waiting for its region;
@@ -938,7 +938,7 @@ impl<S: Store> Coordinator<S> {
         &self,
         hello: &v1::Hello,
         authenticated: bool,
-        tx: ProbeSender,
+        link: ProbeLink,
     ) -> CoordinatorResult<u64> {
         let now = now_ms();
         self.inner
@@ -955,7 +955,7 @@ impl<S: Store> Coordinator<S> {
                 .probes
                 .get(&hello.name)
                 .and_then(|p| p.session.as_ref())
-                .filter(|s| !s.tx.is_closed())
+                .filter(|s| !s.link.is_closed())
             {
                 return Err(CoordinatorError::AlreadyExists(format!(
                     "probe {} is already connected (session {}): give every probe its own \
@@ -972,7 +972,10 @@ impl<S: Store> Coordinator<S> {
                     region: hello.region.clone(),
                     labels: hello.labels.clone().into_iter().collect(),
                     version: hello.version.clone(),
-                    session: Some(Session { id: session, tx }),
+                    session: Some(Session {
+                        id: session,
+                        link: link.clone(),
+                    }),
                     last_seen_ms: now,
                     authenticated,
                 },
@@ -1007,33 +1010,40 @@ impl<S: Store> Coordinator<S> {
             let run_ids: Vec<String> = state.runs.keys().cloned().collect();
             (session, drop, lost, run_ids)
         };
-        self.inner
-            .store
-            .upsert_probe(&ProbeRecord {
-                name: hello.name.clone(),
-                region: hello.region.clone(),
-                labels: hello.labels.clone().into_iter().collect(),
-                version: hello.version.clone(),
-                last_seen_ms: now,
-            })
-            .await?;
-        for record in &lost {
-            self.inner.store.update_assignment(record).await?;
-        }
-        tracing::info!(probe = %hello.name, region = %hello.region, session, "probe connected");
-        let welcome = v1::CoordinatorMessage {
-            kind: Some(v1::coordinator_message::Kind::Welcome(v1::Welcome {
-                coordinator_version: self.inner.config.version.clone(),
-                heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u32,
-                drop_assignments: drop,
-            })),
+        // Registered: from here on a failure unregisters it, so that no session that
+        // looks connected is left without a stream.
+        let welcomed = async {
+            self.inner
+                .store
+                .upsert_probe(&ProbeRecord {
+                    name: hello.name.clone(),
+                    region: hello.region.clone(),
+                    labels: hello.labels.clone().into_iter().collect(),
+                    version: hello.version.clone(),
+                    last_seen_ms: now,
+                })
+                .await?;
+            for record in &lost {
+                self.inner.store.update_assignment(record).await?;
+            }
+            tracing::info!(probe = %hello.name, region = %hello.region, session, "probe connected");
+            link.send(Ok(v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Welcome(v1::Welcome {
+                    coordinator_version: self.inner.config.version.clone(),
+                    heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u32,
+                    drop_assignments: drop,
+                })),
+            }));
+            // Work may be waiting for this region.
+            for run_id in run_ids {
+                self.dispatch_pending(&run_id).await?;
+            }
+            Ok::<(), CoordinatorError>(())
         };
-        if let Some(tx) = self.probe_tx(&hello.name) {
-            let _ = tx.send(Ok(welcome)).await;
-        }
-        // Work may be waiting for this region.
-        for run_id in run_ids {
-            self.dispatch_pending(&run_id).await?;
+        if let Err(e) = welcomed.await {
+            link.cut();
+            self.probe_disconnected(&hello.name, session).await;
+            return Err(e);
         }
         Ok(session)
     }

@@ -9,12 +9,12 @@ use postflight_plan::model::{Plan, ProbesPerRegion};
 use postflight_plan::report::RegionResult;
 use postflight_plan::secrets::Secrets;
 use postflight_proto::v1;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use crate::storage::{AssignmentRecord, AssignmentStatus, RunRecord};
 
 /// Messages to one probe's stream.
-pub type ProbeSender = mpsc::Sender<Result<v1::CoordinatorMessage, tonic::Status>>;
+pub use super::link::ProbeLink;
 
 /// A probe the coordinator knows in this process.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ pub struct Session {
     /// Distinguishes a reconnect from the stream it replaces.
     pub id: u64,
     /// Where to send.
-    pub tx: ProbeSender,
+    pub link: ProbeLink,
 }
 
 /// An assignment and the results received for it.

@@ -31,7 +31,7 @@ async fn connect(
     region: &str,
     active: &[&str],
 ) -> (u64, Rx) {
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, mut rx) = ProbeLink::channel(64);
     let hello = v1::Hello {
         name: name.into(),
         region: region.into(),
@@ -466,7 +466,7 @@ async fn a_second_live_session_for_a_name_is_refused() {
         region: "us".into(),
         ..Default::default()
     };
-    let (tx, _rx) = mpsc::channel(4);
+    let (tx, _rx) = ProbeLink::channel(4);
     let err = c.probe_connected(&hello, true, tx).await.unwrap_err();
     assert!(
         matches!(&err, CoordinatorError::AlreadyExists(m) if m.starts_with("probe eu-1 is already connected")),

@@ -3,17 +3,16 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures::FutureExt;
 use postflight_proto::v1::probe_message::Kind;
 use postflight_proto::v1::probe_service_server::ProbeService;
 use postflight_proto::v1::{self, CoordinatorMessage, ProbeMessage};
-use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, ProbeAuth};
 use crate::engine::Coordinator;
-use crate::engine::state::ProbeSender;
+use crate::engine::link::{self, ProbeLink};
 use crate::error::CoordinatorError;
 use crate::storage::Store;
 
@@ -91,38 +90,62 @@ impl<S: Store> ProbeService for ProbeApi<S> {
             &credential,
             cert_names.as_deref(),
         )?;
-        let (tx, rx) = mpsc::channel(1024);
+        let (link, rx) = ProbeLink::channel(link::QUEUE);
         let session = self
             .coordinator
-            .probe_connected(&hello, authenticated, tx.clone())
+            .probe_connected(&hello, authenticated, link.clone())
             .await?;
+        let outbound = link.outbound(rx);
         let coordinator = self.coordinator.clone();
         let silence = coordinator.config().heartbeat_interval * 3;
-        tokio::spawn(async move {
-            let name = hello.name.clone();
-            loop {
-                let next = tokio::time::timeout(silence, inbound.message()).await;
-                let message = match next {
-                    Ok(Ok(Some(message))) => message,
-                    Ok(Ok(None)) => break,
-                    Ok(Err(status)) => {
-                        tracing::debug!(probe = %name, %status, "probe stream error");
+        let name = hello.name.clone();
+        let reader = {
+            let (coordinator, link, name) = (coordinator.clone(), link.clone(), name.clone());
+            async move {
+                let cut_off = link.cut_off();
+                tokio::pin!(cut_off);
+                loop {
+                    let next = tokio::select! {
+                        next = tokio::time::timeout(silence, inbound.message()) => next,
+                        () = &mut cut_off => {
+                            tracing::warn!(probe = %name, "probe stopped reading its stream: disconnected");
+                            break;
+                        }
+                    };
+                    let message = match next {
+                        Ok(Ok(Some(message))) => message,
+                        Ok(Ok(None)) => break,
+                        Ok(Err(status)) => {
+                            tracing::debug!(probe = %name, %status, "probe stream error");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!(probe = %name, "probe silent for {silence:?}: closing its stream");
+                            break;
+                        }
+                    };
+                    coordinator.probe_seen(&name);
+                    if let Err(status) = handle(&coordinator, &name, message, &link).await {
+                        link.send(Err(status));
                         break;
                     }
-                    Err(_) => {
-                        tracing::warn!(probe = %name, "probe silent for {silence:?}: closing its stream");
-                        break;
-                    }
-                };
-                coordinator.probe_seen(&name);
-                if let Err(status) = handle(&coordinator, &name, message, &tx).await {
-                    let _ = tx.send(Err(status)).await;
-                    break;
                 }
             }
+        };
+        tokio::spawn(async move {
+            // Whatever ends the reader, a panic included, the session ends with it: a
+            // session that looks connected without a reader would be handed work forever.
+            if std::panic::AssertUnwindSafe(reader)
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!(probe = %name, "the probe's stream handler panicked; disconnecting it");
+            }
+            link.cut();
             coordinator.probe_disconnected(&name, session).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(outbound)))
     }
 }
 
@@ -130,7 +153,7 @@ async fn handle<S: Store>(
     coordinator: &Coordinator<S>,
     probe: &str,
     message: ProbeMessage,
-    tx: &ProbeSender,
+    link: &ProbeLink,
 ) -> Result<(), Status> {
     match message.kind {
         Some(Kind::Heartbeat(_)) => {}
@@ -141,7 +164,7 @@ async fn handle<S: Store>(
                     result_ids: acked,
                 })),
             };
-            let _ = tx.send(Ok(ack)).await;
+            link.send(Ok(ack));
         }
         Some(Kind::Finished(finished)) => {
             postflight_proto::check_finished(&finished)

@@ -3,7 +3,6 @@ use std::time::Duration;
 
 use postflight_plan::vars::Expander;
 use postflight_plan::{CheckStatus, parse_plan};
-use tokio::sync::mpsc;
 
 use super::*;
 use crate::storage::RunStatus;
@@ -53,14 +52,14 @@ fn run(per_region: &str) -> ActiveRun {
 fn probes(list: &[(&str, &str, bool)]) -> HashMap<String, LiveProbe> {
     list.iter()
         .map(|(name, region, connected)| {
-            let (tx, _rx) = mpsc::channel(1);
+            let (link, _rx) = ProbeLink::channel(1);
             (
                 name.to_string(),
                 LiveProbe {
                     region: region.to_string(),
                     labels: BTreeMap::new(),
                     version: "t".into(),
-                    session: connected.then(|| Session { id: 1, tx }),
+                    session: connected.then(|| Session { id: 1, link }),
                     last_seen_ms: 0,
                     authenticated: true,
                 },

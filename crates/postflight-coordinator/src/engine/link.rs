@@ -1,0 +1,169 @@
+//! The coordinator's end of a probe's stream.
+//!
+//! Messages to a probe are queued without waiting: the code that sends them (a `SubmitRun`,
+//! another probe's results ending a run, a monitor's round) must never stall because one
+//! probe stopped reading. A probe whose queue is full is cut off instead: its stream ends
+//! (what was queued is dropped; it gets it again as assignments when it reconnects), its
+//! reader stops, and its assignments move on after the grace period like any disconnect.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::{Stream, StreamExt};
+use postflight_proto::v1;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+/// What goes to a probe: a message, or the status that ends its stream.
+pub type Outgoing = Result<v1::CoordinatorMessage, tonic::Status>;
+
+/// How many messages may wait for a probe before it counts as not reading.
+pub const QUEUE: usize = 1024;
+/// How many bytes may wait for a probe: assignments carry whole plans (up to 4 MiB), so a
+/// count alone would let one silent probe hold gigabytes.
+pub const QUEUE_BYTES: usize = 64 << 20;
+
+/// A cheap handle to one probe stream.
+#[derive(Debug, Clone)]
+pub struct ProbeLink {
+    tx: mpsc::Sender<Outgoing>,
+    cut: Arc<watch::Sender<bool>>,
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+fn size(message: &Outgoing) -> usize {
+    match message {
+        Ok(m) => prost::Message::encoded_len(m),
+        Err(status) => status.message().len(),
+    }
+}
+
+impl ProbeLink {
+    /// A link and the receiving end of its queue.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>) {
+        Self::bounded(capacity, QUEUE_BYTES)
+    }
+
+    /// [`ProbeLink::channel`] with a byte budget of its own.
+    pub fn bounded(capacity: usize, budget: usize) -> (Self, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let (cut, _) = watch::channel(false);
+        (
+            Self {
+                tx,
+                cut: Arc::new(cut),
+                queued: Arc::new(AtomicUsize::new(0)),
+                budget,
+            },
+            rx,
+        )
+    }
+
+    /// The stream to answer `Connect` with: the queue, ending as soon as the link is cut.
+    pub fn outbound(
+        &self,
+        rx: mpsc::Receiver<Outgoing>,
+    ) -> impl Stream<Item = Outgoing> + Send + 'static {
+        let cut = self.cut_off();
+        let queued = self.queued.clone();
+        ReceiverStream::new(rx)
+            .map(move |message| {
+                queued.fetch_sub(size(&message), Ordering::Relaxed);
+                message
+            })
+            .take_until(Box::pin(cut))
+    }
+
+    /// Queues `message`; false when it was not queued. A full queue (in messages or bytes)
+    /// cuts the link.
+    pub fn send(&self, message: Outgoing) -> bool {
+        let bytes = size(&message);
+        if self.queued.load(Ordering::Relaxed) + bytes > self.budget {
+            self.cut();
+            return false;
+        }
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        match self.tx.try_send(message) {
+            Ok(()) => true,
+            Err(e) => {
+                self.queued.fetch_sub(bytes, Ordering::Relaxed);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.cut();
+                }
+                false
+            }
+        }
+    }
+
+    /// Ends the stream.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Whether the stream is gone: cut, or its receiver dropped (the connection closed).
+    pub fn is_closed(&self) -> bool {
+        *self.cut.borrow() || self.tx.is_closed()
+    }
+
+    /// Completes once the link is cut.
+    pub fn cut_off(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut watch = self.cut.subscribe();
+        async move {
+            let _ = watch.wait_for(|cut| *cut).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack() -> Outgoing {
+        Ok(v1::CoordinatorMessage::default())
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_cuts_the_link_without_waiting() {
+        let (link, rx) = ProbeLink::channel(2);
+        let mut out = Box::pin(link.outbound(rx));
+        assert!(link.send(ack()) && link.send(ack()));
+        assert!(!link.is_closed());
+        // The probe reads nothing: the third message does not wait, it cuts.
+        assert!(!link.send(ack()));
+        assert!(link.is_closed());
+        tokio::time::timeout(std::time::Duration::from_secs(1), link.cut_off())
+            .await
+            .unwrap();
+        // The stream ends at once, queued messages dropped.
+        assert!(out.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_byte_budget_cuts_a_link_before_the_count_does() {
+        let big = || {
+            Ok(v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Assignment(v1::Assignment {
+                    plan_yaml: "x".repeat(1000),
+                    ..Default::default()
+                })),
+            })
+        };
+        let (link, rx) = ProbeLink::bounded(100, 2500);
+        let mut out = Box::pin(link.outbound(rx));
+        assert!(link.send(big()) && link.send(big()));
+        // Reading frees budget.
+        assert!(out.next().await.is_some());
+        assert!(link.send(big()));
+        assert!(!link.send(big()));
+        assert!(link.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_receiver_closes_the_link() {
+        let (link, rx) = ProbeLink::channel(2);
+        drop(rx);
+        assert!(link.is_closed());
+        assert!(!link.send(ack()));
+    }
+}
