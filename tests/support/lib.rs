@@ -563,7 +563,8 @@ pub fn run_postflight(args: &[&str], env: &[(&str, &str)]) -> Finished {
 
 /// A child process killed (SIGKILL) when dropped.
 pub struct Proc {
-    child: std::process::Child,
+    /// The process.
+    pub child: std::process::Child,
     /// What it was, for messages.
     pub label: String,
 }

@@ -195,3 +195,75 @@ async fn sqlite_missing_file_is_not_created() {
     );
     assert!(!path.exists(), "a validation must not create the database");
 }
+
+/// Every known way out of a session's read-only default, tried on a real PostgreSQL: one
+/// query that switches the default off and writes, one that commits in between, one that
+/// switches the transaction itself. Each is refused and the data is untouched, also for the
+/// check's next query on the same connection.
+#[tokio::test]
+async fn postgres_queries_cannot_write_by_any_trick() {
+    let db = ScratchDb::create().await;
+    db.execute(SEED_SCHEMA).await;
+    let tricks = [
+        (
+            "SET default_transaction_read_only = off; DELETE FROM sessions",
+            "a query must be a single statement",
+        ),
+        (
+            "SET default_transaction_read_only = off; COMMIT; DELETE FROM sessions",
+            "a query must be a single statement",
+        ),
+        ("SET transaction_read_only = off", "transaction_read_only"),
+        ("DELETE FROM sessions", "read-only transaction"),
+        ("CREATE TABLE intruder (a int)", "read-only transaction"),
+    ];
+    for (sql, refusal) in tricks {
+        // A SET as the query before, on the same connection, does not survive either.
+        let queries = format!(
+            "[{{sql: \"SET default_transaction_read_only = off\", expect: {{}}}}, {{sql: \"{sql}\", expect: {{}}}}, {{sql: \"SELECT count(*) FROM sessions\", expect: {{min: 3}}}}]"
+        );
+        let yaml = format!(
+            "name: db\nchecks:\n  - name: tricks\n    database:\n      url: \"{}\"\n      queries: {queries}\n",
+            db.url
+        );
+        let o = run(&yaml).await;
+        assert_eq!(o.status, CheckStatus::Fail, "{sql}: {}", o.message);
+        assert!(o.message.contains(refusal), "{sql}: {}", o.message);
+        assert!(
+            !o.message.contains("below"),
+            "{sql}: the data changed: {}",
+            o.message
+        );
+    }
+    let again = run(&integrity_plan(&db.url, "")).await;
+    assert_eq!(again.status, CheckStatus::Pass, "{}", again.message);
+}
+
+/// A migration holds a table's lock: the check's query gives up after the server-side lock
+/// timeout instead of queueing in front of everyone else until the check's own timeout.
+#[tokio::test]
+async fn postgres_queries_do_not_queue_behind_a_migration() {
+    use sqlx::Connection;
+    let db = ScratchDb::create().await;
+    db.execute(SEED_SCHEMA).await;
+    let mut migration = sqlx::postgres::PgConnection::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut migration)
+        .await
+        .unwrap();
+    let yaml = format!(
+        "name: db\nchecks:\n  - name: locked\n    timeout: 20s\n    database:\n      url: \"{}\"\n      queries: [{{sql: \"SELECT count(*) FROM sessions\", expect: {{min: 1}}}}]\n",
+        db.url
+    );
+    let o = run(&yaml).await;
+    assert_eq!(o.status, CheckStatus::Fail, "{}", o.message);
+    assert!(o.message.contains("lock timeout"), "{}", o.message);
+    // The lock timeout answered, not the check's 20 s timeout.
+    assert!(!o.message.contains("did not answer"), "{}", o.message);
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut migration)
+        .await
+        .unwrap();
+}

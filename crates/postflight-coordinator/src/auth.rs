@@ -218,6 +218,65 @@ fn certificate_name_matches(certified: &str, name: &str) -> bool {
     }
 }
 
+/// Whether an HTTP `Authorization` header carries the operator token: `Bearer TOKEN` for
+/// scripts, or `Basic` with the token as the password (any user name) so that a browser's
+/// login prompt opens the status page. Anyone is let in when no token is configured.
+pub fn http_authorized(expected: Option<&Secret>, header: Option<&str>) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let Some(header) = header else {
+        return false;
+    };
+    if let Some(token) = header.strip_prefix("Bearer ") {
+        return expected.matches(token.trim().as_bytes());
+    }
+    let Some(encoded) = header.strip_prefix("Basic ") else {
+        return false;
+    };
+    let Some(decoded) = base64_decode(encoded.trim()) else {
+        return false;
+    };
+    match decoded.iter().position(|b| *b == b':') {
+        Some(colon) => expected.matches(&decoded[colon + 1..]),
+        None => false,
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), as browsers send Basic credentials.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() % 4 != 0 || bytes.len() > 4096 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (i, chunk) in bytes.chunks(4).enumerate() {
+        let last = i == bytes.len() / 4 - 1;
+        let pad = chunk.iter().rev().take_while(|b| **b == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for (j, c) in chunk.iter().enumerate() {
+            let v = if j >= 4 - pad { 0 } else { value(*c)? };
+            n = (n << 6) | v;
+        }
+        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&decoded[..3 - pad]);
+    }
+    Some(out)
+}
+
 /// The interceptor in front of `ValidationService`.
 #[derive(Debug, Clone)]
 pub struct OperatorAuth(pub Option<Secret>);
@@ -436,5 +495,28 @@ mod tests {
         ] {
             assert_eq!(ProbeTokens::parse(text, "t").unwrap_err(), expected);
         }
+    }
+
+    #[test]
+    fn the_status_page_takes_bearer_or_basic_credentials() {
+        let token = Secret::new("op-token");
+        let expected = Some(&token);
+        assert!(http_authorized(None, None));
+        assert!(!http_authorized(expected, None));
+        assert!(http_authorized(expected, Some("Bearer op-token")));
+        assert!(!http_authorized(expected, Some("Bearer nope")));
+        // "admin:op-token" and ":op-token".
+        assert!(http_authorized(
+            expected,
+            Some("Basic YWRtaW46b3AtdG9rZW4=")
+        ));
+        assert!(http_authorized(expected, Some("Basic Om9wLXRva2Vu")));
+        assert!(!http_authorized(expected, Some("Basic YWRtaW46bm9wZQ==")));
+        assert!(!http_authorized(expected, Some("Basic !!!!")));
+        assert!(!http_authorized(expected, Some("Basic YWRtaW4=")));
+        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
+        assert_eq!(base64_decode("aGkh").unwrap(), b"hi!");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert!(base64_decode("a=bc").is_none());
     }
 }

@@ -32,6 +32,9 @@ pub enum CoordinatorError {
     /// The thing exists already (a second live session for a probe name).
     #[error("{0}")]
     AlreadyExists(String),
+    /// Not now: the coordinator is stopping; try again (elsewhere) shortly.
+    #[error("{0}")]
+    Unavailable(String),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -68,6 +71,7 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::Unauthenticated(m) => Status::unauthenticated(m),
             CoordinatorError::PermissionDenied(m) => Status::permission_denied(m),
             CoordinatorError::AlreadyExists(m) => Status::already_exists(m),
+            CoordinatorError::Unavailable(m) => Status::unavailable(m),
             CoordinatorError::Store(inner) => {
                 tracing::error!(error = %inner, "storage failure");
                 Status::internal("storage failure; see the coordinator's log")

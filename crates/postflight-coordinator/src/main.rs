@@ -12,6 +12,7 @@ use postflight_coordinator::storage::AnyStore;
 use postflight_coordinator::{Config, Coordinator, grpc, http};
 use postflight_ops::logging::{self, LogFormat};
 use postflight_ops::secret;
+use postflight_ops::shutdown::Shutdown;
 use postflight_ops::tls::ServerTls;
 
 /// Dispatches validation plans to regional probes, merges their results into one verdict and
@@ -253,15 +254,15 @@ async fn main() -> anyhow::Result<()> {
         let _ = writeln!(out, "postflight-coordinator listening on {addr}");
         let _ = out.flush();
     }
+    let shutdown = Shutdown::on_signals().context("cannot listen for SIGTERM and SIGINT")?;
     if let Some(listener) = http {
         let http_addr = listener.local_addr()?;
         tracing::info!(%http_addr, "metrics, health and status page served over HTTP");
         let served = coordinator.clone();
+        let stop = shutdown.clone().requested();
+        let token = access.operator_token.clone();
         tokio::spawn(async move {
-            let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            if let Err(e) = http::serve(served, listener, stop).await {
+            if let Err(e) = http::serve(served, listener, token, stop).await {
                 tracing::error!(error = %e, "the HTTP server stopped");
             }
         });
@@ -275,16 +276,30 @@ async fn main() -> anyhow::Result<()> {
         operator_token = access.operator_token.is_some(),
         "coordinator started"
     );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+    // On SIGTERM or SIGINT: no new connections, probe streams closed once what they were
+    // writing is stored, then a bounded wait for the rest; all within the grace period.
+    let stopping = coordinator.clone();
+    let stop = shutdown.clone();
+    let drained = async move {
+        stop.requested().await;
+        stopping.shut_down(Duration::from_secs(4)).await;
     };
     let settling = coordinator.clone();
-    let served = grpc::serve(coordinator, listener, access, shutdown).await;
-    // A rollback action that is running finishes and records its outcome: stopping it halfway
-    // would leave a half-done undo recorded as interrupted.
-    let limit = postflight_rollback::ACTION_TIMEOUT + std::time::Duration::from_secs(10);
-    if tokio::time::timeout(limit, settling.settle_actions())
+    let serving = grpc::serve(coordinator, listener, access, drained);
+    let served = tokio::select! {
+        served = serving => served,
+        () = async {
+            shutdown.clone().requested().await;
+            tokio::time::sleep(Duration::from_secs(6)).await;
+        } => {
+            tracing::warn!("client streams still open after 6s; closing them");
+            Ok(())
+        }
+    };
+    // A rollback action that is running gets what is left of the grace period to record its
+    // outcome; one still running at exit is recorded interrupted when the coordinator starts
+    // again (never run twice).
+    if tokio::time::timeout(Duration::from_secs(2), settling.settle_actions())
         .await
         .is_err()
     {
@@ -292,5 +307,6 @@ async fn main() -> anyhow::Result<()> {
             "a rollback action is still running at exit; it will be recorded interrupted"
         );
     }
+    tracing::info!("stopped");
     served
 }

@@ -1,10 +1,11 @@
 //! Operational plumbing the three binaries share, so that a flag means the same thing in the
 //! coordinator, the probe and the CLI: TLS material ([`tls`]), tokens read from flags or files
-//! ([`secret`]), and log output ([`logging`]).
+//! ([`secret`]), log output ([`logging`]) and stopping on signals ([`shutdown`]).
 
 pub mod channel;
 pub mod logging;
 pub mod secret;
+pub mod shutdown;
 pub mod tls;
 
 /// What went wrong while reading operational settings (certificates, keys, token files); the

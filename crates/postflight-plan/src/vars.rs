@@ -16,6 +16,120 @@ use std::collections::HashMap;
 pub trait Lookup: Send + Sync {
     /// The value of `name`, or `None` when it is not set.
     fn get(&self, name: &str) -> Option<String>;
+
+    /// Why `name` may not be read at all (it is outside what this source exposes), or `None`.
+    fn refusal(&self, _name: &str) -> Option<String> {
+        None
+    }
+
+    /// The values of secret-looking variables handed out so far, to be masked wherever they
+    /// might be echoed back.
+    fn secret_values(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The process environment, restricted to the names that match a pattern (`*` stands for
+/// any run of characters): a probe's `--env-allow`. A plan comes from whoever may submit
+/// one; without this, `${probe:AWS_SECRET_ACCESS_KEY}` in a URL would send the probe's cloud
+/// credentials to any server. The values of secret-looking names it hands out are
+/// remembered, so that the probe masks them in everything it sends.
+pub struct AllowedEnv {
+    source: Box<dyn Lookup>,
+    patterns: Vec<String>,
+    denied: Vec<String>,
+    handed: std::sync::Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for AllowedEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AllowedEnv")
+            .field("patterns", &self.patterns)
+            .field("denied", &self.denied)
+            .finish()
+    }
+}
+
+impl AllowedEnv {
+    /// Allows the process environment's names matching `patterns`, except `denied` (the
+    /// probe's own credentials).
+    pub fn new(patterns: Vec<String>, denied: &[&str]) -> Self {
+        Self::over(Box::new(ProcessEnv), patterns, denied)
+    }
+
+    /// [`AllowedEnv::new`] over another source.
+    pub fn over(source: Box<dyn Lookup>, patterns: Vec<String>, denied: &[&str]) -> Self {
+        Self {
+            source,
+            patterns,
+            denied: denied.iter().map(|d| (*d).to_owned()).collect(),
+            handed: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn allows(&self, name: &str) -> bool {
+        !self.denied.iter().any(|d| d == name) && self.patterns.iter().any(|p| glob(p, name))
+    }
+}
+
+/// Whether an environment variable's name says it holds a credential.
+pub fn is_secret_variable(name: &str) -> bool {
+    crate::secrets::is_sensitive_name(name) || name.to_ascii_uppercase().ends_with("KEY")
+}
+
+/// `*`-only glob matching, whole string.
+fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|i| tail.is_char_boundary(*i))
+                .any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+impl Lookup for AllowedEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        if !self.allows(name) {
+            return None;
+        }
+        let value = self.source.get(name)?;
+        if is_secret_variable(name) && !value.is_empty() {
+            self.handed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(value.clone());
+        }
+        Some(value)
+    }
+
+    fn refusal(&self, name: &str) -> Option<String> {
+        (!self.allows(name)).then(|| {
+            if self.denied.iter().any(|d| d == name) {
+                "it holds the probe's own credential".to_owned()
+            } else {
+                format!(
+                    "the probe only exposes variables matching --env-allow ({})",
+                    self.patterns.join(", ")
+                )
+            }
+        })
+    }
+
+    fn secret_values(&self) -> Vec<String> {
+        let mut values = self
+            .handed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        values.sort();
+        values.dedup();
+        values
+    }
 }
 
 /// The process environment.
@@ -77,6 +191,16 @@ pub enum VarError {
         /// Byte offset of the reference in the expanded text.
         offset: usize,
     },
+    /// The source refuses to expose the variable (a probe's `--env-allow`).
+    #[error("variable {name} may not be used here: {reason}")]
+    NotAllowed {
+        /// The variable's name, with `probe:` for probe variables.
+        name: String,
+        /// Why.
+        reason: String,
+        /// Byte offset of the reference in the expanded text.
+        offset: usize,
+    },
     /// Defaults nested deeper than [`MAX_NESTING`].
     #[error("variable defaults are nested more than {MAX_NESTING} deep")]
     TooDeep {
@@ -97,6 +221,7 @@ impl VarError {
         match self {
             VarError::Unset { offset, .. }
             | VarError::Malformed { offset, .. }
+            | VarError::NotAllowed { offset, .. }
             | VarError::TooDeep { offset, .. }
             | VarError::TooLong { offset, .. } => *offset,
         }
@@ -262,6 +387,13 @@ impl<'a> Expander<'a> {
             out.push_str(reference);
             return Ok(());
         };
+        if let Some(reason) = source.refusal(name) {
+            return Err(VarError::NotAllowed {
+                name: format!("{scope}{name}"),
+                reason,
+                offset,
+            });
+        }
         let value = source.get(name);
         match (value, default) {
             (Some(v), Some((_, true))) if v.is_empty() => {}
@@ -461,5 +593,69 @@ mod tests {
         let text = format!("${{{}", "a".repeat(100_000));
         let err = Expander::plan(&env()).expand(&text).unwrap_err();
         assert!(err.to_string().len() < 300, "{err}");
+    }
+
+    #[test]
+    fn the_probe_exposes_only_allowed_variables_and_remembers_secrets() {
+        let process: HashMap<String, String> = [
+            ("PF_TEST_AGENT_URL", "http://agent"),
+            ("PF_TEST_SECRET_ACCESS_KEY", "AKIA-very-secret"),
+            ("POSTFLIGHT_TOKEN", "probe-credential"),
+            ("POSTFLIGHT_API_TOKEN", "api-token-value"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let env = AllowedEnv::over(
+            Box::new(process),
+            vec!["*_URL".into(), "POSTFLIGHT_*".into()],
+            &["POSTFLIGHT_TOKEN"],
+        );
+        let probe = Expander::probe(&env);
+        assert_eq!(
+            probe.expand("${probe:PF_TEST_AGENT_URL}/x").unwrap(),
+            "http://agent/x"
+        );
+        let err = probe
+            .expand("http://evil/${probe:PF_TEST_SECRET_ACCESS_KEY}")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "variable probe:PF_TEST_SECRET_ACCESS_KEY may not be used here: the probe only \
+             exposes variables matching --env-allow (*_URL, POSTFLIGHT_*)"
+        );
+        // Not even behind a default.
+        assert!(
+            probe
+                .expand("${probe:PF_TEST_SECRET_ACCESS_KEY:-x}")
+                .is_err()
+        );
+        let err = probe.expand("${probe:POSTFLIGHT_TOKEN}").unwrap_err();
+        assert!(
+            err.to_string().contains("the probe's own credential"),
+            "{err}"
+        );
+        assert_eq!(
+            probe
+                .expand("Bearer ${probe:POSTFLIGHT_API_TOKEN}")
+                .unwrap(),
+            "Bearer api-token-value"
+        );
+        assert_eq!(env.secret_values(), ["api-token-value"]);
+    }
+
+    #[test]
+    fn globs_match_whole_names() {
+        for (pattern, name, ok) in [
+            ("*_URL", "AGENT_URL", true),
+            ("*_URL", "AGENT_URLS", false),
+            ("POSTFLIGHT_*", "POSTFLIGHT_X", true),
+            ("A*B*C", "AxxBxxC", true),
+            ("A*B*C", "AxxBxx", false),
+            ("EXACT", "EXACT", true),
+            ("*", "ANY", true),
+        ] {
+            assert_eq!(glob(pattern, name), ok, "{pattern} {name}");
+        }
     }
 }

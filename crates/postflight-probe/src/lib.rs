@@ -20,6 +20,7 @@ use postflight_ops::channel::Connector;
 use postflight_ops::secret::Secret;
 use postflight_ops::tls::ClientTls;
 use postflight_plan::parse_plan;
+use postflight_plan::secrets::Secrets;
 use postflight_plan::vars::{Expander, Lookup};
 use postflight_proto::MAX_MESSAGE_BYTES;
 use postflight_proto::v1::probe_service_client::ProbeServiceClient;
@@ -122,6 +123,8 @@ struct Shared {
     executor: Executor,
     state: Mutex<State>,
     wake: Notify,
+    /// Asked to stop: no new assignments; the session ends once everything is delivered.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -129,6 +132,28 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl State {
+    /// Assignments still executing.
+    fn running(&self) -> usize {
+        self.held
+            .values()
+            .filter(|h| h.finished.is_none() && h.rejected.is_none())
+            .count()
+    }
+
+    /// Whether everything this probe has to say was sent in `session` and every result
+    /// acknowledged: then a stopping probe may end its stream.
+    fn delivered(&self, session: u64) -> bool {
+        self.outbox.len() == 0
+            && self.running() == 0
+            && self.held.values().all(|h| h.sent_in == session)
     }
 }
 
@@ -153,35 +178,70 @@ pub async fn run(
         config,
         executor,
         wake: Notify::new(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
-    let forever = async {
-        let mut delays = backoff(&shared.config);
-        loop {
-            match session(&shared).await {
-                Ok(()) => {
-                    tracing::warn!("the coordinator closed the stream; reconnecting");
-                    delays = backoff(&shared.config);
-                }
-                Err(SessionError::Refused(message)) => {
-                    tracing::error!("the coordinator refused this probe: {message}");
-                }
-                Err(SessionError::Lost { welcomed, reason }) => {
-                    if welcomed {
+    let worker = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut delays = backoff(&shared.config);
+            loop {
+                match session(&shared).await {
+                    Ok(()) if shared.stopping() => return,
+                    Ok(()) => {
+                        tracing::warn!("the coordinator closed the stream; reconnecting");
                         delays = backoff(&shared.config);
                     }
-                    tracing::warn!(coordinator = %shared.config.coordinator, "connection lost: {reason}");
+                    Err(SessionError::Refused(message)) => {
+                        tracing::error!("the coordinator refused this probe: {message}");
+                    }
+                    Err(SessionError::Lost { welcomed, reason }) => {
+                        if welcomed {
+                            delays = backoff(&shared.config);
+                        }
+                        tracing::warn!(coordinator = %shared.config.coordinator, "connection lost: {reason}");
+                    }
                 }
+                if shared.stopping() {
+                    return;
+                }
+                forget_expired(&shared);
+                let delay = delays.next().unwrap_or(shared.config.backoff_max);
+                tracing::info!("reconnecting in {delay:?}");
+                tokio::time::sleep(delay).await;
             }
-            forget_expired(&shared);
-            let delay = delays.next().unwrap_or(shared.config.backoff_max);
-            tracing::info!("reconnecting in {delay:?}");
-            tokio::time::sleep(delay).await;
-        }
+        })
     };
+    let abort = worker.abort_handle();
     tokio::select! {
-        () = forever => Ok(()),
-        () = shutdown => Ok(()),
+        _ = worker => return Ok(()),
+        () = shutdown => {}
     }
+    // Drain: no new work; what runs finishes, every result is sent and acknowledged, then the
+    // stream is closed and the coordinator confirms it processed everything before it.
+    shared
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    shared.wake.notify_one();
+    let drained = tokio::time::timeout(
+        postflight_ops::shutdown::GRACE - Duration::from_secs(1),
+        async {
+            while !abort.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+    abort.abort();
+    let (unacked, running) = {
+        let state = shared.state();
+        (state.outbox.len(), state.running())
+    };
+    if drained.is_ok() && unacked == 0 {
+        tracing::info!("stopped: every result delivered");
+    } else {
+        tracing::warn!(unacked, running, "stopped before everything was delivered");
+    }
+    Ok(())
 }
 
 fn backoff(config: &ProbeConfig) -> backon::ExponentialBackoff {
@@ -370,6 +430,12 @@ async fn write_loop(
                 return;
             }
         }
+        if shared.stopping() && shared.state().delivered(session) {
+            // Ending the request stream tells the coordinator this probe is done; it closes
+            // its side once it has processed everything before.
+            tracing::info!("every result delivered; closing the stream");
+            return;
+        }
         tokio::select! {
             () = shared.wake.notified() => {
                 // Let results completing together leave in one batch.
@@ -411,6 +477,9 @@ fn on_message(shared: &Arc<Shared>, message: v1::CoordinatorMessage) {
             let metrics = &shared.config.metrics;
             metrics.acknowledged.inc_by(ack.result_ids.len() as u64);
             metrics.buffered.set(buffered as i64);
+            if buffered == 0 && shared.stopping() {
+                shared.wake.notify_one();
+            }
         }
         Some(coordinator_message::Kind::Welcome(_)) | None => {}
     }
@@ -422,14 +491,20 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
     if shared.state().held.contains_key(&id) {
         return;
     }
-    let plan = match parse_plan(
-        &assignment.plan_yaml,
-        "assignment",
-        Expander::probe(shared.config.vars.as_ref()),
-    ) {
+    let parsed = if shared.stopping() {
+        Err(format!("probe {} is stopping", shared.config.name))
+    } else {
+        parse_plan(
+            &assignment.plan_yaml,
+            "assignment",
+            Expander::probe(shared.config.vars.as_ref()),
+        )
+        .map_err(|errors| format!("probe {} cannot use the plan: {errors}", shared.config.name))
+    };
+    let plan = match parsed {
         Ok(plan) => plan,
-        Err(errors) => {
-            let reason = format!("probe {} cannot use the plan: {errors}", shared.config.name);
+        Err(reason) => {
+            let reason = scrubber(shared, None).scrub(&reason);
             tracing::error!(assignment = %id, "{reason}");
             shared.state().held.insert(
                 id,
@@ -464,6 +539,10 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
     let task_shared = shared.clone();
     let run_id = assignment.run_id;
     let assignment_id = id.clone();
+    // What this plan's results must never carry: its expanded credentials and the values of
+    // the secret-looking variables it read here. A service that echoes a token back, or a
+    // message quoting a URL, leaves the probe masked.
+    let secrets = scrubber(shared, Some(&plan));
     let task = tokio::spawn(async move {
         let options = RunOptions {
             deadline: Some(tokio::time::Instant::now() + remaining),
@@ -487,6 +566,18 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
                     },
                     outcome,
                 );
+                let result = if secrets.has_any() {
+                    v1::CheckResult {
+                        message: postflight_proto::cut_to_bytes(
+                            &secrets.scrub(&result.message),
+                            MAX_MESSAGE_BYTES,
+                        )
+                        .to_owned(),
+                        ..result
+                    }
+                } else {
+                    result
+                };
                 produced += 1;
                 tracing::debug!(
                     run_id = %run_id,
@@ -530,6 +621,16 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
 }
 
 /// Assignments past their deadline cannot matter any more.
+/// The secrets to mask in what an assignment sends: those of its expanded `plan`, and the
+/// secret-looking probe variables handed out so far.
+fn scrubber(shared: &Shared, plan: Option<&postflight_plan::Plan>) -> Secrets {
+    let mut secrets = plan.map(Secrets::of_plan).unwrap_or_default();
+    for value in shared.config.vars.secret_values() {
+        secrets.add(&value);
+    }
+    secrets
+}
+
 fn forget_expired(shared: &Shared) {
     let now = now_ms();
     shared.state().held.retain(|_, held| {

@@ -10,7 +10,7 @@ use postflight_ops::channel::Connector;
 use postflight_ops::logging::{self, LogFormat};
 use postflight_ops::secret;
 use postflight_ops::tls::ClientTls;
-use postflight_plan::vars::ProcessEnv;
+use postflight_plan::vars::AllowedEnv;
 use postflight_probe::{ProbeConfig, run};
 
 /// Executes the coordinator's validation plans from this region and streams the results back.
@@ -68,6 +68,20 @@ struct Args {
     #[arg(long, value_name = "ADDR", env = "POSTFLIGHT_PROBE_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
 
+    /// Environment variables plans may read as `${probe:VAR}` (glob patterns, `*` for any
+    /// characters; repeatable or comma-separated). Others are refused with the reason: a plan
+    /// comes from whoever may submit one. The values of secret-looking variables (TOKEN,
+    /// SECRET, PASSWORD, …KEY) are masked in everything the probe sends; the probe's own
+    /// token is never exposed.
+    #[arg(
+        long,
+        value_name = "GLOB",
+        value_delimiter = ',',
+        default_values_t = ["*_URL".to_owned(), "POSTFLIGHT_*".to_owned()],
+        env = "POSTFLIGHT_ENV_ALLOW"
+    )]
+    env_allow: Vec<String>,
+
     /// Unacknowledged results kept while the coordinator is unreachable.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     buffer: usize,
@@ -100,7 +114,14 @@ async fn main() -> anyhow::Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| format!("{}-{}", postflight_checks::hostname(), args.region));
-    let mut config = ProbeConfig::new(&args.coordinator, &name, &args.region, Arc::new(ProcessEnv));
+    // The probe's own credential and settings never go into a plan.
+    let own = [
+        "POSTFLIGHT_TOKEN",
+        "POSTFLIGHT_COORDINATOR",
+        "POSTFLIGHT_ENV_ALLOW",
+    ];
+    let vars = AllowedEnv::new(args.env_allow.clone(), &own);
+    let mut config = ProbeConfig::new(&args.coordinator, &name, &args.region, Arc::new(vars));
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.token = secret::resolve(
         args.token.as_deref(),
@@ -152,8 +173,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     tracing::info!(probe = %name, region = %args.region, coordinator = %args.coordinator, "probe starting");
-    run(config, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    let shutdown = postflight_ops::shutdown::Shutdown::on_signals()
+        .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM and SIGINT: {e}"))?;
+    run(config, shutdown.requested()).await
 }

@@ -39,7 +39,7 @@ pub async fn run(check: &DatabaseCheck, timeout: Duration) -> CheckOutcome {
     let started = Instant::now();
     let work = async {
         match check.engine() {
-            DbEngine::Postgres => postgres::inspect(check).await,
+            DbEngine::Postgres => postgres::inspect(check, timeout).await,
             DbEngine::Sqlite => sqlite::inspect(check).await,
         }
     };
@@ -98,7 +98,7 @@ where
     values
 }
 
-fn first_value<R>(row: &R) -> Result<DbValue, String>
+pub(crate) fn first_value<R>(row: &R) -> Result<DbValue, String>
 where
     R: sqlx::Row,
     for<'r> String: sqlx::Decode<'r, R::Database>,

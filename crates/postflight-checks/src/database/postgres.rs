@@ -1,23 +1,45 @@
 //! PostgreSQL: the catalog from `pg_class` / `pg_attribute` (what exists, whatever the
 //! privileges on `information_schema`), queries over the simple protocol so that any column
 //! type comes back as text.
+//!
+//! A check reads a production database during a migration, so it must neither write nor get
+//! in the migration's way. Every query is one statement (the server parses it first and
+//! refuses several), runs in its own `READ ONLY` transaction whose snapshot is taken before
+//! the query (so the query cannot switch it back to read-write) and which is always rolled
+//! back (so a `SET` does not outlive it), under server-side statement and lock timeouts: a
+//! query that waits for a migration's lock gives up within a second instead of queueing in
+//! front of everyone else. A least-privileged role is still the first protection.
+
+use std::time::Duration;
 
 use postflight_plan::model::DatabaseCheck;
 use postflight_plan::secrets::redact_url;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
-use super::{Catalog, Inspection, describe, run_queries, schemas_of};
+use super::{Catalog, DbValue, Inspection, describe, first_value, schemas_of};
 
-pub(super) async fn inspect(check: &DatabaseCheck) -> Result<Inspection, String> {
+/// How long a query may wait for a lock: long enough for ordinary row locks, short enough not
+/// to hold up a migration's `ALTER TABLE` (which waits behind any queued reader).
+const LOCK_TIMEOUT_MS: u128 = 1_000;
+
+pub(super) async fn inspect(
+    check: &DatabaseCheck,
+    timeout: Duration,
+) -> Result<Inspection, String> {
     let shown = redact_url(&check.url);
     let options: PgConnectOptions = check
         .url
         .parse()
         .map_err(|e| format!("invalid database url {shown}: {}", describe(&e)))?;
-    let options = options
-        .application_name("postflight")
-        .options([("default_transaction_read_only", "on")]);
+    let statement_ms = timeout.as_millis().max(1).to_string();
+    let lock_ms = timeout.as_millis().clamp(1, LOCK_TIMEOUT_MS).to_string();
+    let options = options.application_name("postflight").options([
+        ("default_transaction_read_only", "on"),
+        ("statement_timeout", statement_ms.as_str()),
+        ("lock_timeout", lock_ms.as_str()),
+        ("idle_in_transaction_session_timeout", statement_ms.as_str()),
+    ]);
     let mut conn = PgConnection::connect_with(&options)
         .await
         .map_err(|e| format!("cannot connect to {shown}: {}", describe(&e)))?;
@@ -70,8 +92,44 @@ pub(super) async fn inspect(check: &DatabaseCheck) -> Result<Inspection, String>
             catalog.columns.insert((schema, table, column));
         }
     }
-    let values = run_queries::<sqlx::Postgres>(&mut conn, &check.queries).await;
+    let mut values = Vec::with_capacity(check.queries.len());
+    for query in &check.queries {
+        values.push(read_only(&mut conn, &query.sql).await);
+    }
     // Closing politely is best effort; the answer is already complete.
     let _ = conn.close().await;
     Ok((catalog, values))
+}
+
+/// One query, read-only: checked to be a single statement, run in a read-only transaction
+/// with its snapshot already taken, then rolled back whatever happened.
+async fn read_only(conn: &mut PgConnection, sql: &str) -> Result<Option<DbValue>, String> {
+    use sqlx::{AssertSqlSafe, Executor, SqlSafeStr};
+    // The extended protocol's parse step refuses several statements in one string.
+    if let Err(e) = (&mut *conn)
+        .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
+        .await
+    {
+        let reason = describe(&e);
+        return Err(if reason.contains("multiple commands") {
+            "a query must be a single statement".to_owned()
+        } else {
+            reason
+        });
+    }
+    sqlx::raw_sql("BEGIN READ ONLY; SELECT 1")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| format!("cannot start a read-only transaction: {}", describe(&e)))?;
+    let row = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        .fetch_optional(&mut *conn)
+        .await;
+    let rolled_back = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+    let value = match row {
+        Err(e) => Err(describe(&e)),
+        Ok(None) => Ok(None),
+        Ok(Some(row)) => first_value(&row).map(Some),
+    };
+    rolled_back.map_err(|e| format!("cannot end the read-only transaction: {}", describe(&e)))?;
+    value
 }

@@ -28,6 +28,7 @@ pub const QUEUE_BYTES: usize = 64 << 20;
 pub struct ProbeLink {
     tx: mpsc::Sender<Outgoing>,
     cut: Arc<watch::Sender<bool>>,
+    closing: Arc<watch::Sender<bool>>,
     queued: Arc<AtomicUsize>,
     budget: usize,
 }
@@ -49,10 +50,12 @@ impl ProbeLink {
     pub fn bounded(capacity: usize, budget: usize) -> (Self, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(capacity);
         let (cut, _) = watch::channel(false);
+        let (closing, _) = watch::channel(false);
         (
             Self {
                 tx,
                 cut: Arc::new(cut),
+                closing: Arc::new(closing),
                 queued: Arc::new(AtomicUsize::new(0)),
                 budget,
             },
@@ -96,9 +99,21 @@ impl ProbeLink {
         }
     }
 
-    /// Ends the stream.
+    /// Ends the stream at once, dropping what is queued.
     pub fn cut(&self) {
         self.cut.send_replace(true);
+    }
+
+    /// Asks the stream's reader to stop taking messages (the coordinator is stopping): what
+    /// it is processing completes, what is queued (acknowledgements) is still delivered, and
+    /// the stream ends once the reader and the session let go of the link.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Completes once [`ProbeLink::close`] was called.
+    pub fn closing(&self) -> impl Future<Output = ()> + Send + 'static {
+        until_set(self.closing.subscribe())
     }
 
     /// Whether the stream is gone: cut, or its receiver dropped (the connection closed).
@@ -106,12 +121,18 @@ impl ProbeLink {
         *self.cut.borrow() || self.tx.is_closed()
     }
 
-    /// Completes once the link is cut.
+    /// Completes once the link is cut; never if every handle is dropped uncut (then the
+    /// queue ends by itself, after delivering what it holds).
     pub fn cut_off(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut watch = self.cut.subscribe();
-        async move {
-            let _ = watch.wait_for(|cut| *cut).await;
-        }
+        until_set(self.cut.subscribe())
+    }
+}
+
+/// Completes when the flag is set; a flag whose sender is gone was never set and never will
+/// be.
+async fn until_set(mut flag: watch::Receiver<bool>) {
+    if flag.wait_for(|set| *set).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -157,6 +178,20 @@ mod tests {
         assert!(link.send(big()));
         assert!(!link.send(big()));
         assert!(link.is_closed());
+    }
+
+    /// The last word to a probe (the status that ends its stream) is delivered when every
+    /// handle is dropped right after it.
+    #[tokio::test]
+    async fn what_is_queued_is_delivered_when_the_handles_go() {
+        let (link, rx) = ProbeLink::channel(4);
+        let out = link.outbound(rx);
+        assert!(link.send(ack()));
+        assert!(link.send(Err(tonic::Status::invalid_argument("bad"))));
+        drop(link);
+        let delivered: Vec<Outgoing> = out.collect().await;
+        assert_eq!(delivered.len(), 2);
+        assert!(delivered[1].is_err());
     }
 
     #[tokio::test]

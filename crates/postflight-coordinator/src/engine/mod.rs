@@ -91,6 +91,8 @@ struct Inner<S> {
     writer: mpsc::Sender<WriteJob>,
     metrics: Arc<Metrics>,
     actions: rollback::ActionsInFlight,
+    /// Set by [`Coordinator::shut_down`]: no new probe sessions.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Result batches of one probe message, waiting to be written with other probes' batches.
@@ -204,6 +206,7 @@ impl<S: Store> Coordinator<S> {
                 writer,
                 metrics: Arc::new(Metrics::new()),
                 actions: rollback::ActionsInFlight::default(),
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         tokio::spawn(coordinator.clone().write_results(jobs));
@@ -948,6 +951,15 @@ impl<S: Store> Coordinator<S> {
                 region: self.inner.metrics.region(&hello.region),
             })
             .inc();
+        if self
+            .inner
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(CoordinatorError::Unavailable(
+                "the coordinator is stopping; reconnect shortly".to_owned(),
+            ));
+        }
         let (session, drop, lost, run_ids) = {
             let mut guard = self.state();
             let state = &mut *guard;
@@ -1046,6 +1058,42 @@ impl<S: Store> Coordinator<S> {
             return Err(e);
         }
         Ok(session)
+    }
+
+    /// Stops serving probes: no new sessions, every probe stream ends, and this waits (at
+    /// most `within`) until each stream's reader has finished what it was doing, so that a
+    /// batch of results being written is stored and acknowledged rather than lost. Probes
+    /// replay whatever was not acknowledged to the next coordinator.
+    pub async fn shut_down(&self, within: Duration) {
+        use std::sync::atomic::Ordering;
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let links: Vec<ProbeLink> = self
+            .state()
+            .probes
+            .values()
+            .filter_map(|p| p.session.as_ref().map(|s| s.link.clone()))
+            .collect();
+        tracing::info!(probes = links.len(), "closing probe streams");
+        for link in &links {
+            link.close();
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let open = self
+                .state()
+                .probes
+                .values()
+                .filter(|p| p.session.is_some())
+                .count();
+            if open == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(open, "probe streams still open at shutdown");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A probe's stream ended; its assignments move after the grace period unless it is back.

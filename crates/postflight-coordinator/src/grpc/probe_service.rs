@@ -103,7 +103,8 @@ impl<S: Store> ProbeService for ProbeApi<S> {
             let (coordinator, link, name) = (coordinator.clone(), link.clone(), name.clone());
             async move {
                 let cut_off = link.cut_off();
-                tokio::pin!(cut_off);
+                let closing = link.closing();
+                tokio::pin!(cut_off, closing);
                 loop {
                     let next = tokio::select! {
                         next = tokio::time::timeout(silence, inbound.message()) => next,
@@ -111,6 +112,7 @@ impl<S: Store> ProbeService for ProbeApi<S> {
                             tracing::warn!(probe = %name, "probe stopped reading its stream: disconnected");
                             break;
                         }
+                        () = &mut closing => break,
                     };
                     let message = match next {
                         Ok(Ok(Some(message))) => message,
@@ -135,14 +137,17 @@ impl<S: Store> ProbeService for ProbeApi<S> {
         tokio::spawn(async move {
             // Whatever ends the reader, a panic included, the session ends with it: a
             // session that looks connected without a reader would be handed work forever.
+            // Once the reader and the session let go of the link, the stream ends after
+            // what is queued (the last acknowledgements).
             if std::panic::AssertUnwindSafe(reader)
                 .catch_unwind()
                 .await
                 .is_err()
             {
                 tracing::error!(probe = %name, "the probe's stream handler panicked; disconnecting it");
+                link.cut();
             }
-            link.cut();
+            drop(link);
             coordinator.probe_disconnected(&name, session).await;
         });
         Ok(Response::new(Box::pin(outbound)))

@@ -1,7 +1,7 @@
 //! The coordinator's HTTP side (`--http-listen`): Prometheus `/metrics`, `/healthz`
 //! (the process answers), `/readyz` (the database answers too), and the read-only status page
 //! at `/`. Plain HTTP, meant for a cluster-internal port; it shows no secrets (plans' secrets
-//! are scrubbed before anything is stored).
+//! are scrubbed before anything is stored), and with an operator token its pages need it.
 
 mod status_page;
 
@@ -14,28 +14,60 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use postflight_ops::secret::Secret;
+
 use crate::engine::Coordinator;
 use crate::error::CoordinatorError;
 use crate::storage::Store;
 
-/// The routes, over `coordinator`.
-pub fn router<S: Store>(coordinator: Coordinator<S>) -> Router {
-    Router::new()
+/// The routes, over `coordinator`. With an operator token, the pages (runs, their messages,
+/// the rollback audit) need it as gRPC does; `/metrics`, `/healthz` and `/readyz` stay open
+/// for Prometheus and load balancers.
+pub fn router<S: Store>(coordinator: Coordinator<S>, operator_token: Option<Secret>) -> Router {
+    let pages = Router::new()
         .route("/", get(status_page::<S>))
         .route("/runs/{run_id}", get(run_page::<S>))
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(operator_token),
+            require_operator,
+        ));
+    Router::new()
         .route("/metrics", get(metrics::<S>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready::<S>))
+        .merge(pages)
         .with_state(coordinator)
+}
+
+async fn require_operator(
+    State(token): State<std::sync::Arc<Option<Secret>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if crate::auth::http_authorized(token.as_ref().as_ref(), header) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"postflight\"")],
+        "this page needs the operator token: `Authorization: Bearer TOKEN`, or any user name \
+         with the token as the password\n",
+    )
+        .into_response()
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes.
 pub async fn serve<S: Store>(
     coordinator: Coordinator<S>,
     listener: TcpListener,
+    operator_token: Option<Secret>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(coordinator))
+    axum::serve(listener, router(coordinator, operator_token))
         .with_graceful_shutdown(shutdown)
         .await
 }
