@@ -256,7 +256,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         } as u32)
     };
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 || bytes.len() > 4096 {
+    if !bytes.len().is_multiple_of(4) || bytes.len() > 4096 {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
