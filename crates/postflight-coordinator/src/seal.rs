@@ -70,9 +70,17 @@ impl Sealer {
                 SystemRandom::new()
                     .fill(&mut key)
                     .map_err(|_| fail("no system randomness".to_owned()))?;
-                write_private(path, &encode_hex(&key)).map_err(|e| fail(e.to_string()))?;
-                tracing::info!(path = %path.display(), "created a new data key");
-                Ok(Self::from_key(&key))
+                match write_private(path, &encode_hex(&key)) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "created a new data key");
+                        Ok(Self::from_key(&key))
+                    }
+                    // Another coordinator sharing the file created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(path)
+                    }
+                    Err(e) => Err(fail(e.to_string())),
+                }
             }
             Err(e) => Err(fail(e.to_string())),
         }
@@ -119,8 +127,21 @@ impl Sealer {
     }
 }
 
+/// Writes a new key file, readable by its owner only, so that it is either absent or
+/// complete and on disk: plans sealed with a key that a crash lost could never be read
+/// again. The key goes to a temporary file, is synced, then linked to its name (which fails
+/// rather than replace a key someone else created meanwhile), and the directory is synced.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -128,9 +149,16 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.write_all(b"\n")
+    let written = (|| {
+        let mut file = options.open(&temp)?;
+        file.write_all(text.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::hard_link(&temp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    let _ = std::fs::remove_file(&temp);
+    written
 }
 
 fn encode_hex(bytes: &[u8]) -> String {
@@ -195,5 +223,20 @@ mod tests {
             err.contains("bad.key") && err.contains("64 hexadecimal"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_new_key_is_written_whole_and_never_replaces_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.key");
+        write_private(&path, "first").unwrap();
+        let err = write_private(&path, "second").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, ["data.key"], "no temporary file stays");
     }
 }

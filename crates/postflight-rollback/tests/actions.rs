@@ -34,7 +34,59 @@ fn context() -> RollbackContext {
 struct Receiver {
     attempts: Arc<Mutex<u32>>,
     bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// The delivery id of every attempt.
+    deliveries: Arc<Mutex<Vec<String>>>,
     fail_first: u32,
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .filter_map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
+/// Checks `X-Postflight-Signature-V2` as a careful receiver would: the HMAC of
+/// "timestamp.delivery.body", a timestamp within five minutes, and a delivery id it has not
+/// acted on yet. Returns the delivery id.
+fn verify_v2(headers: &HeaderMap, body: &[u8], acted: &[String]) -> Result<String, StatusCode> {
+    let value = headers
+        .get("x-postflight-signature-v2")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    let field = |name: &str| {
+        value
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(name))
+            .map(str::to_owned)
+            .ok_or(StatusCode::UNAUTHORIZED)
+    };
+    let (t, id, v2) = (field("t=")?, field("id=")?, field("v2=")?);
+    let mut signed = format!("{t}.{id}.").into_bytes();
+    signed.extend_from_slice(body);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, b"hook-secret-123");
+    hmac::verify(&key, &signed, &unhex(&v2)).map_err(|_| StatusCode::UNAUTHORIZED)?;
+    let sent: u64 = t.parse().map_err(|_| StatusCode::UNAUTHORIZED)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if now.abs_diff(sent) > 300 {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    let header_id = headers
+        .get("x-postflight-delivery")
+        .and_then(|v| v.to_str().ok());
+    if header_id != Some(id.as_str()) {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    if acted.contains(&id) {
+        return Err(StatusCode::CONFLICT);
+    }
+    Ok(id)
 }
 
 /// A receiver that checks the signature the way a deployment system would.
@@ -57,21 +109,28 @@ async fn receive(
     let Some(hex) = signature.strip_prefix("sha256=") else {
         return StatusCode::UNAUTHORIZED;
     };
-    let tag: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-        .collect();
     let key = hmac::Key::new(hmac::HMAC_SHA256, b"hook-secret-123");
-    if hmac::verify(&key, &body, &tag).is_err() {
+    if hmac::verify(&key, &body, &unhex(hex)).is_err() {
         return StatusCode::UNAUTHORIZED;
     }
+    let acted: Vec<String> = {
+        let bodies = r.bodies.lock().unwrap();
+        bodies
+            .iter()
+            .filter_map(|b| b["delivery"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let id = match verify_v2(&headers, &body, &acted) {
+        Ok(id) => id,
+        Err(code) => return code,
+    };
+    r.deliveries.lock().unwrap().push(id.clone());
     if attempt <= r.fail_first {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    r.bodies
-        .lock()
-        .unwrap()
-        .push(serde_json::from_slice(&body).unwrap());
+    let mut decision: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    decision["delivery"] = serde_json::Value::String(id);
+    r.bodies.lock().unwrap().push(decision);
     StatusCode::OK
 }
 
@@ -149,6 +208,12 @@ async fn unavailable_receivers_are_retried_a_bounded_number_of_times() {
         .is_ok()
     );
     assert_eq!(*state.attempts.lock().unwrap(), 3, "two 503s, then success");
+    let deliveries = state.deliveries.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 3);
+    assert!(
+        deliveries.iter().all(|d| d == &deliveries[0]),
+        "every retry is the same delivery: {deliveries:?}"
+    );
     let (server, state) = receiver(10).await;
     let err = execute(
         &hook(server.url("/hooks/rollback"), "hook-secret-123", 1),
@@ -171,6 +236,69 @@ async fn unavailable_receivers_are_retried_a_bounded_number_of_times() {
         err.contains("could not connect: connection refused"),
         "{err}"
     );
+}
+
+/// A request captured on the way and sent again is refused by a receiver that remembers
+/// delivery ids: the second signature covers the id, so it cannot be changed.
+#[tokio::test]
+async fn a_replayed_delivery_is_refused_by_the_receiver() {
+    let (server, state) = receiver(0).await;
+    let env = std::collections::HashMap::<String, String>::new();
+    let url = server.url("/hooks/rollback");
+    execute(&hook(url.clone(), "hook-secret-123", 0), &context(), &env)
+        .await
+        .unwrap();
+    // The replay: the same body, with signatures made for it just now (as an attacker who
+    // captured one request can only resend it, this is the strongest replay there is).
+    let body = context().payload();
+    let id = webhook::delivery_id(&body);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let replay = postflight_checks::http::client(postflight_checks::http::Connections::Fresh)
+        .unwrap()
+        .post(&url)
+        .header(
+            webhook::SIGNATURE_HEADER,
+            webhook::signature("hook-secret-123", &body),
+        )
+        .header(webhook::DELIVERY_HEADER, &id)
+        .header(
+            webhook::SIGNATURE_V2_HEADER,
+            webhook::signature_v2("hook-secret-123", now, &id, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status().as_u16(), 409);
+    assert_eq!(state.bodies.lock().unwrap().len(), 1, "acted once");
+}
+
+/// A receiver that answers an error with a huge page: the action reads 4 KiB of it, and the
+/// report keeps a short excerpt.
+#[tokio::test]
+async fn a_huge_error_answer_is_read_with_a_bound() {
+    let router = axum::Router::new().route(
+        "/hooks/rollback",
+        axum::routing::post(|| async { (StatusCode::BAD_REQUEST, "x".repeat(50 << 20)) }),
+    );
+    let server = TestServer::start(router).await;
+    let env = std::collections::HashMap::<String, String>::new();
+    let err = execute(
+        &hook(server.url("/hooks/rollback"), "hook-secret-123", 0),
+        &context(),
+        &env,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("answered 400 Bad Request: xxx"),
+        "{}",
+        &err[..200]
+    );
+    assert!(err.len() < 500, "{} bytes", err.len());
 }
 
 #[test]
