@@ -440,17 +440,7 @@ async fn hostile_plans_get_a_clear_error_and_every_process_stays_up() {
         "name: good\ntarget: {base_url: \"${probe:AGENT_URL}\"}\nchecks:\n  - name: answers\n    http: {method: POST, url: /api/agent/chat, json: {message: hi}}\npolicy: {regions: [eu]}\n",
     )
     .unwrap();
-    let out = postflight_e2e::run_postflight(
-        &[
-            "run",
-            good.to_str().unwrap(),
-            "--coordinator",
-            &url,
-            "-o",
-            "json",
-        ],
-        &[],
-    );
+    let out = postflight_e2e::run_plan_on(&good, &url, &[]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(coordinator.is_running() && probe.is_running());
 }

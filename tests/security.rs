@@ -443,54 +443,50 @@ async fn probe_identities_are_bound_to_their_credentials() {
     let mut eu = FakeProbe::connect(&url, hello("eu-1", "eu-west"), eu_token)
         .await
         .unwrap();
-    let refused = |status: tonic::Status, code: Code, words: &str| {
-        assert_eq!(status.code(), code, "{status:?}");
-        assert!(status.message().contains(words), "{words}: {status:?}");
-    };
-    refused(
-        FakeProbe::connect(&url, hello("eu-1", "us-east"), eu_token)
-            .await
-            .err()
-            .unwrap(),
-        Code::PermissionDenied,
-        "the token of probe eu-1 is bound to region eu-west; it cannot report us-east",
-    );
-    refused(
-        FakeProbe::connect(&url, hello("us-1", "us-east"), eu_token)
-            .await
-            .err()
-            .unwrap(),
-        Code::PermissionDenied,
-        "this token belongs to probe eu-1; it cannot connect as us-1",
-    );
-    refused(
-        FakeProbe::connect(&url, hello("eu-1", "eu-west"), eu_token)
-            .await
-            .err()
-            .unwrap(),
-        Code::AlreadyExists,
-        "probe eu-1 is already connected",
-    );
-    refused(
-        FakeProbe::connect(
-            &url,
-            hello("eu-1", "eu-west"),
+    for (name, region, token, code, words) in [
+        (
+            "eu-1",
+            "us-east",
+            eu_token,
+            Code::PermissionDenied,
+            "the token of probe eu-1 is bound to region eu-west; it cannot report us-east",
+        ),
+        (
+            "us-1",
+            "us-east",
+            eu_token,
+            Code::PermissionDenied,
+            "this token belongs to probe eu-1; it cannot connect as us-1",
+        ),
+        (
+            "eu-1",
+            "eu-west",
+            eu_token,
+            Code::AlreadyExists,
+            "probe eu-1 is already connected",
+        ),
+        (
+            "eu-1",
+            "eu-west",
             Some("shared-token-0123456789"),
-        )
-        .await
-        .err()
-        .unwrap(),
-        Code::AlreadyExists,
-        "probe eu-1 is already connected",
-    );
-    refused(
-        FakeProbe::connect(&url, hello("x", "y"), Some("wrong"))
+            Code::AlreadyExists,
+            "probe eu-1 is already connected",
+        ),
+        (
+            "x",
+            "y",
+            Some("wrong"),
+            Code::Unauthenticated,
+            "wrong probe token",
+        ),
+    ] {
+        let status = FakeProbe::connect(&url, hello(name, region), token)
             .await
             .err()
-            .unwrap(),
-        Code::Unauthenticated,
-        "wrong probe token",
-    );
+            .unwrap();
+        assert_eq!(status.code(), code, "{name} {region}: {status:?}");
+        assert!(status.message().contains(words), "{words}: {status:?}");
+    }
     // The shared token gets in, but its region does not count.
     let mut fake = FakeProbe::connect(
         &url,
@@ -578,19 +574,7 @@ async fn probes_expose_only_allowed_variables_and_mask_secret_ones() {
         let url = url.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                run_postflight(
-                    &[
-                        "run",
-                        path.to_str().unwrap(),
-                        "--coordinator",
-                        &url,
-                        "-o",
-                        "json",
-                        "--timeout",
-                        "20s",
-                    ],
-                    &[],
-                )
+                postflight_e2e::run_plan_on(&path, &url, &["--timeout", "20s"])
             })
             .await
             .unwrap()

@@ -204,19 +204,7 @@ fn the_probe_drains_on_sigterm_as_pid_1() {
     let waiting = std::thread::spawn({
         let url = url.clone();
         let plan = plan.clone();
-        move || {
-            postflight_e2e::run_postflight(
-                &[
-                    "run",
-                    plan.to_str().unwrap(),
-                    "--coordinator",
-                    &url,
-                    "-o",
-                    "json",
-                ],
-                &[],
-            )
-        }
+        move || postflight_e2e::run_plan_on(&plan, &url, &[])
     });
     // The slow check answers after 3.5 s; stop the probe while it waits.
     for _ in 0..200 {

@@ -561,6 +561,17 @@ pub fn run_postflight(args: &[&str], env: &[(&str, &str)]) -> Finished {
     }
 }
 
+/// `postflight run PLAN --coordinator URL -o json EXTRA…`.
+pub fn run_plan_on(plan: &std::path::Path, coordinator: &str, extra: &[&str]) -> Finished {
+    let plan = plan.to_str().unwrap();
+    let args = [
+        &["run", plan, "--coordinator", coordinator, "-o", "json"][..],
+        extra,
+    ]
+    .concat();
+    run_postflight(&args, &[])
+}
+
 /// A child process killed (SIGKILL) when dropped.
 pub struct Proc {
     /// The process.

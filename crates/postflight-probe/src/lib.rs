@@ -442,6 +442,10 @@ async fn write_loop(
                 tokio::time::sleep(shared.config.flush_interval).await;
             }
             _ = beat.tick() => {
+                // Assignments past their deadline are over on the coordinator's side too:
+                // forgotten as the session goes on, not only at a reconnect, so that a
+                // long-lived probe does not keep every assignment it ever ran.
+                forget_expired(&shared);
                 let buffered = shared.state().outbox.len() as u32;
                 let message = v1::ProbeMessage {
                     kind: Some(probe_message::Kind::Heartbeat(v1::Heartbeat {
