@@ -108,15 +108,46 @@ impl Secrets {
                 CheckKind::Database(db) => secrets.add_url(&db.url),
             }
         }
-        if let Some(RollbackAction::Webhook(hook)) =
-            plan.rollback.as_ref().and_then(|r| r.action.as_ref())
-        {
-            secrets.add_url(&hook.url);
-            if let Some(secret) = &hook.secret {
-                secrets.add(secret);
-            }
+        if let Some(action) = plan.rollback.as_ref().and_then(|r| r.action.as_ref()) {
+            secrets.add_action(action);
         }
         secrets
+    }
+
+    /// The secrets of a rollback action: a webhook's URL credentials and signing secret, and
+    /// the values of a command's credential-looking arguments (`--token=…`, `--password …`),
+    /// which its output or errors may echo.
+    pub fn of_action(action: &RollbackAction) -> Self {
+        let mut secrets = Secrets::default();
+        secrets.add_action(action);
+        secrets
+    }
+
+    fn add_action(&mut self, action: &RollbackAction) {
+        match action {
+            RollbackAction::Webhook(hook) => {
+                self.add_url(&hook.url);
+                if let Some(secret) = &hook.secret {
+                    self.add(secret);
+                }
+            }
+            RollbackAction::Command(argv) => {
+                let mut args = argv.iter().peekable();
+                while let Some(arg) = args.next() {
+                    let flag = arg.trim_start_matches('-');
+                    match flag.split_once('=') {
+                        Some((name, value)) if is_sensitive_name(name) => self.add(value),
+                        None if arg.starts_with('-') && is_sensitive_name(flag) => {
+                            if let Some(value) = args.peek() {
+                                self.add(value);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     fn add_request(&mut self, request: &HttpRequest) {
@@ -244,5 +275,26 @@ mod tests {
         assert!(is_sensitive_name("X-Api-Key"));
         assert!(is_sensitive_name("ROLLBACK_HMAC_SECRET"));
         assert!(!is_sensitive_name("Content-Type"));
+    }
+
+    #[test]
+    fn command_arguments_that_look_like_credentials_are_secrets() {
+        let action = RollbackAction::Command(
+            [
+                "deploy",
+                "--token=abc123",
+                "--password",
+                "hunter22",
+                "--region",
+                "eu",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        );
+        let secrets = Secrets::of_action(&action);
+        assert_eq!(
+            secrets.scrub("deploy --token=abc123 --password hunter22 --region eu"),
+            "deploy --token=**** --password **** --region eu"
+        );
     }
 }

@@ -209,15 +209,18 @@ pub async fn execute(
     ledger: &impl Ledger,
     env: &dyn Lookup,
 ) {
+    // What the action says (a command's output, a receiver's error page) is stored and
+    // shown: its own credentials are masked first.
+    let secrets = postflight_plan::secrets::Secrets::of_action(&claimed.action);
     match crate::execute(&claimed.action, &claimed.context, env).await {
         Ok(done) => {
             decision.outcome = Some(ActionOutcome::Succeeded);
-            decision.detail = Some(done);
+            decision.detail = Some(secrets.scrub(&done));
         }
         Err(error) => {
             decision.outcome = Some(ActionOutcome::Failed);
             decision.detail = None;
-            decision.error = Some(error);
+            decision.error = Some(secrets.scrub(&error));
         }
     }
     let outcome = decision.outcome.unwrap_or(ActionOutcome::Failed);

@@ -1375,20 +1375,22 @@ impl<S: Store> Coordinator<S> {
             else {
                 return Ok(());
             };
+            // A probe's reason can quote the plan it could not use: masked like results.
+            let reason = run.secrets.scrub(&msg.reason);
             a.record.status = AssignmentStatus::Rejected;
-            a.record.detail = Some(msg.reason.clone());
+            a.record.detail = Some(reason.clone());
             let record = a.record.clone();
             let _ = run.events.send(status_event(
                 &msg.run_id,
                 run.record.status,
                 format!(
-                    "probe {probe} ({}) cannot run the plan: {}",
-                    record.region, msg.reason
+                    "probe {probe} ({}) cannot run the plan: {reason}",
+                    record.region
                 ),
             ));
             record
         };
-        tracing::warn!(run_id = %msg.run_id, probe, reason = %msg.reason, "assignment rejected");
+        tracing::warn!(run_id = %msg.run_id, probe, reason = record.detail.as_deref().unwrap_or_default(), "assignment rejected");
         self.inner.store.update_assignment(&record).await?;
         self.dispatch_pending(&msg.run_id).await?;
         self.complete_if_done(&msg.run_id).await;

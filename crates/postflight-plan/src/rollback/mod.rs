@@ -192,7 +192,10 @@ impl RollbackAction {
                 format!("kubernetes API: undo deployment/{deployment} in namespace {namespace}")
             }
             RollbackAction::Webhook(hook) => format!("POST {}", redact_url(&hook.url)),
-            RollbackAction::Command(argv) => argv.join(" "),
+            // Shown in logs, reports and the status page: credential arguments masked.
+            RollbackAction::Command(argv) => {
+                crate::secrets::Secrets::of_action(self).scrub(&argv.join(" "))
+            }
         }
     }
 
