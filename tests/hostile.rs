@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use postflight_e2e::fake_probe::{FakeProbe, hello, operator};
+use postflight_e2e::fake_probe::{FakeProbe, hello, operator, submit};
 use postflight_e2e::{Proc, free_port, spawn_coordinator};
 use postflight_plan::sketch::LatencySketch;
 use postflight_proto::v1::probe_message::Kind;
@@ -192,19 +192,7 @@ async fn forged_results_are_refused_and_stored_junk_never_stops_a_restart_or_act
     let mut probe = FakeProbe::connect(&url, hello("eu-1", "eu"), None)
         .await
         .unwrap();
-    let mut client = operator(&url).await;
-    let run = client
-        .submit_run(v1::SubmitRunRequest {
-            plan_yaml: plan(&marker),
-            origin: "hostile.yaml".to_owned(),
-            options: Some(v1::RunOptions {
-                timeout_ms: 20_000,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = submit(&url, &plan(&marker), 20_000).await.unwrap();
     let assignment = probe.assignment(Duration::from_secs(10)).await;
     assert_eq!(assignment.run_id, run.run_id);
 
@@ -357,16 +345,8 @@ async fn hostile_plans_get_a_clear_error_and_every_process_stays_up() {
             "rollback.action.command: this coordinator does not run `command` actions",
         ),
     ];
-    let mut client = operator(&url).await;
     for (what, yaml, expected) in &cases {
-        let status = client
-            .submit_run(v1::SubmitRunRequest {
-                plan_yaml: yaml.clone(),
-                origin: "hostile.yaml".to_owned(),
-                options: None,
-            })
-            .await
-            .unwrap_err();
+        let status = submit(&url, yaml, 0).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
         assert!(
             status.message().starts_with("plan_yaml: ") && status.message().contains(expected),
@@ -520,25 +500,14 @@ async fn a_probe_that_stops_reading_is_cut_off_without_stalling_anyone() {
         "x".repeat(2 << 20)
     );
     let light = "name: light\nchecks:\n  - name: answers\n    http: {url: \"http://127.0.0.1:9/\"}\npolicy: {regions: [fast]}\n";
-    let submit = |client: &mut v1::validation_service_client::ValidationServiceClient<
-        tonic::transport::Channel,
-    >,
-                  yaml: &str| {
-        let request = v1::SubmitRunRequest {
-            plan_yaml: yaml.to_owned(),
-            origin: "p.yaml".to_owned(),
-            options: Some(v1::RunOptions {
-                timeout_ms: 120_000,
-                ..Default::default()
-            }),
-        };
-        let mut client = client.clone();
+    // Every SubmitRun must return: a stalled one fails the test.
+    let submit_promptly = |yaml: &str| {
+        let (url, yaml) = (url.clone(), yaml.to_owned());
         async move {
-            tokio::time::timeout(Duration::from_secs(30), client.submit_run(request))
+            tokio::time::timeout(Duration::from_secs(30), submit(&url, &yaml, 120_000))
                 .await
                 .expect("SubmitRun stalled")
                 .unwrap()
-                .into_inner()
         }
     };
     let mut fast = FakeProbe::connect(&url, hello("fast-1", "fast"), None)
@@ -546,10 +515,10 @@ async fn a_probe_that_stops_reading_is_cut_off_without_stalling_anyone() {
         .unwrap();
     let mut cut_at = None;
     for i in 0..100 {
-        submit(&mut client, &heavy).await;
+        submit_promptly(&heavy).await;
         if i % 8 == 0 {
             // Another probe's run: assigned, answered, reported.
-            let run = submit(&mut client, light).await;
+            let run = submit_promptly(light).await;
             let assignment = fast.assignment(Duration::from_secs(20)).await;
             assert_eq!(assignment.run_id, run.run_id);
             assert!(
@@ -580,7 +549,7 @@ async fn a_probe_that_stops_reading_is_cut_off_without_stalling_anyone() {
     let cut_at = cut_at.expect("the silent probe was never cut off");
     assert!(cut_at > 3, "cut off after {cut_at} runs: too eager");
     // After the cut, the rest goes on as before.
-    let run = submit(&mut client, light).await;
+    let run = submit_promptly(light).await;
     let assignment = fast.assignment(Duration::from_secs(20)).await;
     assert_eq!(assignment.run_id, run.run_id);
     assert!(coordinator.is_running());

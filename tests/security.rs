@@ -419,7 +419,7 @@ fn secrets_never_reach_the_logs_even_at_debug_level() {
 /// that only holds the shared token adds no region to a plan that names none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_identities_are_bound_to_their_credentials() {
-    use postflight_e2e::fake_probe::{FakeProbe, hello, operator};
+    use postflight_e2e::fake_probe::{FakeProbe, hello, submit};
     use tonic::Code;
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("probe-tokens");
@@ -495,17 +495,8 @@ async fn probe_identities_are_bound_to_their_credentials() {
     )
     .await
     .unwrap();
-    let mut client = operator(&url).await;
-    let run = client
-        .submit_run(postflight_proto::v1::SubmitRunRequest {
-            plan_yaml: "name: p\nchecks:\n  - name: c\n    http: {url: \"http://127.0.0.1:9/\"}\n"
-                .to_owned(),
-            origin: "p.yaml".to_owned(),
-            options: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let plan = "name: p\nchecks:\n  - name: c\n    http: {url: \"http://127.0.0.1:9/\"}\n";
+    let run = submit(&url, plan, 0).await.unwrap();
     let assignment = eu.assignment(Duration::from_secs(10)).await;
     assert_eq!(assignment.run_id, run.run_id);
     // Everything the shared-token probe receives within two seconds: no assignment.

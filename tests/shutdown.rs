@@ -8,7 +8,7 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use postflight_e2e::fake_probe::{FakeProbe, hello, operator};
+use postflight_e2e::fake_probe::{FakeProbe, hello, submit};
 use postflight_e2e::{DemoBackend, Proc, bin, spawn_coordinator};
 use postflight_proto::v1::{self, coordinator_message, probe_message::Kind};
 
@@ -97,16 +97,8 @@ async fn the_coordinator_drains_on_sigterm_as_pid_1() {
     let checks: String = (0..200)
         .map(|i| format!("  - name: c{i}\n    http: {{url: \"http://127.0.0.1:9/\"}}\n"))
         .collect();
-    let run = operator(&url)
-        .await
-        .submit_run(v1::SubmitRunRequest {
-            plan_yaml: format!("name: burst\nchecks:\n{checks}policy: {{regions: [eu]}}\n"),
-            origin: "burst.yaml".to_owned(),
-            options: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let plan = format!("name: burst\nchecks:\n{checks}policy: {{regions: [eu]}}\n");
+    let run = submit(&url, &plan, 0).await.unwrap();
     let assignment = probe.assignment(Duration::from_secs(10)).await;
     assert_eq!(assignment.run_id, run.run_id);
     let result = |i: u32| v1::CheckResult {

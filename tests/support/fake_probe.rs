@@ -124,3 +124,20 @@ pub async fn operator(
         .max_encoding_message_size(64 << 20)
         .max_decoding_message_size(64 << 20)
 }
+
+/// `SubmitRun` of `plan_yaml` as an operator would; `timeout_ms` 0 is the coordinator's
+/// default.
+pub async fn submit(url: &str, plan_yaml: &str, timeout_ms: u64) -> Result<v1::Run, Status> {
+    operator(url)
+        .await
+        .submit_run(v1::SubmitRunRequest {
+            plan_yaml: plan_yaml.to_owned(),
+            origin: "plan.yaml".to_owned(),
+            options: Some(v1::RunOptions {
+                timeout_ms,
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}

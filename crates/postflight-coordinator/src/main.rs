@@ -12,7 +12,7 @@ use postflight_coordinator::storage::AnyStore;
 use postflight_coordinator::{Config, Coordinator, grpc, http};
 use postflight_ops::logging::{self, LogFormat};
 use postflight_ops::secret;
-use postflight_ops::shutdown::Shutdown;
+use postflight_ops::shutdown::{GRACE, Shutdown};
 use postflight_ops::tls::ServerTls;
 
 /// Dispatches validation plans to regional probes, merges their results into one verdict and
@@ -282,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = shutdown.clone();
     let drained = async move {
         stop.requested().await;
-        stopping.shut_down(Duration::from_secs(4)).await;
+        stopping.shut_down(GRACE / 2).await;
     };
     let settling = coordinator.clone();
     let serving = grpc::serve(coordinator, listener, access, drained);
@@ -290,16 +290,16 @@ async fn main() -> anyhow::Result<()> {
         served = serving => served,
         () = async {
             shutdown.clone().requested().await;
-            tokio::time::sleep(Duration::from_secs(6)).await;
+            tokio::time::sleep(GRACE * 2 / 3).await;
         } => {
-            tracing::warn!("client streams still open after 6s; closing them");
+            tracing::warn!("client streams still open after {:?}; closing them", GRACE * 2 / 3);
             Ok(())
         }
     };
     // A rollback action that is running gets what is left of the grace period to record its
     // outcome; one still running at exit is recorded interrupted when the coordinator starts
     // again (never run twice).
-    if tokio::time::timeout(Duration::from_secs(2), settling.settle_actions())
+    if tokio::time::timeout(GRACE / 4, settling.settle_actions())
         .await
         .is_err()
     {

@@ -141,7 +141,13 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique even between coordinators that are each PID 1 in their container and share
+    // the key's volume.
+    let mut nonce = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| std::io::Error::other("no system randomness"))?;
+    let temp = dir.join(format!(".{name}.{}.tmp", encode_hex(&nonce)));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -150,10 +156,12 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         options.mode(0o600);
     }
     let written = (|| {
-        let mut file = options.open(&temp)?;
-        file.write_all(text.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
+        // Only the link's `AlreadyExists` means "someone else created the key".
+        let other = |e: std::io::Error| std::io::Error::other(e.to_string());
+        let mut file = options.open(&temp).map_err(other)?;
+        file.write_all(text.as_bytes()).map_err(other)?;
+        file.write_all(b"\n").map_err(other)?;
+        file.sync_all().map_err(other)?;
         std::fs::hard_link(&temp, path)?;
         std::fs::File::open(&dir)?.sync_all()
     })();

@@ -44,23 +44,8 @@ impl Shutdown {
         Ok(Self(rx))
     }
 
-    /// A stop that only happens when `trigger` completes (tests, the demo).
-    pub fn when(trigger: impl Future<Output = ()> + Send + 'static) -> Self {
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            trigger.await;
-            tx.send_replace(true);
-        });
-        Self(rx)
-    }
-
     /// Completes once a stop was requested.
     pub async fn requested(mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
-    }
-
-    /// Whether a stop was requested.
-    pub fn is_requested(&self) -> bool {
-        *self.0.borrow()
     }
 }

@@ -38,7 +38,7 @@ pub struct AllowedEnv {
     source: Box<dyn Lookup>,
     patterns: Vec<String>,
     denied: Vec<String>,
-    handed: std::sync::Mutex<Vec<String>>,
+    handed: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for AllowedEnv {
@@ -63,7 +63,7 @@ impl AllowedEnv {
             source,
             patterns,
             denied: denied.iter().map(|d| (*d).to_owned()).collect(),
-            handed: std::sync::Mutex::new(Vec::new()),
+            handed: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -102,7 +102,7 @@ impl Lookup for AllowedEnv {
             self.handed
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(value.clone());
+                .insert(value.clone());
         }
         Some(value)
     }
@@ -121,14 +121,12 @@ impl Lookup for AllowedEnv {
     }
 
     fn secret_values(&self) -> Vec<String> {
-        let mut values = self
-            .handed
+        self.handed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        values.sort();
-        values.dedup();
-        values
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 

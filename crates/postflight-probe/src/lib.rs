@@ -22,7 +22,7 @@ use postflight_ops::tls::ClientTls;
 use postflight_plan::parse_plan;
 use postflight_plan::secrets::Secrets;
 use postflight_plan::vars::{Expander, Lookup};
-use postflight_proto::MAX_MESSAGE_BYTES;
+use postflight_proto::MAX_CHECK_MESSAGE_BYTES;
 use postflight_proto::v1::probe_service_client::ProbeServiceClient;
 use postflight_proto::v1::{self, coordinator_message, probe_message};
 use tokio::sync::{Notify, mpsc};
@@ -180,7 +180,7 @@ pub async fn run(
         wake: Notify::new(),
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
-    let worker = {
+    let mut worker = {
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut delays = backoff(&shared.config);
@@ -211,9 +211,8 @@ pub async fn run(
             }
         })
     };
-    let abort = worker.abort_handle();
     tokio::select! {
-        _ = worker => return Ok(()),
+        _ = &mut worker => return Ok(()),
         () = shutdown => {}
     }
     // Drain: no new work; what runs finishes, every result is sent and acknowledged, then the
@@ -224,14 +223,10 @@ pub async fn run(
     shared.wake.notify_one();
     let drained = tokio::time::timeout(
         postflight_ops::shutdown::GRACE - Duration::from_secs(1),
-        async {
-            while !abort.is_finished() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        },
+        &mut worker,
     )
     .await;
-    abort.abort();
+    worker.abort();
     let (unacked, running) = {
         let state = shared.state();
         (state.outbox.len(), state.running())
@@ -408,7 +403,7 @@ async fn write_loop(
                     probe_message::Kind::Rejected(v1::AssignmentRejected {
                         assignment_id: id.clone(),
                         run_id: held.run_id.clone(),
-                        reason: postflight_proto::cut_to_bytes(reason, MAX_MESSAGE_BYTES)
+                        reason: postflight_proto::cut_to_bytes(reason, MAX_CHECK_MESSAGE_BYTES)
                             .to_owned(),
                     })
                 } else if let Some(results) = held.finished {
@@ -574,7 +569,7 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
                     v1::CheckResult {
                         message: postflight_proto::cut_to_bytes(
                             &secrets.scrub(&result.message),
-                            MAX_MESSAGE_BYTES,
+                            MAX_CHECK_MESSAGE_BYTES,
                         )
                         .to_owned(),
                         ..result

@@ -311,9 +311,11 @@ pub fn check_result(ids: ResultIds<'_>, outcome: &CheckOutcome) -> v1::CheckResu
         run_id: ids.run_id.to_owned(),
         assignment_id: ids.assignment_id.to_owned(),
         check_index: ids.check_index,
-        check_name: ids.check_name.to_owned(),
+        // Plans do not bound check names; the coordinator does: cut, like the message, so a
+        // long name cannot make every batch of this assignment refused.
+        check_name: cut_to_bytes(ids.check_name, MAX_CHECK_MESSAGE_BYTES).to_owned(),
         status: result_status(outcome.status).into(),
-        message: cut_to_bytes(&outcome.message, MAX_MESSAGE_BYTES).to_owned(),
+        message: cut_to_bytes(&outcome.message, MAX_CHECK_MESSAGE_BYTES).to_owned(),
         duration_ms: (outcome.duration.as_secs_f64() * 1e3).min(MAX_DURATION_MS),
         requests: region.requests.count,
         request_errors: region.requests.errors,
@@ -328,7 +330,7 @@ pub fn check_result(ids: ResultIds<'_>, outcome: &CheckOutcome) -> v1::CheckResu
 pub const MAX_RESULT_ID_BYTES: usize = 128;
 /// The longest check message a probe may send; probes cut theirs to fit
 /// ([`check_result`]).
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+pub const MAX_CHECK_MESSAGE_BYTES: usize = 16 * 1024;
 /// The longest check duration a probe may report, in milliseconds (the bound of every
 /// latency, about 11.6 days): a longer one is a broken clock or a forged message.
 pub const MAX_DURATION_MS: f64 = postflight_plan::sketch::MAX_LATENCY_MS;
@@ -341,7 +343,7 @@ pub const MAX_LABELS: usize = 32;
 pub const MAX_ACTIVE_ASSIGNMENTS: usize = 10_000;
 
 /// A name (probe, region): non-blank, no whitespace or control characters, bounded.
-fn check_name(field: &str, text: &str) -> Result<(), ConvertError> {
+pub fn check_name(field: &str, text: &str) -> Result<(), ConvertError> {
     if text.is_empty() || text.len() > MAX_NAME_BYTES {
         return Err(ConvertError::new(
             field,
@@ -403,7 +405,7 @@ pub fn check_hello(hello: &v1::Hello) -> Result<(), ConvertError> {
 pub fn check_rejected(r: &v1::AssignmentRejected) -> Result<(), ConvertError> {
     check_len("assignment_id", &r.assignment_id, MAX_RESULT_ID_BYTES)?;
     check_len("run_id", &r.run_id, MAX_RESULT_ID_BYTES)?;
-    check_len("reason", &r.reason, MAX_MESSAGE_BYTES)
+    check_len("reason", &r.reason, MAX_CHECK_MESSAGE_BYTES)
 }
 
 /// A probe's word that it finished an assignment.
@@ -417,10 +419,15 @@ pub fn check_finished(f: &v1::AssignmentFinished) -> Result<(), ConvertError> {
 /// text. `max_requests` is the most requests the result's check can make
 /// ([`postflight_plan::Check::max_requests`]): a result claiming more would outweigh honest
 /// regions in error rates.
-pub fn check_result_fields(
-    r: &v1::CheckResult,
-    max_requests: u64,
-) -> Result<CheckStatus, ConvertError> {
+pub fn check_result_fields(r: &v1::CheckResult, max_requests: u64) -> Result<(), ConvertError> {
+    check_scalars(r, max_requests)?;
+    let values = LatencySketch::check_bytes(&r.latency_sketch)
+        .map_err(|e| ConvertError::new("latency_sketch", e))?;
+    check_sketch_count(values, r.requests)
+}
+
+/// Everything of [`check_result_fields`] but the sketch, which callers check or decode.
+fn check_scalars(r: &v1::CheckResult, max_requests: u64) -> Result<CheckStatus, ConvertError> {
     let status = match v1::CheckStatus::try_from(r.status) {
         Ok(v1::CheckStatus::Pass) => CheckStatus::Pass,
         Ok(v1::CheckStatus::Warn) => CheckStatus::Warn,
@@ -441,8 +448,8 @@ pub fn check_result_fields(
             ),
         ));
     }
-    check_len("message", &r.message, MAX_MESSAGE_BYTES)?;
-    check_len("check_name", &r.check_name, MAX_MESSAGE_BYTES)?;
+    check_len("message", &r.message, MAX_CHECK_MESSAGE_BYTES)?;
+    check_len("check_name", &r.check_name, MAX_CHECK_MESSAGE_BYTES)?;
     check_counts(r, max_requests)?;
     if !(0.0..=MAX_DURATION_MS).contains(&r.duration_ms) {
         return Err(ConvertError::new(
@@ -456,15 +463,18 @@ pub fn check_result_fields(
     if let Some(l) = &r.latency_ms {
         check_summary(l, r.requests).map_err(|e| e.within("latency_ms"))?;
     }
-    let values = LatencySketch::check_bytes(&r.latency_sketch)
-        .map_err(|e| ConvertError::new("latency_sketch", e))?;
-    if values > r.requests {
+    Ok(status)
+}
+
+/// A sketch holds at most one latency per request made.
+fn check_sketch_count(values: u64, requests: u64) -> Result<(), ConvertError> {
+    if values > requests {
         return Err(ConvertError::new(
             "latency_sketch",
-            format!("holds {values} latencies for {} requests", r.requests),
+            format!("holds {values} latencies for {requests} requests"),
         ));
     }
-    Ok(status)
+    Ok(())
 }
 
 /// A probe's latency summary: finite latencies in range, in order, for no more requests than
@@ -505,9 +515,11 @@ fn check_summary(l: &v1::LatencySummary, requests: u64) -> Result<(), ConvertErr
 /// never sends ([`check_result_fields`]), so that nothing stored can make the report
 /// builder panic.
 pub fn region_result(r: &v1::CheckResult, max_requests: u64) -> Result<RegionResult, ConvertError> {
-    let status = check_result_fields(r, max_requests)?;
+    let status = check_scalars(r, max_requests)?;
+    // `from_bytes` checks the sketch's shape itself: no second reading of it here.
     let sketch = LatencySketch::from_bytes(&r.latency_sketch)
         .map_err(|e| ConvertError::new("latency_sketch", e))?;
+    check_sketch_count(sketch.count(), r.requests)?;
     Ok(RegionResult {
         status,
         message: r.message.clone(),
@@ -749,22 +761,24 @@ mod tests {
     fn long_messages_are_cut_before_sending() {
         let outcome = CheckOutcome {
             status: CheckStatus::Fail,
-            message: "é".repeat(MAX_MESSAGE_BYTES),
+            message: "é".repeat(MAX_CHECK_MESSAGE_BYTES),
             samples: Vec::new(),
             missing: 0,
             duration: Duration::from_secs(1),
         };
+        let long_name = "n".repeat(MAX_CHECK_MESSAGE_BYTES + 10);
         let ids = ResultIds {
             result_id: "r1".into(),
             run_id: "run",
             assignment_id: "a",
             check_index: 0,
-            check_name: "c",
+            check_name: &long_name,
             finished_at_unix_ms: 1,
         };
         let wire = check_result(ids, &outcome);
-        assert!(wire.message.len() <= MAX_MESSAGE_BYTES);
-        assert!(wire.message.len() >= MAX_MESSAGE_BYTES - 1);
+        assert!(wire.message.len() <= MAX_CHECK_MESSAGE_BYTES);
+        assert!(wire.message.len() >= MAX_CHECK_MESSAGE_BYTES - 1);
+        assert_eq!(wire.check_name.len(), MAX_CHECK_MESSAGE_BYTES);
         assert!(region_result(&wire, 1).is_ok());
     }
 

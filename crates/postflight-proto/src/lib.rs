@@ -16,7 +16,7 @@ mod convert;
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/postflight_descriptor.bin");
 
 pub use convert::{
-    ConvertError, MAX_ACTIVE_ASSIGNMENTS, MAX_DURATION_MS, MAX_LABELS, MAX_MESSAGE_BYTES,
-    MAX_NAME_BYTES, MAX_RESULT_ID_BYTES, ResultIds, check_finished, check_hello, check_rejected,
-    check_result, check_result_fields, cut_to_bytes, region_result, result_status,
+    ConvertError, MAX_CHECK_MESSAGE_BYTES, MAX_NAME_BYTES, ResultIds, check_finished, check_hello,
+    check_name, check_rejected, check_result, check_result_fields, cut_to_bytes, region_result,
+    result_status,
 };

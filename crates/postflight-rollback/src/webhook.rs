@@ -29,34 +29,33 @@ const ERROR_BODY_BYTES: usize = 4096;
 /// names its run and the time it was taken, so every decision has its own, and every retry of
 /// one has the same.
 pub fn delivery_id(body: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, body);
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&ring::digest::digest(&ring::digest::SHA256, body).as_ref()[..16])
 }
 
 /// `t=<timestamp>,id=<delivery>,v2=<hex HMAC-SHA256 of "<timestamp>.<delivery>.<body>">`.
 pub fn signature_v2(secret: &str, timestamp: u64, delivery: &str, body: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let mut signed = hmac::Context::with_key(&key);
-    signed.update(format!("{timestamp}.{delivery}.").as_bytes());
-    signed.update(body);
-    let hex: String = signed
-        .sign()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("t={timestamp},id={delivery},v2={hex}")
+    let prefix = format!("{timestamp}.{delivery}.");
+    let tag = hmac_hex(secret, &[prefix.as_bytes(), body]);
+    format!("t={timestamp},id={delivery},v2={tag}")
 }
 
 /// `sha256=<hex HMAC-SHA256 of body>`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
+    format!("sha256={}", hmac_hex(secret, &[body]))
+}
+
+/// Hex HMAC-SHA256 of the concatenated `parts`.
+fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = hmac::sign(&key, body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    let mut signed = hmac::Context::with_key(&key);
+    for part in parts {
+        signed.update(part);
+    }
+    hex(signed.sign().as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// POSTs the context; retries connection errors, timeouts, 429 and 5xx answers with growing

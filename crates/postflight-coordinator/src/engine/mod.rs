@@ -351,12 +351,7 @@ impl<S: Store> Coordinator<S> {
         let no_vars: HashMap<String, String> = HashMap::new();
         let plan = parse_plan(plan_yaml, origin, Expander::plan(&no_vars))
             .map_err(|e| CoordinatorError::invalid("plan_yaml", format!("invalid plan:\n{e}")))?;
-        if !self.inner.config.allow_command_actions
-            && matches!(
-                plan.rollback.as_ref().and_then(|r| r.action.as_ref()),
-                Some(postflight_plan::model::RollbackAction::Command(_))
-            )
-        {
+        if self.refuses_action_of(&plan) {
             return Err(CoordinatorError::invalid(
                 "plan_yaml",
                 format!(
@@ -366,10 +361,8 @@ impl<S: Store> Coordinator<S> {
             ));
         }
         for (i, region) in options.regions.iter().enumerate() {
-            if region.trim().is_empty()
-                || region.contains(char::is_whitespace)
-                || region.len() > postflight_proto::MAX_NAME_BYTES
-            {
+            // The rule probes' regions follow: a region no probe could announce is refused.
+            if postflight_proto::check_name("region", region).is_err() {
                 return Err(CoordinatorError::invalid(
                     format!("options.regions[{i}]"),
                     format!("`{region}` is not a region name"),
@@ -1472,7 +1465,7 @@ fn validate_result(r: &v1::CheckResult, plan: &Plan) -> Result<(), postflight_pr
             reason: format!("the plan has {} checks", plan.checks.len()),
         });
     };
-    postflight_proto::check_result_fields(r, check.max_requests()).map(|_| ())
+    postflight_proto::check_result_fields(r, check.max_requests())
 }
 
 /// The most regions one run may require.

@@ -118,6 +118,16 @@ pub(crate) const COMMANDS_NOT_ALLOWED: &str = "this coordinator does not run `co
      webhook)";
 
 impl<S: Store> Coordinator<S> {
+    /// Whether `plan`'s action may not run here: a `command` without
+    /// `--allow-command-actions`.
+    pub(crate) fn refuses_action_of(&self, plan: &Plan) -> bool {
+        !self.inner.config.allow_command_actions
+            && matches!(
+                plan.rollback.as_ref().and_then(|r| r.action.as_ref()),
+                Some(postflight_plan::model::RollbackAction::Command(_))
+            )
+    }
+
     /// What an action is told about a decision taken on `report`.
     pub(crate) fn rollback_context(
         &self,
@@ -145,13 +155,7 @@ impl<S: Store> Coordinator<S> {
     ) -> Prepared {
         // Runs accepted before the coordinator was restarted without the flag: the decision
         // stands, the command does not run.
-        if decision.recommended
-            && !self.inner.config.allow_command_actions
-            && matches!(
-                plan.rollback.as_ref().and_then(|r| r.action.as_ref()),
-                Some(postflight_plan::model::RollbackAction::Command(_))
-            )
-        {
+        if decision.recommended && self.refuses_action_of(plan) {
             decision.outcome = Some(ActionOutcome::Failed);
             decision.error = Some(COMMANDS_NOT_ALLOWED.to_owned());
             self.count_outcome(decision.outcome);

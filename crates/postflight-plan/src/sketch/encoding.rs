@@ -28,6 +28,10 @@ const MAX_VALUES: u64 = 1 << 40;
 /// leaves room and keeps every key arithmetic of the library inside `i32`.
 const MAX_KEY: i64 = 1 << 16;
 
+/// The index mapping's base of our configuration, computed once.
+static GAMMA: std::sync::LazyLock<f64> =
+    std::sync::LazyLock::new(|| Config::new(RELATIVE_ACCURACY, MAX_BINS, MIN_VALUE).gamma);
+
 /// What the reader learned about a well-formed encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Shape {
@@ -68,7 +72,7 @@ pub(super) fn check(bytes: &[u8]) -> Result<Shape, String> {
             FLAG_INDEX_MAPPING_LOG => {
                 let gamma = r.f64()?;
                 let _offset = r.f64()?;
-                let ours = Config::new(RELATIVE_ACCURACY, MAX_BINS, MIN_VALUE).gamma;
+                let ours = *GAMMA;
                 if gamma != ours {
                     return Err(format!(
                         "made with another accuracy (gamma {gamma}, postflight uses {ours})"

@@ -168,12 +168,12 @@ pub mod hex {
 
     /// Writes the sketch's bytes as lower-case hex.
     pub fn serialize<S: Serializer>(sketch: &LatencySketch, s: S) -> Result<S::Ok, S::Error> {
-        let mut text = String::new();
-        if sketch.count() > 0 {
-            for byte in sketch.to_bytes() {
-                text.push_str(&format!("{byte:02x}"));
-            }
-        }
+        // An empty sketch is no bytes, so an empty string.
+        let text: String = sketch
+            .to_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
         s.serialize_str(&text)
     }
 
