@@ -189,6 +189,29 @@ async fn forged_results_are_refused_and_stored_junk_never_stops_a_restart_or_act
         assert!(status.message().starts_with(field), "{field}: {status:?}");
     }
 
+    // Probe lists come a page at a time; a page or token out of range is refused.
+    let mut ops = operator(&url).await;
+    for (request, field) in [
+        (
+            v1::ListProbesRequest {
+                limit: 5_000,
+                ..Default::default()
+            },
+            "limit",
+        ),
+        (
+            v1::ListProbesRequest {
+                page_token: long.clone(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+    ] {
+        let status = ops.list_probes(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(field), "{status:?}");
+    }
+
     let mut probe = FakeProbe::connect(&url, hello("eu-1", "eu"), None)
         .await
         .unwrap();

@@ -585,6 +585,10 @@ async fn probes_expose_only_allowed_variables_and_mask_secret_ones() {
         said.contains("variable probe:AWS_SECRET_ACCESS_KEY may not be used here"),
         "{said}"
     );
+    assert!(
+        said.contains("no result from eu: probe eu-1 cannot run the plan"),
+        "the report says why the region has no result: {said}"
+    );
     assert!(!said.contains("AKIA"), "{said}");
     assert_eq!(hits.load(Ordering::SeqCst), 0, "the request left the probe");
 

@@ -1,5 +1,6 @@
 //! The physical limit of result ingest on this machine: a server built from the same proto as
-//! the coordinator that only counts and acknowledges results (no storage, no aggregation).
+//! the coordinator that only counts and acknowledges results (no storage, no aggregation), and
+//! hands each probe its next assignment when it finishes one.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ impl ProbeService for Null {
         let (tx, rx) = mpsc::channel(1024);
         let results = self.results.clone();
         tokio::spawn(async move {
+            let (mut name, mut assigned) = (String::new(), 0u64);
             while let Ok(Some(message)) = inbound.message().await {
                 let reply = match message.kind {
                     Some(Kind::Hello(hello)) => {
@@ -53,12 +55,12 @@ impl ProbeService for Null {
                                 kind: Some(welcome),
                             }))
                             .await;
-                        Some(coordinator_message::Kind::Assignment(v1::Assignment {
-                            assignment_id: format!("null-{}", hello.name),
-                            run_id: "null-run".into(),
-                            plan_yaml: String::new(),
-                            deadline_unix_ms: u64::MAX,
-                        }))
+                        name = hello.name;
+                        // A few ahead, as a coordinator with queued runs would have them.
+                        for _ in 1..AHEAD {
+                            let _ = tx.send(Ok(assignment(&name, &mut assigned))).await;
+                        }
+                        assignment(&name, &mut assigned).kind
                     }
                     Some(Kind::Results(batch)) => {
                         results.fetch_add(batch.results.len() as u64, Ordering::Relaxed);
@@ -67,6 +69,7 @@ impl ProbeService for Null {
                             result_ids: ids,
                         }))
                     }
+                    Some(Kind::Finished(_)) => assignment(&name, &mut assigned).kind,
                     _ => None,
                 };
                 if let Some(kind) = reply
@@ -80,6 +83,22 @@ impl ProbeService for Null {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Assignments a probe holds at once.
+const AHEAD: u64 = 3;
+
+/// The next assignment for probe `name`.
+fn assignment(name: &str, assigned: &mut u64) -> CoordinatorMessage {
+    *assigned += 1;
+    CoordinatorMessage {
+        kind: Some(coordinator_message::Kind::Assignment(v1::Assignment {
+            assignment_id: format!("null-{name}-{assigned}"),
+            run_id: format!("null-run-{assigned}"),
+            plan_yaml: String::new(),
+            deadline_unix_ms: u64::MAX,
+        })),
     }
 }
 

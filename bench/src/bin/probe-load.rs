@@ -1,15 +1,19 @@
 //! Simulated probes: many gRPC streams that push check results as fast as the server
 //! acknowledges them (a bounded window of batches in flight per stream), or that only stay
-//! connected (`--idle`, for footprint). Against a real coordinator (`--submit`) it first
-//! submits a run whose required regions are the simulated probes' regions, so every result
-//! belongs to a real assignment and is stored and aggregated.
+//! connected (`--idle`, for footprint). Each probe works as a real one does: one result per
+//! check of its assignment (HTTP and latency checks with real sketches), then
+//! `AssignmentFinished`, then the next assignment. Against a real coordinator (`--submit`) it
+//! keeps submitting runs of a plan whose required regions are the simulated probes' regions,
+//! a few ahead of the slowest probe, as a monitor's rounds would: every result belongs to a
+//! real assignment and is stored and aggregated, and every run is finalized.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use postflight_bench::{channel, median, result};
+use postflight_bench::{ResultTemplates, channel, median, plan_yaml};
 use postflight_proto::v1::probe_service_client::ProbeServiceClient;
 use postflight_proto::v1::validation_service_client::ValidationServiceClient;
 use postflight_proto::v1::{self, coordinator_message, probe_message};
@@ -34,6 +38,9 @@ struct Args {
     /// Unacknowledged batches in flight per stream.
     #[arg(long, default_value_t = 4)]
     window: usize,
+    /// Checks in the plan (one result each per assignment).
+    #[arg(long, default_value_t = 500)]
+    checks: u32,
     /// Submit a run to the coordinator first (a real coordinator needs one).
     #[arg(long)]
     submit: bool,
@@ -45,77 +52,116 @@ struct Args {
     idle: bool,
 }
 
-fn plan_yaml(regions: usize) -> String {
-    let list: Vec<String> = (0..regions).map(|i| format!("bench-{i}")).collect();
-    format!(
-        "name: bench-ingest\nchecks:\n  - name: health\n    http: {{url: \"http://127.0.0.1:9/health\"}}\npolicy: {{regions: [{}], quorum: any}}\n",
-        list.join(", ")
-    )
+/// Runs submitted ahead of the slowest probe.
+const RUNS_AHEAD: u64 = 3;
+
+/// What every stream shares.
+struct Shared {
+    templates: ResultTemplates,
+    checks: u32,
+    batch: usize,
+    window: usize,
+    idle: bool,
+    seconds: f64,
+    /// Results this stream may send in all (`--total`).
+    total: Option<u64>,
+    /// Per stream: assignments finished.
+    finished: Vec<AtomicU64>,
+    connected: Barrier,
+    started: Barrier,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let acked = Arc::new(AtomicU64::new(0));
-    let connected = Arc::new(Barrier::new(args.streams + 1));
-    let started = Arc::new(Barrier::new(args.streams + 1));
-    let per_stream_total = args.total.map(|t| t.div_ceil(args.streams as u64));
+    anyhow::ensure!(args.checks > 0, "--checks must be at least 1");
+    // Whole assignments only, so that every run completes.
+    let checks = u64::from(args.checks);
+    let per_stream_total = args
+        .total
+        .map(|t| t.div_ceil(args.streams as u64).div_ceil(checks) * checks);
+    let shared = Arc::new(Shared {
+        templates: ResultTemplates::new(),
+        checks: args.checks,
+        batch: args.batch,
+        window: args.window,
+        idle: args.idle,
+        seconds: args.seconds,
+        total: per_stream_total,
+        finished: (0..args.streams).map(|_| AtomicU64::new(0)).collect(),
+        connected: Barrier::new(args.streams + 1),
+        started: Barrier::new(args.streams + 1),
+    });
     let mut tasks = Vec::new();
     for i in 0..args.streams {
         let url = args.coordinator.clone();
-        let acked = acked.clone();
-        let connected = connected.clone();
-        let started = started.clone();
-        let (batch, window, idle, seconds) = (args.batch, args.window, args.idle, args.seconds);
-        tasks.push(tokio::spawn(async move {
-            stream(
-                i,
-                &url,
-                batch,
-                window,
-                idle,
-                seconds,
-                per_stream_total,
-                acked,
-                connected,
-                started,
-            )
-            .await
-        }));
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move { stream(i, &url, &shared).await }));
     }
-    connected.wait().await;
-    let mut run_id = None;
+    shared.connected.wait().await;
+    // Runs every stream needs with --total; otherwise as many as the time allows.
+    let runs_needed = per_stream_total.map(|t| t.div_ceil(u64::from(args.checks)));
+    let mut validation = None;
+    let mut last_run = None;
+    let mut submitted = 0u64;
+    let submit_more = |submitted: u64| {
+        let slowest = shared
+            .finished
+            .iter()
+            .map(|f| f.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        submitted < slowest + RUNS_AHEAD && runs_needed.is_none_or(|n| submitted < n)
+    };
+    let plan = plan_yaml(
+        "bench-ingest",
+        args.checks as usize,
+        &(0..args.streams)
+            .map(|i| format!("bench-{i}"))
+            .collect::<Vec<_>>(),
+    );
     if args.submit && !args.idle {
-        let mut validation = ValidationServiceClient::new(channel(&args.coordinator).await?);
-        let run = validation
-            .submit_run(v1::SubmitRunRequest {
-                plan_yaml: plan_yaml(args.streams),
-                origin: "bench".into(),
-                options: Some(v1::RunOptions {
-                    dry_run: true,
-                    regions: vec![],
-                    timeout_ms: 3_600_000,
-                }),
-            })
-            .await?
-            .into_inner();
-        run_id = Some(run.run_id);
+        let mut client = ValidationServiceClient::new(channel(&args.coordinator).await?)
+            .max_encoding_message_size(16 << 20);
+        while submit_more(submitted) {
+            last_run = Some(submit(&mut client, &plan).await?);
+            submitted += 1;
+        }
+        validation = Some(client);
     }
-    started.wait().await;
+    shared.started.wait().await;
     let clock = Instant::now();
+    let mut pending: Vec<_> = tasks.into_iter().map(Some).collect();
     let mut total_acked = 0;
-    for task in tasks {
-        total_acked += task.await??;
+    while pending.iter().any(Option::is_some) {
+        // Keep runs coming while the probes work through them.
+        if let Some(client) = &mut validation {
+            while submit_more(submitted) {
+                last_run = Some(submit(client, &plan).await?);
+                submitted += 1;
+            }
+        }
+        for slot in &mut pending {
+            if slot
+                .as_ref()
+                .is_some_and(tokio::task::JoinHandle::is_finished)
+                && let Some(task) = slot.take()
+            {
+                total_acked += task.await??;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = clock.elapsed().as_secs_f64();
     let mut out = serde_json::json!({
         "streams": args.streams,
+        "checks": args.checks,
+        "runs": submitted,
         "results": total_acked,
         "seconds": seconds,
         "results_per_s": total_acked as f64 / seconds,
     });
-    if let (Some(run_id), Some(_)) = (run_id, args.total) {
-        let mut validation = ValidationServiceClient::new(channel(&args.coordinator).await?);
+    if let (Some(run_id), Some(_), Some(mut validation)) = (last_run, args.total, validation) {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let run = validation
@@ -135,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let mut times = Vec::new();
-        for _ in 0..51 {
+        for _ in 0..21 {
             let t = Instant::now();
             let report = validation
                 .get_report(v1::GetReportRequest {
@@ -144,7 +190,10 @@ async fn main() -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             times.push(t.elapsed().as_secs_f64() * 1e3);
-            anyhow::ensure!(report.checks.len() == 1, "unexpected report");
+            anyhow::ensure!(
+                report.checks.len() == args.checks as usize,
+                "unexpected report"
+            );
         }
         let mut run_times = Vec::new();
         for _ in 0..21 {
@@ -164,22 +213,31 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn stream(
-    i: usize,
-    url: &str,
-    batch: usize,
-    window: usize,
-    idle: bool,
-    seconds: f64,
-    total: Option<u64>,
-    acked: Arc<AtomicU64>,
-    connected: Arc<Barrier>,
-    started: Arc<Barrier>,
-) -> anyhow::Result<u64> {
+/// Submits one run of `plan`; its id.
+async fn submit(
+    client: &mut ValidationServiceClient<tonic::transport::Channel>,
+    plan: &str,
+) -> anyhow::Result<String> {
+    Ok(client
+        .submit_run(v1::SubmitRunRequest {
+            plan_yaml: plan.to_owned(),
+            origin: "bench".into(),
+            options: Some(v1::RunOptions {
+                dry_run: true,
+                regions: vec![],
+                timeout_ms: 3_600_000,
+            }),
+        })
+        .await?
+        .into_inner()
+        .run_id)
+}
+
+/// One simulated probe; the results acknowledged to it.
+async fn stream(i: usize, url: &str, shared: &Shared) -> anyhow::Result<u64> {
     let mut client =
         ProbeServiceClient::new(channel(url).await?).max_decoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel::<v1::ProbeMessage>(window + 4);
+    let (tx, rx) = mpsc::channel::<v1::ProbeMessage>(shared.window + 4);
     tx.send(v1::ProbeMessage {
         kind: Some(probe_message::Kind::Hello(v1::Hello {
             name: format!("bench-probe-{i}"),
@@ -192,70 +250,92 @@ async fn stream(
     let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
     // Welcome first.
     inbound.message().await?;
-    connected.wait().await;
-    started.wait().await;
-    if idle {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
+    shared.connected.wait().await;
+    shared.started.wait().await;
+    if shared.idle {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(shared.seconds);
         while tokio::time::Instant::now() < deadline {
             tx.send(v1::ProbeMessage {
                 kind: Some(probe_message::Kind::Heartbeat(v1::Heartbeat::default())),
             })
             .await?;
-            tokio::time::sleep(Duration::from_secs(5).min(Duration::from_secs_f64(seconds))).await;
+            tokio::time::sleep(Duration::from_secs(5).min(Duration::from_secs_f64(shared.seconds)))
+                .await;
         }
         return Ok(0);
     }
-    let assignment = loop {
-        match inbound.message().await? {
-            Some(v1::CoordinatorMessage {
-                kind: Some(coordinator_message::Kind::Assignment(a)),
-            }) => break a,
-            Some(_) => continue,
-            None => anyhow::bail!("stream {i} closed before an assignment"),
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let deadline = Instant::now() + Duration::from_secs_f64(shared.seconds);
+    let limit = shared.total.unwrap_or(u64::MAX);
+    let mut queue: VecDeque<v1::Assignment> = VecDeque::new();
+    // The assignment being worked on and its next check.
+    let mut current: Option<(v1::Assignment, u32)> = None;
     let (mut sent, mut mine, mut in_flight) = (0u64, 0u64, 0usize);
-    let limit = total.unwrap_or(u64::MAX);
     loop {
-        while in_flight < window && sent < limit && (total.is_some() || Instant::now() < deadline) {
-            let n = (batch as u64).min(limit - sent);
-            let results = (sent..sent + n)
-                .map(|k| result(&assignment.run_id, &assignment.assignment_id, k))
+        let working = sent < limit && (shared.total.is_some() || Instant::now() < deadline);
+        while working && in_flight < shared.window {
+            if current.is_none() {
+                current = queue.pop_front().map(|a| (a, 0));
+            }
+            let Some((assignment, next)) = &mut current else {
+                break;
+            };
+            let n = (shared.batch as u64)
+                .min(limit - sent)
+                .min(u64::from(shared.checks - *next)) as u32;
+            let results = (*next..*next + n)
+                .map(|k| {
+                    shared
+                        .templates
+                        .result(&assignment.run_id, &assignment.assignment_id, k)
+                })
                 .collect();
             tx.send(v1::ProbeMessage {
                 kind: Some(probe_message::Kind::Results(v1::ResultBatch { results })),
             })
             .await?;
-            sent += n;
+            sent += u64::from(n);
+            *next += n;
             in_flight += 1;
+            if *next == shared.checks {
+                tx.send(v1::ProbeMessage {
+                    kind: Some(probe_message::Kind::Finished(v1::AssignmentFinished {
+                        assignment_id: assignment.assignment_id.clone(),
+                        run_id: assignment.run_id.clone(),
+                        results: shared.checks,
+                    })),
+                })
+                .await?;
+                current = None;
+                shared.finished[i].fetch_add(1, Ordering::Relaxed);
+            }
         }
-        if in_flight == 0 {
+        if in_flight == 0 && !working {
             break;
         }
-        match inbound.message().await? {
+        // Without a window to fill or an assignment to work on, wait for the server.
+        let message = if in_flight == 0 {
+            match tokio::time::timeout(Duration::from_millis(50), inbound.message()).await {
+                Ok(message) => message?,
+                Err(_) => continue,
+            }
+        } else {
+            inbound.message().await?
+        };
+        match message {
             Some(v1::CoordinatorMessage {
                 kind: Some(coordinator_message::Kind::Ack(ack)),
             }) => {
                 in_flight -= 1;
                 mine += ack.result_ids.len() as u64;
-                acked.fetch_add(ack.result_ids.len() as u64, Ordering::Relaxed);
             }
+            Some(v1::CoordinatorMessage {
+                kind: Some(coordinator_message::Kind::Assignment(a)),
+            }) => queue.push_back(a),
             Some(_) => {}
             None => anyhow::bail!("stream {i} closed"),
         }
     }
-    if total.is_some() {
-        tx.send(v1::ProbeMessage {
-            kind: Some(probe_message::Kind::Finished(v1::AssignmentFinished {
-                assignment_id: assignment.assignment_id.clone(),
-                run_id: assignment.run_id.clone(),
-                results: mine as u32,
-            })),
-        })
-        .await?;
-        // Let the message leave before the stream closes.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // Let the last messages leave before the stream closes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(mine)
 }

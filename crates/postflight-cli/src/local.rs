@@ -126,6 +126,7 @@ pub async fn round(
         finished_at,
         required_regions: &regions,
         results: &per_check,
+        unreported: &BTreeMap::new(),
         end,
         env: &ProcessEnv,
     });

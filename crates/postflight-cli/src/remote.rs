@@ -372,12 +372,23 @@ pub async fn report(args: &RunIdArgs) -> Result<ExitCode, Failure> {
 pub async fn probes(args: &RemoteArgs) -> Result<ExitCode, Failure> {
     let url = coordinator_url(args.coordinator.as_deref());
     let mut client = client(&url).await?;
-    let probes = client
-        .list_probes(v1::ListProbesRequest {})
-        .await
-        .map_err(|s| from_status(&url, &s))?
-        .into_inner()
-        .probes;
+    let mut probes = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_probes(v1::ListProbesRequest {
+                limit: 1000,
+                page_token,
+            })
+            .await
+            .map_err(|s| from_status(&url, &s))?
+            .into_inner();
+        probes.extend(page.probes);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     match args.output {
         Output::Json => {
             let list: Vec<_> = probes

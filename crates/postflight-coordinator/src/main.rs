@@ -103,6 +103,11 @@ struct Args {
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = duration)]
     reassign_after: Duration,
 
+    /// How long a probe that no longer connects stays in the probe list (`postflight probes`,
+    /// the status page). At most 10,000 probes are kept; the least recently seen go first.
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = duration)]
+    forget_probes_after: Duration,
+
     /// This coordinator's name in the rollback audit [default: coordinator HOSTNAME:PORT].
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
@@ -222,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         default_timeout: args.run_timeout,
         reassign_after: args.reassign_after,
+        forget_probes_after: args.forget_probes_after,
         allow_command_actions: args.allow_command_actions,
         authenticated_regions_only: identities_bound,
         identity: args.name.clone().unwrap_or_else(|| {

@@ -2,6 +2,9 @@
 //! counters, base units in the name); labels are bounded: regions and check names come from
 //! operators' plans and probes, and beyond [`MAX_LABEL_VALUES`] distinct values new ones are
 //! counted under `_other`, so a runaway plan generator cannot exhaust the coordinator's memory.
+//! Regions an operator vouches for (named in a plan or a run's options, or bound to a probe's
+//! credential) have slots of their own: a probe that invents regions cannot push the real ones
+//! into `_other`.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -92,6 +95,9 @@ pub struct Metrics {
     pub results_ingested: Counter,
     /// `postflight_ingest_errors_total`: result batches that could not be stored.
     pub ingest_errors: Counter,
+    /// `postflight_results_surplus_total`: results dropped because their check already had
+    /// one from the same assignment (a probe sends one per check).
+    pub results_surplus: Counter,
     /// `postflight_grpc_request_duration_seconds{method}`: time to answer (for streams, to
     /// open the response).
     pub grpc_duration: HistogramFamily<MethodLabels>,
@@ -101,6 +107,7 @@ pub struct Metrics {
     pub rollback_actions: Family<OutcomeLabels, Counter>,
     seen_checks: Mutex<HashSet<String>>,
     seen_regions: Mutex<HashSet<String>>,
+    named_regions: Mutex<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -123,11 +130,13 @@ impl Metrics {
             check_duration: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
             results_ingested: Counter::default(),
             ingest_errors: Counter::default(),
+            results_surplus: Counter::default(),
             grpc_duration: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
             rollback_decisions: Family::default(),
             rollback_actions: Family::default(),
             seen_checks: Mutex::new(HashSet::new()),
             seen_regions: Mutex::new(HashSet::new()),
+            named_regions: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -176,6 +185,11 @@ impl Metrics {
             "Result batches that could not be stored (the probe replays them)",
             m.ingest_errors.clone(),
         );
+        registry.register(
+            "postflight_results_surplus",
+            "Results dropped because their check already had one from the same assignment",
+            m.results_surplus.clone(),
+        );
         registry.register_with_unit(
             "postflight_grpc_request_duration",
             "Time to answer gRPC requests, by method",
@@ -220,7 +234,23 @@ impl Metrics {
 
     /// A region label value, bounded.
     pub fn region(&self, region: &str) -> String {
+        let named = self
+            .named_regions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(region);
+        if named {
+            return region.to_owned();
+        }
         Self::bounded(&self.seen_regions, region)
+    }
+
+    /// Gives regions an operator vouches for a label of their own (up to [`MAX_LABEL_VALUES`]
+    /// of them), whatever unauthenticated probes claimed before.
+    pub fn name_regions<'a>(&self, regions: impl IntoIterator<Item = &'a str>) {
+        for region in regions {
+            Self::bounded(&self.named_regions, region);
+        }
     }
 
     /// Counts `n` results of `check` in `region` with `status`.
@@ -287,5 +317,21 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn invented_regions_cannot_push_named_ones_into_other() {
+        let m = Metrics::new();
+        for i in 0..MAX_LABEL_VALUES + 10 {
+            assert_eq!(
+                m.region(&format!("junk-{i}")).starts_with("junk-"),
+                i < MAX_LABEL_VALUES
+            );
+        }
+        assert_eq!(m.region("eu-west"), "_other", "an unnamed latecomer");
+        m.name_regions(["eu-west", "us-east"]);
+        assert_eq!(m.region("eu-west"), "eu-west");
+        assert_eq!(m.region("us-east"), "us-east");
+        assert_eq!(m.region("ap-south"), "_other");
     }
 }

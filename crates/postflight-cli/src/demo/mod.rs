@@ -217,7 +217,7 @@ fn start_probe(coordinator: &str, region: &str, target: &str, db_url: &str) {
 async fn wait_for_probes(url: &str) -> anyhow::Result<()> {
     for _ in 0..100 {
         if let Ok(mut client) = remote::client(url).await
-            && let Ok(list) = client.list_probes(v1::ListProbesRequest {}).await
+            && let Ok(list) = client.list_probes(v1::ListProbesRequest::default()).await
             && list.get_ref().probes.iter().filter(|p| p.connected).count() == REGIONS.len()
         {
             return Ok(());

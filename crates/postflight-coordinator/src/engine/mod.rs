@@ -32,7 +32,7 @@ use crate::storage::{
     AssignmentRecord, AssignmentStatus, BatchRecord, ProbeRecord, RunRecord, RunStatus, Store,
     StoreError,
 };
-use state::{ActiveRun, LiveAssignment, LiveProbe, ProbeLink, Session};
+use state::{ActiveRun, Arrival, LiveAssignment, LiveProbe, ProbeLink, Session};
 
 /// Tunables of a coordinator.
 #[derive(Debug, Clone)]
@@ -54,7 +54,16 @@ pub struct Config {
     /// Whether plans may run `command` actions here: a command runs any program on this
     /// machine, so it takes the operator's explicit consent (`--allow-command-actions`).
     pub allow_command_actions: bool,
+    /// How long a probe that no longer connects stays in the probe list.
+    pub forget_probes_after: Duration,
 }
+
+/// Probes kept in the probe list at most; the least recently seen go first. Probe names
+/// change with every rollout of a sidecar (`$(POD_NAME)`), so the list must not grow forever.
+pub const MAX_KNOWN_PROBES: u32 = 10_000;
+
+/// Probes per `ListProbes` page at most.
+pub const MAX_PROBES_PAGE: u32 = 1_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -66,6 +75,7 @@ impl Default for Config {
             identity: "postflight-coordinator".to_owned(),
             allow_command_actions: false,
             authenticated_regions_only: false,
+            forget_probes_after: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -108,8 +118,10 @@ struct Group {
     region: String,
     /// New results, without their run and assignment ids.
     results: Vec<v1::CheckResult>,
-    /// Ids of results stored before.
+    /// Ids of results stored before, and of surplus ones: acknowledged, not stored.
     replays: Vec<String>,
+    /// Results dropped because their check already had one from this assignment.
+    surplus: u64,
 }
 
 /// Batches written per transaction at most: enough to amortise a commit, few enough to keep
@@ -212,6 +224,8 @@ impl<S: Store> Coordinator<S> {
         tokio::spawn(coordinator.clone().write_results(jobs));
         coordinator.recover_interrupted(false).await?;
         coordinator.watch_stale_claims();
+        coordinator.forget_old_probes().await;
+        coordinator.watch_probe_list();
         coordinator.resume().await?;
         Ok(coordinator)
     }
@@ -369,6 +383,14 @@ impl<S: Store> Coordinator<S> {
                 ));
             }
         }
+        // Regions the operator named keep their own metric labels.
+        self.inner.metrics.name_regions(
+            plan.policy
+                .regions
+                .iter()
+                .chain(&options.regions)
+                .map(String::as_str),
+        );
         let regions = self.required_regions(&plan, &options.regions);
         if regions.is_empty() {
             return Err(CoordinatorError::FailedPrecondition(
@@ -478,30 +500,34 @@ impl<S: Store> Coordinator<S> {
                 Ok(results) => {
                     for wire in results {
                         let id = id_hash(&wire.result_id);
-                        let new = run
-                            .assignments
-                            .get_mut(&batch.assignment_id)
-                            .is_none_or(|a| a.record_id(id));
-                        if new {
-                            apply_result(
-                                &mut run,
-                                &batch.run_id,
-                                &batch.assignment_id,
-                                &batch.region,
-                                &batch.probe,
-                                &wire,
-                            );
+                        // Only each check's first result counts; stores written by older
+                        // versions may hold more.
+                        if wire.check_index as usize >= run.plan.checks.len() {
+                            tracing::warn!(run_id = %batch.run_id, result_id = %wire.result_id, "unusable result: no such check");
+                            continue;
                         }
+                        let Some(a) = run.assignments.get_mut(&batch.assignment_id) else {
+                            continue;
+                        };
+                        if a.arrive(wire.check_index as usize, id) != Arrival::New {
+                            continue;
+                        }
+                        a.received += 1;
+                        run.result_count += 1;
+                        use_result(
+                            &mut run,
+                            &batch.run_id,
+                            &batch.assignment_id,
+                            &batch.region,
+                            &batch.probe,
+                            &wire,
+                        );
                     }
                 }
                 Err(e) => {
                     tracing::warn!(run_id = %batch.run_id, error = %e, "skipping an unreadable stored batch")
                 }
             }
-        }
-        // Resumed after a restart: every probe may replay what it sent before.
-        for a in run.assignments.values_mut() {
-            a.expect_replays();
         }
         self.state().runs.insert(run_id.clone(), run);
         let this = self.clone();
@@ -722,6 +748,7 @@ impl<S: Store> Coordinator<S> {
         };
         let finished = now_ms();
         let results = state::region_results(&run);
+        let unreported = state::unreported_regions(&run);
         let started_ms = run.record.started_ms.unwrap_or(run.record.created_ms);
         let end = match status {
             RunStatus::Completed => RunEnd::Completed,
@@ -735,6 +762,7 @@ impl<S: Store> Coordinator<S> {
             finished_at: UNIX_EPOCH + Duration::from_millis(finished.max(0) as u64),
             required_regions: &run.record.regions,
             results: &results,
+            unreported: &unreported,
             end,
             env: &ProcessEnv,
         });
@@ -937,6 +965,9 @@ impl<S: Store> Coordinator<S> {
         link: ProbeLink,
     ) -> CoordinatorResult<u64> {
         let now = now_ms();
+        if authenticated {
+            self.inner.metrics.name_regions([hello.region.as_str()]);
+        }
         self.inner
             .metrics
             .probe_connections
@@ -971,6 +1002,11 @@ impl<S: Store> Coordinator<S> {
             }
             state.next_session += 1;
             let session = state.next_session;
+            if state.probes.len() >= MAX_KNOWN_PROBES as usize
+                && !state.probes.contains_key(&hello.name)
+            {
+                forget_least_recent(&mut state.probes);
+            }
             state.probes.insert(
                 hello.name.clone(),
                 LiveProbe {
@@ -996,7 +1032,6 @@ impl<S: Store> Coordinator<S> {
                     }
                     if hello.active_assignments.contains(&a.record.assignment_id) {
                         // It continues where it was cut off, replaying what was not acked.
-                        a.expect_replays();
                         keep.insert(a.record.assignment_id.clone());
                     } else {
                         a.record.status = AssignmentStatus::Abandoned;
@@ -1201,6 +1236,7 @@ impl<S: Store> Coordinator<S> {
                         region,
                         results: Vec::new(),
                         replays: Vec::new(),
+                        surplus: 0,
                     });
                 }
                 let Some(group) = groups.last_mut() else {
@@ -1209,13 +1245,29 @@ impl<S: Store> Coordinator<S> {
                 let Some(run) = state.runs.get_mut(&group.run_id) else {
                     continue;
                 };
-                let new = run
+                let arrival = run
                     .assignments
                     .get_mut(&group.assignment_id)
-                    .is_some_and(|a| a.record_id(id_hash(&wire.result_id)));
-                if !new {
-                    group.replays.push(wire.result_id);
-                    continue;
+                    .map(|a| a.arrive(wire.check_index as usize, id_hash(&wire.result_id)));
+                match arrival {
+                    Some(Arrival::New) => {}
+                    Some(Arrival::Surplus) => {
+                        if group.surplus == 0
+                            && run
+                                .assignments
+                                .get(&group.assignment_id)
+                                .is_some_and(|a| a.surplus == 1)
+                        {
+                            tracing::warn!(run_id = %group.run_id, probe, assignment_id = %group.assignment_id, check_index = wire.check_index, "a second result for a check: dropped (counted in postflight_results_surplus_total)");
+                        }
+                        group.surplus += 1;
+                        group.replays.push(wire.result_id);
+                        continue;
+                    }
+                    Some(Arrival::Replay) | None => {
+                        group.replays.push(wire.result_id);
+                        continue;
+                    }
                 }
                 if run.secrets.has_any() {
                     wire.message = run.secrets.scrub(&wire.message);
@@ -1257,13 +1309,14 @@ impl<S: Store> Coordinator<S> {
                 // Not stored: forget the ids, so the probe's replay is taken.
                 let mut state = self.state();
                 for g in &groups {
-                    let ids = g.results.iter().map(|r| id_hash(&r.result_id)).collect();
                     if let Some(a) = state
                         .runs
                         .get_mut(&g.run_id)
                         .and_then(|run| run.assignments.get_mut(&g.assignment_id))
                     {
-                        a.forget_ids(&ids);
+                        for r in &g.results {
+                            a.forget(r.check_index as usize);
+                        }
                     }
                 }
                 return Err(StoreError::Grouped(e).into());
@@ -1279,20 +1332,11 @@ impl<S: Store> Coordinator<S> {
                     continue;
                 };
                 plans.push(Some(run.plan.clone()));
-                // Counted per group; only each check's first result is looked at further.
-                let firsts: Vec<&v1::CheckResult> = match run.assignments.get_mut(&g.assignment_id)
-                {
-                    Some(a) => {
-                        a.received += g.results.len() as u32;
-                        g.results
-                            .iter()
-                            .filter(|w| a.first_of_check(w.check_index as usize))
-                            .collect()
-                    }
-                    None => Vec::new(),
-                };
+                if let Some(a) = run.assignments.get_mut(&g.assignment_id) {
+                    a.received += g.results.len() as u32;
+                }
                 run.result_count += g.results.len() as u32;
-                for wire in firsts {
+                for wire in &g.results {
                     if let Some(event) =
                         use_result(run, &g.run_id, &g.assignment_id, &g.region, probe, wire)
                     {
@@ -1310,6 +1354,7 @@ impl<S: Store> Coordinator<S> {
             }
         }
         for (g, plan) in groups.iter().zip(&plans) {
+            self.inner.metrics.results_surplus.inc_by(g.surplus);
             if let Some(plan) = plan {
                 count_results(&self.inner.metrics, plan, &g.region, &g.results);
             }
@@ -1390,11 +1435,24 @@ impl<S: Store> Coordinator<S> {
         Ok(())
     }
 
-    /// Every probe ever seen, with live connection state.
-    pub async fn list_probes(&self) -> CoordinatorResult<Vec<(ProbeRecord, bool)>> {
-        let stored = self.inner.store.list_probes().await?;
+    /// A page of probes by name with their live connection state, after the name `after`;
+    /// also the name to continue after when more follow.
+    pub async fn list_probes(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> CoordinatorResult<(Vec<(ProbeRecord, bool)>, Option<String>)> {
+        let limit = limit.clamp(1, MAX_PROBES_PAGE);
+        // One more than asked tells whether another page follows.
+        let mut stored = self.inner.store.list_probes(after, limit + 1).await?;
+        let next = if stored.len() > limit as usize {
+            stored.truncate(limit as usize);
+            stored.last().map(|p| p.name.clone())
+        } else {
+            None
+        };
         let state = self.state();
-        Ok(stored
+        let page = stored
             .into_iter()
             .map(|mut record| match state.probes.get(&record.name) {
                 Some(live) => {
@@ -1403,7 +1461,65 @@ impl<S: Store> Coordinator<S> {
                 }
                 None => (record, false),
             })
-            .collect())
+            .collect();
+        Ok((page, next))
+    }
+
+    /// Forgets probes not seen for `forget_probes_after`, and the least recently seen beyond
+    /// [`MAX_KNOWN_PROBES`]. Connected probes are recorded as seen now first, so none of them
+    /// is forgotten.
+    async fn forget_old_probes(&self) {
+        let now = now_ms();
+        let live: Vec<ProbeRecord> = self
+            .state()
+            .probes
+            .iter()
+            .filter(|(_, p)| p.session.is_some())
+            .map(|(name, p)| ProbeRecord {
+                name: name.clone(),
+                region: p.region.clone(),
+                labels: p.labels.clone(),
+                version: p.version.clone(),
+                last_seen_ms: now,
+            })
+            .collect();
+        for record in &live {
+            if let Err(e) = self.inner.store.upsert_probe(record).await {
+                tracing::error!(error = %e, "cannot record a probe's last sighting");
+                return;
+            }
+        }
+        let horizon =
+            i64::try_from(self.inner.config.forget_probes_after.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .inner
+            .store
+            .forget_probes(now.saturating_sub(horizon), MAX_KNOWN_PROBES)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(forgotten = n, "forgot probes that no longer connect"),
+            Err(e) => tracing::error!(error = %e, "cannot forget old probes"),
+        }
+        // Disconnected probes forgotten in storage are forgotten in memory too.
+        let mut state = self.state();
+        let cutoff = now.saturating_sub(horizon);
+        state
+            .probes
+            .retain(|_, p| p.session.is_some() || p.last_seen_ms >= cutoff);
+    }
+
+    /// Forgets old probes every hour.
+    fn watch_probe_list(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                this.forget_old_probes().await;
+            }
+        });
     }
 
     /// The wire form of a run.
@@ -1453,6 +1569,20 @@ fn busy_counts(runs: &HashMap<String, ActiveRun>, except: &str) -> HashMap<Strin
         }
     }
     busy
+}
+
+/// Forgets the disconnected probe seen least recently (from memory; storage follows on the
+/// next [`Coordinator::forget_old_probes`]), so that probes connecting under ever new names
+/// cannot grow the coordinator without bound.
+fn forget_least_recent(probes: &mut HashMap<String, LiveProbe>) {
+    let oldest = probes
+        .iter()
+        .filter(|(_, p)| p.session.is_none())
+        .min_by_key(|(_, p)| p.last_seen_ms)
+        .map(|(name, _)| name.clone());
+    if let Some(name) = oldest {
+        probes.remove(&name);
+    }
 }
 
 /// Checks of a wire result before it is stored: it must belong to a check of the plan and
@@ -1507,31 +1637,6 @@ fn decode_batch(batch: &BatchRecord) -> Result<Vec<v1::CheckResult>, String> {
             ..r
         })
         .collect())
-}
-
-/// Adds a stored result to the run in memory; returns the event to announce. Only the first
-/// result of each check per assignment is kept (and announced): that is all a report uses,
-/// so a run's memory does not grow with replays or a chatty probe.
-fn apply_result(
-    run: &mut ActiveRun,
-    run_id: &str,
-    assignment_id: &str,
-    region: &str,
-    probe: &str,
-    wire: &v1::CheckResult,
-) -> Option<v1::RunEvent> {
-    run.result_count += 1;
-    let first = match run.assignments.get_mut(assignment_id) {
-        Some(a) => {
-            a.received += 1;
-            a.first_of_check(wire.check_index as usize)
-        }
-        None => true,
-    };
-    if !first {
-        return None;
-    }
-    use_result(run, run_id, assignment_id, region, probe, wire)
 }
 
 /// Keeps an assignment's first result for a check for the report, and makes its event.

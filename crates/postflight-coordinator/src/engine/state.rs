@@ -48,16 +48,25 @@ pub struct Session {
 pub struct LiveAssignment {
     /// As stored.
     pub record: AssignmentRecord,
-    /// Results stored so far.
+    /// Results stored so far: at most one per check.
     pub received: u32,
-    /// The ids (hashed) of the results stored for it.
-    pub ids: Vec<u128>,
-    /// A lookup over `ids`, built once replays become possible: a probe replays only after
-    /// it reconnects (or the coordinator restarts), so until then results are appended
-    /// without a lookup — a hash-set probe per result was the ingest path's largest cost.
-    pub index: Option<std::collections::HashSet<u128>>,
-    /// Checks (by index) this assignment delivered a result for.
-    pub checks_seen: Vec<bool>,
+    /// Per check index, the id (hashed) of the result stored for it. A probe sends one result
+    /// per check and assignment, so this is all the memory replay detection needs, and
+    /// neither replays nor a chatty probe's surplus grow the store or the coordinator.
+    pub stored: Vec<Option<u128>>,
+    /// Results dropped because their check already had one.
+    pub surplus: u32,
+}
+
+/// What a result arriving for an assignment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// The check's first result: store it.
+    New,
+    /// The result stored before, sent again after a reconnect: acknowledge only.
+    Replay,
+    /// Another result for a check that has one: acknowledge, count and drop.
+    Surplus,
 }
 
 impl LiveAssignment {
@@ -66,43 +75,33 @@ impl LiveAssignment {
         Self {
             record,
             received: 0,
-            ids: Vec::new(),
-            index: None,
-            checks_seen: Vec::new(),
+            stored: Vec::new(),
+            surplus: 0,
         }
     }
 
-    /// Whether this is the assignment's first result for check `index` (and marks it seen).
-    pub fn first_of_check(&mut self, index: usize) -> bool {
-        if self.checks_seen.len() <= index {
-            self.checks_seen.resize(index + 1, false);
+    /// Classifies a result for check `index` with id `id`; a new one is marked stored.
+    pub fn arrive(&mut self, index: usize, id: u128) -> Arrival {
+        if self.stored.len() <= index {
+            self.stored.resize(index + 1, None);
         }
-        !std::mem::replace(&mut self.checks_seen[index], true)
-    }
-
-    /// Records a result id; `false` when it was stored before (a replay).
-    pub fn record_id(&mut self, id: u128) -> bool {
-        if let Some(index) = &mut self.index
-            && !index.insert(id)
-        {
-            return false;
-        }
-        self.ids.push(id);
-        true
-    }
-
-    /// From now on, look every id up: its probe may replay what it sent before.
-    pub fn expect_replays(&mut self) {
-        if self.index.is_none() {
-            self.index = Some(self.ids.iter().copied().collect());
+        match self.stored[index] {
+            None => {
+                self.stored[index] = Some(id);
+                Arrival::New
+            }
+            Some(stored) if stored == id => Arrival::Replay,
+            Some(_) => {
+                self.surplus = self.surplus.saturating_add(1);
+                Arrival::Surplus
+            }
         }
     }
 
-    /// Forgets ids whose results could not be stored, so their replay is taken.
-    pub fn forget_ids(&mut self, ids: &std::collections::HashSet<u128>) {
-        self.ids.retain(|id| !ids.contains(id));
-        if let Some(index) = &mut self.index {
-            index.retain(|id| !ids.contains(id));
+    /// Forgets the result of check `index`: it could not be stored, so its replay is taken.
+    pub fn forget(&mut self, index: usize) {
+        if let Some(slot) = self.stored.get_mut(index) {
+            *slot = None;
         }
     }
 
@@ -269,6 +268,32 @@ pub fn region_results(run: &ActiveRun) -> Vec<BTreeMap<String, RegionResult>> {
                 .collect()
         })
         .collect()
+}
+
+/// Required regions whose every probe refused the run and that produced nothing, with the
+/// first refusal's reason: the report shows it in place of a bare "no result".
+pub fn unreported_regions(run: &ActiveRun) -> BTreeMap<String, String> {
+    let mut why = BTreeMap::new();
+    for a in run.assignments.values() {
+        if a.record.status == AssignmentStatus::Rejected
+            && run.record.regions.contains(&a.record.region)
+            && let Some(detail) = &a.record.detail
+        {
+            why.entry(a.record.region.clone()).or_insert_with(|| {
+                format!("probe {} cannot run the plan: {detail}", a.record.probe)
+            });
+        }
+    }
+    why.retain(|region, _| {
+        !run.assignments.values().any(|a| {
+            &a.record.region == region
+                && matches!(
+                    a.record.status,
+                    AssignmentStatus::Active | AssignmentStatus::Finished
+                )
+        })
+    });
+    why
 }
 
 #[cfg(test)]

@@ -123,6 +123,26 @@ async fn a_run_goes_from_submission_to_a_stored_report_and_replays_are_counted_o
         2,
         "and stored once"
     );
+    // A chatty (or hostile) probe: more results for checks that have one.
+    let surplus: Vec<_> = (0..500)
+        .map(|i| result(&a_eu, &format!("extra-{i}"), i % 2, v1::CheckStatus::Pass))
+        .collect();
+    assert_eq!(
+        c.ingest("eu-1", surplus).await.unwrap().len(),
+        500,
+        "surplus results are acknowledged (the probe must not resend them)"
+    );
+    assert_eq!(
+        c.get_run(&record.run_id).await.unwrap().1,
+        2,
+        "but neither stored nor counted"
+    );
+    assert!(
+        c.metrics()
+            .encode()
+            .contains("postflight_results_surplus_total 500"),
+        "they are counted"
+    );
     let stolen = c.ingest("us-1", batch.to_vec()).await.unwrap_err();
     assert!(
         stolen.to_string().contains("belongs to another probe"),
@@ -334,6 +354,53 @@ async fn the_probes_gauge_keeps_a_silent_region_at_zero_and_counts_reconnects() 
         "{text}"
     );
     assert!(text.contains("postflight_runs_active 0"), "{text}");
+}
+
+#[tokio::test]
+async fn probes_are_listed_a_page_at_a_time_and_old_ones_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = coordinator(dir.path()).await;
+        let mut streams = Vec::new();
+        for name in ["p-a", "p-b", "p-c"] {
+            streams.push(connect(&c, name, "eu", &[]).await);
+        }
+        let (first, next) = c.list_probes("", 2).await.unwrap();
+        let names: Vec<_> = first.iter().map(|(p, up)| (p.name.as_str(), *up)).collect();
+        assert_eq!(names, [("p-a", true), ("p-b", true)]);
+        assert_eq!(next.as_deref(), Some("p-b"));
+        let (last, next) = c.list_probes("p-b", 2).await.unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(next, None, "nothing follows the last page");
+        // p-c went away long ago; p-a and p-b stay connected. The connected ones are recorded
+        // as seen now, so a coordinator started next (which forgets probes not seen for an
+        // hour) keeps them.
+        let (session, _) = streams.pop().unwrap();
+        c.probe_disconnected("p-c", session).await;
+        c.store()
+            .upsert_probe(&ProbeRecord {
+                name: "p-c".into(),
+                region: "eu".into(),
+                labels: BTreeMap::new(),
+                version: String::new(),
+                last_seen_ms: now_ms() - 2 * 3_600_000,
+            })
+            .await
+            .unwrap();
+        c.forget_old_probes().await;
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("c.db").display()))
+            .await
+            .unwrap();
+        let sealer = Sealer::load_or_create(&dir.path().join("c.key")).unwrap();
+        let config = Config {
+            forget_probes_after: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        let restarted = Coordinator::start(store, sealer, config).await.unwrap();
+        let (kept, _) = restarted.list_probes("", 10).await.unwrap();
+        let names: Vec<_> = kept.iter().map(|(p, _)| p.name.as_str()).collect();
+        assert_eq!(names, ["p-a", "p-b"], "p-c was last seen too long ago");
+    }
 }
 
 /// What a restart finds of rollback claims left without outcome, each as a crash leaves it:

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 
+use postflight_proto::MAX_NAME_BYTES;
 use postflight_proto::v1::validation_service_server::ValidationService;
 use postflight_proto::v1::{self, run_event};
 use tokio::sync::{broadcast, mpsc};
@@ -9,7 +10,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::Coordinator;
+use crate::engine::{Coordinator, MAX_PROBES_PAGE};
 use crate::error::CoordinatorError;
 use crate::storage::Store;
 
@@ -237,10 +238,27 @@ impl<S: Store> ValidationService for ValidationApi<S> {
 
     async fn list_probes(
         &self,
-        _request: Request<v1::ListProbesRequest>,
+        request: Request<v1::ListProbesRequest>,
     ) -> Result<Response<v1::ListProbesResponse>, Status> {
-        let probes = self.coordinator.list_probes().await?;
+        let r = request.into_inner();
+        if r.limit > MAX_PROBES_PAGE {
+            return Err(CoordinatorError::invalid(
+                "limit",
+                format!("{} probes per page, at most {MAX_PROBES_PAGE}", r.limit),
+            )
+            .into());
+        }
+        if r.page_token.len() > MAX_NAME_BYTES {
+            return Err(CoordinatorError::invalid(
+                "page_token",
+                "not a token this coordinator gave out (too long)",
+            )
+            .into());
+        }
+        let limit = if r.limit == 0 { 500 } else { r.limit };
+        let (probes, next) = self.coordinator.list_probes(&r.page_token, limit).await?;
         Ok(Response::new(v1::ListProbesResponse {
+            next_page_token: next.unwrap_or_default(),
             probes: probes
                 .into_iter()
                 .map(|(p, connected)| v1::Probe {

@@ -99,12 +99,16 @@ async fn ready<S: Store>(State(coordinator): State<Coordinator<S>>) -> Response 
 }
 
 async fn status_page<S: Store>(State(coordinator): State<Coordinator<S>>) -> Response {
-    let probes = coordinator.list_probes().await;
+    let probes = coordinator.list_probes("", 200).await;
     let runs = coordinator.list_runs(25, None).await;
     match (probes, runs) {
-        (Ok(probes), Ok(runs)) => {
-            Html(status_page::overview(&probes, &runs, crate::now_ms())).into_response()
-        }
+        (Ok((probes, more)), Ok(runs)) => Html(status_page::overview(
+            &probes,
+            more.is_some(),
+            &runs,
+            crate::now_ms(),
+        ))
+        .into_response(),
         (Err(e), _) | (_, Err(e)) => error_page(&e),
     }
 }

@@ -311,8 +311,19 @@ pub use postflight_rollback::{ClaimOutcome, RollbackClaim};
 pub trait Store: Send + Sync + 'static {
     /// Creates or updates a probe.
     fn upsert_probe(&self, probe: &ProbeRecord) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Every probe ever seen, by name.
-    fn list_probes(&self) -> impl Future<Output = StoreResult<Vec<ProbeRecord>>> + Send;
+    /// Up to `limit` probes by name, after the name `after` (`""` for the first page).
+    fn list_probes(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<ProbeRecord>>> + Send;
+    /// Forgets probes last seen before `seen_before_ms`, and beyond the `keep` most recently
+    /// seen; returns how many were forgotten.
+    fn forget_probes(
+        &self,
+        seen_before_ms: i64,
+        keep: u32,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Stores a new run.
     fn insert_run(&self, run: &RunRecord) -> impl Future<Output = StoreResult<()>> + Send;
     /// Replaces a run's mutable fields (status, times, verdict, report, rollback).
@@ -451,8 +462,11 @@ impl Store for AnyStore {
     async fn upsert_probe(&self, probe: &ProbeRecord) -> StoreResult<()> {
         dispatch!(self, s => s.upsert_probe(probe))
     }
-    async fn list_probes(&self) -> StoreResult<Vec<ProbeRecord>> {
-        dispatch!(self, s => s.list_probes())
+    async fn list_probes(&self, after: &str, limit: u32) -> StoreResult<Vec<ProbeRecord>> {
+        dispatch!(self, s => s.list_probes(after, limit))
+    }
+    async fn forget_probes(&self, seen_before_ms: i64, keep: u32) -> StoreResult<u64> {
+        dispatch!(self, s => s.forget_probes(seen_before_ms, keep))
     }
     async fn insert_run(&self, run: &RunRecord) -> StoreResult<()> {
         dispatch!(self, s => s.insert_run(run))
@@ -752,9 +766,31 @@ macro_rules! store_impl {
                 Ok(())
             }
 
-            async fn list_probes(&self) -> StoreResult<Vec<ProbeRecord>> {
-                let rows = sqlx::query("SELECT * FROM probes ORDER BY name").fetch_all(&self.pool).await?;
+            async fn list_probes(&self, after: &str, limit: u32) -> StoreResult<Vec<ProbeRecord>> {
+                let rows = sqlx::query("SELECT * FROM probes WHERE name > $1 ORDER BY name LIMIT $2")
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.iter().map(probe_of).collect()
+            }
+
+            async fn forget_probes(&self, seen_before_ms: i64, keep: u32) -> StoreResult<u64> {
+                let old = sqlx::query("DELETE FROM probes WHERE last_seen_ms < $1")
+                    .bind(seen_before_ms)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                let surplus = sqlx::query(
+                    "DELETE FROM probes WHERE name IN \
+                     (SELECT name FROM probes ORDER BY last_seen_ms DESC, name LIMIT $1 OFFSET $2)",
+                )
+                .bind(i64::MAX)
+                .bind(i64::from(keep))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(old + surplus)
             }
 
             async fn insert_run(&self, r: &RunRecord) -> StoreResult<()> {

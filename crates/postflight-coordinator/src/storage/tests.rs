@@ -48,7 +48,38 @@ async fn suite<S: Store>(store: S) {
     probe.last_seen_ms = 20;
     probe.region = "eu-west".into();
     store.upsert_probe(&probe).await.unwrap();
-    assert_eq!(store.list_probes().await.unwrap(), vec![probe]);
+    assert_eq!(
+        store.list_probes("", 10).await.unwrap(),
+        vec![probe.clone()]
+    );
+    // Pages by name; forgetting by age, then beyond a count (least recently seen first).
+    for (name, seen) in [("a", 5), ("b", 30), ("c", 40), ("d", 50)] {
+        store
+            .upsert_probe(&ProbeRecord {
+                name: name.into(),
+                last_seen_ms: seen,
+                ..probe.clone()
+            })
+            .await
+            .unwrap();
+    }
+    let names = |page: Vec<ProbeRecord>| page.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(names(store.list_probes("", 2).await.unwrap()), ["a", "b"]);
+    assert_eq!(names(store.list_probes("b", 2).await.unwrap()), ["c", "d"]);
+    assert_eq!(
+        names(store.list_probes("d", 2).await.unwrap()),
+        ["probe-eu-1"]
+    );
+    assert_eq!(store.forget_probes(10, 100).await.unwrap(), 1, "a is old");
+    assert_eq!(
+        store.forget_probes(10, 2).await.unwrap(),
+        2,
+        "b and probe-eu-1 are the oldest"
+    );
+    assert_eq!(names(store.list_probes("", 10).await.unwrap()), ["c", "d"]);
+    store.forget_probes(0, 0).await.unwrap();
+    assert!(store.list_probes("", 10).await.unwrap().is_empty());
+    store.upsert_probe(&probe).await.unwrap();
 
     // Runs: insert, get, list (newest first, by plan), update, unfinished.
     store

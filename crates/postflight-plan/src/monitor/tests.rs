@@ -93,6 +93,7 @@ fn report_of(plan: &Plan, results: &[BTreeMap<String, RegionResult>]) -> Report 
         finished_at: UNIX_EPOCH,
         required_regions: &required,
         results,
+        unreported: &BTreeMap::new(),
         end: RunEnd::Completed,
         env: &env,
     })

@@ -244,6 +244,9 @@ pub struct RunResults<'a> {
     /// Per check (plan order): what each region produced. A region absent from a map has no
     /// result for that check.
     pub results: &'a [BTreeMap<String, RegionResult>],
+    /// Required regions known to be unable to report, with the reason (their probes refused
+    /// the plan): the report says why instead of only that nothing came.
+    pub unreported: &'a BTreeMap<String, String>,
     /// How the run ended: a run cut off by its deadline, or cancelled, never acts on its
     /// verdict (unless the plan says `on_inconclusive: true`).
     pub end: RunEnd,
@@ -265,7 +268,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
     let empty = BTreeMap::new();
     for (index, check) in plan.checks.iter().enumerate() {
         let per_region = run.results.get(index).unwrap_or(&empty);
-        let region_outcomes: BTreeMap<String, RegionOutcome> = per_region
+        let mut region_outcomes: BTreeMap<String, RegionOutcome> = per_region
             .iter()
             .map(|(region, r)| {
                 let outcome = RegionOutcome {
@@ -275,11 +278,32 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
                 (region.clone(), outcome)
             })
             .collect();
+        let mut regions = BTreeMap::new();
+        for (region, why) in run.unreported {
+            if per_region.contains_key(region) || !run.required_regions.contains(region) {
+                continue;
+            }
+            let message = secrets.scrub(why);
+            regions.insert(
+                region.clone(),
+                RegionReport {
+                    status: CheckStatus::Inconclusive,
+                    message: message.clone(),
+                    latency_ms: None,
+                },
+            );
+            region_outcomes.insert(
+                region.clone(),
+                RegionOutcome {
+                    status: CheckStatus::Inconclusive,
+                    message,
+                },
+            );
+        }
         let merged = merge_regions(run.required_regions, &region_outcomes, plan.policy.quorum);
         let mut sketch = LatencySketch::new();
         let mut requests = RequestCount::default();
         let mut duration = Duration::ZERO;
-        let mut regions = BTreeMap::new();
         for (region, r) in per_region {
             if !reported.contains(region) {
                 reported.push(region.clone());

@@ -51,6 +51,7 @@ fn build(plan: &Plan, regions: &[&str], outcomes: &[BTreeMap<String, RegionResul
         finished_at: UNIX_EPOCH + Duration::from_millis(1_800_000_002_500),
         required_regions: &regions,
         results: outcomes,
+        unreported: &BTreeMap::new(),
         end: RunEnd::Completed,
         env: &env,
     })
@@ -286,6 +287,7 @@ fn a_run_cut_off_by_its_deadline_does_not_act_on_its_verdict() {
             finished_at: UNIX_EPOCH,
             required_regions: &regions,
             results: &outcomes,
+            unreported: &BTreeMap::new(),
             end,
             env: &env,
         })

@@ -199,15 +199,26 @@ fn explain(
             .map(|r| r.message.clone())
             .unwrap_or_default()
     };
-    let missing_note = if missing.is_empty() {
-        String::new()
-    } else {
-        format!(
+    // A missing region may come with the reason it could not report (its probe refused the
+    // plan); the others simply did not report in time.
+    let (explained, silent): (Vec<&String>, Vec<&String>) = missing
+        .iter()
+        .partition(|n| results.get(*n).is_some_and(|r| !r.message.is_empty()));
+    let mut notes: Vec<String> = Vec::new();
+    if !silent.is_empty() {
+        let names: Vec<&str> = silent.iter().map(|n| n.as_str()).collect();
+        notes.push(format!(
             "no result from {} (the run ended before {} reported)",
-            missing.join(", "),
-            if missing.len() == 1 { "it" } else { "they" }
-        )
-    };
+            names.join(", "),
+            if names.len() == 1 { "it" } else { "they" }
+        ));
+    }
+    for name in explained {
+        if let Some(r) = results.get(name) {
+            notes.push(format!("no result from {name}: {}", r.message));
+        }
+    }
+    let missing_note = notes.join("; ");
     if regions.len() == 1 {
         return match results.get(&regions[0]) {
             Some(r) if status != CheckStatus::Inconclusive => r.message.clone(),

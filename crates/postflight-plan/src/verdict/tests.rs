@@ -269,3 +269,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_region_that_could_not_run_says_why() {
+    let r = regions(&["ap-south", "eu-west", "us-east"]);
+    let res = results(&[
+        ("eu-west", Pass, "ok"),
+        (
+            "ap-south",
+            Inconclusive,
+            "probe ap-1 cannot run the plan: variable probe:KEY may not be used here",
+        ),
+    ]);
+    let merged = merge_regions(&r, &res, Quorum::Majority);
+    assert_eq!(merged.status, Inconclusive, "a refusal is missing data");
+    assert!(
+        merged.message.contains(
+            "no result from us-east (the run ended before it reported); no result from ap-south: probe ap-1 cannot run the plan"
+        ),
+        "{}",
+        merged.message
+    );
+}

@@ -775,12 +775,23 @@ pub struct CancelRunRequest {
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct ListProbesRequest {}
+/// Probes by name, a page at a time.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListProbesRequest {
+    /// 0 means 500; at most 1000.
+    #[prost(uint32, tag = "1")]
+    pub limit: u32,
+    /// The previous page's next_page_token; empty for the first page.
+    #[prost(string, tag = "2")]
+    pub page_token: ::prost::alloc::string::String,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListProbesResponse {
     #[prost(message, repeated, tag = "1")]
     pub probes: ::prost::alloc::vec::Vec<Probe>,
+    /// Set when more probes follow: pass it as page_token.
+    #[prost(string, tag = "2")]
+    pub next_page_token: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Probe {

@@ -245,7 +245,7 @@ fn all_mode_combines_every_probe_of_a_region() {
 }
 
 #[test]
-fn replays_are_recognised_once_they_are_possible() {
+fn one_result_per_check_is_stored_replays_and_surplus_are_not() {
     let mut a = LiveAssignment::new(AssignmentRecord {
         assignment_id: "a".into(),
         run_id: "r".into(),
@@ -256,13 +256,25 @@ fn replays_are_recognised_once_they_are_possible() {
         detail: None,
         created_ms: 0,
     });
-    assert!(a.record_id(1));
-    assert!(a.record_id(2));
-    a.expect_replays();
-    assert!(!a.record_id(1), "a replay after a reconnect");
-    assert!(a.record_id(3));
-    assert!(!a.record_id(3));
-    a.forget_ids(&[3].into_iter().collect());
-    assert!(a.record_id(3), "not stored, so taken again");
-    assert_eq!(a.ids, [1, 2, 3]);
+    assert_eq!(a.arrive(0, 1), Arrival::New);
+    assert_eq!(
+        a.arrive(2, 2),
+        Arrival::New,
+        "checks may arrive out of order"
+    );
+    assert_eq!(
+        a.arrive(0, 1),
+        Arrival::Replay,
+        "a replay after a reconnect"
+    );
+    assert_eq!(
+        a.arrive(0, 9),
+        Arrival::Surplus,
+        "a second result for check 0"
+    );
+    assert_eq!(a.arrive(1, 3), Arrival::New);
+    a.forget(1);
+    assert_eq!(a.arrive(1, 3), Arrival::New, "not stored, so taken again");
+    a.forget(7);
+    assert_eq!(a.stored, [Some(1), Some(3), Some(2)]);
 }

@@ -77,12 +77,18 @@ fn rollback_of(record: &RunRecord) -> Option<RollbackReport> {
 }
 
 /// The overview: probes, recent runs, and the rollback audit of those runs.
-pub fn overview(probes: &[(ProbeRecord, bool)], runs: &[(RunRecord, u32)], now_ms: i64) -> String {
+pub fn overview(
+    probes: &[(ProbeRecord, bool)],
+    more_probes: bool,
+    runs: &[(RunRecord, u32)],
+    now_ms: i64,
+) -> String {
     let mut body = String::new();
     let connected = probes.iter().filter(|(_, c)| *c).count();
     let _ = write!(
         body,
-        "<h1>postflight coordinator</h1><p class=\"muted\">{connected} of {} probes connected · {} recent runs</p>",
+        "<h1>postflight coordinator</h1><p class=\"muted\">{connected} of {}{} probes connected · {} recent runs</p>",
+        if more_probes { "the first " } else { "" },
         probes.len(),
         runs.len()
     );
@@ -109,6 +115,9 @@ pub fn overview(probes: &[(ProbeRecord, bool)], runs: &[(RunRecord, u32)], now_m
             );
         }
         body.push_str("</tbody></table>");
+        if more_probes {
+            body.push_str("<p class=\"muted\">More probes follow: <code>postflight probes</code> lists them all.</p>");
+        }
     }
     body.push_str("<h2 id=\"runs\">Recent runs</h2>");
     if runs.is_empty() {

@@ -39,7 +39,7 @@ fn escapes_everything_from_outside() {
         escape("<script>alert('x')</script> & \""),
         "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;"
     );
-    let html = overview(&[(probe("<b>p</b>", "us-east"), true)], &[], 5_000);
+    let html = overview(&[(probe("<b>p</b>", "us-east"), true)], false, &[], 5_000);
     assert!(html.contains("&lt;b&gt;p&lt;/b&gt;"));
     assert!(!html.contains("<b>p</b>"));
 }
@@ -52,13 +52,15 @@ fn overview_lists_probes_runs_and_the_rollback_audit() {
             (probe("probe-1", "us-east"), true),
             (probe("probe-2", "eu-west"), false),
         ],
+        true,
         &[
             (record("run-a", Some("FAIL"), Some(rollback)), 0),
             (record("run-b", Some("PASS"), None), 0),
         ],
         61_000,
     );
-    assert!(html.contains("1 of 2 probes connected"), "{html}");
+    assert!(html.contains("1 of the first 2 probes connected"), "{html}");
+    assert!(html.contains("<code>postflight probes</code> lists them all"));
     assert!(html.contains("<td class=\"yes\">yes</td>"));
     assert!(html.contains("1 min ago"));
     assert!(html.contains("href=\"/runs/run-a\""));
@@ -72,7 +74,7 @@ fn overview_lists_probes_runs_and_the_rollback_audit() {
 
 #[test]
 fn an_empty_coordinator_says_what_to_do() {
-    let html = overview(&[], &[], 0);
+    let html = overview(&[], false, &[], 0);
     assert!(html.contains("No probe has connected yet."));
     assert!(html.contains("postflight run PLAN --coordinator URL"));
     assert!(html.contains("No rollback was recommended"));
