@@ -28,7 +28,9 @@ use postflight_plan::secrets::redact_url;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use crate::http::{MAX_BODY_BYTES, install_crypto_provider, root_cause};
+use postflight_ops::http_client::{install_crypto_provider, root_cause};
+
+use crate::http::MAX_BODY_BYTES;
 
 /// How long opening a connection (TCP and TLS) may take, as for the other HTTP checks.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,7 +95,7 @@ impl Target {
             builder = builder.header(HOST, authority.as_str());
         }
         if !has("user-agent") {
-            builder = builder.header(USER_AGENT, crate::http::USER_AGENT);
+            builder = builder.header(USER_AGENT, postflight_ops::http_client::USER_AGENT);
         }
         let body = match &request.body {
             Body::None => Bytes::new(),

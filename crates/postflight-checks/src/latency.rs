@@ -11,7 +11,9 @@ use postflight_plan::model::{LatencyCheck, Plan, StatusExpect};
 use postflight_plan::stats::nearest_rank;
 use postflight_plan::{CheckOutcome, CheckStatus, Sample};
 
-use crate::http::{self, Connections};
+use postflight_ops::http_client::Connections;
+
+use crate::http;
 use crate::http1;
 
 /// Runs the samples within `timeout`. Requests sent and still unanswered at the deadline count

@@ -13,13 +13,3 @@ pub mod latency;
 pub mod run;
 
 pub use run::{Executor, RunOptions, run_plan};
-
-/// This machine's host name, for identities in logs and audit records.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
-}

@@ -9,7 +9,9 @@ use postflight_plan::duration::PlanDuration;
 use postflight_plan::model::{Check, CheckKind, HttpCheck, Plan};
 use postflight_plan::{CheckOutcome, CheckStatus, Sample};
 
-use crate::http::{self, Connections, LazyClient};
+use postflight_ops::http_client::Connections;
+
+use crate::http::{self, LazyClient};
 use crate::{database, expect, latency};
 
 /// How many checks of one run execute at once: enough to overlap slow checks, few enough not

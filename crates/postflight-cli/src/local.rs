@@ -71,7 +71,7 @@ pub async fn interrupted_notes(ledger: &FileLedger, plan: &Plan) -> Vec<String> 
 
 /// Who executes rollbacks from this process, in audit records.
 pub fn identity() -> String {
-    format!("postflight CLI on {}", postflight_checks::hostname())
+    format!("postflight CLI on {}", postflight_ops::host::hostname())
 }
 
 /// What a rollback action is told about a decision taken on `report`.

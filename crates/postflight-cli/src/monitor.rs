@@ -168,7 +168,7 @@ async fn local_monitor(plan: &Plan, args: &MonitorArgs) -> anyhow::Result<ExitCo
         let outcome = session.round(
             plan,
             RoundInput {
-                sample: RoundSample::from_results(plan, &results, now_ms()),
+                sample: RoundSample::from_results(plan, &results, postflight_ops::host::now_ms()),
                 overall: report.status,
                 checks: &report.checks,
                 required: &regions,
@@ -220,12 +220,6 @@ async fn local_monitor(plan: &Plan, args: &MonitorArgs) -> anyhow::Result<ExitCo
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn remote_monitor(plan: &Plan, args: &MonitorArgs) -> Result<ExitCode, remote::Failure> {

@@ -12,10 +12,3 @@ pub mod seal;
 pub mod storage;
 
 pub use engine::{Config, Coordinator};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}

@@ -233,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
         identity: args.name.clone().unwrap_or_else(|| {
             format!(
                 "coordinator {}:{}",
-                postflight_checks::hostname(),
+                postflight_ops::host::hostname(),
                 addr.port()
             )
         }),

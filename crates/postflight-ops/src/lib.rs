@@ -1,8 +1,11 @@
 //! Operational plumbing the three binaries share, so that a flag means the same thing in the
 //! coordinator, the probe and the CLI: TLS material ([`tls`]), tokens read from flags or files
-//! ([`secret`]), log output ([`logging`]) and stopping on signals ([`shutdown`]).
+//! ([`secret`]), log output ([`logging`]), stopping on signals ([`shutdown`]), the outgoing
+//! HTTP client ([`http_client`]) and the host's name and clock ([`host`]).
 
 pub mod channel;
+pub mod host;
+pub mod http_client;
 pub mod logging;
 pub mod secret;
 pub mod shutdown;

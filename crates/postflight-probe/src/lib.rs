@@ -157,12 +157,6 @@ impl State {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Runs the probe until `shutdown` completes: connect, serve, reconnect, forever.
 pub async fn run(
     config: ProbeConfig,
@@ -444,7 +438,7 @@ async fn write_loop(
                 let buffered = shared.state().outbox.len() as u32;
                 let message = v1::ProbeMessage {
                     kind: Some(probe_message::Kind::Heartbeat(v1::Heartbeat {
-                        sent_at_unix_ms: now_ms() as u64,
+                        sent_at_unix_ms: postflight_ops::host::now_ms() as u64,
                         buffered_results: buffered,
                     })),
                 };
@@ -533,8 +527,9 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
             sent_in: 0,
         },
     );
-    let remaining =
-        Duration::from_millis((assignment.deadline_unix_ms as i64 - now_ms()).max(0) as u64);
+    let remaining = Duration::from_millis(
+        (assignment.deadline_unix_ms as i64 - postflight_ops::host::now_ms()).max(0) as u64,
+    );
     let task_shared = shared.clone();
     let run_id = assignment.run_id;
     let assignment_id = id.clone();
@@ -561,7 +556,7 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
                         assignment_id: &assignment_id,
                         check_index: index as u32,
                         check_name: &plan.checks[index].name,
-                        finished_at_unix_ms: now_ms() as u64,
+                        finished_at_unix_ms: postflight_ops::host::now_ms() as u64,
                     },
                     outcome,
                 );
@@ -631,7 +626,7 @@ fn scrubber(shared: &Shared, plan: Option<&postflight_plan::Plan>) -> Secrets {
 }
 
 fn forget_expired(shared: &Shared) {
-    let now = now_ms();
+    let now = postflight_ops::host::now_ms();
     shared.state().held.retain(|_, held| {
         let keep = held.deadline_ms + 60_000 > now;
         if !keep && let Some(task) = &held.task {

@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let name = args
         .name
         .clone()
-        .unwrap_or_else(|| format!("{}-{}", postflight_checks::hostname(), args.region));
+        .unwrap_or_else(|| format!("{}-{}", postflight_ops::host::hostname(), args.region));
     // The probe's own credential and settings never go into a plan.
     let own = [
         "POSTFLIGHT_TOKEN",

@@ -81,12 +81,6 @@ fn when(ms: i64) -> String {
     postflight_plan::report::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A claimed action: whoever holds it runs [`execute`] exactly once.
 #[derive(Debug, Clone)]
 pub struct ClaimedAction {
@@ -151,7 +145,7 @@ pub async fn claim(
         plan_name: plan.name.clone(),
         run_id: context.run_id.clone(),
         executed_by: context.executed_by.clone(),
-        claimed_ms: now_ms(),
+        claimed_ms: postflight_ops::host::now_ms(),
         action_kind: action.kind().to_owned(),
     };
     let answer = match ledger

@@ -13,6 +13,7 @@
 mod command;
 pub mod controller;
 pub mod kubectl;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod webhook;
 
@@ -43,7 +44,14 @@ pub async fn execute(
             let argv = kubectl::argv(target, env);
             command::run(&argv, &[], ACTION_TIMEOUT).await
         }
+        #[cfg(feature = "kubernetes")]
         RollbackAction::Kubernetes(target) => kubernetes::undo(target, env, ACTION_TIMEOUT).await,
+        #[cfg(not(feature = "kubernetes"))]
+        RollbackAction::Kubernetes(_) => Err(
+            "this postflight was built without the Kubernetes API action (cargo feature \
+             `kubernetes`); use the kubectl action"
+                .to_owned(),
+        ),
         RollbackAction::Webhook(hook) => {
             match tokio::time::timeout(ACTION_TIMEOUT, webhook::post(hook, context)).await {
                 Ok(result) => result,

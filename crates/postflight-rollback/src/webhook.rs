@@ -61,7 +61,8 @@ fn hex(bytes: &[u8]) -> String {
 /// POSTs the context; retries connection errors, timeouts, 429 and 5xx answers with growing
 /// delays, at most `hook.retries` times after the first attempt.
 pub async fn post(hook: &Webhook, context: &RollbackContext) -> Result<String, String> {
-    let client = postflight_checks::http::client(postflight_checks::http::Connections::Fresh)?;
+    let client =
+        postflight_ops::http_client::client(postflight_ops::http_client::Connections::Fresh)?;
     let body = context.payload();
     let shown = redact_url(&hook.url);
     let mut delays = backon::ExponentialBuilder::default()
@@ -109,7 +110,7 @@ pub async fn post(hook: &Webhook, context: &RollbackContext) -> Result<String, S
             Err(e) => {
                 last_error = format!(
                     "POST {shown} failed: {}",
-                    postflight_checks::http::describe(&e)
+                    postflight_ops::http_client::describe(&e)
                 );
             }
         }

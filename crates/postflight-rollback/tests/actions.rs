@@ -256,22 +256,23 @@ async fn a_replayed_delivery_is_refused_by_the_receiver() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let replay = postflight_checks::http::client(postflight_checks::http::Connections::Fresh)
-        .unwrap()
-        .post(&url)
-        .header(
-            webhook::SIGNATURE_HEADER,
-            webhook::signature("hook-secret-123", &body),
-        )
-        .header(webhook::DELIVERY_HEADER, &id)
-        .header(
-            webhook::SIGNATURE_V2_HEADER,
-            webhook::signature_v2("hook-secret-123", now, &id, &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let replay =
+        postflight_ops::http_client::client(postflight_ops::http_client::Connections::Fresh)
+            .unwrap()
+            .post(&url)
+            .header(
+                webhook::SIGNATURE_HEADER,
+                webhook::signature("hook-secret-123", &body),
+            )
+            .header(webhook::DELIVERY_HEADER, &id)
+            .header(
+                webhook::SIGNATURE_V2_HEADER,
+                webhook::signature_v2("hook-secret-123", now, &id, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(replay.status().as_u16(), 409);
     assert_eq!(state.bodies.lock().unwrap().len(), 1, "acted once");
 }
@@ -359,6 +360,7 @@ fn fixture(name: &str) -> String {
     .unwrap()
 }
 
+#[cfg(feature = "kubernetes")]
 #[tokio::test]
 async fn the_kubernetes_undo_patches_the_previous_template_through_the_api() {
     let api = FakeApi::default();

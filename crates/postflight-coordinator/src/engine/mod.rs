@@ -26,12 +26,12 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::error::{CoordinatorError, CoordinatorResult};
 use crate::metrics::{Metrics, RegionLabels, StatusLabels};
-use crate::now_ms;
 use crate::seal::Sealer;
 use crate::storage::{
     AssignmentRecord, AssignmentStatus, BatchRecord, ProbeRecord, RunRecord, RunStatus, Store,
     StoreError,
 };
+use postflight_ops::host::now_ms;
 use state::{ActiveRun, Arrival, LiveAssignment, LiveProbe, ProbeLink, Session};
 
 /// Tunables of a coordinator.

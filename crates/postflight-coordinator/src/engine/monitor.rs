@@ -25,8 +25,8 @@ use tokio::sync::{Notify, broadcast, oneshot};
 use super::rollback::persist;
 use super::{Coordinator, Finished};
 use crate::error::{CoordinatorError, CoordinatorResult};
-use crate::now_ms;
 use crate::storage::{MonitorRecord, MonitorStatus, RoundRecord, Store};
+use postflight_ops::host::now_ms;
 
 /// A monitor running in this coordinator.
 pub(crate) struct ActiveMonitor {

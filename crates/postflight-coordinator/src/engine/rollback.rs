@@ -271,7 +271,7 @@ impl<S: Store> Coordinator<S> {
     /// renumbers the revisions.
     pub(super) async fn recover_interrupted(&self, only_stale: bool) -> CoordinatorResult<()> {
         let store = &self.inner.store;
-        let stale_before = crate::now_ms() - STALE_CLAIM.as_millis() as i64;
+        let stale_before = postflight_ops::host::now_ms() - STALE_CLAIM.as_millis() as i64;
         // Nobody else has this name: matching it alone would find nothing older than stale.
         let mine = if only_stale {
             ""

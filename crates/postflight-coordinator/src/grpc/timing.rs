@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -11,21 +11,31 @@ use tonic::codegen::http;
 
 use crate::metrics::{MethodLabels, Metrics};
 
-/// Methods kept as label values; any other path is counted as `other`, so clients cannot
-/// grow the label set by calling made-up methods.
-const KNOWN_METHODS: &[&str] = &[
-    "ProbeService/Connect",
-    "ValidationService/SubmitRun",
-    "ValidationService/GetRun",
-    "ValidationService/ListRuns",
-    "ValidationService/GetReport",
-    "ValidationService/WatchRun",
-    "ValidationService/CancelRun",
-    "ValidationService/ListProbes",
-    "Health/Check",
-    "Health/Watch",
-    "ServerReflection/ServerReflectionInfo",
-];
+/// Methods kept as label values: every method of postflight's services, read from the
+/// descriptor set the services are built from (so a new RPC is labelled by itself without
+/// anyone remembering to list it), plus health and reflection. Any other path is counted as
+/// `other`, so clients cannot grow the label set by calling made-up methods.
+static KNOWN_METHODS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    use prost::Message;
+    let mut methods: Vec<String> = [
+        "Health/Check",
+        "Health/Watch",
+        "ServerReflection/ServerReflectionInfo",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    match prost_types::FileDescriptorSet::decode(postflight_proto::FILE_DESCRIPTOR_SET) {
+        Ok(set) => {
+            for service in set.file.iter().flat_map(|f| &f.service) {
+                for method in &service.method {
+                    methods.push(format!("{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "the built-in descriptor set is unreadable"),
+    }
+    methods
+});
 
 /// The label for a request path such as `/postflight.v1.ValidationService/GetReport`.
 pub fn method_label(path: &str) -> &'static str {
@@ -35,9 +45,8 @@ pub fn method_label(path: &str) -> &'static str {
         .map_or("", |(_, tail)| tail);
     KNOWN_METHODS
         .iter()
-        .find(|m| **m == short)
-        .copied()
-        .unwrap_or("other")
+        .find(|m| *m == short)
+        .map_or("other", String::as_str)
 }
 
 /// Wraps services in [`Timed`].
@@ -109,5 +118,21 @@ mod tests {
             "other"
         );
         assert_eq!(method_label("/x"), "other");
+    }
+
+    #[test]
+    fn every_rpc_of_the_proto_has_its_own_label() {
+        for path in [
+            "/postflight.v1.ValidationService/StartMonitor",
+            "/postflight.v1.ValidationService/GetMonitor",
+            "/postflight.v1.ValidationService/ListMonitors",
+            "/postflight.v1.ValidationService/WatchMonitor",
+            "/postflight.v1.ValidationService/StopMonitor",
+            "/postflight.v1.ProbeService/Connect",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_ne!(method_label(path), "other", "{path}");
+        }
+        assert!(KNOWN_METHODS.len() >= 16, "{:?}", *KNOWN_METHODS);
     }
 }

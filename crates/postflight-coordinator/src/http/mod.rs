@@ -106,7 +106,7 @@ async fn status_page<S: Store>(State(coordinator): State<Coordinator<S>>) -> Res
             &probes,
             more.is_some(),
             &runs,
-            crate::now_ms(),
+            postflight_ops::host::now_ms(),
         ))
         .into_response(),
         (Err(e), _) | (_, Err(e)) => error_page(&e),

@@ -1017,7 +1017,7 @@ macro_rules! store_impl {
                     .bind(subject)
                     .bind(outcome.as_str())
                     .bind(error)
-                    .bind(crate::now_ms())
+                    .bind(postflight_ops::host::now_ms())
                     .execute(self.claims_pool())
                     .await?;
                 Ok(())

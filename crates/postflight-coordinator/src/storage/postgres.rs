@@ -203,7 +203,7 @@ impl PostgresStore {
                 sqlx::raw_sql(*sql).execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)")
                     .bind(version)
-                    .bind(crate::now_ms())
+                    .bind(postflight_ops::host::now_ms())
                     .execute(&mut *tx)
                     .await?;
             }
