@@ -484,6 +484,11 @@ fn the_demo_shows_both_verdicts_and_exits_0() {
         out.stdout
             .contains("missing 1 index: messages_conversation_id_idx")
     );
+    assert!(
+        !out.stderr.contains("WARN postflight"),
+        "log lines do not interrupt the demo's story: {}",
+        out.stderr
+    );
     let out = run_postflight(&["demo", "--output", "json"], &[]);
     assert_eq!(out.code, 0);
     let both = out.json();
@@ -573,4 +578,38 @@ async fn checks_go_through_the_configured_proxy() {
         .unwrap()
         .to_owned();
     assert!(message.contains("could not resolve the host"), "{message}");
+}
+
+/// `demo --serve-target` says where the backend and its database are, in a form the README's
+/// example plan runs with as it is.
+#[test]
+fn the_served_demo_backend_runs_the_example_plan() {
+    use std::io::BufRead;
+    let port = postflight_e2e::free_port().to_string();
+    let mut serve = postflight_e2e::postflight()
+        .args(["demo", "--serve-target", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = serve.stderr.take().unwrap();
+    let mut exports = None;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(vars) = line.trim().strip_prefix("export ") {
+            exports = Some(vars.to_owned());
+            break;
+        }
+    }
+    let exports = exports.expect("an export line");
+    let env: Vec<(&str, &str)> = exports
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    assert!(env.iter().any(|(k, _)| *k == "DATABASE_URL"), "{exports}");
+    let out = run_postflight(&["run", &example("agent-backend.yaml"), "--local"], &env);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("database-integrity"), "{}", out.stdout);
 }

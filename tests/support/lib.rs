@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -410,18 +410,57 @@ pub async fn sqlite_file(dir: &std::path::Path, name: &str, sql: &str) -> String
     format!("sqlite:{}", path.display())
 }
 
-/// Path of a binary of this workspace, built by `cargo test` before the tests run.
+/// Path of a binary of this workspace, built by `cargo test --workspace` before the tests
+/// run. A binary older than any source of the workspace is refused: a test must never pass or
+/// fail because of yesterday's build (`cargo test --test X` alone builds only the test).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`, which builds every binary",
-        path.display()
-    );
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run the tests with `cargo test --workspace`, which builds every binary",
+            path.display()
+        )
+    });
+    if let Some(source) = changed_since(&path, built) {
+        panic!(
+            "{} is older than {}: run `cargo build --workspace` (or the tests with `cargo test --workspace`)",
+            path.display(),
+            source.display()
+        );
+    }
     path
+}
+
+/// A workspace source file the binary at `binary` was built from that changed after `built`,
+/// read from the dependency list cargo writes beside it (`NAME.d`).
+fn changed_since(binary: &Path, built: std::time::SystemTime) -> Option<PathBuf> {
+    let list = std::fs::read_to_string(binary.with_extension("d")).ok()?;
+    let (_, sources) = list.split_once(": ")?;
+    let root = env!("CARGO_MANIFEST_DIR");
+    // Paths are separated by spaces; a space inside a path is escaped with a backslash.
+    let mut paths = Vec::new();
+    let mut current = String::new();
+    let mut chars = sources.trim().chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' | '\n' => paths.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    paths.push(current);
+    paths
+        .into_iter()
+        .filter(|p| p.starts_with(root))
+        .map(PathBuf::from)
+        .find(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|changed| changed > built)
+        })
 }
 
 /// Runs the real grpcurl (installed by `.ci/run`): whether it succeeded, and stdout + stderr.

@@ -23,7 +23,10 @@ const EXIT_NO_RUN: u8 = 5;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The demo prints its own story; a warning from its in-process coordinator (a dry-run
+    // rollback decision, say) would land in the middle of its tables.
+    let quiet = matches!(cli.command, Command::Demo(_));
+    init_logging(cli.verbose, quiet);
     let token = match postflight_ops::secret::resolve(
         cli.access.token.as_deref(),
         cli.access.token_file.as_deref(),
@@ -80,10 +83,11 @@ fn main() -> ExitCode {
     })
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, quiet: bool) {
     // TLS failures are reported in the failing check's message; the verifier's own log line
     // would only repeat it on stderr.
     let default = match verbose {
+        0 if quiet => "error,rustls_platform_verifier=off",
         0 => "warn,rustls_platform_verifier=off",
         1 => "info,rustls_platform_verifier=off",
         _ => "debug",

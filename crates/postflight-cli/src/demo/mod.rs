@@ -263,11 +263,19 @@ async fn serve(addr: SocketAddr, mode: target::Mode) -> anyhow::Result<ExitCode>
     let mut target = DemoTarget::start(addr, mode.behavior())
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    // The backend's database, for plans' database checks; removed when the demo stops.
+    let dir = tempfile::tempdir().context("cannot create a temporary folder for the demo")?;
+    let db_url = create_database(dir.path()).await?;
     println!("{}", target.url());
     eprintln!(
-        "demo agent backend listening on {} ({mode:?}); change it with\n  curl -X PUT {}/admin/behavior -H 'content-type: application/json' -d '{{\"tools_broken\": true}}'\nPress Ctrl-C to stop.",
-        target.url(),
-        target.url()
+        "demo agent backend listening on {url} ({mode:?}), its database at {db_url}\n\
+         Try a plan against it:\n  \
+         export AGENT_URL={url} DATABASE_URL={db_url}\n  \
+         postflight run examples/agent-backend.yaml --local\n\
+         Change its behaviour with\n  \
+         curl -X PUT {url}/admin/behavior -H 'content-type: application/json' -d '{{\"tools_broken\": true}}'\n\
+         Press Ctrl-C to stop.",
+        url = target.url(),
     );
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

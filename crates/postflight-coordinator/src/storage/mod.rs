@@ -2,6 +2,7 @@
 //! their latency sketches, and reports. One trait, two engines: SQLite (default, one file)
 //! and PostgreSQL (production, shared by several coordinators).
 
+mod migrations;
 mod postgres;
 mod sqlite;
 

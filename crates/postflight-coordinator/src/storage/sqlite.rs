@@ -8,138 +8,7 @@ use sqlx::sqlite::{
 };
 
 use super::*;
-
-/// Schema versions, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        "
-CREATE TABLE probes (
-    name TEXT PRIMARY KEY,
-    region TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    version TEXT NOT NULL,
-    last_seen_ms INTEGER NOT NULL
-);
-CREATE TABLE runs (
-    run_id TEXT PRIMARY KEY,
-    plan_name TEXT NOT NULL,
-    plan_sealed BLOB NOT NULL,
-    origin TEXT NOT NULL,
-    status TEXT NOT NULL,
-    dry_run INTEGER NOT NULL,
-    regions TEXT NOT NULL,
-    timeout_ms INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL,
-    started_ms INTEGER,
-    finished_ms INTEGER,
-    verdict TEXT,
-    report TEXT,
-    rollback TEXT
-);
-CREATE INDEX runs_created_idx ON runs (created_ms DESC);
-CREATE INDEX runs_unfinished_idx ON runs (status) WHERE status IN ('pending', 'running');
-CREATE TABLE assignments (
-    assignment_id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL REFERENCES runs (run_id),
-    region TEXT NOT NULL,
-    probe TEXT NOT NULL,
-    status TEXT NOT NULL,
-    expected_results INTEGER,
-    detail TEXT,
-    created_ms INTEGER NOT NULL
-);
-CREATE INDEX assignments_run_idx ON assignments (run_id);
-CREATE TABLE results (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    result_id TEXT NOT NULL UNIQUE,
-    run_id TEXT NOT NULL,
-    assignment_id TEXT NOT NULL,
-    region TEXT NOT NULL,
-    probe TEXT NOT NULL,
-    check_index INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL,
-    duration_ms REAL NOT NULL,
-    requests INTEGER NOT NULL,
-    request_errors INTEGER NOT NULL,
-    latency TEXT,
-    sketch BLOB NOT NULL,
-    received_ms INTEGER NOT NULL
-);
-CREATE INDEX results_run_idx ON results (run_id, seq);
-",
-    ),
-    (
-        2,
-        "
-ALTER TABLE runs ADD COLUMN monitor_id TEXT;
-CREATE INDEX runs_monitor_idx ON runs (monitor_id);
-CREATE TABLE rollbacks (
-    subject TEXT PRIMARY KEY,
-    plan_name TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    claimed_ms INTEGER NOT NULL,
-    executed_by TEXT NOT NULL,
-    outcome TEXT,
-    error TEXT,
-    finished_ms INTEGER
-);
-CREATE INDEX rollbacks_plan_idx ON rollbacks (plan_name, claimed_ms);
-CREATE TABLE monitors (
-    monitor_id TEXT PRIMARY KEY,
-    plan_name TEXT NOT NULL,
-    plan_sealed BLOB NOT NULL,
-    origin TEXT NOT NULL,
-    status TEXT NOT NULL,
-    dry_run INTEGER NOT NULL,
-    regions TEXT NOT NULL,
-    started_ms INTEGER NOT NULL,
-    ends_ms INTEGER NOT NULL,
-    ended_ms INTEGER,
-    rounds INTEGER NOT NULL,
-    rollback TEXT,
-    detail TEXT
-);
-CREATE TABLE monitor_rounds (
-    monitor_id TEXT NOT NULL,
-    round INTEGER NOT NULL,
-    run_id TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    verdict TEXT NOT NULL,
-    per_check TEXT NOT NULL,
-    sketch BLOB NOT NULL,
-    PRIMARY KEY (monitor_id, round)
-);
-",
-    ),
-    (
-        3,
-        "
-DROP TABLE results;
-CREATE TABLE result_batches (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL,
-    assignment_id TEXT NOT NULL,
-    region TEXT NOT NULL,
-    probe TEXT NOT NULL,
-    received_ms INTEGER NOT NULL,
-    results INTEGER NOT NULL,
-    data BLOB NOT NULL
-);
-CREATE INDEX result_batches_run_idx ON result_batches (run_id, seq);
-",
-    ),
-    (
-        4,
-        "
-ALTER TABLE rollbacks ADD COLUMN action_kind TEXT;
-CREATE INDEX rollbacks_pending_idx ON rollbacks (executed_by) WHERE outcome IS NULL OR outcome = 'pending';
-ALTER TABLE monitor_rounds ADD COLUMN regions TEXT;
-ALTER TABLE monitor_rounds ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;
-",
-    ),
-];
+use crate::storage::migrations;
 
 /// The SQLite engine.
 #[derive(Debug, Clone)]
@@ -197,29 +66,15 @@ impl SqliteStore {
         &self.claims
     }
 
+    /// Applies the schema's migrations (see [`migrations`]), adopting a database whose
+    /// versions an earlier postflight recorded in `schema_migrations`.
     async fn migrate(&self) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let current: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-                .fetch_one(&mut *tx)
-                .await?;
-        for (version, sql) in MIGRATIONS {
-            if *version > current {
-                sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)")
-                    .bind(version)
-                    .bind(postflight_ops::host::now_ms())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        let legacy: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .ok()
+            .flatten();
+        migrations::run(migrations::SQLITE, &self.pool, legacy).await
     }
 }
 

@@ -402,3 +402,73 @@ async fn any_store_picks_the_engine_by_url() {
         "unsupported database url `mysql://u:****@h/db`: use sqlite://FILE or postgres://…"
     );
 }
+
+/// A database that an earlier postflight migrated by hand (versions in `schema_migrations`),
+/// as it would be found on upgrade: the migrator adopts it without running the old versions
+/// again, applies the new ones, and the per-result table of version 1 keeps its rows.
+async fn adopts_a_hand_migrated_database<DB>(
+    url: &str,
+    files: &[(i64, &str, &str)],
+    open: impl AsyncFn(&str) -> StoreResult<()>,
+) where
+    DB: sqlx::Database,
+    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    i64: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB> + for<'q> sqlx::Encode<'q, DB>,
+    usize: sqlx::ColumnIndex<<DB as sqlx::Database>::Row>,
+{
+    use sqlx::Connection;
+    let mut conn = <DB as sqlx::Database>::Connection::connect(url)
+        .await
+        .unwrap();
+    for (_, _, sql) in &files[..2] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL);\
+         INSERT INTO schema_migrations VALUES (1, 0), (2, 0);\
+         INSERT INTO results (result_id, run_id, assignment_id, region, probe, check_index, status, message, \
+         duration_ms, requests, request_errors, latency, sketch, received_ms) \
+         VALUES ('r1', 'run', 'a', 'eu', 'p', 0, 'pass', 'ok', 1.5, 1, 0, NULL, '', 0);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    open(url).await.unwrap();
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM results_v1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1, "version 1's results survive the upgrade");
+    let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(recorded, files.len() as i64);
+    // And a second start changes nothing.
+    open(url).await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_adopts_a_hand_migrated_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    adopts_a_hand_migrated_database::<sqlx::Sqlite>(&url, super::migrations::SQLITE, async |url| {
+        SqliteStore::open(url).await.map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_adopts_a_hand_migrated_database() {
+    let db = ScratchDb::create().await;
+    adopts_a_hand_migrated_database::<sqlx::Postgres>(
+        &db.url,
+        super::migrations::POSTGRES,
+        async |url| PostgresStore::open(url).await.map(|_| ()),
+    )
+    .await;
+}
