@@ -23,6 +23,8 @@ use postflight_plan::{Plan, parse_plan};
 use postflight_proto::v1;
 use postflight_rollback::Prepared;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::{CoordinatorError, CoordinatorResult};
 use crate::metrics::{Metrics, RegionLabels, StatusLabels};
@@ -94,7 +96,9 @@ impl<S: Store> Clone for Coordinator<S> {
 }
 
 struct Inner<S> {
-    store: S,
+    /// Shared with the result writer, which must not hold the coordinator itself (it would
+    /// keep it, and so its own channel, alive forever).
+    store: Arc<S>,
     sealer: Sealer,
     config: Config,
     state: Mutex<State>,
@@ -103,6 +107,12 @@ struct Inner<S> {
     actions: rollback::ActionsInFlight,
     /// Set by [`Coordinator::shut_down`]: no new probe sessions.
     stopping: std::sync::atomic::AtomicBool,
+    /// Every task the coordinator starts (timers, loops, monitors, actions), so that
+    /// shutting down waits for them instead of abandoning them.
+    tasks: TaskTracker,
+    /// Cancelled at shutdown: timers and loops end; actions are not cancelled (they get the
+    /// grace period, see [`Coordinator::settle_actions`]).
+    cancel: CancellationToken,
 }
 
 /// Result batches of one probe message, waiting to be written with other probes' batches.
@@ -209,6 +219,10 @@ impl<S: Store> Coordinator<S> {
     /// A coordinator over `store`, resuming every run the store holds unfinished.
     pub async fn start(store: S, sealer: Sealer, config: Config) -> CoordinatorResult<Self> {
         let (writer, jobs) = mpsc::channel(1024);
+        let store = Arc::new(store);
+        let tasks = TaskTracker::new();
+        // Ends when the last handle of the coordinator (and so the sender) is gone.
+        tasks.spawn(write_results(store.clone(), jobs));
         let coordinator = Self {
             inner: Arc::new(Inner {
                 store,
@@ -219,9 +233,10 @@ impl<S: Store> Coordinator<S> {
                 metrics: Arc::new(Metrics::new()),
                 actions: rollback::ActionsInFlight::default(),
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                tasks,
+                cancel: CancellationToken::new(),
             }),
         };
-        tokio::spawn(coordinator.clone().write_results(jobs));
         coordinator.recover_interrupted(false).await?;
         coordinator.watch_stale_claims();
         coordinator.forget_old_probes().await;
@@ -230,32 +245,27 @@ impl<S: Store> Coordinator<S> {
         Ok(coordinator)
     }
 
-    /// Group commit: the batches of every probe that arrive while a transaction is being
-    /// written go into the next one, so the database sees few large transactions however
-    /// many streams there are.
-    async fn write_results(self, mut jobs: mpsc::Receiver<WriteJob>) {
-        while let Some(first) = jobs.recv().await {
-            let mut batches = first.batches;
-            let mut replies = vec![first.reply];
-            while batches.len() < GROUP_BATCHES {
-                match jobs.try_recv() {
-                    Ok(job) => {
-                        batches.extend(job.batches);
-                        replies.push(job.reply);
-                    }
-                    Err(_) => break,
-                }
+    /// Starts `task` as one of the coordinator's own: tracked, and ended at shutdown.
+    pub(crate) fn spawn_owned<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.inner.cancel.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = task => {}
             }
-            let written = self
-                .inner
-                .store
-                .insert_batches(&batches)
-                .await
-                .map_err(|e| e.to_string());
-            for reply in replies {
-                let _ = reply.send(written.clone());
-            }
-        }
+        });
+    }
+
+    /// Starts `task` tracked but not cancelled at shutdown (a rollback action: it gets the
+    /// grace period to record its outcome).
+    pub(crate) fn spawn_tracked<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.spawn(task);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -494,6 +504,7 @@ impl<S: Store> Coordinator<S> {
             events,
             history: Vec::new(),
             done,
+            timer: CancellationToken::new(),
         };
         for batch in batches {
             match decode_batch(&batch) {
@@ -529,16 +540,23 @@ impl<S: Store> Coordinator<S> {
                 }
             }
         }
+        // The deadline timer ends with the run (see `finalize`) or at shutdown.
+        let timer = self.inner.cancel.child_token();
+        run.timer = timer.clone();
         self.state().runs.insert(run_id.clone(), run);
         let this = self.clone();
         let wait = Duration::from_millis((deadline_unix_ms - now_ms()).max(0) as u64);
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            if let Err(e) = this
-                .finalize(&run_id, RunStatus::TimedOut, "the run reached its timeout")
-                .await
-            {
-                tracing::error!(run_id = %run_id, error = %e, "cannot end a timed-out run");
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                () = timer.cancelled() => {}
+                () = tokio::time::sleep(wait) => {
+                    if let Err(e) = this
+                        .finalize(&run_id, RunStatus::TimedOut, "the run reached its timeout")
+                        .await
+                    {
+                        tracing::error!(run_id = %run_id, error = %e, "cannot end a timed-out run");
+                    }
+                }
             }
         });
     }
@@ -746,6 +764,7 @@ impl<S: Store> Coordinator<S> {
         let Some(mut run) = self.state().runs.remove(run_id) else {
             return Ok(());
         };
+        run.timer.cancel();
         let finished = now_ms();
         let results = state::region_results(&run);
         let unreported = state::unreported_regions(&run);
@@ -879,7 +898,7 @@ impl<S: Store> Coordinator<S> {
         self.resume_monitors().await?;
         // Probes get a grace period to reconnect and claim their assignments.
         let this = self.clone();
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             tokio::time::sleep(this.inner.config.reassign_after).await;
             this.reassign_orphans().await;
         });
@@ -1101,6 +1120,9 @@ impl<S: Store> Coordinator<S> {
             .values()
             .filter_map(|p| p.session.as_ref().map(|s| s.link.clone()))
             .collect();
+        // Timers and loops end now; rollback actions keep running (see `settle_actions`).
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
         tracing::info!(probes = links.len(), "closing probe streams");
         for link in &links {
             link.close();
@@ -1150,7 +1172,7 @@ impl<S: Store> Coordinator<S> {
             tracing::error!(error = %e, "cannot record a probe's last sighting");
         }
         let this = self.clone();
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             tokio::time::sleep(this.inner.config.reassign_after).await;
             this.reassign_orphans().await;
         });
@@ -1512,7 +1534,7 @@ impl<S: Store> Coordinator<S> {
     /// Forgets old probes every hour.
     fn watch_probe_list(&self) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
             every.tick().await;
             loop {
@@ -1569,6 +1591,32 @@ fn busy_counts(runs: &HashMap<String, ActiveRun>, except: &str) -> HashMap<Strin
         }
     }
     busy
+}
+
+/// Group commit: the batches of every probe that arrive while a transaction is being
+/// written go into the next one, so the database sees few large transactions however
+/// many streams there are.
+async fn write_results<S: Store>(store: Arc<S>, mut jobs: mpsc::Receiver<WriteJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batches = first.batches;
+        let mut replies = vec![first.reply];
+        while batches.len() < GROUP_BATCHES {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    batches.extend(job.batches);
+                    replies.push(job.reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let written = store
+            .insert_batches(&batches)
+            .await
+            .map_err(|e| e.to_string());
+        for reply in replies {
+            let _ = reply.send(written.clone());
+        }
+    }
 }
 
 /// Forgets the disconnected probe seen least recently (from memory; storage follows on the

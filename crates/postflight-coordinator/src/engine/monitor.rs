@@ -21,6 +21,7 @@ use postflight_plan::{Plan, parse_plan};
 use postflight_proto::v1;
 use postflight_rollback::Prepared;
 use tokio::sync::{Notify, broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::rollback::persist;
 use super::{Coordinator, Finished};
@@ -34,6 +35,8 @@ pub(crate) struct ActiveMonitor {
     pub events: broadcast::Sender<v1::MonitorEvent>,
     pub history: Vec<v1::MonitorEvent>,
     pub stop: Arc<Notify>,
+    /// Cancelled when the monitor's task ends, whatever ended it.
+    pub ended: CancellationToken,
 }
 
 fn when(ms: i64) -> String {
@@ -175,6 +178,7 @@ impl<S: Store> Coordinator<S> {
     ) {
         let (events, _) = broadcast::channel(256);
         let stop = Arc::new(Notify::new());
+        let ended = CancellationToken::new();
         let monitor_id = record.monitor_id.clone();
         self.state().monitors.insert(
             monitor_id.clone(),
@@ -183,10 +187,14 @@ impl<S: Store> Coordinator<S> {
                 events,
                 history: Vec::new(),
                 stop: stop.clone(),
+                ended: ended.clone(),
             },
         );
         let this = self.clone();
-        tokio::spawn(async move {
+        // Tracked, not cancelled from outside: a round's rollback action runs in this task
+        // and gets the grace period; the loop itself leaves at shutdown between steps.
+        self.spawn_tracked(async move {
+            let _ended = ended.drop_guard();
             this.monitor_loop(&monitor_id, plan, plan_yaml, session, stop)
                 .await;
         });
@@ -238,6 +246,9 @@ impl<S: Store> Coordinator<S> {
             } else {
                 let finished = tokio::select! {
                     finished = rx => finished.ok(),
+                    // Shutting down: the monitor stays stored as running and resumes at the
+                    // next start.
+                    () = self.inner.cancel.cancelled() => return,
                     () = stop.notified() => {
                         self.end_monitor(monitor_id, MonitorStatus::Stopped, None, "stopped by an operator", true).await;
                         return;
@@ -253,6 +264,7 @@ impl<S: Store> Coordinator<S> {
             }
             tokio::select! {
                 () = tokio::time::sleep_until(round_started + every) => {}
+                () = self.inner.cancel.cancelled() => return,
                 () = stop.notified() => {
                     self.end_monitor(monitor_id, MonitorStatus::Stopped, None, "stopped by an operator", true).await;
                     return;
@@ -510,16 +522,13 @@ impl<S: Store> Coordinator<S> {
             .state()
             .monitors
             .get(monitor_id)
-            .map(|m| m.stop.clone());
+            .map(|m| (m.stop.clone(), m.ended.clone()));
         match stop {
             Some(stop) => {
+                let (stop, ended) = stop;
                 stop.notify_one();
-                for _ in 0..50 {
-                    if !self.state().monitors.contains_key(monitor_id) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                // The monitor ends after its current step; its record says how.
+                let _ = tokio::time::timeout(Duration::from_secs(1), ended.cancelled()).await;
                 self.get_monitor(monitor_id).await
             }
             None => {

@@ -166,7 +166,7 @@ impl<S: Store> Coordinator<S> {
             decision,
             context,
             subject,
-            &StoreLedger(&self.inner.store),
+            &StoreLedger(&*self.inner.store),
             &ProcessEnv,
         )
         .await;
@@ -195,7 +195,7 @@ impl<S: Store> Coordinator<S> {
         postflight_rollback::controller::execute(
             claimed,
             decision,
-            &StoreLedger(&self.inner.store),
+            &StoreLedger(&*self.inner.store),
             &ProcessEnv,
         )
         .await;
@@ -226,7 +226,7 @@ impl<S: Store> Coordinator<S> {
         let this = self.clone();
         // Counted from now, so that a wait for actions never misses one about to start.
         self.inner.actions.start();
-        tokio::spawn(async move {
+        self.spawn_tracked(async move {
             this.run_claimed(&claimed, &mut decision).await;
             let (report, rollback) = patched(record.report_json.as_deref(), &decision);
             record.report_json = report;
@@ -346,7 +346,7 @@ impl<S: Store> Coordinator<S> {
     /// came back (or came back under another name) leaves them to the others.
     pub(super) fn watch_stale_claims(&self) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
             every.tick().await;
             loop {

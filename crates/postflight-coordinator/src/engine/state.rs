@@ -140,6 +140,8 @@ pub struct ActiveRun {
     pub history: Vec<v1::RunEvent>,
     /// Who waits for the run's end (a monitor's round).
     pub done: Option<tokio::sync::oneshot::Sender<super::Finished>>,
+    /// Cancels the run's deadline timer once the run ends.
+    pub timer: tokio_util::sync::CancellationToken,
 }
 
 impl ActiveRun {

@@ -46,6 +46,7 @@ fn run(per_region: &str) -> ActiveRun {
         events,
         history: vec![],
         done: None,
+        timer: tokio_util::sync::CancellationToken::new(),
     }
 }
 
