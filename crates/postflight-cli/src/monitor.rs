@@ -38,11 +38,12 @@ struct RoundLine {
 
 impl RoundLine {
     fn print(&self, output: Output) {
-        let error_rate = if self.requests == 0 {
-            0.0
-        } else {
-            self.errors as f64 / self.requests as f64
-        };
+        let error_rate = postflight_plan::report::RequestCount {
+            count: self.requests,
+            errors: self.errors,
+            missing: 0,
+        }
+        .error_rate();
         match output {
             Output::Json => println!(
                 "{}",

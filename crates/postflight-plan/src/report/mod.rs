@@ -141,6 +141,16 @@ impl RequestCount {
         self.errors = self.errors.saturating_add(other.errors);
         self.missing = self.missing.saturating_add(other.missing);
     }
+
+    /// Failed requests over requests made (0 when none were made: no evidence of errors,
+    /// which the verdict treats as missing data, never as health).
+    pub fn error_rate(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.count as f64
+        }
+    }
 }
 
 /// Every HTTP request of a run.
@@ -354,11 +364,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
     let requests = RequestStats {
         count: total.count,
         errors: total.errors,
-        error_rate: if total.count == 0 {
-            0.0
-        } else {
-            round4(total.errors as f64 / total.count as f64)
-        },
+        error_rate: round4(total.error_rate()),
         latency_ms: if contributions == 1 {
             single_latency
         } else {

@@ -72,15 +72,7 @@ impl RegionFigures {
 
     /// Failed / made requests, 0 without requests.
     pub fn error_ratio(&self) -> f64 {
-        ratio(self.requests.errors, self.requests.count)
-    }
-}
-
-fn ratio(errors: u64, count: u64) -> f64 {
-    if count == 0 {
-        0.0
-    } else {
-        errors as f64 / count as f64
+        self.requests.error_rate()
     }
 }
 
@@ -114,7 +106,7 @@ pub struct Merged {
 impl Merged {
     /// Failed / made requests, 0 without requests.
     pub fn error_rate(&self) -> f64 {
-        ratio(self.requests.errors, self.requests.count)
+        self.requests.error_rate()
     }
 }
 
