@@ -1,0 +1,402 @@
+//! Results in: a probe's batch is checked, deduplicated (one result per check and
+//! assignment), group-committed with other probes' batches by the result writer, then
+//! applied to the run in memory.
+
+use super::*;
+
+/// Result batches of one probe message, waiting to be written with other probes' batches.
+pub(super) struct WriteJob {
+    batches: Vec<BatchRecord>,
+    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Results of one message that belong to one assignment.
+pub(super) struct Group {
+    run_id: String,
+    assignment_id: String,
+    region: String,
+    /// New results, without their run and assignment ids.
+    results: Vec<v1::CheckResult>,
+    /// Ids of results stored before, and of surplus ones: acknowledged, not stored.
+    replays: Vec<String>,
+    /// Results dropped because their check already had one from this assignment.
+    surplus: u64,
+}
+
+/// Batches written per transaction at most: enough to amortise a commit, few enough to keep
+/// acknowledgements prompt.
+pub(super) const GROUP_BATCHES: usize = 512;
+
+/// Counts stored results in the metrics: one label lookup per check and status of a group,
+/// not per result, since this runs for every result the coordinator ingests.
+pub(super) fn count_results(
+    metrics: &Metrics,
+    plan: &Plan,
+    region: &str,
+    results: &[v1::CheckResult],
+) {
+    metrics.results_ingested.inc_by(results.len() as u64);
+    let mut counts: BTreeMap<(u32, i32), u64> = BTreeMap::new();
+    {
+        let durations = metrics.check_duration.get_or_create(&RegionLabels {
+            region: metrics.region(region),
+        });
+        for r in results {
+            *counts.entry((r.check_index, r.status)).or_default() += 1;
+            durations.observe(r.duration_ms / 1000.0);
+        }
+    }
+    for ((index, status), n) in counts {
+        let check = plan
+            .checks
+            .get(index as usize)
+            .map_or("_unknown", |c| c.name.as_str());
+        let status = match v1::CheckStatus::try_from(status) {
+            Ok(v1::CheckStatus::Pass) => "pass",
+            Ok(v1::CheckStatus::Warn) => "warn",
+            Ok(v1::CheckStatus::Fail) => "fail",
+            _ => "unspecified",
+        };
+        metrics.count_check_results(check, region, status, n);
+    }
+}
+
+impl<S: Store> Coordinator<S> {
+    /// Stores a probe's results; returns the ids to acknowledge (all of them: new ones are
+    /// stored, replays were stored before, strays are dropped). The whole message is refused,
+    /// with the offending field named, when one result is malformed.
+    ///
+    /// This is the coordinator's hot path: results of one message almost always share a run
+    /// and an assignment, so lookups are done once per group, results are moved rather than
+    /// copied, and a group is stored as one row.
+    pub async fn ingest(
+        &self,
+        probe: &str,
+        batch: Vec<v1::CheckResult>,
+    ) -> CoordinatorResult<Vec<String>> {
+        let received = now_ms();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut strays: Vec<String> = Vec::new();
+        {
+            let mut state = self.state();
+            // Validate everything before changing anything.
+            let mut checked: Option<(&str, &str, &Plan)> = None;
+            for (i, wire) in batch.iter().enumerate() {
+                let plan = match checked {
+                    Some((run, assignment, plan))
+                        if run == wire.run_id && assignment == wire.assignment_id =>
+                    {
+                        Some(plan)
+                    }
+                    _ => match state.runs.get(&wire.run_id).and_then(|run| {
+                        run.assignments
+                            .get(&wire.assignment_id)
+                            .map(|a| (a.record.probe == probe, &*run.plan))
+                    }) {
+                        Some((true, plan)) => {
+                            checked = Some((&wire.run_id, &wire.assignment_id, plan));
+                            Some(plan)
+                        }
+                        Some((false, _)) => {
+                            return Err(CoordinatorError::invalid(
+                                format!("results[{i}].assignment_id"),
+                                format!(
+                                    "assignment {} belongs to another probe",
+                                    wire.assignment_id
+                                ),
+                            ));
+                        }
+                        None => None,
+                    },
+                };
+                if let Some(plan) = plan {
+                    validate_result(wire, plan)
+                        .map_err(|e| CoordinatorError::from(e.within(&format!("results[{i}]"))))?;
+                }
+            }
+            for mut wire in batch {
+                let same = groups.last().is_some_and(|g| {
+                    g.run_id == wire.run_id && g.assignment_id == wire.assignment_id
+                });
+                if !same {
+                    let region = state
+                        .runs
+                        .get(&wire.run_id)
+                        .and_then(|run| run.assignments.get(&wire.assignment_id))
+                        .map(|a| a.record.region.clone());
+                    let Some(region) = region else {
+                        tracing::debug!(run_id = %wire.run_id, probe, "result for a run or assignment that is not active: dropped");
+                        strays.push(wire.result_id);
+                        continue;
+                    };
+                    groups.push(Group {
+                        run_id: std::mem::take(&mut wire.run_id),
+                        assignment_id: std::mem::take(&mut wire.assignment_id),
+                        region,
+                        results: Vec::new(),
+                        replays: Vec::new(),
+                        surplus: 0,
+                    });
+                }
+                let Some(group) = groups.last_mut() else {
+                    continue;
+                };
+                let Some(run) = state.runs.get_mut(&group.run_id) else {
+                    continue;
+                };
+                let arrival = run
+                    .assignments
+                    .get_mut(&group.assignment_id)
+                    .map(|a| a.arrive(wire.check_index as usize, id_hash(&wire.result_id)));
+                match arrival {
+                    Some(Arrival::New) => {}
+                    Some(Arrival::Surplus) => {
+                        if group.surplus == 0
+                            && run
+                                .assignments
+                                .get(&group.assignment_id)
+                                .is_some_and(|a| a.surplus == 1)
+                        {
+                            tracing::warn!(run_id = %group.run_id, probe, assignment_id = %group.assignment_id, check_index = wire.check_index, "a second result for a check: dropped (counted in postflight_results_surplus_total)");
+                        }
+                        group.surplus += 1;
+                        group.replays.push(wire.result_id);
+                        continue;
+                    }
+                    Some(Arrival::Replay) | None => {
+                        group.replays.push(wire.result_id);
+                        continue;
+                    }
+                }
+                if run.secrets.has_any() {
+                    wire.message = run.secrets.scrub(&wire.message);
+                }
+                // The row holds them once, the plan holds the names: results do not repeat them.
+                wire.run_id.clear();
+                wire.assignment_id.clear();
+                wire.check_name.clear();
+                group.results.push(wire);
+            }
+        }
+        let batches: Vec<BatchRecord> = groups
+            .iter()
+            .filter(|g| !g.results.is_empty())
+            .map(|g| BatchRecord {
+                run_id: g.run_id.clone(),
+                assignment_id: g.assignment_id.clone(),
+                region: g.region.clone(),
+                probe: probe.to_owned(),
+                received_ms: received,
+                results: g.results.len() as i64,
+                data: encode_results(&g.results),
+            })
+            .collect();
+        if !batches.is_empty() {
+            let (reply, written) = tokio::sync::oneshot::channel();
+            let sent = self
+                .inner
+                .writer
+                .send(WriteJob { batches, reply })
+                .await
+                .is_ok();
+            let written = match written.await {
+                Ok(result) if sent => result,
+                _ => Err("the result writer stopped".to_owned()),
+            };
+            if let Err(e) = written {
+                self.inner.metrics.ingest_errors.inc();
+                // Not stored: forget the ids, so the probe's replay is taken.
+                let mut state = self.state();
+                for g in &groups {
+                    if let Some(a) = state
+                        .runs
+                        .get_mut(&g.run_id)
+                        .and_then(|run| run.assignments.get_mut(&g.assignment_id))
+                    {
+                        for r in &g.results {
+                            a.forget(r.check_index as usize);
+                        }
+                    }
+                }
+                return Err(StoreError::Grouped(e).into());
+            }
+        }
+        let mut touched: Vec<String> = Vec::new();
+        let mut plans: Vec<Option<Arc<Plan>>> = Vec::with_capacity(groups.len());
+        {
+            let mut state = self.state();
+            for g in &groups {
+                let Some(run) = state.runs.get_mut(&g.run_id) else {
+                    plans.push(None);
+                    continue;
+                };
+                plans.push(Some(run.plan.clone()));
+                if let Some(a) = run.assignments.get_mut(&g.assignment_id) {
+                    a.received += g.results.len() as u32;
+                }
+                run.result_count += g.results.len() as u32;
+                for wire in &g.results {
+                    if let Some(event) =
+                        use_result(run, &g.run_id, &g.assignment_id, &g.region, probe, wire)
+                    {
+                        let _ = run.events.send(event);
+                    }
+                }
+                // Only an assignment that has finished can complete the run with a late result.
+                let done = run
+                    .assignments
+                    .get(&g.assignment_id)
+                    .is_some_and(LiveAssignment::is_done);
+                if done && touched.last() != Some(&g.run_id) {
+                    touched.push(g.run_id.clone());
+                }
+            }
+        }
+        for (g, plan) in groups.iter().zip(&plans) {
+            self.inner.metrics.results_surplus.inc_by(g.surplus);
+            if let Some(plan) = plan {
+                count_results(&self.inner.metrics, plan, &g.region, &g.results);
+            }
+        }
+        for run_id in touched {
+            self.complete_if_done(&run_id).await;
+        }
+        let mut ack = strays;
+        for g in groups {
+            ack.extend(g.replays);
+            ack.extend(g.results.into_iter().map(|r| r.result_id));
+        }
+        Ok(ack)
+    }
+}
+
+/// Group commit: the batches of every probe that arrive while a transaction is being
+/// written go into the next one, so the database sees few large transactions however
+/// many streams there are.
+pub(super) async fn write_results<S: Store>(store: Arc<S>, mut jobs: mpsc::Receiver<WriteJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batches = first.batches;
+        let mut replies = vec![first.reply];
+        while batches.len() < GROUP_BATCHES {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    batches.extend(job.batches);
+                    replies.push(job.reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let written = store
+            .insert_batches(&batches)
+            .await
+            .map_err(|e| e.to_string());
+        for reply in replies {
+            let _ = reply.send(written.clone());
+        }
+    }
+}
+
+/// Checks of a wire result before it is stored: it must belong to a check of the plan and
+/// satisfy [`postflight_proto::check_result_fields`]. The sketch is only checked for shape
+/// here; it is decoded when the result is used.
+pub(super) fn validate_result(
+    r: &v1::CheckResult,
+    plan: &Plan,
+) -> Result<(), postflight_proto::ConvertError> {
+    let Some(check) = plan.checks.get(r.check_index as usize) else {
+        return Err(postflight_proto::ConvertError {
+            field: "check_index".to_owned(),
+            reason: format!("the plan has {} checks", plan.checks.len()),
+        });
+    };
+    postflight_proto::check_result_fields(r, check.max_requests())
+}
+
+/// 128 bits of a result id: replays are recognised in memory without keeping every id.
+pub(super) fn id_hash(id: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let mut first = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut first);
+    let mut second = std::collections::hash_map::DefaultHasher::new();
+    (0xA5u8, id).hash(&mut second);
+    (u128::from(first.finish()) << 64) | u128::from(second.finish())
+}
+
+/// Results encoded as a `ResultBatch` (field 1, repeated), without copying them.
+pub(super) fn encode_results(results: &[v1::CheckResult]) -> Vec<u8> {
+    let len: usize = results
+        .iter()
+        .map(|r| prost::encoding::message::encoded_len(1, r))
+        .sum();
+    let mut out = Vec::with_capacity(len);
+    for r in results {
+        prost::encoding::message::encode(1, r, &mut out);
+    }
+    out
+}
+
+/// The results of a stored batch, with their ids put back.
+pub(super) fn decode_batch(batch: &BatchRecord) -> Result<Vec<v1::CheckResult>, String> {
+    use prost::Message;
+    let decoded = v1::ResultBatch::decode(batch.data.as_slice()).map_err(|e| e.to_string())?;
+    Ok(decoded
+        .results
+        .into_iter()
+        .map(|r| v1::CheckResult {
+            run_id: batch.run_id.clone(),
+            assignment_id: batch.assignment_id.clone(),
+            ..r
+        })
+        .collect())
+}
+
+/// Keeps an assignment's first result for a check for the report, and makes its event.
+pub(super) fn use_result(
+    run: &mut ActiveRun,
+    run_id: &str,
+    assignment_id: &str,
+    region: &str,
+    probe: &str,
+    wire: &v1::CheckResult,
+) -> Option<v1::RunEvent> {
+    let index = wire.check_index as usize;
+    let per_region = run.results.get_mut(index)?;
+    if per_region
+        .get(region)
+        .is_some_and(|slot| slot.iter().any(|(a, _)| a == assignment_id))
+    {
+        return None;
+    }
+    let max_requests = run.plan.checks.get(index).map_or(0, |c| c.max_requests());
+    let result = match postflight_proto::region_result(wire, max_requests) {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::warn!(result_id = %wire.result_id, error = %e, "unusable result");
+            return None;
+        }
+    };
+    let status = result.status;
+    per_region
+        .entry(region.to_owned())
+        .or_default()
+        .push((assignment_id.to_owned(), result));
+    let event = event(
+        run_id,
+        v1::run_event::Kind::Result(v1::ResultReceived {
+            region: region.to_owned(),
+            probe: probe.to_owned(),
+            check_index: index as u32,
+            check_name: run
+                .plan
+                .checks
+                .get(index)
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
+            status: status.as_str().to_owned(),
+            message: wire.message.clone(),
+            duration_ms: wire.duration_ms,
+        }),
+    );
+    run.history.push(event.clone());
+    Some(event)
+}
