@@ -353,11 +353,15 @@ fn a_coordinator_restart_mid_run_and_after_the_run_loses_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The probes are now waiting on the slow backend: the coordinator dies under them.
-    std::thread::sleep(Duration::from_millis(600));
+    // Once the probes wait on the slow backend, the coordinator dies under them.
+    slow.wait_for("three probes waiting on the slow backend", |_, waiting| {
+        waiting >= 3
+    });
     coordinator.kill();
     // They finish their checks while it is gone, buffering the results.
-    std::thread::sleep(Duration::from_millis(2000));
+    slow.wait_for("every request answered", |requests, waiting| {
+        requests >= 3 && waiting == 0
+    });
     let (mut coordinator, _) = spawn_coordinator(port, &db, &[], &log);
     let out = cli.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -446,7 +450,7 @@ fn a_killed_probe_moves_its_assignment_or_leaves_its_region_missing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    slow.wait_for("both regions' probes at work", |_, waiting| waiting >= 2);
     cluster.probes[1].kill();
     let out = cli.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -484,7 +488,7 @@ fn a_killed_probe_moves_its_assignment_or_leaves_its_region_missing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    slow.wait_for("both regions' probes at work", |_, waiting| waiting >= 2);
     cluster.probes[0].kill();
     let out = cli.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -535,7 +539,11 @@ fn a_probe_token_is_required_when_configured() {
         &dir.path().join("right.log"),
     );
     wait_for_probes(&url, 1);
-    std::thread::sleep(Duration::from_millis(1500));
+    postflight_e2e::wait_for_log(
+        &dir.path().join("anonymous.log"),
+        "this coordinator requires a probe token",
+    );
+    postflight_e2e::wait_for_log(&dir.path().join("wrong.log"), "wrong probe token");
     let probes = run_postflight(&["probes", "--coordinator", &url, "-o", "json"], &[]).json();
     let names: Vec<&str> = probes["probes"]
         .as_array()

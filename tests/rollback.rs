@@ -305,7 +305,10 @@ fn a_local_monitor_rolls_back_a_target_that_turns_bad_within_two_rounds() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    // Three healthy rounds (one request each) before the target turns bad: with them in the
+    // 10 s window, one bad round's error rate (1 of 4) stays below the 30% trigger, so only
+    // `failing_rounds` holds the first bad round back.
+    backend.wait_for("three healthy rounds", |requests, _| requests >= 3);
     backend.set(r#"{"tools_broken": true}"#);
     let turned_bad = Instant::now();
     let out = child.wait_with_output().unwrap();
@@ -389,8 +392,9 @@ fn a_coordinator_monitor_survives_the_cli_and_a_restart_and_the_coordinator_acts
     assert_eq!(started.code, 0, "{}", started.stderr);
     let monitor_id = started.stdout.trim().to_owned();
     assert_eq!(monitor_id.len(), 36, "{}", started.stdout);
-    // The CLI is gone; the monitor goes on. Then the coordinator dies and comes back.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The CLI is gone; the monitor goes on (two rounds reach the target). Then the
+    // coordinator dies and comes back.
+    backend.wait_for("two rounds without the CLI", |requests, _| requests >= 2);
     coordinator.kill();
     let (_coordinator, _) = spawn_coordinator(
         port,
@@ -399,9 +403,7 @@ fn a_coordinator_monitor_survives_the_cli_and_a_restart_and_the_coordinator_acts
         &log,
     );
     wait_for_probes(&url, 1);
-    std::thread::sleep(Duration::from_millis(1500));
-    let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains("resuming monitor"), "{log_text}");
+    postflight_e2e::wait_for_log(&log, "resuming monitor");
     backend.set(r#"{"tools_broken": true}"#);
     let watched = run_postflight(&["watch", &monitor_id, "--coordinator", &url], &[]);
     assert_eq!(
@@ -503,17 +505,13 @@ async fn two_coordinators_on_one_postgres_roll_back_once() {
         &dir.path().join("probe-b.log"),
     );
     wait_for_probes(&url_b, 1);
-    std::thread::sleep(Duration::from_millis(2000));
-    assert!(
-        std::fs::read_to_string(dir.path().join("b.log"))
-            .unwrap()
-            .contains("resuming monitor")
-    );
+    postflight_e2e::wait_for_log(&dir.path().join("b.log"), "resuming monitor");
     backend.set(r#"{"tools_broken": true}"#);
     let watched = run_postflight(&["watch", &monitor_id, "--coordinator", &url_a], &[]);
     assert_eq!(watched.code, 1, "{}\n{}", watched.stdout, watched.stderr);
-    // Both decided; give the slower one time to try.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Both decided: each coordinator ends its copy of the monitor once it has tried.
+    postflight_e2e::wait_for_log(&dir.path().join("a.log"), "monitor ended");
+    postflight_e2e::wait_for_log(&dir.path().join("b.log"), "monitor ended");
     assert_eq!(
         lines(&marker).len(),
         1,

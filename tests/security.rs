@@ -141,7 +141,10 @@ fn mutual_tls_admits_the_right_certificates_and_explains_the_wrong_ones() {
     assert_refused(&untrusted, "not signed by a trusted authority");
     assert_refused(&probes(&plain_url, &[]), "use an https:// URL");
 
-    std::thread::sleep(Duration::from_millis(500));
+    postflight_e2e::wait_for_log(
+        &dir.path().join("impostor.log"),
+        "the client certificate is for tls-probe; it cannot connect as probe-b",
+    );
     let impostor_log = std::fs::read_to_string(dir.path().join("impostor.log")).unwrap();
     assert!(
         impostor_log

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 pub mod fake_probe;
 
@@ -535,6 +536,34 @@ impl DemoBackend {
             .unwrap()
     }
 
+    /// API calls received so far, and those waiting in their `delay_ms` right now.
+    pub fn stats(&self) -> (u64, u64) {
+        use std::io::{Read, Write};
+        let addr = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET /admin/stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let stats: serde_json::Value = serde_json::from_str(body).unwrap();
+        (
+            stats["requests"].as_u64().unwrap(),
+            stats["waiting"].as_u64().unwrap(),
+        )
+    }
+
+    /// Waits until `ready(requests, waiting)` holds (see [`DemoBackend::stats`]).
+    pub fn wait_for(&self, what: &str, ready: impl Fn(u64, u64) -> bool) {
+        wait_until(what, Duration::from_secs(30), || {
+            let (requests, waiting) = self.stats();
+            ready(requests, waiting)
+        });
+    }
+
     /// Changes the behaviour: a JSON object like `{"tools_broken": true, "delay_ms": 400}`.
     pub fn set(&self, behavior: &str) {
         use std::io::{Read, Write};
@@ -889,4 +918,26 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// Polls `ready` every 20 ms until it holds; panics naming `what` after `within`. Tests wait
+/// on what they can observe (a log line, a request reaching a backend), never a fixed time.
+pub fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {within:?} for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the file at `log` contains `needle`.
+pub fn wait_for_log(log: &Path, needle: &str) {
+    wait_until(
+        &format!("{needle:?} in {}", log.display()),
+        Duration::from_secs(30),
+        || std::fs::read_to_string(log).is_ok_and(|text| text.contains(needle)),
+    );
 }

@@ -5,7 +5,7 @@
 //! can simulate a migration without restarting it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -87,6 +87,10 @@ impl Mode {
 struct Backend {
     behavior: RwLock<Behavior>,
     failures_left: AtomicU32,
+    /// API calls received (`GET /admin/stats`).
+    requests: AtomicU64,
+    /// API calls inside their `delay_ms`: what a test waits on instead of sleeping.
+    waiting: AtomicU64,
 }
 
 type Shared = Arc<Backend>;
@@ -107,6 +111,8 @@ impl DemoTarget {
         let shared: Shared = Arc::new(Backend {
             behavior: RwLock::new(behavior),
             failures_left: AtomicU32::new(behavior.fail_next),
+            requests: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
         });
         let app = router(shared.clone());
         let task = tokio::spawn(async move {
@@ -149,6 +155,7 @@ fn router(shared: Shared) -> axum::Router {
         .route("/api/tools/invoices/{id}", get(invoice))
         .route("/health", get(health))
         .route("/admin/behavior", get(get_behavior).put(put_behavior))
+        .route("/admin/stats", get(stats))
         .with_state(shared)
 }
 
@@ -167,7 +174,17 @@ fn set(shared: &Shared, behavior: Behavior) {
 
 /// Applies the delay and the error modes shared by every API call.
 async fn degrade(shared: &Shared, behavior: Behavior) -> Option<Response> {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
     if behavior.delay_ms > 0 {
+        // Counted down also when the client gives up mid-delay (the future is dropped).
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        shared.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&shared.waiting);
         tokio::time::sleep(Duration::from_millis(behavior.delay_ms)).await;
     }
     let blip = shared
@@ -272,6 +289,14 @@ async fn health(State(shared): State<Shared>) -> Response {
 
 async fn get_behavior(State(shared): State<Shared>) -> Json<Behavior> {
     Json(current(&shared))
+}
+
+/// API calls so far, and those waiting in their delay right now.
+async fn stats(State(shared): State<Shared>) -> Json<Value> {
+    Json(json!({
+        "requests": shared.requests.load(Ordering::SeqCst),
+        "waiting": shared.waiting.load(Ordering::SeqCst),
+    }))
 }
 
 async fn put_behavior(State(shared): State<Shared>, Json(new): Json<Behavior>) -> Response {
