@@ -259,7 +259,7 @@ impl<S: Store> Coordinator<S> {
             }
         }
         for run_id in touched {
-            self.complete_if_done(&run_id).await;
+            self.complete_if_done(&run_id);
         }
         let mut ack = strays;
         for g in groups {

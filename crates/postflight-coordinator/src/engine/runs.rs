@@ -201,6 +201,7 @@ impl<S: Store> Coordinator<S> {
             history: Vec::new(),
             done,
             timer: CancellationToken::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         };
         for batch in batches {
             match decode_batch(&batch) {
@@ -236,23 +237,33 @@ impl<S: Store> Coordinator<S> {
                 }
             }
         }
-        // The deadline timer ends with the run (see `finalize`) or at shutdown.
+        // The run's owner: one task decides its end (complete, timed out), so whoever
+        // delivers the last result only records it and signals. It stops when the run ends
+        // elsewhere (cancelled) or the coordinator shuts down.
         let timer = self.inner.cancel.child_token();
         run.timer = timer.clone();
+        let wake = run.wake.clone();
+        // A resumed run may already hold everything it needs: look once at the start.
+        wake.notify_one();
         self.state().runs.insert(run_id.clone(), run);
         let this = self.clone();
         let wait = Duration::from_millis((deadline_unix_ms - now_ms()).max(0) as u64);
         self.inner.tasks.spawn(async move {
-            tokio::select! {
-                () = timer.cancelled() => {}
-                () = tokio::time::sleep(wait) => {
-                    if let Err(e) = this
-                        .finalize(&run_id, RunStatus::TimedOut, "the run reached its timeout")
-                        .await
-                    {
-                        tracing::error!(run_id = %run_id, error = %e, "cannot end a timed-out run");
+            let deadline = tokio::time::sleep(wait);
+            tokio::pin!(deadline);
+            let (status, detail) = loop {
+                tokio::select! {
+                    () = timer.cancelled() => return,
+                    () = &mut deadline => break (RunStatus::TimedOut, "the run reached its timeout"),
+                    () = wake.notified() => {
+                        if this.is_complete(&run_id) {
+                            break (RunStatus::Completed, "every required region reported");
+                        }
                     }
                 }
+            };
+            if let Err(e) = this.finalize(&run_id, status, detail).await {
+                tracing::error!(run_id = %run_id, error = %e, status = status.as_str(), "cannot end a run");
             }
         });
     }
@@ -634,29 +645,24 @@ impl<S: Store> Coordinator<S> {
             if let Err(e) = self.dispatch_pending(&run_id).await {
                 tracing::error!(run_id = %run_id, error = %e, "cannot reassign");
             }
-            self.complete_if_done(&run_id).await;
+            self.complete_if_done(&run_id);
         }
     }
 
-    pub(super) async fn complete_if_done(&self, run_id: &str) {
-        let done = {
-            let state = self.state();
-            state
-                .runs
-                .get(run_id)
-                .is_some_and(|run| state::is_complete(run, &state.probes))
-        };
-        if done
-            && let Err(e) = self
-                .finalize(
-                    run_id,
-                    RunStatus::Completed,
-                    "every required region reported",
-                )
-                .await
-        {
-            tracing::error!(run_id, error = %e, "cannot end a completed run");
+    /// Tells the owner of `run_id` that it may be complete; the owner checks and ends it.
+    pub(super) fn complete_if_done(&self, run_id: &str) {
+        if let Some(run) = self.state().runs.get(run_id) {
+            run.wake.notify_one();
         }
+    }
+
+    /// Whether every required region of `run_id` has reported (or is settled without).
+    fn is_complete(&self, run_id: &str) -> bool {
+        let state = self.state();
+        state
+            .runs
+            .get(run_id)
+            .is_some_and(|run| state::is_complete(run, &state.probes))
     }
 
     // ----- probes ------------------------------------------------------------------------
@@ -682,7 +688,7 @@ impl<S: Store> Coordinator<S> {
             a.record.clone()
         };
         self.inner.store.update_assignment(&record).await?;
-        self.complete_if_done(&msg.run_id).await;
+        self.complete_if_done(&msg.run_id);
         Ok(())
     }
 
@@ -722,7 +728,7 @@ impl<S: Store> Coordinator<S> {
         tracing::warn!(run_id = %msg.run_id, probe, reason = record.detail.as_deref().unwrap_or_default(), "assignment rejected");
         self.inner.store.update_assignment(&record).await?;
         self.dispatch_pending(&msg.run_id).await?;
-        self.complete_if_done(&msg.run_id).await;
+        self.complete_if_done(&msg.run_id);
         Ok(())
     }
 

@@ -140,8 +140,10 @@ pub struct ActiveRun {
     pub history: Vec<v1::RunEvent>,
     /// Who waits for the run's end (a monitor's round).
     pub done: Option<tokio::sync::oneshot::Sender<super::Finished>>,
-    /// Cancels the run's deadline timer once the run ends.
+    /// Cancels the run's owner task once the run ends elsewhere (or at shutdown).
     pub timer: tokio_util::sync::CancellationToken,
+    /// Tells the run's owner task that the run may be complete.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl ActiveRun {

@@ -73,6 +73,18 @@ fn result(a: &v1::Assignment, id: &str, index: u32, status: v1::CheckStatus) -> 
     }
 }
 
+/// Waits until the run's owner has ended it (at most 5 s).
+async fn ended(c: &Coordinator<SqliteStore>, run_id: &str) -> RunRecord {
+    for _ in 0..500 {
+        let (record, _) = c.get_run(run_id).await.unwrap();
+        if !matches!(record.status, RunStatus::Pending | RunStatus::Running) {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("run {run_id} did not end");
+}
+
 fn finished(a: &v1::Assignment, results: u32) -> v1::AssignmentFinished {
     v1::AssignmentFinished {
         assignment_id: a.assignment_id.clone(),
@@ -169,6 +181,8 @@ async fn a_run_goes_from_submission_to_a_stored_report_and_replays_are_counted_o
         .await
         .unwrap();
 
+    // The last result only signals; the run's owner task ends it.
+    ended(&c, &record.run_id).await;
     let report = c.report(&record.run_id).await.unwrap();
     assert_eq!(
         report.status,

@@ -47,6 +47,7 @@ fn run(per_region: &str) -> ActiveRun {
         history: vec![],
         done: None,
         timer: tokio_util::sync::CancellationToken::new(),
+        wake: std::sync::Arc::new(tokio::sync::Notify::new()),
     }
 }
 
