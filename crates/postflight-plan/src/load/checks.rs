@@ -1,0 +1,489 @@
+//! `checks:`: each check's common keys and its kind (`http`, `latency`, `database`), with the
+//! request, the expectations and the JSON assertions they share.
+
+use super::*;
+
+impl Ctx<'_> {
+    pub(super) fn check(
+        &mut self,
+        raw: Spanned<RawCheck>,
+        target: &Option<Target>,
+    ) -> Option<Check> {
+        let loc = raw.referenced;
+        let raw = raw.value;
+        let name = raw.name.value.trim().to_owned();
+        if name.is_empty() || name.chars().any(char::is_control) {
+            self.error(
+                &raw.name.referenced,
+                "a check name must be non-empty text on one line",
+            );
+        }
+        let description = raw.description.as_ref().and_then(|d| self.text(d));
+        let severity = match raw.severity.map(|s| s.value) {
+            None | Some(RawSeverity::Critical) => Severity::Critical,
+            Some(RawSeverity::Warning) => Severity::Warning,
+        };
+        let target_timeout = target.as_ref().and_then(|t| t.timeout);
+        let timeout = match &raw.timeout {
+            Some(t) => self.duration(t),
+            None => Some(target_timeout.unwrap_or(DEFAULT_TIMEOUT)),
+        };
+        let base_url = target.as_ref().and_then(|t| t.base_url.clone());
+        let kinds: Vec<&str> = [
+            raw.http.as_ref().map(|_| "http"),
+            raw.latency.as_ref().map(|_| "latency"),
+            raw.database.as_ref().map(|_| "database"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let kind = match kinds.len() {
+            0 => {
+                self.error(
+                    &loc,
+                    format!("check `{name}` does nothing: give it one of `http`, `latency` or `database`"),
+                );
+                None
+            }
+            1 => {
+                if let Some(http) = raw.http {
+                    self.http(http, base_url.as_deref()).map(CheckKind::Http)
+                } else if let Some(latency) = raw.latency {
+                    self.latency(latency, base_url.as_deref())
+                        .map(CheckKind::Latency)
+                } else if let Some(database) = raw.database {
+                    self.database(database).map(CheckKind::Database)
+                } else {
+                    None
+                }
+            }
+            _ => {
+                self.error(
+                    &loc,
+                    format!(
+                        "check `{name}` has both `{}` and `{}`: a check does exactly one thing, split it in two",
+                        kinds[0], kinds[1]
+                    ),
+                );
+                None
+            }
+        };
+        Some(Check {
+            name,
+            description,
+            severity,
+            timeout: timeout?,
+            kind: kind?,
+        })
+    }
+
+    pub(super) fn request(
+        &mut self,
+        loc: &Location,
+        parts: RawRequest,
+        base_url: Option<&str>,
+    ) -> Option<HttpRequest> {
+        let errors_before = self.errors.len();
+        let method = match &parts.method {
+            None => "GET".to_owned(),
+            Some(m) => {
+                let method = self.text(m).unwrap_or_default().to_ascii_uppercase();
+                if !is_token(&method) || method.is_empty() {
+                    self.error(
+                        &m.referenced,
+                        format!("`{}` is not an HTTP method (e.g. GET, POST, PUT)", m.value),
+                    );
+                }
+                method
+            }
+        };
+        let url_expanded = self.text(&parts.url);
+        let url = url_expanded.clone().unwrap_or_default();
+        let base_is_final = base_url.is_none_or(|b| !has_probe_reference(b));
+        if url_expanded.is_some()
+            && !has_probe_reference(&url)
+            && base_is_final
+            && let Err(message) = resolve_url(base_url, &url)
+        {
+            self.error(&parts.url.referenced, redact_url_in(&message, &url));
+        }
+        let headers = self.headers(parts.headers.as_ref());
+        let body = match (&parts.json, &parts.body) {
+            (Some(json), Some(_)) => {
+                self.error(
+                    &json.referenced,
+                    "a request has either `json` or `body`, not both",
+                );
+                Body::None
+            }
+            (Some(json), None) => self.value(json).map_or(Body::None, Body::Json),
+            (None, Some(body)) => self.text(body).map_or(Body::None, Body::Raw),
+            (None, None) => Body::None,
+        };
+        let _ = loc;
+        (self.errors.len() == errors_before).then_some(HttpRequest {
+            method,
+            url,
+            headers,
+            body,
+        })
+    }
+
+    pub(super) fn status(&mut self, raw: Option<Spanned<StatusSpec>>) -> StatusExpect {
+        let Some(raw) = raw else {
+            return StatusExpect::Success;
+        };
+        if raw.value.0.is_empty() {
+            self.error(
+                &raw.referenced,
+                "the status list is empty; list at least one code or leave it out for any 2xx",
+            );
+            return StatusExpect::Success;
+        }
+        let mut codes = Vec::new();
+        for &code in &raw.value.0 {
+            match u16::try_from(code) {
+                Ok(c) if (100..=599).contains(&c) => codes.push(c),
+                _ => self.error(
+                    &raw.referenced,
+                    format!("{code} is not an HTTP status code (100 to 599)"),
+                ),
+            }
+        }
+        StatusExpect::OneOf(codes)
+    }
+
+    pub(super) fn http(
+        &mut self,
+        raw: Spanned<RawHttp>,
+        base_url: Option<&str>,
+    ) -> Option<HttpCheck> {
+        let loc = raw.referenced;
+        let (request, expect) = raw.value.into_parts();
+        let errors_before = self.errors.len();
+        let request = self.request(&loc, request, base_url);
+        let expect = match expect {
+            Some(e) => self.expect(e),
+            None => HttpExpect::default(),
+        };
+        (self.errors.len() == errors_before).then_some(HttpCheck {
+            request: request?,
+            expect,
+        })
+    }
+
+    pub(super) fn expect(&mut self, raw: RawExpect) -> HttpExpect {
+        let status = self.status(raw.status);
+        let json = raw
+            .json
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|a| self.json_assertion(a))
+            .collect();
+        let body_contains = self.string_list(raw.body_contains);
+        let body_not_contains = self.string_list(raw.body_not_contains);
+        let body_regex = raw.body_regex.as_ref().and_then(|r| {
+            let source = self.text(r)?;
+            if has_probe_reference(&source) {
+                self.error(&r.referenced, "body_regex cannot use ${probe:…} variables");
+                return None;
+            }
+            match Pattern::parse(&source) {
+                Ok(p) => Some(p),
+                Err(message) => {
+                    self.error(&r.referenced, message);
+                    None
+                }
+            }
+        });
+        let headers = self.headers(raw.headers.as_ref());
+        let max_latency = raw.max_latency.as_ref().and_then(|d| self.duration(d));
+        HttpExpect {
+            status,
+            json,
+            body_contains,
+            body_not_contains,
+            body_regex,
+            headers,
+            max_latency,
+        }
+    }
+
+    pub(super) fn string_list(&mut self, raw: Option<Spanned<StringList>>) -> Vec<String> {
+        let Some(raw) = raw else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in raw.value.0 {
+            match self.expander.expand(&item) {
+                Ok(s) => out.push(s.into_owned()),
+                Err(e) => self.var_error(&raw.referenced, &item, &e),
+            }
+        }
+        out
+    }
+
+    pub(super) fn json_assertion(
+        &mut self,
+        raw: Spanned<RawJsonAssertion>,
+    ) -> Option<JsonAssertion> {
+        let loc = raw.referenced;
+        let raw = raw.value;
+        let source = self.text(&raw.path)?;
+        if has_probe_reference(&source) {
+            self.error(
+                &raw.path.referenced,
+                "a JSONPath cannot use ${probe:…} variables",
+            );
+            return None;
+        }
+        let path = match JsonPathExpr::parse(&source) {
+            Ok(p) => p,
+            Err((message, at)) => {
+                let (line, column) = self.var_position(&raw.path.referenced, &raw.path.value, at);
+                self.errors.push(PlanError {
+                    line,
+                    column,
+                    message,
+                });
+                return None;
+            }
+        };
+        let equals = match &raw.equals {
+            Some(v) => Some(self.value(v)?),
+            None => None,
+        };
+        let contains = match &raw.contains {
+            Some(v) => Some(self.value(v)?),
+            None => None,
+        };
+        let min_length = raw.min_length.as_ref().map(|m| m.value);
+        let max_length = raw.max_length.as_ref().map(|m| m.value);
+        let has_condition =
+            equals.is_some() || contains.is_some() || min_length.is_some() || max_length.is_some();
+        if raw.exists == Some(false) && has_condition {
+            self.error(
+                &loc,
+                format!(
+                    "`{source}`: `exists: false` cannot be combined with equals, contains, min_length or max_length"
+                ),
+            );
+            return None;
+        }
+        if let (Some(min), Some(max)) = (&raw.min_length, &raw.max_length)
+            && min.value > max.value
+        {
+            self.error(
+                &max.referenced,
+                format!("max_length {} is below min_length {}", max.value, min.value),
+            );
+            return None;
+        }
+        Some(JsonAssertion {
+            path,
+            exists: raw.exists,
+            equals,
+            contains,
+            min_length,
+            max_length,
+        })
+    }
+
+    pub(super) fn latency(
+        &mut self,
+        raw: Spanned<RawLatency>,
+        base_url: Option<&str>,
+    ) -> Option<LatencyCheck> {
+        let loc = raw.referenced;
+        let raw = raw.value;
+        let errors_before = self.errors.len();
+        let request_loc = raw.request.referenced;
+        let request = self.request(&request_loc, raw.request.value, base_url);
+        let expect_status = self.status(raw.expect_status);
+        let samples = match raw.samples {
+            None => 5,
+            Some(s) if (1..=100_000).contains(&s.value) => s.value,
+            Some(s) => {
+                self.error(
+                    &s.referenced,
+                    format!("samples must be between 1 and 100000, got {}", s.value),
+                );
+                1
+            }
+        };
+        let concurrency = match raw.concurrency {
+            None => 1,
+            Some(c) if c.value >= 1 => c.value.min(samples),
+            Some(c) => {
+                self.error(&c.referenced, "concurrency must be at least 1");
+                1
+            }
+        };
+        let percentile = match raw.percentile {
+            None => 95.0,
+            Some(p) if p.value > 0.0 && p.value <= 100.0 => p.value,
+            Some(p) => {
+                self.error(
+                    &p.referenced,
+                    format!(
+                        "percentile must be above 0 and at most 100, got {}",
+                        p.value
+                    ),
+                );
+                95.0
+            }
+        };
+        let max_error_rate = match raw.max_error_rate {
+            None => 0.0,
+            Some(r) if (0.0..=1.0).contains(&r.value) => r.value,
+            Some(r) => {
+                self.error(
+                    &r.referenced,
+                    format!(
+                        "max_error_rate is a share between 0 and 1 (0.05 = 5%), got {}",
+                        r.value
+                    ),
+                );
+                0.0
+            }
+        };
+        let pass = raw.pass_below.as_ref().and_then(|d| self.duration(d));
+        let warn = raw.warn_below.as_ref().and_then(|d| self.duration(d));
+        let (pass_below, warn_below) = match (&raw.pass_below, &raw.warn_below) {
+            // The seed article's thresholds: p95 under 3 s passes, under 5 s warns.
+            (None, None) => (Duration::from_secs(3), Some(Duration::from_secs(5))),
+            (None, Some(w)) => {
+                self.error(&w.referenced, "warn_below needs pass_below as well");
+                (Duration::ZERO, None)
+            }
+            (Some(_), _) => (pass.unwrap_or_default(), warn),
+        };
+        if let (Some(w), Some(raw_w)) = (warn_below, &raw.warn_below)
+            && raw.pass_below.is_some()
+            && w <= pass_below
+            && !pass_below.is_zero()
+        {
+            self.error(
+                &raw_w.referenced,
+                format!(
+                    "warn_below ({}) must be greater than pass_below ({})",
+                    PlanDuration(w),
+                    PlanDuration(pass_below)
+                ),
+            );
+        }
+        let _ = loc;
+        (self.errors.len() == errors_before).then_some(LatencyCheck {
+            request: request?,
+            expect_status,
+            max_error_rate,
+            samples,
+            concurrency,
+            percentile,
+            pass_below,
+            warn_below,
+        })
+    }
+
+    pub(super) fn names(&mut self, raw: Option<Vec<Text>>, what: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for item in raw.unwrap_or_default() {
+            let Some(name) = self.text(&item) else {
+                continue;
+            };
+            if name.trim().is_empty() {
+                self.error(&item.referenced, format!("empty {what} name"));
+            } else {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    pub(super) fn database(&mut self, raw: Spanned<RawDatabase>) -> Option<DatabaseCheck> {
+        let loc = raw.referenced;
+        let raw = raw.value;
+        let errors_before = self.errors.len();
+        let url = self.text(&raw.url).unwrap_or_default();
+        let is_sqlite = url.starts_with("sqlite:");
+        if self.errors.len() == errors_before
+            && !has_probe_reference(&url)
+            && !(is_sqlite || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            self.error(
+                &raw.url.referenced,
+                format!(
+                    "database url `{}` is not supported: use postgres://… (or postgresql://…) or sqlite:…",
+                    redact_url(&url)
+                ),
+            );
+        }
+        // `schema` only means something to PostgreSQL; SQLite ignores it, so one plan can
+        // point at either engine through `${DATABASE_URL}`.
+        let schema = raw.schema.as_ref().and_then(|s| self.text(s));
+        let tables = self.names(raw.tables, "table");
+        let mut columns = Vec::new();
+        for (table, cols) in raw.columns.map(|c| c.0).unwrap_or_default() {
+            let Some(table_name) = self.text(&table) else {
+                continue;
+            };
+            let cols = self.names(Some(cols), "column");
+            if cols.is_empty() {
+                self.error(
+                    &table.referenced,
+                    format!("no columns listed for table `{table_name}`"),
+                );
+            }
+            columns.push((table_name, cols));
+        }
+        let indexes = self.names(raw.indexes, "index");
+        let mut queries = Vec::new();
+        for q in raw.queries.unwrap_or_default() {
+            let q_loc = q.referenced;
+            let q = q.value;
+            let Some(sql) = self.text(&q.sql) else {
+                continue;
+            };
+            if sql.trim().is_empty() {
+                self.error(&q_loc, "empty `sql`");
+                continue;
+            }
+            let expect = match q.expect {
+                None => QueryExpect::default(),
+                Some(e) => {
+                    let e_loc = e.referenced;
+                    let e = e.value;
+                    if let (Some(min), Some(max)) = (e.min, e.max)
+                        && min > max
+                    {
+                        self.error(&e_loc, format!("min {min} is above max {max}"));
+                    }
+                    let equals = match &e.equals {
+                        Some(v) => self.value(v),
+                        None => None,
+                    };
+                    QueryExpect {
+                        min: e.min,
+                        max: e.max,
+                        equals,
+                    }
+                }
+            };
+            queries.push(DbQuery { sql, expect });
+        }
+        if tables.is_empty() && columns.is_empty() && indexes.is_empty() && queries.is_empty() {
+            self.error(
+                &loc,
+                "this database check checks nothing: list tables, columns, indexes or queries",
+            );
+        }
+        (self.errors.len() == errors_before).then_some(DatabaseCheck {
+            url,
+            schema,
+            tables,
+            columns,
+            indexes,
+            queries,
+        })
+    }
+}
