@@ -614,7 +614,6 @@ fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
     }
 }
 
-/// Assignments past their deadline cannot matter any more.
 /// The secrets to mask in what an assignment sends: those of its expanded `plan`, and the
 /// secret-looking probe variables handed out so far.
 fn scrubber(shared: &Shared, plan: Option<&postflight_plan::Plan>) -> Secrets {
@@ -625,13 +624,48 @@ fn scrubber(shared: &Shared, plan: Option<&postflight_plan::Plan>) -> Secrets {
     secrets
 }
 
+/// Assignments a minute past their deadline cannot matter any more: forgotten (and their
+/// checks stopped) on every heartbeat, so the map does not grow with every run a long-lived
+/// probe has served.
 fn forget_expired(shared: &Shared) {
-    let now = postflight_ops::host::now_ms();
-    shared.state().held.retain(|_, held| {
-        let keep = held.deadline_ms + 60_000 > now;
+    forget_expired_at(&mut shared.state().held, postflight_ops::host::now_ms());
+}
+
+fn forget_expired_at(held: &mut HashMap<String, Held>, now_ms: i64) {
+    held.retain(|_, held| {
+        let keep = held.deadline_ms + 60_000 > now_ms;
         if !keep && let Some(task) = &held.task {
             task.abort();
         }
         keep
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(deadline_ms: i64) -> Held {
+        Held {
+            run_id: "r".into(),
+            deadline_ms,
+            task: None,
+            finished: Some(1),
+            rejected: None,
+            sent_in: 1,
+        }
+    }
+
+    #[test]
+    fn assignments_a_minute_past_their_deadline_are_forgotten() {
+        let mut map: HashMap<String, Held> = (0..2_880)
+            .map(|i| (format!("a-{i}"), held(i64::from(i) * 30_000)))
+            .collect();
+        map.insert("live".into(), held(10_000_000_000));
+        forget_expired_at(&mut map, 2_880 * 30_000);
+        // A day of 30-second rounds: only the last (its deadline less than a minute ago) and
+        // the live one remain.
+        assert_eq!(map.len(), 2);
+        assert!(map.contains_key("live") && map.contains_key("a-2879"));
+    }
 }
