@@ -1,8 +1,9 @@
 //! From YAML text to a validated [`Plan`].
 //!
 //! Parsing (syntax, unknown keys, types) stops at the first problem, because the YAML parser
-//! cannot go on; validation then reports every problem it finds at once, each with its
-//! position, so a broken plan is fixed in one round trip. This file holds the parse and the
+//! cannot go on; the sections and checks of a block-style plan are then read one by one so that
+//! every shape problem is reported, not only the first. Validation reports every problem it
+//! finds at once, each with its position, so a broken plan is fixed in one round trip. This file holds the parse and the
 //! validation context; each plan section has its own file (`target.rs`, `checks.rs`,
 //! `policy.rs`, `rollback.rs`, `monitor.rs`).
 
@@ -41,6 +42,8 @@ const MAX_YAML_DEPTH: usize = 32;
 const MAX_YAML_NODES: usize = 250_000;
 /// Aliases and anchors: plans reuse a few blocks; thousands are an expansion bomb.
 const MAX_YAML_ALIASES: usize = 1_000;
+/// Sections and checks read again, at most, to find every shape problem of a plan.
+const MAX_SECTION_READS: usize = 2_000;
 /// Problems listed in full; the rest are counted.
 const MAX_REPORTED_ERRORS: usize = 50;
 
@@ -69,21 +72,17 @@ pub fn parse_plan(source: &str, origin: &str, expander: Expander<'_>) -> Result<
             ),
         }]));
     }
-    let mut options = serde_saphyr::Options::default();
-    options.with_snippet = false;
-    // Bounds that hold whatever the text: depth (the parser recurses), values, aliases.
-    options.budget = serde_saphyr::budget! {
-        max_depth: MAX_YAML_DEPTH,
-        flow_nesting_limit: MAX_YAML_DEPTH,
-        max_nodes: MAX_YAML_NODES,
-        max_total_scalar_bytes: MAX_PLAN_BYTES,
-        max_aliases: MAX_YAML_ALIASES,
-        max_anchors: MAX_YAML_ALIASES,
-    };
-    options.alias_limits.max_total_replayed_events = MAX_YAML_NODES;
-    options.alias_limits.max_replay_stack_depth = MAX_YAML_DEPTH;
-    let raw: RawPlan = serde_saphyr::from_str_with_options(source, options)
-        .map_err(|e| fail(vec![syntax_error(source, &e)]))?;
+    let raw: RawPlan =
+        serde_saphyr::from_str_with_options(source, yaml_options()).map_err(|e| {
+            let first = syntax_error(source, &e);
+            // A breached limit is reported alone: reading the plan again, section by
+            // section, is what a hostile plan would want.
+            fail(if breaches_a_limit(&e) {
+                vec![first]
+            } else {
+                shape_errors(source, first)
+            })
+        })?;
     let mut ctx = Ctx {
         source,
         expander,
@@ -95,7 +94,11 @@ pub fn parse_plan(source: &str, origin: &str, expander: Expander<'_>) -> Result<
     {
         return Ok(plan);
     }
-    let mut errors = ctx.errors;
+    Err(fail(listed(ctx.errors)))
+}
+
+/// Problems in file order, each once, at most [`MAX_REPORTED_ERRORS`] and the rest counted.
+fn listed(mut errors: Vec<PlanError>) -> Vec<PlanError> {
     errors.sort_by_key(|e| (e.line, e.column));
     errors.dedup();
     if errors.len() > MAX_REPORTED_ERRORS {
@@ -107,7 +110,7 @@ pub fn parse_plan(source: &str, origin: &str, expander: Expander<'_>) -> Result<
             message: format!("… and {more} more problems"),
         });
     }
-    Err(fail(errors))
+    errors
 }
 
 /// What a YAML budget breach means for a plan, in its terms.
@@ -128,6 +131,120 @@ fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
         }
         other => format!("the plan is too large or too complex ({other:?})"),
     }
+}
+
+/// How plans are read: bounds that hold whatever the text (depth, since the parser recurses;
+/// values; aliases), no snippet in messages (errors show their own).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    options.budget = serde_saphyr::budget! {
+        max_depth: MAX_YAML_DEPTH,
+        flow_nesting_limit: MAX_YAML_DEPTH,
+        max_nodes: MAX_YAML_NODES,
+        max_total_scalar_bytes: MAX_PLAN_BYTES,
+        max_aliases: MAX_YAML_ALIASES,
+        max_anchors: MAX_YAML_ALIASES,
+    };
+    options.alias_limits.max_total_replayed_events = MAX_YAML_NODES;
+    options.alias_limits.max_replay_stack_depth = MAX_YAML_DEPTH;
+    options
+}
+
+/// A plan's top-level sections, each optional, for reading one section on its own.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Section {
+    name: Option<Text>,
+    description: Option<Text>,
+    target: Option<RawTarget>,
+    checks: Option<Vec<Spanned<RawCheck>>>,
+    policy: Option<RawPolicy>,
+    rollback: Option<Spanned<RawRollback>>,
+    monitor: Option<Spanned<RawMonitor>>,
+}
+
+/// Every shape problem (an unknown key, a wrong type) of a block-style plan, not only the
+/// first: the parser stops at `first`, so each top-level section and each check is read again
+/// on its own, with its positions in the whole file. When that does not find `first` again
+/// (a plan written in flow style, say), `first` alone is reported.
+fn shape_errors(source: &str, first: PlanError) -> Vec<PlanError> {
+    if first.line == 0 {
+        return vec![first];
+    }
+    let lines: Vec<&str> = source.lines().collect();
+    let top_level = |l: &str| {
+        l.chars()
+            .next()
+            .is_some_and(|c| !c.is_whitespace() && c != '#' && c != '-')
+    };
+    let starts: Vec<usize> = (0..lines.len()).filter(|&i| top_level(lines[i])).collect();
+    let mut errors = Vec::new();
+    // Bounded work: a plan has few sections, and past the reported problems there is
+    // nothing more to show.
+    let mut reads = 0usize;
+    let mut read = |text: String, shift: usize| {
+        reads += 1;
+        if reads > MAX_SECTION_READS || errors.len() > MAX_REPORTED_ERRORS {
+            return;
+        }
+        if let Err(e) = serde_saphyr::from_str_with_options::<Section>(&text, yaml_options()) {
+            let mut error = syntax_error(&text, &e);
+            if error.line > 0 {
+                error.line += shift;
+                errors.push(error);
+            }
+        }
+    };
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(lines.len());
+        let is_block_checks = lines[start].trim_end() == "checks:";
+        if !is_block_checks {
+            read(lines[start..end].join("\n"), start);
+            continue;
+        }
+        // One check at a time: each item of the sequence at its first indentation.
+        let item = |l: &str| {
+            let body = l.trim_start();
+            (body.starts_with("- ") || body == "-").then(|| l.len() - body.len())
+        };
+        let indent = lines[start + 1..end].iter().find_map(|l| item(l));
+        let items: Vec<usize> = (start + 1..end)
+            .filter(|&i| indent.is_some() && item(lines[i]) == indent)
+            .collect();
+        for (j, &from) in items.iter().enumerate() {
+            let to = items.get(j + 1).copied().unwrap_or(end);
+            // `checks:` on the line before the item's first line.
+            read(format!("checks:\n{}", lines[from..to].join("\n")), from - 1);
+        }
+    }
+    if !errors
+        .iter()
+        .any(|e| e.line == first.line && e.column == first.column)
+    {
+        return vec![first];
+    }
+    listed(errors)
+}
+
+/// Whether the parser stopped on one of the plan's YAML bounds (size, depth, aliases).
+fn breaches_a_limit(err: &serde_saphyr::Error) -> bool {
+    let mut cause = err;
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = cause
+    {
+        cause = error;
+    }
+    matches!(
+        cause,
+        serde_saphyr::Error::Budget { .. }
+            | serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+            | serde_saphyr::Error::AliasExpansionLimitExceeded { .. }
+            | serde_saphyr::Error::AliasReplayStackDepthExceeded { .. }
+    ) || UserMessageFormatter
+        .format_message(err)
+        .ends_with("recursion limit exceeded")
 }
 
 /// A YAML or shape error, with the parser's message made friendlier where it is terse.

@@ -542,3 +542,29 @@ fn hostile_plans_are_refused_with_the_limit_named() {
     assert_eq!(all.len(), 51);
     assert_eq!(all[50].message, "… and 450 more problems");
 }
+
+#[test]
+fn every_shape_problem_of_a_block_plan_is_reported_not_only_the_first() {
+    let plan = "name: x\nchecks:\n  - name: a\n    http: {url: /a, bogus: 1}\n  - name: b\n    http:\n      url: /b\n  - name: c\n    latency: {request: {url: /c}, samples: -1}\npolicy:\n  quorum: majority\n  regionz: [eu]\nextra: 1\n";
+    let found = brief(plan);
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert!(
+        found[0].starts_with("4:21: unknown field `bogus`"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with("9:44: expected a whole number"),
+        "{found:#?}"
+    );
+    assert!(
+        found[2].starts_with("12:3: unknown field `regionz`"),
+        "{found:#?}"
+    );
+    assert!(
+        found[3].starts_with("13:1: unknown field `extra`"),
+        "{found:#?}"
+    );
+    // In flow style the sections cannot be told apart: the first problem alone.
+    let flow = "{name: x, checks: [{name: a, http: {url: /a, bogus: 1}}, {name: b, nope: 2}]}\n";
+    assert_eq!(brief(flow).len(), 1, "{:#?}", brief(flow));
+}
