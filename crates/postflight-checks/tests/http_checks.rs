@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use postflight_checks::{Executor, RunOptions, run_plan};
 use postflight_e2e::{TestServer, closed_port};
-use postflight_plan::{CheckOutcome, CheckStatus, Expander, Plan, parse_plan};
+use postflight_plan::{CheckOutcome, CheckStatus, Expander, model::Plan, parse_plan};
 use serde_json::{Value, json};
 
 async fn chat(Json(body): Json<Value>) -> Json<Value> {

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use postflight_checks::{Executor, RunOptions, run_plan};
-use postflight_plan::Plan;
+use postflight_plan::model::Plan;
 use postflight_plan::rollback::{RollbackContext, RunEnd};
 
 use crate::ledger::FileLedger;

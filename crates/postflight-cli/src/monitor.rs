@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use postflight_plan::Plan;
+use postflight_plan::model::Plan;
 use postflight_plan::monitor::{MonitorSession, RoundInput, RoundSample, round_timeout};
 use postflight_plan::rollback::RollbackReport;
 use postflight_plan::vars::ProcessEnv;

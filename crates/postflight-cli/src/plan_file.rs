@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use postflight_plan::vars::{Expander, ProcessEnv};
-use postflight_plan::{Plan, PlanErrors, parse_plan};
+use postflight_plan::{PlanErrors, model::Plan, parse_plan};
 
 /// Why a plan could not be loaded.
 #[derive(Debug)]

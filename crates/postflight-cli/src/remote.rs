@@ -9,7 +9,7 @@ use postflight_ops::secret::Secret;
 use postflight_ops::tls::ClientTls;
 use postflight_plan::canonical::canonical_yaml;
 use postflight_plan::rollback::ActionOutcome;
-use postflight_plan::{Plan, Report};
+use postflight_plan::{Report, model::Plan};
 use postflight_proto::v1::run_event::Kind;
 use postflight_proto::v1::validation_service_client::ValidationServiceClient;
 use postflight_proto::v1::{self, RunEvent};

@@ -21,9 +21,10 @@ pub mod stats;
 pub mod vars;
 pub mod verdict;
 
+// The few names nearly every user needs; the plan model itself is `postflight_plan::model`,
+// one path for each type.
 pub use error::{PlanError, PlanErrors};
 pub use load::parse_plan;
-pub use model::*;
 pub use outcome::{CheckOutcome, Sample};
 pub use report::{RegionResult, Report, RunResults, build_report};
 pub use vars::Expander;

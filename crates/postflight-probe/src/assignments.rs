@@ -141,7 +141,7 @@ pub(crate) fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
 
 /// The secrets to mask in what an assignment sends: those of its expanded `plan`, and the
 /// secret-looking probe variables handed out so far.
-pub(crate) fn scrubber(shared: &Shared, plan: Option<&postflight_plan::Plan>) -> Secrets {
+pub(crate) fn scrubber(shared: &Shared, plan: Option<&postflight_plan::model::Plan>) -> Secrets {
     let mut secrets = plan.map(Secrets::of_plan).unwrap_or_default();
     for value in shared.config.vars.secret_values() {
         secrets.add(&value);

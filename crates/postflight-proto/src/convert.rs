@@ -417,7 +417,7 @@ pub fn check_finished(f: &v1::AssignmentFinished) -> Result<(), ConvertError> {
 /// Everything a result must satisfy before it is stored, checked without decoding its
 /// sketch: a status, request counts the check can make, finite figures in range and bounded
 /// text. `max_requests` is the most requests the result's check can make
-/// ([`postflight_plan::Check::max_requests`]): a result claiming more would outweigh honest
+/// ([`postflight_plan::model::Check::max_requests`]): a result claiming more would outweigh honest
 /// regions in error rates.
 pub fn check_result_fields(r: &v1::CheckResult, max_requests: u64) -> Result<(), ConvertError> {
     check_scalars(r, max_requests)?;

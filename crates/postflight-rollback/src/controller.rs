@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::time::{Duration, UNIX_EPOCH};
 
-use postflight_plan::Plan;
+use postflight_plan::model::Plan;
 use postflight_plan::model::RollbackAction;
 use postflight_plan::rollback::{ActionOutcome, RollbackContext, RollbackReport};
 use postflight_plan::vars::Lookup;

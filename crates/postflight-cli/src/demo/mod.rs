@@ -19,7 +19,7 @@ use postflight_coordinator::seal::Sealer;
 use postflight_coordinator::storage::{AnyStore, SqliteStore};
 use postflight_coordinator::{Config, Coordinator, grpc};
 use postflight_plan::vars::Expander;
-use postflight_plan::{Overall, Plan, Report, parse_plan};
+use postflight_plan::{Overall, Report, model::Plan, parse_plan};
 use postflight_probe::ProbeConfig;
 use postflight_proto::v1;
 use sqlx::Connection;

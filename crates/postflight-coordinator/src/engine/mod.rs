@@ -30,7 +30,7 @@ use postflight_plan::report::{RegionResult, RunResults, build_report};
 use postflight_plan::rollback::RunEnd;
 use postflight_plan::secrets::Secrets;
 use postflight_plan::vars::{Expander, ProcessEnv};
-use postflight_plan::{Plan, parse_plan};
+use postflight_plan::{model::Plan, parse_plan};
 use postflight_proto::v1;
 use postflight_rollback::Prepared;
 use tokio::sync::{broadcast, mpsc};

@@ -17,7 +17,7 @@ use postflight_plan::monitor::{
 use postflight_plan::report::RequestCount;
 use postflight_plan::rollback::{RegionFigures, RollbackReport};
 use postflight_plan::vars::{Expander, ProcessEnv};
-use postflight_plan::{Plan, parse_plan};
+use postflight_plan::{model::Plan, parse_plan};
 use postflight_proto::v1;
 use postflight_rollback::Prepared;
 use tokio::sync::{Notify, broadcast, oneshot};

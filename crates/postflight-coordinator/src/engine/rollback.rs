@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use postflight_plan::Plan;
+use postflight_plan::model::Plan;
 use postflight_plan::rollback::{ActionOutcome, RollbackContext, RollbackReport};
 use postflight_plan::vars::ProcessEnv;
 use postflight_rollback::{ClaimOutcome, ClaimedAction, Ledger, Prepared, RollbackClaim};
