@@ -229,7 +229,9 @@ pub struct DemoArgs {
 pub enum Output {
     /// A table for people; colour on a terminal only.
     Table,
-    /// The JSON report (fields in the README, "The report"), for scripts.
+    /// JSON for scripts: a run's report (docs/plan.md and README, "The report"); for
+    /// `probes` and `runs` a list object; for `monitor` and `watch` of a monitor one line per
+    /// round (see docs/cli.md).
     Json,
 }
 
