@@ -125,7 +125,8 @@ pub struct Finished {
     pub end: RunEnd,
 }
 
-fn unix_ms_string(ms: i64) -> String {
+/// RFC 3339 text of Unix milliseconds, as the wire and reports show times.
+pub(crate) fn unix_ms_string(ms: i64) -> String {
     postflight_plan::report::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 

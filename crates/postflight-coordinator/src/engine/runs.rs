@@ -732,36 +732,16 @@ impl<S: Store> Coordinator<S> {
         Ok(())
     }
 
-    /// The wire form of a run.
-    pub fn run_message(&self, record: &RunRecord, results: u32) -> v1::Run {
-        let rollback: Option<postflight_plan::rollback::RollbackReport> = record
-            .rollback_json
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok());
-        let checks = record
+    /// How many checks the run's plan has: from memory while it runs, else from its report.
+    pub fn check_count(&self, record: &RunRecord) -> u32 {
+        if let Some(run) = self.state().runs.get(&record.run_id) {
+            return run.plan.checks.len() as u32;
+        }
+        record
             .report_json
             .as_deref()
             .and_then(|j| serde_json::from_str::<postflight_plan::Report>(j).ok())
-            .map_or(0, |r| r.checks.len() as u32);
-        let checks = self
-            .state()
-            .runs
-            .get(&record.run_id)
-            .map_or(checks, |r| r.plan.checks.len() as u32);
-        v1::Run {
-            run_id: record.run_id.clone(),
-            plan: record.plan_name.clone(),
-            status: record.status.as_str().to_owned(),
-            verdict: record.verdict.clone().unwrap_or_default(),
-            created_at: unix_ms_string(record.created_ms),
-            started_at: record.started_ms.map(unix_ms_string).unwrap_or_default(),
-            finished_at: record.finished_ms.map(unix_ms_string).unwrap_or_default(),
-            regions: record.regions.clone(),
-            checks,
-            results,
-            rollback: rollback.as_ref().map(Into::into),
-            dry_run: record.dry_run,
-        }
+            .map_or(0, |r| r.checks.len() as u32)
     }
 }
 

@@ -10,9 +10,10 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::engine::unix_ms_string;
 use crate::engine::{Coordinator, MAX_PROBES_PAGE};
 use crate::error::CoordinatorError;
-use crate::storage::Store;
+use crate::storage::{RunRecord, Store};
 
 /// The operator-facing service.
 pub struct ValidationApi<S: Store> {
@@ -23,6 +24,28 @@ impl<S: Store> ValidationApi<S> {
     /// Serves `coordinator`.
     pub fn new(coordinator: Coordinator<S>) -> Self {
         Self { coordinator }
+    }
+}
+
+/// The wire form of a run.
+fn run_message(record: &RunRecord, results: u32, checks: u32) -> v1::Run {
+    let rollback: Option<postflight_plan::rollback::RollbackReport> = record
+        .rollback_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    v1::Run {
+        run_id: record.run_id.clone(),
+        plan: record.plan_name.clone(),
+        status: record.status.as_str().to_owned(),
+        verdict: record.verdict.clone().unwrap_or_default(),
+        created_at: unix_ms_string(record.created_ms),
+        started_at: record.started_ms.map(unix_ms_string).unwrap_or_default(),
+        finished_at: record.finished_ms.map(unix_ms_string).unwrap_or_default(),
+        regions: record.regions.clone(),
+        checks,
+        results,
+        rollback: rollback.as_ref().map(Into::into),
+        dry_run: record.dry_run,
     }
 }
 
@@ -167,7 +190,11 @@ impl<S: Store> ValidationService for ValidationApi<S> {
             .coordinator
             .submit(&r.plan_yaml, &r.origin, r.options.unwrap_or_default())
             .await?;
-        Ok(Response::new(self.coordinator.run_message(&record, 0)))
+        Ok(Response::new(run_message(
+            &record,
+            0,
+            self.coordinator.check_count(&record),
+        )))
     }
 
     async fn get_run(
@@ -176,9 +203,11 @@ impl<S: Store> ValidationService for ValidationApi<S> {
     ) -> Result<Response<v1::Run>, Status> {
         let r = request.into_inner();
         let (record, results) = self.coordinator.get_run(run_id(&r.run_id)?).await?;
-        Ok(Response::new(
-            self.coordinator.run_message(&record, results),
-        ))
+        Ok(Response::new(run_message(
+            &record,
+            results,
+            self.coordinator.check_count(&record),
+        )))
     }
 
     async fn list_runs(
@@ -195,7 +224,9 @@ impl<S: Store> ValidationService for ValidationApi<S> {
         Ok(Response::new(v1::ListRunsResponse {
             runs: runs
                 .iter()
-                .map(|(record, results)| self.coordinator.run_message(record, *results))
+                .map(|(record, results)| {
+                    run_message(record, *results, self.coordinator.check_count(record))
+                })
                 .collect(),
         }))
     }
@@ -231,9 +262,11 @@ impl<S: Store> ValidationService for ValidationApi<S> {
             .cancel(run_id(&r.run_id)?, &r.reason)
             .await?;
         let (_, results) = self.coordinator.get_run(&record.run_id).await?;
-        Ok(Response::new(
-            self.coordinator.run_message(&record, results),
-        ))
+        Ok(Response::new(run_message(
+            &record,
+            results,
+            self.coordinator.check_count(&record),
+        )))
     }
 
     async fn list_probes(
