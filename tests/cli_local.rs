@@ -593,14 +593,17 @@ fn the_served_demo_backend_runs_the_example_plan() {
         .spawn()
         .unwrap();
     let stderr = serve.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
     let mut exports = None;
-    for line in std::io::BufReader::new(stderr).lines() {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(vars) = line.trim().strip_prefix("export ") {
             exports = Some(vars.to_owned());
             break;
         }
     }
+    // Keep reading what else it says, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     let exports = exports.expect("an export line");
     let env: Vec<(&str, &str)> = exports
         .split(' ')

@@ -266,8 +266,13 @@ async fn serve(addr: SocketAddr, mode: target::Mode) -> anyhow::Result<ExitCode>
     // The backend's database, for plans' database checks; removed when the demo stops.
     let dir = tempfile::tempdir().context("cannot create a temporary folder for the demo")?;
     let db_url = create_database(dir.path()).await?;
-    println!("{}", target.url());
-    eprintln!(
+    // Whoever started the backend may close its pipes once it has read what it needs: a
+    // failed write here must not stop the backend.
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{}", target.url());
+    let _ = std::io::stdout().flush();
+    let _ = writeln!(
+        std::io::stderr(),
         "demo agent backend listening on {url} ({mode:?}), its database at {db_url}\n\
          Try a plan against it:\n  \
          export AGENT_URL={url} DATABASE_URL={db_url}\n  \

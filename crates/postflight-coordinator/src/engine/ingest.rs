@@ -358,7 +358,7 @@ pub(super) fn use_result(
     region: &str,
     probe: &str,
     wire: &v1::CheckResult,
-) -> Option<v1::RunEvent> {
+) -> Option<RunEvent> {
     let index = wire.check_index as usize;
     let per_region = run.results.get_mut(index)?;
     if per_region
@@ -380,9 +380,9 @@ pub(super) fn use_result(
         .entry(region.to_owned())
         .or_default()
         .push((assignment_id.to_owned(), result));
-    let event = event(
+    let event = RunEvent::now(
         run_id,
-        v1::run_event::Kind::Result(v1::ResultReceived {
+        RunEventKind::Result(ResultEvent {
             region: region.to_owned(),
             probe: probe.to_owned(),
             check_index: index as u32,
@@ -392,7 +392,7 @@ pub(super) fn use_result(
                 .get(index)
                 .map(|c| c.name.clone())
                 .unwrap_or_default(),
-            status: status.as_str().to_owned(),
+            status,
             message: wire.message.clone(),
             duration_ms: wire.duration_ms,
         }),

@@ -12,6 +12,7 @@
 //! so a restarted coordinator resumes from the database: runs continue, probes reconnect and
 //! replay what they buffered, replays are stored once.
 
+pub mod events;
 mod ingest;
 pub mod link;
 mod monitor;
@@ -44,6 +45,7 @@ use crate::storage::{
     AssignmentRecord, AssignmentStatus, BatchRecord, ProbeRecord, RunRecord, RunStatus, Store,
     StoreError,
 };
+use events::{ResultEvent, RunEvent, RunEventKind};
 use ingest::{WriteJob, write_results};
 use postflight_ops::host::now_ms;
 pub use probes::{MAX_KNOWN_PROBES, MAX_PROBES_PAGE};
@@ -128,24 +130,6 @@ pub struct Finished {
 /// RFC 3339 text of Unix milliseconds, as the wire and reports show times.
 pub(crate) fn unix_ms_string(ms: i64) -> String {
     postflight_plan::report::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-}
-
-fn event(run_id: &str, kind: v1::run_event::Kind) -> v1::RunEvent {
-    v1::RunEvent {
-        run_id: run_id.to_owned(),
-        at_unix_ms: now_ms() as u64,
-        kind: Some(kind),
-    }
-}
-
-fn status_event(run_id: &str, status: RunStatus, detail: impl Into<String>) -> v1::RunEvent {
-    event(
-        run_id,
-        v1::run_event::Kind::Status(v1::RunStatusChanged {
-            status: status.as_str().to_owned(),
-            detail: detail.into(),
-        }),
-    )
 }
 
 impl<S: Store> Coordinator<S> {

@@ -317,7 +317,7 @@ impl<S: Store> Coordinator<S> {
             if started {
                 run.record.status = RunStatus::Running;
                 run.record.started_ms = Some(now_ms());
-                let _ = run.events.send(status_event(
+                let _ = run.events.send(RunEvent::status(
                     run_id,
                     RunStatus::Running,
                     "probes are executing the plan",
@@ -415,12 +415,12 @@ impl<S: Store> Coordinator<S> {
     pub async fn watch(
         &self,
         run_id: &str,
-    ) -> CoordinatorResult<(Vec<v1::RunEvent>, Option<broadcast::Receiver<v1::RunEvent>>)> {
+    ) -> CoordinatorResult<(Vec<RunEvent>, Option<broadcast::Receiver<RunEvent>>)> {
         {
             let state = self.state();
             if let Some(run) = state.runs.get(run_id) {
                 let receiver = run.events.subscribe();
-                let mut backlog = vec![status_event(run_id, run.record.status, "")];
+                let mut backlog = vec![RunEvent::status(run_id, run.record.status, "")];
                 backlog.extend(run.history.iter().cloned());
                 return Ok((backlog, Some(receiver)));
             }
@@ -430,8 +430,8 @@ impl<S: Store> Coordinator<S> {
         let status = record.map_or(RunStatus::Completed, |r| r.status);
         Ok((
             vec![
-                status_event(run_id, status, ""),
-                event(run_id, v1::run_event::Kind::Report((&report).into())),
+                RunEvent::status(run_id, status, ""),
+                RunEvent::now(run_id, RunEventKind::Report(Arc::new(report))),
             ],
             None,
         ))
@@ -559,10 +559,11 @@ impl<S: Store> Coordinator<S> {
             verdict = report.status.as_str(),
             "run ended"
         );
-        let _ = run.events.send(status_event(run_id, status, detail));
-        let _ = run
-            .events
-            .send(event(run_id, v1::run_event::Kind::Report((&report).into())));
+        let _ = run.events.send(RunEvent::status(run_id, status, detail));
+        let _ = run.events.send(RunEvent::now(
+            run_id,
+            RunEventKind::Report(Arc::new(report.clone())),
+        ));
         if let Some(done) = run.done.take() {
             let _ = done.send(Finished {
                 report,
@@ -715,7 +716,7 @@ impl<S: Store> Coordinator<S> {
             a.record.status = AssignmentStatus::Rejected;
             a.record.detail = Some(reason.clone());
             let record = a.record.clone();
-            let _ = run.events.send(status_event(
+            let _ = run.events.send(RunEvent::status(
                 &msg.run_id,
                 run.record.status,
                 format!(

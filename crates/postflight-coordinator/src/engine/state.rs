@@ -8,7 +8,6 @@ use std::sync::Arc;
 use postflight_plan::model::{Plan, ProbesPerRegion};
 use postflight_plan::report::RegionResult;
 use postflight_plan::secrets::Secrets;
-use postflight_proto::v1;
 use tokio::sync::broadcast;
 
 use crate::storage::{AssignmentRecord, AssignmentStatus, RunRecord};
@@ -135,9 +134,9 @@ pub struct ActiveRun {
     /// Results stored for this run.
     pub result_count: u32,
     /// Live events for watchers.
-    pub events: broadcast::Sender<v1::RunEvent>,
+    pub events: broadcast::Sender<super::events::RunEvent>,
     /// Result events so far, replayed to a watcher that joins late.
-    pub history: Vec<v1::RunEvent>,
+    pub history: Vec<super::events::RunEvent>,
     /// Who waits for the run's end (a monitor's round).
     pub done: Option<tokio::sync::oneshot::Sender<super::Finished>>,
     /// Cancels the run's owner task once the run ends elsewhere (or at shutdown).

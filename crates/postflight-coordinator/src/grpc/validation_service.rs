@@ -10,6 +10,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::engine::events::{RunEvent, RunEventKind};
 use crate::engine::unix_ms_string;
 use crate::engine::{Coordinator, MAX_PROBES_PAGE};
 use crate::error::CoordinatorError;
@@ -24,6 +25,31 @@ impl<S: Store> ValidationApi<S> {
     /// Serves `coordinator`.
     pub fn new(coordinator: Coordinator<S>) -> Self {
         Self { coordinator }
+    }
+}
+
+/// The wire form of a run's event.
+fn run_event_message(event: RunEvent) -> v1::RunEvent {
+    let kind = match event.kind {
+        RunEventKind::Status { status, detail } => run_event::Kind::Status(v1::RunStatusChanged {
+            status: status.as_str().to_owned(),
+            detail,
+        }),
+        RunEventKind::Result(r) => run_event::Kind::Result(v1::ResultReceived {
+            region: r.region,
+            probe: r.probe,
+            check_index: r.check_index,
+            check_name: r.check_name,
+            status: r.status.as_str().to_owned(),
+            message: r.message,
+            duration_ms: r.duration_ms,
+        }),
+        RunEventKind::Report(report) => run_event::Kind::Report(report.as_ref().into()),
+    };
+    v1::RunEvent {
+        run_id: event.run_id,
+        at_unix_ms: u64::try_from(event.at_ms).unwrap_or(0),
+        kind: Some(kind),
     }
 }
 
@@ -76,16 +102,18 @@ fn monitor_id(field: &str) -> Result<&str, CoordinatorError> {
     }
 }
 
-/// Forwards a backlog, then live events, until `last` says the stream is over.
-fn forward<T: Clone + Send + 'static>(
+/// Forwards a backlog, then live events, in their wire form, until `last` says the stream is
+/// over.
+fn forward<T: Clone + Send + 'static, W: Send + 'static>(
     backlog: Vec<T>,
     live: Option<broadcast::Receiver<T>>,
     last: fn(&T) -> bool,
-) -> ReceiverStream<Result<T, Status>> {
+    wire: fn(T) -> W,
+) -> ReceiverStream<Result<W, Status>> {
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         for event in backlog {
-            if tx.send(Ok(event)).await.is_err() {
+            if tx.send(Ok(wire(event))).await.is_err() {
                 return;
             }
         }
@@ -94,7 +122,7 @@ fn forward<T: Clone + Send + 'static>(
             match live.recv().await {
                 Ok(event) => {
                     let end = last(&event);
-                    if tx.send(Ok(event)).await.is_err() || end {
+                    if tx.send(Ok(wire(event))).await.is_err() || end {
                         return;
                     }
                 }
@@ -163,9 +191,12 @@ impl<S: Store> ValidationService for ValidationApi<S> {
             .coordinator
             .watch_monitor(monitor_id(&r.monitor_id)?)
             .await?;
-        let stream = forward(backlog, live, |e: &v1::MonitorEvent| {
-            matches!(e.kind, Some(v1::monitor_event::Kind::Ended(_)))
-        });
+        let stream = forward(
+            backlog,
+            live,
+            |e: &v1::MonitorEvent| matches!(e.kind, Some(v1::monitor_event::Kind::Ended(_))),
+            |e| e,
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -246,9 +277,7 @@ impl<S: Store> ValidationService for ValidationApi<S> {
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         let r = request.into_inner();
         let (backlog, live) = self.coordinator.watch(run_id(&r.run_id)?).await?;
-        let stream = forward(backlog, live, |e: &v1::RunEvent| {
-            matches!(e.kind, Some(run_event::Kind::Report(_)))
-        });
+        let stream = forward(backlog, live, RunEvent::is_last, run_event_message);
         Ok(Response::new(Box::pin(stream)))
     }
 
