@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use postflight_plan::model::Monitor;
 use postflight_plan::monitor::{
@@ -23,6 +23,7 @@ use postflight_rollback::Prepared;
 use tokio::sync::{Notify, broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::events::{MonitorEvent, MonitorEventKind, RoundEvent};
 use super::rollback::persist;
 use super::{Coordinator, Finished};
 use crate::error::{CoordinatorError, CoordinatorResult};
@@ -32,15 +33,11 @@ use postflight_ops::host::now_ms;
 /// A monitor running in this coordinator.
 pub(crate) struct ActiveMonitor {
     pub record: MonitorRecord,
-    pub events: broadcast::Sender<v1::MonitorEvent>,
-    pub history: Vec<v1::MonitorEvent>,
+    pub events: broadcast::Sender<MonitorEvent>,
+    pub history: Vec<MonitorEvent>,
     pub stop: Arc<Notify>,
     /// Cancelled when the monitor's task ends, whatever ended it.
     pub ended: CancellationToken,
-}
-
-fn when(ms: i64) -> String {
-    postflight_plan::report::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
 /// The event of a round: its verdict, the window's figures and what the session decided.
@@ -50,35 +47,25 @@ fn round_event(
     report: &postflight_plan::Report,
     every: &Duration,
     outcome: &RoundOutcome,
-) -> v1::MonitorEvent {
+) -> MonitorEvent {
     let merged = &outcome.merged;
-    monitor_event(
+    MonitorEvent::now(
         monitor_id,
-        v1::monitor_event::Kind::Round(v1::MonitorRound {
-            round: round as u32,
+        MonitorEventKind::Round(RoundEvent {
+            round: u32::try_from(round).unwrap_or(u32::MAX),
             run_id: report.run_id.clone(),
-            verdict: report.status.as_str().to_owned(),
-            requests: merged.requests.count,
-            errors: merged.requests.errors,
+            verdict: report.status,
+            requests: merged.requests,
             error_rate: merged.error_rate(),
             p99_ms: merged.p99_ms,
-            window_rounds: outcome.window_rounds as u32,
-            every: postflight_plan::duration::format_duration(*every),
+            window_rounds: u32::try_from(outcome.window_rounds).unwrap_or(u32::MAX),
+            every: *every,
             reasons: outcome.reasons.clone(),
             held_back: outcome.held_back.clone(),
             failing_rounds_held: outcome.streak,
             failing_rounds: outcome.needed,
-            missing: merged.requests.missing,
         }),
     )
-}
-
-fn monitor_event(monitor_id: &str, kind: v1::monitor_event::Kind) -> v1::MonitorEvent {
-    v1::MonitorEvent {
-        monitor_id: monitor_id.to_owned(),
-        at_unix_ms: now_ms() as u64,
-        kind: Some(kind),
-    }
 }
 
 /// A stored round as the session's input again.
@@ -419,7 +406,7 @@ impl<S: Store> Coordinator<S> {
             .map(|m| m.record.clone())
     }
 
-    fn announce(&self, monitor_id: &str, event: v1::MonitorEvent) {
+    fn announce(&self, monitor_id: &str, event: MonitorEvent) {
         if let Some(active) = self.state().monitors.get_mut(monitor_id) {
             active.history.push(event.clone());
             let _ = active.events.send(event);
@@ -452,13 +439,13 @@ impl<S: Store> Coordinator<S> {
             status = status.as_str(),
             "monitor ended: {detail}"
         );
-        let _ = active.events.send(monitor_event(
+        let _ = active.events.send(MonitorEvent::now(
             monitor_id,
-            v1::monitor_event::Kind::Ended(v1::MonitorEnded {
-                status: status.as_str().to_owned(),
+            MonitorEventKind::Ended {
+                status,
                 detail: detail.to_owned(),
-                rollback: rollback.as_ref().map(Into::into),
-            }),
+                rollback,
+            },
         ));
     }
 
@@ -493,10 +480,7 @@ impl<S: Store> Coordinator<S> {
     pub async fn watch_monitor(
         &self,
         monitor_id: &str,
-    ) -> CoordinatorResult<(
-        Vec<v1::MonitorEvent>,
-        Option<broadcast::Receiver<v1::MonitorEvent>>,
-    )> {
+    ) -> CoordinatorResult<(Vec<MonitorEvent>, Option<broadcast::Receiver<MonitorEvent>>)> {
         if let Some(active) = self.state().monitors.get(monitor_id) {
             return Ok((active.history.clone(), Some(active.events.subscribe())));
         }
@@ -505,13 +489,13 @@ impl<S: Store> Coordinator<S> {
             .rollback_json
             .as_deref()
             .and_then(|j| serde_json::from_str(j).ok());
-        let ended = monitor_event(
+        let ended = MonitorEvent::now(
             monitor_id,
-            v1::monitor_event::Kind::Ended(v1::MonitorEnded {
-                status: record.status.as_str().to_owned(),
+            MonitorEventKind::Ended {
+                status: record.status,
                 detail: record.detail.clone().unwrap_or_default(),
-                rollback: rollback.as_ref().map(Into::into),
-            }),
+                rollback,
+            },
         );
         Ok((vec![ended], None))
     }
@@ -538,27 +522,6 @@ impl<S: Store> Coordinator<S> {
                     record.status.as_str()
                 )))
             }
-        }
-    }
-
-    /// The wire form of a monitor.
-    pub fn monitor_message(&self, record: &MonitorRecord) -> v1::Monitor {
-        let rollback: Option<RollbackReport> = record
-            .rollback_json
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok());
-        v1::Monitor {
-            monitor_id: record.monitor_id.clone(),
-            plan: record.plan_name.clone(),
-            status: record.status.as_str().to_owned(),
-            started_at: when(record.started_ms),
-            ends_at: when(record.ends_ms),
-            ended_at: record.ended_ms.map(when).unwrap_or_default(),
-            rounds: record.rounds as u32,
-            regions: record.regions.clone(),
-            dry_run: record.dry_run,
-            rollback: rollback.as_ref().map(Into::into),
-            detail: record.detail.clone().unwrap_or_default(),
         }
     }
 }

@@ -10,11 +10,11 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::events::{RunEvent, RunEventKind};
+use crate::engine::events::{MonitorEvent, MonitorEventKind, RunEvent, RunEventKind};
 use crate::engine::unix_ms_string;
 use crate::engine::{Coordinator, MAX_PROBES_PAGE};
 use crate::error::CoordinatorError;
-use crate::storage::{RunRecord, Store};
+use crate::storage::{MonitorRecord, RunRecord, Store};
 
 /// The operator-facing service.
 pub struct ValidationApi<S: Store> {
@@ -48,6 +48,63 @@ fn run_event_message(event: RunEvent) -> v1::RunEvent {
     };
     v1::RunEvent {
         run_id: event.run_id,
+        at_unix_ms: u64::try_from(event.at_ms).unwrap_or(0),
+        kind: Some(kind),
+    }
+}
+
+/// The wire form of a monitor.
+fn monitor_message(record: &MonitorRecord) -> v1::Monitor {
+    let rollback: Option<postflight_plan::rollback::RollbackReport> = record
+        .rollback_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    v1::Monitor {
+        monitor_id: record.monitor_id.clone(),
+        plan: record.plan_name.clone(),
+        status: record.status.as_str().to_owned(),
+        started_at: unix_ms_string(record.started_ms),
+        ends_at: unix_ms_string(record.ends_ms),
+        ended_at: record.ended_ms.map(unix_ms_string).unwrap_or_default(),
+        rounds: u32::try_from(record.rounds).unwrap_or(u32::MAX),
+        regions: record.regions.clone(),
+        dry_run: record.dry_run,
+        rollback: rollback.as_ref().map(Into::into),
+        detail: record.detail.clone().unwrap_or_default(),
+    }
+}
+
+/// The wire form of a monitor's event.
+fn monitor_event_message(event: MonitorEvent) -> v1::MonitorEvent {
+    let kind = match event.kind {
+        MonitorEventKind::Round(r) => v1::monitor_event::Kind::Round(v1::MonitorRound {
+            round: r.round,
+            run_id: r.run_id,
+            verdict: r.verdict.as_str().to_owned(),
+            requests: r.requests.count,
+            errors: r.requests.errors,
+            error_rate: r.error_rate,
+            p99_ms: r.p99_ms,
+            window_rounds: r.window_rounds,
+            every: postflight_plan::duration::format_duration(r.every),
+            reasons: r.reasons,
+            held_back: r.held_back,
+            failing_rounds_held: r.failing_rounds_held,
+            failing_rounds: r.failing_rounds,
+            missing: r.requests.missing,
+        }),
+        MonitorEventKind::Ended {
+            status,
+            detail,
+            rollback,
+        } => v1::monitor_event::Kind::Ended(v1::MonitorEnded {
+            status: status.as_str().to_owned(),
+            detail,
+            rollback: rollback.as_ref().map(Into::into),
+        }),
+    };
+    v1::MonitorEvent {
+        monitor_id: event.monitor_id,
         at_unix_ms: u64::try_from(event.at_ms).unwrap_or(0),
         kind: Some(kind),
     }
@@ -150,7 +207,7 @@ impl<S: Store> ValidationService for ValidationApi<S> {
             .coordinator
             .start_monitor(&r.plan_yaml, &r.origin, r.options.unwrap_or_default())
             .await?;
-        Ok(Response::new(self.coordinator.monitor_message(&record)))
+        Ok(Response::new(monitor_message(&record)))
     }
 
     async fn get_monitor(
@@ -162,7 +219,7 @@ impl<S: Store> ValidationService for ValidationApi<S> {
             .coordinator
             .get_monitor(monitor_id(&r.monitor_id)?)
             .await?;
-        Ok(Response::new(self.coordinator.monitor_message(&record)))
+        Ok(Response::new(monitor_message(&record)))
     }
 
     async fn list_monitors(
@@ -175,10 +232,7 @@ impl<S: Store> ValidationService for ValidationApi<S> {
         };
         let monitors = self.coordinator.list_monitors(limit).await?;
         Ok(Response::new(v1::ListMonitorsResponse {
-            monitors: monitors
-                .iter()
-                .map(|m| self.coordinator.monitor_message(m))
-                .collect(),
+            monitors: monitors.iter().map(monitor_message).collect(),
         }))
     }
 
@@ -191,12 +245,7 @@ impl<S: Store> ValidationService for ValidationApi<S> {
             .coordinator
             .watch_monitor(monitor_id(&r.monitor_id)?)
             .await?;
-        let stream = forward(
-            backlog,
-            live,
-            |e: &v1::MonitorEvent| matches!(e.kind, Some(v1::monitor_event::Kind::Ended(_))),
-            |e| e,
-        );
+        let stream = forward(backlog, live, MonitorEvent::is_last, monitor_event_message);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -209,7 +258,7 @@ impl<S: Store> ValidationService for ValidationApi<S> {
             .coordinator
             .stop_monitor(monitor_id(&r.monitor_id)?)
             .await?;
-        Ok(Response::new(self.coordinator.monitor_message(&record)))
+        Ok(Response::new(monitor_message(&record)))
     }
 
     async fn submit_run(
