@@ -11,7 +11,7 @@ use postflight_e2e::{
 use serde_json::Value;
 
 fn example(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    postflight_e2e::repo_root()
         .join("examples")
         .join(name)
         .display()

@@ -16,7 +16,7 @@ use postflight_e2e::bin;
 use serde_json::Value;
 
 fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+    postflight_e2e::repo_root().join("deploy")
 }
 
 fn manifests() -> Vec<(PathBuf, Value)> {

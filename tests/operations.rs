@@ -142,9 +142,7 @@ fn metric_names_used(path: &Path) -> BTreeSet<String> {
 }
 
 fn deploy(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(path)
+    postflight_e2e::repo_root().join("deploy").join(path)
 }
 
 /// The metrics the Grafana dashboard and the alert rules query all exist in the real
@@ -281,10 +279,7 @@ fn a_real_prometheus_scrapes_coordinator_and_probe() {
 fn the_status_page_renders_in_headless_chromium() {
     let scene = Scene::start();
     let artifacts = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
-            PathBuf::from,
-        )
+        .map_or_else(|| postflight_e2e::repo_root().join("target"), PathBuf::from)
         .join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let chromium = |args: &[&str], url: &str| {

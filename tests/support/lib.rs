@@ -411,6 +411,15 @@ pub async fn sqlite_file(dir: &std::path::Path, name: &str, sql: &str) -> String
     format!("sqlite:{}", path.display())
 }
 
+/// The repository's root, read when the test runs. Cargo sets `CARGO_MANIFEST_DIR` for a test
+/// process too; the compile-time value is only a fallback, because a test binary built in
+/// another clone sharing the same `CARGO_TARGET_DIR` (as CI's cache is) still carries that
+/// clone's path and cargo does not rebuild it when only the clone's location changed.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// Path of a binary of this workspace, built by `cargo test --workspace` before the tests
 /// run. A binary older than any source of the workspace is refused: a test must never pass or
 /// fail because of yesterday's build (`cargo test --test X` alone builds only the test).
@@ -440,7 +449,7 @@ pub fn bin(name: &str) -> PathBuf {
 fn changed_since(binary: &Path, built: std::time::SystemTime) -> Option<PathBuf> {
     let list = std::fs::read_to_string(binary.with_extension("d")).ok()?;
     let (_, sources) = list.split_once(": ")?;
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = repo_root();
     // Paths are separated by spaces; a space inside a path is escaped with a backslash.
     let mut paths = Vec::new();
     let mut current = String::new();
@@ -455,7 +464,7 @@ fn changed_since(binary: &Path, built: std::time::SystemTime) -> Option<PathBuf>
     paths.push(current);
     paths
         .into_iter()
-        .filter(|p| p.starts_with(root))
+        .filter(|p| Path::new(p).starts_with(&root))
         .map(PathBuf::from)
         .find(|p| {
             std::fs::metadata(p)

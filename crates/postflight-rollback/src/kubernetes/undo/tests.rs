@@ -3,9 +3,7 @@
 use super::*;
 
 fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/kube")
-        .join(name);
+    let path = manifest_dir().join("tests/fixtures/kube").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -89,4 +87,13 @@ fn without_history_there_is_nothing_to_undo() {
         err.starts_with("no rollout history found for deployment agent-backend"),
         "{err}"
     );
+}
+
+/// This crate's directory, read when the test runs: a test binary built in another clone that
+/// shares the target directory carries that clone's compile-time path.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    )
 }
