@@ -28,7 +28,7 @@ use postflight_plan::secrets::redact_url;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use postflight_ops::http_client::{install_crypto_provider, root_cause};
+use postflight_ops::http_client::{RequestError, install_crypto_provider, root_cause};
 
 use crate::http::MAX_BODY_BYTES;
 
@@ -50,8 +50,10 @@ pub fn applies(url: &url::Url) -> bool {
 /// Everything needed to open connections to the URL and send the request again and again.
 #[derive(Debug)]
 pub struct Target {
-    /// `host:port` to connect to (IPv6 in brackets).
-    address: String,
+    /// The host to resolve and connect to (an IP literal without brackets, or a name).
+    host: String,
+    /// The port to connect to.
+    port: u16,
     /// Set for https: the name the certificate must be valid for.
     tls_name: Option<ServerName<'static>>,
     request: hyper::http::request::Parts,
@@ -70,7 +72,7 @@ impl Target {
         let port = url
             .port_or_known_default()
             .ok_or_else(|| format!("{shown}: the URL has no port"))?;
-        let tls_name = match (url.scheme(), host) {
+        let tls_name = match (url.scheme(), host.clone()) {
             ("https", url::Host::Domain(name)) => {
                 Some(ServerName::try_from(name.to_owned()).map_err(|e| {
                     format!("{shown}: `{name}` is not a valid TLS server name: {e}")
@@ -122,7 +124,12 @@ impl Target {
             .map_err(|e| format!("cannot build {shown}: {e}"))?
             .into_parts();
         Ok(Self {
-            address: format!("{host_str}:{port}"),
+            host: match host {
+                url::Host::Domain(name) => name.to_owned(),
+                url::Host::Ipv4(ip) => ip.to_string(),
+                url::Host::Ipv6(ip) => ip.to_string(),
+            },
+            port,
             tls_name,
             request,
             body,
@@ -185,7 +192,7 @@ pub async fn exchange(
     target: &Target,
     slot: &mut Option<Connection>,
     capture: Capture,
-) -> Result<Response, String> {
+) -> Result<Response, RequestError> {
     let result = exchange_on(target, slot, capture).await;
     if result.is_err() {
         *slot = None;
@@ -197,13 +204,13 @@ async fn exchange_on(
     target: &Target,
     slot: &mut Option<Connection>,
     capture: Capture,
-) -> Result<Response, String> {
+) -> Result<Response, RequestError> {
     if slot.as_ref().is_none_or(|c| c.closed) {
         *slot = None;
         *slot = Some(connect(target).await?);
     }
     let Some(connection) = slot.as_mut() else {
-        return Err("no connection".to_owned());
+        return Err(RequestError::Other("no connection".to_owned()));
     };
     let Connection {
         sender,
@@ -269,11 +276,14 @@ async fn exchange_on(
     Ok(answer)
 }
 
-async fn connect(target: &Target) -> Result<Connection, String> {
+async fn connect(target: &Target) -> Result<Connection, RequestError> {
     let open = async {
-        let tcp = TcpStream::connect(target.address.as_str())
+        let addresses = postflight_ops::dns::lookup(&target.host, target.port)
             .await
-            .map_err(|e| connect_error(&e))?;
+            .map_err(|e| RequestError::Resolve(e.reason))?;
+        let tcp = TcpStream::connect(addresses.as_slice())
+            .await
+            .map_err(|e| RequestError::Connect(root_cause(&e)))?;
         // Requests are small and written whole: no reason to wait for more bytes.
         let _ = tcp.set_nodelay(true);
         let driver: Driver;
@@ -286,10 +296,11 @@ async fn connect(target: &Target) -> Result<Connection, String> {
                 (sender, driver) = (s, Box::pin(conn));
             }
             Some(name) => {
-                let tls = tokio_rustls::TlsConnector::from(tls_config()?)
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| tls_error(&e))?;
+                let tls =
+                    tokio_rustls::TlsConnector::from(tls_config().map_err(RequestError::Tls)?)
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(|e| tls_error(&e))?;
                 let (s, conn) = http1::handshake(TokioIo::new(tls))
                     .await
                     .map_err(|e| describe(&e))?;
@@ -304,10 +315,10 @@ async fn connect(target: &Target) -> Result<Connection, String> {
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
         Ok(result) => result,
-        Err(_) => Err(format!(
-            "could not connect: no connection within {}",
+        Err(_) => Err(RequestError::Connect(format!(
+            "no connection within {}",
             postflight_plan::duration::PlanDuration(CONNECT_TIMEOUT)
-        )),
+        ))),
     }
 }
 
@@ -327,31 +338,23 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
         .clone()
 }
 
-fn connect_error(error: &std::io::Error) -> String {
+fn tls_error(error: &std::io::Error) -> RequestError {
     let root = root_cause(error);
-    if error.kind() == std::io::ErrorKind::NotFound
-        || root.contains("failed to lookup")
-        || root.contains("Name or service not known")
-    {
-        format!("could not resolve the host ({root})")
-    } else {
-        format!("could not connect: {root}")
-    }
+    RequestError::Tls(
+        postflight_ops::tls::explain(&root, "the server")
+            .unwrap_or_else(|| format!("TLS error: {root}")),
+    )
 }
 
-fn tls_error(error: &std::io::Error) -> String {
+fn describe(error: &hyper::Error) -> RequestError {
     let root = root_cause(error);
-    postflight_ops::tls::explain(&root, "the server")
-        .unwrap_or_else(|| format!("TLS error: {root}"))
-}
-
-fn describe(error: &hyper::Error) -> String {
-    let root = root_cause(error);
-    if error.is_incomplete_message() || error.is_body_write_aborted() {
-        format!("the connection closed before a complete answer ({root})")
-    } else if error.source().is_none() {
-        root
-    } else {
-        format!("{error}: {root}")
-    }
+    RequestError::Other(
+        if error.is_incomplete_message() || error.is_body_write_aborted() {
+            format!("the connection closed before a complete answer ({root})")
+        } else if error.source().is_none() {
+            root
+        } else {
+            format!("{error}: {root}")
+        },
+    )
 }

@@ -336,6 +336,30 @@ async fn a_refused_connection_fails_the_check_and_says_so() {
     assert!(!o.samples[0].ok);
 }
 
+/// A name that does not resolve (`.invalid` never does, RFC 2606) says so, for the direct
+/// HTTP/1.1 path of http and latency checks and for reqwest's path (https).
+#[tokio::test]
+async fn a_host_that_does_not_resolve_fails_the_check_and_says_so() {
+    for (kind, url) in [
+        ("http", "http://no-such-host.invalid/health"),
+        ("http", "https://no-such-host.invalid/health"),
+        ("latency", "http://no-such-host.invalid/health"),
+    ] {
+        let check = if kind == "http" {
+            format!("    http: {{url: \"{url}\"}}\n")
+        } else {
+            format!("    latency: {{request: {{url: \"{url}\"}}, samples: 2, pass_below: 5s}}\n")
+        };
+        let o = outcome(&format!("name: t\nchecks:\n  - name: c\n{check}")).await;
+        assert_eq!(o.status, CheckStatus::Fail, "{kind} {url}: {}", o.message);
+        assert!(
+            o.message.contains("could not resolve the host ("),
+            "{kind} {url}: {}",
+            o.message
+        );
+    }
+}
+
 #[tokio::test]
 async fn latency_percentile_is_the_nearest_rank_of_known_delays() {
     let s = server().await;

@@ -22,6 +22,50 @@ use postflight_plan::rollback::ActionOutcome;
 use postflight_rollback::{ClaimOutcome, Ledger, RollbackClaim};
 use serde::{Deserialize, Serialize};
 
+/// Why the ledger file could not be read or written. The message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// A file or folder of the ledger could not be created, opened, locked, read or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// "create", "open", "lock", "read", "write".
+        action: &'static str,
+        /// Which file or folder.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The book is not the JSON it should be.
+    #[error("{} is damaged ({reason}); move it aside to start a new one", path.display())]
+    Damaged {
+        /// The book.
+        path: PathBuf,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// The book could not be encoded (nothing is written then).
+    #[error("cannot encode the ledger: {0}")]
+    Encode(serde_json::Error),
+    /// A claim's action lock is held but the book has no claim for it.
+    #[error("the action lock of {subject} is held but the ledger has no claim for it")]
+    Inconsistent {
+        /// The claim's subject.
+        subject: String,
+    },
+    /// The blocking task that does the file work did not finish (it panicked).
+    #[error("the ledger's file task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError {
+    let path = path.to_owned();
+    move |source| LedgerError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Entries kept; older ones no longer matter for any cooldown worth having.
 const KEEP: usize = 1000;
 
@@ -112,44 +156,42 @@ impl FileLedger {
 
     /// Records `interrupted` for every claim whose executor is gone, and returns them. Runs
     /// before every change of the book too; calling it first lets the CLI say so.
-    pub async fn recover(&self) -> Result<Vec<Interrupted>, String> {
+    pub async fn recover(&self) -> Result<Vec<Interrupted>, LedgerError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.update(|_, recovered| recovered.to_vec()))
-            .await
-            .map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || this.update(|_, recovered| recovered.to_vec())).await?
     }
 
     /// Reads, changes and rewrites the book under the ledger's lock, after recording
     /// interrupted actions; `change` also sees what was found interrupted.
-    fn update<T>(&self, change: impl FnOnce(&mut Book, &[Interrupted]) -> T) -> Result<T, String> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut Book, &[Interrupted]) -> T,
+    ) -> Result<T, LedgerError> {
+        std::fs::create_dir_all(&self.dir).map_err(io_error("create", &self.dir))?;
         let lock_path = self.dir.join("rollbacks.lock");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        lock.lock()
-            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+            .map_err(io_error("open", &lock_path))?;
+        lock.lock().map_err(io_error("lock", &lock_path))?;
         let path = self.book_path();
-        let shown = path.display();
         let mut book: Book = match std::fs::read_to_string(&path) {
             Ok(text) if text.trim().is_empty() => Book::default(),
-            Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                format!("{shown} is damaged ({e}); move it aside to start a new one")
+            Ok(text) => serde_json::from_str(&text).map_err(|e| LedgerError::Damaged {
+                path: path.clone(),
+                reason: e.to_string(),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Book::default(),
-            Err(e) => return Err(format!("cannot read {shown}: {e}")),
+            Err(e) => return Err(io_error("read", &path)(e)),
         };
         let recovered = self.mark_interrupted(&mut book);
         let result = change(&mut book, &recovered);
         let excess = book.rollbacks.len().saturating_sub(KEEP);
         book.rollbacks.drain(..excess);
-        let text = serde_json::to_string_pretty(&book).map_err(|e| e.to_string())?;
-        write_atomically(&path, text.as_bytes())
-            .map_err(|e| format!("cannot write {shown}: {e}"))?;
+        let text = serde_json::to_string_pretty(&book).map_err(LedgerError::Encode)?;
+        write_atomically(&path, text.as_bytes()).map_err(io_error("write", &path))?;
         drop(lock);
         Ok(result)
     }
@@ -181,24 +223,21 @@ impl FileLedger {
 
     /// Takes the lock that says "this process is executing `subject`"; `false` when someone
     /// holds it already (then the book has its claim, and this claim is refused there).
-    fn hold(&self, subject: &str) -> Result<bool, String> {
+    fn hold(&self, subject: &str) -> Result<bool, LedgerError> {
         let path = self.action_lock(subject);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
         }
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            .map_err(io_error("open", &path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(format!("cannot lock {}: {e}", path.display()));
-            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error("lock", &path)(e)),
         }
         if let Ok(mut holding) = self.holding.lock() {
             holding.insert(subject.to_owned(), file);
@@ -231,7 +270,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Ledger for FileLedger {
-    async fn claim(&self, claim: &RollbackClaim, cooldown_ms: i64) -> Result<ClaimOutcome, String> {
+    type Error = LedgerError;
+
+    async fn claim(
+        &self,
+        claim: &RollbackClaim,
+        cooldown_ms: i64,
+    ) -> Result<ClaimOutcome, LedgerError> {
         let this = self.clone();
         let claim = claim.clone();
         tokio::task::spawn_blocking(move || {
@@ -268,10 +313,9 @@ impl Ledger for FileLedger {
             match answer {
                 Ok(ClaimOutcome::Claimed) if !holding => {
                     // Cannot happen: a held lock has its claim in the book already.
-                    Err(format!(
-                        "the action lock of {} is held but the ledger has no claim for it",
-                        claim.subject
-                    ))
+                    Err(LedgerError::Inconsistent {
+                        subject: claim.subject.clone(),
+                    })
                 }
                 Ok(ClaimOutcome::Claimed) => answer,
                 _ => {
@@ -282,8 +326,7 @@ impl Ledger for FileLedger {
                 }
             }
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     }
 
     async fn finish(
@@ -291,7 +334,7 @@ impl Ledger for FileLedger {
         subject: &str,
         outcome: ActionOutcome,
         error: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LedgerError> {
         let this = self.clone();
         let (subject, error) = (subject.to_owned(), error.map(str::to_owned));
         tokio::task::spawn_blocking(move || {
@@ -308,8 +351,7 @@ impl Ledger for FileLedger {
             }
             written
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     }
 }
 
@@ -370,7 +412,16 @@ mod tests {
             .claim(&claim("run:4", "p", 9999), 0)
             .await
             .unwrap_err();
-        assert!(err.contains("is damaged"), "{err}");
+        assert!(matches!(err, LedgerError::Damaged { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("rollbacks.json is damaged"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("state/rollbacks.json")).unwrap(),
+            "{broken",
+            "a damaged book is left as it was"
+        );
     }
 
     /// A process that died during its action left a pending claim and a lock nobody holds:

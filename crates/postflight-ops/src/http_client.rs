@@ -27,6 +27,32 @@ pub enum Connections {
     Reused,
 }
 
+/// Why a request got no answer. The message is the sentence a check or the audit log shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The host name did not resolve.
+    #[error("could not resolve the host ({0})")]
+    Resolve(String),
+    /// No connection (refused, unreachable, no answer within the connect timeout).
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// The TLS handshake failed; the sentence says why in the operator's terms.
+    #[error("{0}")]
+    Tls(String),
+    /// The request's time limit passed.
+    #[error("timed out")]
+    TimedOut,
+    /// The connection closed or failed while the answer was read.
+    #[error("the answer broke off: {0}")]
+    BrokeOff(String),
+    /// A redirect could not be handled.
+    #[error("redirect error: {0}")]
+    Redirect(String),
+    /// Anything else, as the lowest cause says it.
+    #[error("{0}")]
+    Other(String),
+}
+
 /// Builds an HTTP client. Redirects are not followed: a check judges the answer the
 /// URL gives, and a surprise redirect after a migration is worth seeing.
 pub fn client(connections: Connections) -> Result<reqwest::Client, String> {
@@ -34,7 +60,8 @@ pub fn client(connections: Connections) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10));
+        .connect_timeout(Duration::from_secs(10))
+        .dns_resolver(std::sync::Arc::new(crate::dns::SystemResolver));
     if connections == Connections::Fresh {
         builder = builder.pool_max_idle_per_host(0);
     }
@@ -43,27 +70,25 @@ pub fn client(connections: Connections) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot create the HTTP client: {}", describe(&e)))
 }
 
-/// A reqwest error as a sentence: what went wrong at the lowest level that says something
-/// ("connection refused", "certificate expired"), without repeating the URL.
-pub fn describe(error: &reqwest::Error) -> String {
+/// What went wrong with a request, at the lowest level that says something ("connection
+/// refused", "certificate expired"), without repeating the URL.
+pub fn describe(error: &reqwest::Error) -> RequestError {
     let root = root_cause(error);
     if let Some(tls) = crate::tls::explain(&root, "the server") {
-        return tls;
+        return RequestError::Tls(tls);
     }
     if error.is_timeout() {
-        "timed out".to_owned()
+        RequestError::TimedOut
+    } else if crate::dns::is_resolve_error(error) {
+        RequestError::Resolve(root)
     } else if error.is_connect() {
-        if root.contains("dns error") || root.contains("failed to lookup") {
-            format!("could not resolve the host ({root})")
-        } else {
-            format!("could not connect: {root}")
-        }
+        RequestError::Connect(root)
     } else if error.is_body() || error.is_decode() {
-        format!("the answer broke off: {root}")
+        RequestError::BrokeOff(root)
     } else if error.is_redirect() {
-        format!("redirect error: {root}")
+        RequestError::Redirect(root)
     } else {
-        root
+        RequestError::Other(root)
     }
 }
 

@@ -1,9 +1,11 @@
 //! Operational plumbing the three binaries share, so that a flag means the same thing in the
 //! coordinator, the probe and the CLI: TLS material ([`tls`]), tokens read from flags or files
 //! ([`secret`]), log output ([`logging`]), stopping on signals ([`shutdown`]), the outgoing
-//! HTTP client ([`http_client`]) and the host's name and clock ([`host`]).
+//! HTTP client ([`http_client`]), name resolution ([`dns`]) and the host's name and clock
+//! ([`host`]).
 
 pub mod channel;
+pub mod dns;
 pub mod host;
 pub mod http_client;
 pub mod logging;

@@ -3,6 +3,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::ActionError;
+
 /// Keeps the end of a long output: the error is usually there.
 const OUTPUT_TAIL: usize = 2_000;
 
@@ -11,9 +13,9 @@ pub async fn run(
     argv: &[String],
     env: &[(String, String)],
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, ActionError> {
     let Some((program, args)) = argv.split_first() else {
-        return Err("the command is empty".to_owned());
+        return Err(ActionError::EmptyCommand);
     };
     let shown = argv.join(" ");
     let mut cmd = tokio::process::Command::new(program);
@@ -24,21 +26,27 @@ pub async fn run(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            format!("`{program}` was not found (is it installed and on PATH?)")
-        }
-        std::io::ErrorKind::PermissionDenied => format!("`{program}` is not executable"),
-        _ => format!("cannot start `{shown}`: {e}"),
+        std::io::ErrorKind::NotFound => ActionError::ProgramNotFound {
+            program: program.clone(),
+        },
+        std::io::ErrorKind::PermissionDenied => ActionError::NotExecutable {
+            program: program.clone(),
+        },
+        _ => ActionError::CannotStart {
+            command: shown.clone(),
+            reason: e.to_string(),
+        },
     })?;
     let output = tokio::time::timeout(timeout, child.wait_with_output())
         .await
-        .map_err(|_| {
-            format!(
-                "`{shown}` did not finish within {} and was killed",
-                postflight_plan::duration::PlanDuration(timeout)
-            )
+        .map_err(|_| ActionError::ProgramTimedOut {
+            command: shown.clone(),
+            limit: postflight_plan::duration::PlanDuration(timeout),
         })?
-        .map_err(|e| format!("`{shown}` failed: {e}"))?;
+        .map_err(|e| ActionError::CannotStart {
+            command: shown.clone(),
+            reason: e.to_string(),
+        })?;
     let stdout = tail(&String::from_utf8_lossy(&output.stdout));
     let stderr = tail(&String::from_utf8_lossy(&output.stderr));
     if output.status.success() {
@@ -48,12 +56,15 @@ pub async fn run(
             format!("`{shown}`: {stdout}")
         })
     } else {
-        let status = output.status.code().map_or_else(
+        let ending = output.status.code().map_or_else(
             || "was killed by a signal".to_owned(),
             |c| format!("exited with {c}"),
         );
-        let detail = if stderr.is_empty() { stdout } else { stderr };
-        Err(format!("`{shown}` {status}: {detail}"))
+        Err(ActionError::ProgramFailed {
+            command: shown,
+            ending,
+            output: if stderr.is_empty() { stdout } else { stderr },
+        })
     }
 }
 
@@ -89,13 +100,17 @@ mod tests {
             Duration::from_secs(5),
         )
         .await;
+        let failed = failed.unwrap_err();
+        assert!(
+            matches!(&failed, ActionError::ProgramFailed { ending, .. } if ending == "exited with 3")
+        );
         assert_eq!(
-            failed.unwrap_err(),
+            failed.to_string(),
             "`sh -c echo nope >&2; exit 3` exited with 3: nope"
         );
         let missing = run(&["no-such-program-xyz".into()], &[], Duration::from_secs(5)).await;
         assert_eq!(
-            missing.unwrap_err(),
+            missing.unwrap_err().to_string(),
             "`no-such-program-xyz` was not found (is it installed and on PATH?)"
         );
         let slow = run(
@@ -105,12 +120,12 @@ mod tests {
         )
         .await;
         assert_eq!(
-            slow.unwrap_err(),
+            slow.unwrap_err().to_string(),
             "`sleep 5` did not finish within 200ms and was killed"
         );
         assert_eq!(
             run(&[], &[], Duration::from_secs(1)).await.unwrap_err(),
-            "the command is empty"
+            ActionError::EmptyCommand
         );
     }
 }

@@ -61,20 +61,23 @@ pub enum ClaimOutcome {
 /// Where claims are recorded; exactly one claimant of a subject gets `Claimed`, and a
 /// `Claimed` answer is durable (it survives a crash of the claimant right after).
 pub trait Ledger: Send + Sync {
+    /// Why the ledger could not read or record a claim (the database's or the file's error):
+    /// its message ends up in the decision's `error` and the log.
+    type Error: std::fmt::Display + Send;
     /// Claims `claim` unless its subject was claimed or its plan rolled back within
     /// `cooldown_ms`.
     fn claim(
         &self,
         claim: &RollbackClaim,
         cooldown_ms: i64,
-    ) -> impl Future<Output = Result<ClaimOutcome, String>> + Send;
+    ) -> impl Future<Output = Result<ClaimOutcome, Self::Error>> + Send;
     /// Records how a claimed rollback went.
     fn finish(
         &self,
         subject: &str,
         outcome: ActionOutcome,
         error: Option<&str>,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 fn when(ms: i64) -> String {
@@ -214,7 +217,7 @@ pub async fn execute(
         Err(error) => {
             decision.outcome = Some(ActionOutcome::Failed);
             decision.detail = None;
-            decision.error = Some(secrets.scrub(&error));
+            decision.error = Some(secrets.scrub(&error.to_string()));
         }
     }
     let outcome = decision.outcome.unwrap_or(ActionOutcome::Failed);
@@ -266,11 +269,12 @@ mod tests {
     struct Memory(Mutex<Vec<(RollbackClaim, Option<ActionOutcome>)>>);
 
     impl Ledger for Memory {
+        type Error = std::convert::Infallible;
         async fn claim(
             &self,
             claim: &RollbackClaim,
             cooldown_ms: i64,
-        ) -> Result<ClaimOutcome, String> {
+        ) -> Result<ClaimOutcome, Self::Error> {
             let mut book = self.0.lock().unwrap();
             if let Some((c, _)) = book.iter().find(|(c, _)| c.subject == claim.subject) {
                 return Ok(ClaimOutcome::AlreadyClaimed {
@@ -295,7 +299,7 @@ mod tests {
             subject: &str,
             outcome: ActionOutcome,
             _error: Option<&str>,
-        ) -> Result<(), String> {
+        ) -> Result<(), Self::Error> {
             for (c, o) in self.0.lock().unwrap().iter_mut() {
                 if c.subject == subject {
                     *o = Some(outcome);

@@ -7,11 +7,12 @@
 //!   with a timeout and bounded retries;
 //! - `command`: an argv run with the decision in its environment.
 //!
-//! An action never panics and never hangs: every failure comes back as a sentence for the
-//! audit log, and every action has a time limit.
+//! An action never panics and never hangs: every failure comes back as an [`ActionError`]
+//! whose message is the audit log's sentence, and every action has a time limit.
 
 mod command;
 pub mod controller;
+mod error;
 pub mod kubectl;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
@@ -22,6 +23,8 @@ use std::time::Duration;
 use postflight_plan::model::RollbackAction;
 use postflight_plan::rollback::RollbackContext;
 use postflight_plan::vars::Lookup;
+
+pub use error::ActionError;
 
 pub use controller::{
     ClaimOutcome, ClaimedAction, Ledger, Prepared, RollbackClaim, carry_out, claim, interrupted,
@@ -37,7 +40,7 @@ pub async fn execute(
     action: &RollbackAction,
     context: &RollbackContext,
     env: &dyn Lookup,
-) -> Result<String, String> {
+) -> Result<String, ActionError> {
     tracing::warn!(plan = %context.plan, run_id = %context.run_id, action = %action.describe(env), "executing rollback");
     let result = match action {
         RollbackAction::Kubectl(target) => {
@@ -47,18 +50,13 @@ pub async fn execute(
         #[cfg(feature = "kubernetes")]
         RollbackAction::Kubernetes(target) => kubernetes::undo(target, env, ACTION_TIMEOUT).await,
         #[cfg(not(feature = "kubernetes"))]
-        RollbackAction::Kubernetes(_) => Err(
-            "this postflight was built without the Kubernetes API action (cargo feature \
-             `kubernetes`); use the kubectl action"
-                .to_owned(),
-        ),
+        RollbackAction::Kubernetes(_) => Err(ActionError::KubernetesNotBuilt),
         RollbackAction::Webhook(hook) => {
             match tokio::time::timeout(ACTION_TIMEOUT, webhook::post(hook, context)).await {
                 Ok(result) => result,
-                Err(_) => Err(format!(
-                    "the webhook did not succeed within {}s, retries included",
-                    ACTION_TIMEOUT.as_secs()
-                )),
+                Err(_) => Err(ActionError::WebhookTimedOut {
+                    limit: postflight_plan::duration::PlanDuration(ACTION_TIMEOUT),
+                }),
             }
         }
         RollbackAction::Command(argv) => command::run(argv, &context.env(), ACTION_TIMEOUT).await,

@@ -14,6 +14,8 @@ use postflight_plan::rollback::RollbackContext;
 use postflight_plan::secrets::redact_url;
 use ring::hmac;
 
+use crate::ActionError;
+
 /// The signature header (body only).
 pub const SIGNATURE_HEADER: &str = "X-Postflight-Signature";
 /// The signature header that also covers a timestamp and the delivery id.
@@ -60,9 +62,10 @@ fn hex(bytes: &[u8]) -> String {
 
 /// POSTs the context; retries connection errors, timeouts, 429 and 5xx answers with growing
 /// delays, at most `hook.retries` times after the first attempt.
-pub async fn post(hook: &Webhook, context: &RollbackContext) -> Result<String, String> {
+pub async fn post(hook: &Webhook, context: &RollbackContext) -> Result<String, ActionError> {
     let client =
-        postflight_ops::http_client::client(postflight_ops::http_client::Connections::Fresh)?;
+        postflight_ops::http_client::client(postflight_ops::http_client::Connections::Fresh)
+            .map_err(ActionError::Client)?;
     let body = context.payload();
     let shown = redact_url(&hook.url);
     let mut delays = backon::ExponentialBuilder::default()
@@ -104,7 +107,7 @@ pub async fn post(hook: &Webhook, context: &RollbackContext) -> Result<String, S
                 let excerpt = error_excerpt(response).await;
                 last_error = format!("POST {shown} answered {status}: {excerpt}");
                 if !(status.is_server_error() || status.as_u16() == 429) {
-                    return Err(last_error);
+                    return Err(ActionError::WebhookRefused { answer: last_error });
                 }
             }
             Err(e) => {
@@ -116,10 +119,10 @@ pub async fn post(hook: &Webhook, context: &RollbackContext) -> Result<String, S
         }
         tracing::warn!(attempt = attempt + 1, "{last_error}");
     }
-    Err(format!(
-        "{last_error} (after {} attempts)",
-        hook.retries + 1
-    ))
+    Err(ActionError::WebhookFailed {
+        last: last_error,
+        attempts: hook.retries + 1,
+    })
 }
 
 /// The start of an error answer: at most [`ERROR_BODY_BYTES`] are read, 300 characters

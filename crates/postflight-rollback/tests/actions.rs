@@ -189,8 +189,13 @@ async fn a_wrong_secret_is_refused_and_not_retried() {
         &env,
     )
     .await
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("answered 401 Unauthorized"), "{err}");
+    assert!(
+        !err.contains("attempts"),
+        "a refusal is final, not retried: {err}"
+    );
     assert_eq!(*state.attempts.lock().unwrap(), 1, "a 4xx is final");
 }
 
@@ -221,7 +226,8 @@ async fn unavailable_receivers_are_retried_a_bounded_number_of_times() {
         &env,
     )
     .await
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(err.ends_with("(after 2 attempts)"), "{err}");
     assert_eq!(*state.attempts.lock().unwrap(), 2);
     let port = postflight_e2e::closed_port();
@@ -231,7 +237,8 @@ async fn unavailable_receivers_are_retried_a_bounded_number_of_times() {
         &env,
     )
     .await
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("could not connect: connection refused"),
         "{err}"
@@ -293,7 +300,8 @@ async fn a_huge_error_answer_is_read_with_a_bound() {
         &env,
     )
     .await
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("answered 400 Bad Request: xxx"),
         "{}",
@@ -339,7 +347,10 @@ async fn a_command_gets_the_decision_in_its_environment() {
         "-c".into(),
         "echo cannot reach the cluster >&2; exit 4".into(),
     ]);
-    let err = execute(&failing, &context(), &env).await.unwrap_err();
+    let err = execute(&failing, &context(), &env)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.ends_with("exited with 4: cannot reach the cluster"),
         "{err}"

@@ -4,6 +4,7 @@
 //! whether a value meets its expectation is decided here, in pure code. Connections are opened
 //! read-only: a validation must never change the database it validates.
 
+mod error;
 mod postgres;
 mod sqlite;
 
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use postflight_plan::model::{DatabaseCheck, DbEngine, QueryExpect};
 use postflight_plan::{CheckOutcome, CheckStatus};
+
+pub use error::DbError;
 use serde_json::Value;
 
 /// The schema objects that exist, as `(schema, name)` and `(schema, table, column)`.
@@ -53,7 +56,7 @@ pub async fn run(check: &DatabaseCheck, timeout: Duration) -> CheckOutcome {
             ),
             elapsed,
         ),
-        Ok(Err(message)) => CheckOutcome::fail(message, elapsed),
+        Ok(Err(error)) => CheckOutcome::fail(error.to_string(), elapsed),
         Ok(Ok((catalog, values))) => {
             let (status, message) = judge(check, &catalog, &values);
             CheckOutcome {
@@ -68,7 +71,7 @@ pub async fn run(check: &DatabaseCheck, timeout: Duration) -> CheckOutcome {
 }
 
 /// What engines return: the catalog, and for each query its first value or its error.
-pub(crate) type Inspection = (Catalog, Vec<Result<Option<DbValue>, String>>);
+pub(crate) type Inspection = (Catalog, Vec<Result<Option<DbValue>, DbError>>);
 
 /// Runs each query and reads the first value of its first row as text.
 ///
@@ -77,7 +80,7 @@ pub(crate) type Inspection = (Catalog, Vec<Result<Option<DbValue>, String>>);
 pub(crate) async fn run_queries<DB>(
     conn: &mut DB::Connection,
     queries: &[postflight_plan::model::DbQuery],
-) -> Vec<Result<Option<DbValue>, String>>
+) -> Vec<Result<Option<DbValue>, DbError>>
 where
     DB: sqlx::Database,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
@@ -90,7 +93,7 @@ where
             .fetch_optional(&mut *conn)
             .await;
         values.push(match row {
-            Err(e) => Err(describe(&e)),
+            Err(e) => Err(DbError::Query(describe(&e))),
             Ok(None) => Ok(None),
             Ok(Some(row)) => first_value(&row).map(Some),
         });
@@ -98,22 +101,20 @@ where
     values
 }
 
-pub(crate) fn first_value<R>(row: &R) -> Result<DbValue, String>
+pub(crate) fn first_value<R>(row: &R) -> Result<DbValue, DbError>
 where
     R: sqlx::Row,
     for<'r> String: sqlx::Decode<'r, R::Database>,
     usize: sqlx::ColumnIndex<R>,
 {
     use sqlx::ValueRef;
-    let raw = row
-        .try_get_raw(0)
-        .map_err(|_| "the query returned a row without columns".to_owned())?;
+    let raw = row.try_get_raw(0).map_err(|_| DbError::NoColumns)?;
     if raw.is_null() {
         return Ok(DbValue::Null);
     }
     row.try_get_unchecked::<String, _>(0)
         .map(DbValue::Text)
-        .map_err(|e| format!("cannot read the first value: {}", describe(&e)))
+        .map_err(|e| DbError::FirstValue(describe(&e)))
 }
 
 /// Splits `schema.name`; unqualified names get `default_schema`.
@@ -145,7 +146,7 @@ pub(crate) fn schemas_of(check: &DatabaseCheck, default_schema: &str) -> Vec<Str
 pub fn judge(
     check: &DatabaseCheck,
     catalog: &Catalog,
-    values: &[Result<Option<DbValue>, String>],
+    values: &[Result<Option<DbValue>, DbError>],
 ) -> (CheckStatus, String) {
     let default_schema = default_schema(check);
     let mut problems = Vec::new();

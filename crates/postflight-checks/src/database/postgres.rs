@@ -17,7 +17,7 @@ use postflight_plan::secrets::redact_url;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
-use super::{Catalog, DbValue, Inspection, describe, first_value, schemas_of};
+use super::{Catalog, DbError, DbValue, Inspection, describe, first_value, schemas_of};
 
 /// How long a query may wait for a lock: long enough for ordinary row locks, short enough not
 /// to hold up a migration's `ALTER TABLE` (which waits behind any queued reader).
@@ -26,12 +26,12 @@ const LOCK_TIMEOUT_MS: u128 = 1_000;
 pub(super) async fn inspect(
     check: &DatabaseCheck,
     timeout: Duration,
-) -> Result<Inspection, String> {
+) -> Result<Inspection, DbError> {
     let shown = redact_url(&check.url);
-    let options: PgConnectOptions = check
-        .url
-        .parse()
-        .map_err(|e| format!("invalid database url {shown}: {}", describe(&e)))?;
+    let options: PgConnectOptions = check.url.parse().map_err(|e| DbError::InvalidUrl {
+        url: shown.clone(),
+        reason: describe(&e),
+    })?;
     let statement_ms = timeout.as_millis().max(1).to_string();
     let lock_ms = timeout.as_millis().clamp(1, LOCK_TIMEOUT_MS).to_string();
     let options = options.application_name("postflight").options([
@@ -42,7 +42,10 @@ pub(super) async fn inspect(
     ]);
     let mut conn = PgConnection::connect_with(&options)
         .await
-        .map_err(|e| format!("cannot connect to {shown}: {}", describe(&e)))?;
+        .map_err(|e| DbError::Connect {
+            url: shown.clone(),
+            reason: describe(&e),
+        })?;
     let default_schema = check.schema.clone().unwrap_or_else(|| "public".to_owned());
     let schemas = schemas_of(check, &default_schema);
     let mut catalog = Catalog::default();
@@ -56,11 +59,11 @@ pub(super) async fn inspect(
         .bind(&schemas)
         .fetch_all(&mut conn)
         .await
-        .map_err(|e| format!("cannot read the catalog: {}", describe(&e)))?;
+        .map_err(catalog_error("the catalog"))?;
         for row in rows {
-            let schema: String = row.try_get(0).map_err(|e| describe(&e))?;
-            let name: String = row.try_get(1).map_err(|e| describe(&e))?;
-            let kind: String = row.try_get(2).map_err(|e| describe(&e))?;
+            let schema: String = row.try_get(0).map_err(catalog_error("the catalog"))?;
+            let name: String = row.try_get(1).map_err(catalog_error("the catalog"))?;
+            let kind: String = row.try_get(2).map_err(catalog_error("the catalog"))?;
             match kind.as_str() {
                 "r" | "p" | "v" | "m" | "f" => {
                     catalog.tables.insert((schema, name));
@@ -84,11 +87,11 @@ pub(super) async fn inspect(
         .bind(&schemas)
         .fetch_all(&mut conn)
         .await
-        .map_err(|e| format!("cannot read the catalog: {}", describe(&e)))?;
+        .map_err(catalog_error("the catalog"))?;
         for row in rows {
-            let schema: String = row.try_get(0).map_err(|e| describe(&e))?;
-            let table: String = row.try_get(1).map_err(|e| describe(&e))?;
-            let column: String = row.try_get(2).map_err(|e| describe(&e))?;
+            let schema: String = row.try_get(0).map_err(catalog_error("the catalog"))?;
+            let table: String = row.try_get(1).map_err(catalog_error("the catalog"))?;
+            let column: String = row.try_get(2).map_err(catalog_error("the catalog"))?;
             catalog.columns.insert((schema, table, column));
         }
     }
@@ -103,7 +106,7 @@ pub(super) async fn inspect(
 
 /// One query, read-only: checked to be a single statement, run in a read-only transaction
 /// with its snapshot already taken, then rolled back whatever happened.
-async fn read_only(conn: &mut PgConnection, sql: &str) -> Result<Option<DbValue>, String> {
+async fn read_only(conn: &mut PgConnection, sql: &str) -> Result<Option<DbValue>, DbError> {
     use sqlx::{AssertSqlSafe, Executor, SqlSafeStr};
     // The extended protocol's parse step refuses several statements in one string.
     if let Err(e) = (&mut *conn)
@@ -112,24 +115,37 @@ async fn read_only(conn: &mut PgConnection, sql: &str) -> Result<Option<DbValue>
     {
         let reason = describe(&e);
         return Err(if reason.contains("multiple commands") {
-            "a query must be a single statement".to_owned()
+            DbError::MultipleStatements
         } else {
-            reason
+            DbError::Query(reason)
         });
     }
     sqlx::raw_sql("BEGIN READ ONLY; SELECT 1")
         .execute(&mut *conn)
         .await
-        .map_err(|e| format!("cannot start a read-only transaction: {}", describe(&e)))?;
+        .map_err(|e| DbError::Transaction {
+            step: "start a",
+            reason: describe(&e),
+        })?;
     let row = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
         .fetch_optional(&mut *conn)
         .await;
     let rolled_back = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
     let value = match row {
-        Err(e) => Err(describe(&e)),
+        Err(e) => Err(DbError::Query(describe(&e))),
         Ok(None) => Ok(None),
         Ok(Some(row)) => first_value(&row).map(Some),
     };
-    rolled_back.map_err(|e| format!("cannot end the read-only transaction: {}", describe(&e)))?;
+    rolled_back.map_err(|e| DbError::Transaction {
+        step: "end the",
+        reason: describe(&e),
+    })?;
     value
+}
+
+fn catalog_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
+    move |e| DbError::Catalog {
+        what: what.to_owned(),
+        reason: describe(&e),
+    }
 }

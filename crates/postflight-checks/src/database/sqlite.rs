@@ -7,26 +7,38 @@ use postflight_plan::model::DatabaseCheck;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
 
-use super::{Catalog, Inspection, describe, qualify, run_queries};
+use super::{Catalog, DbError, Inspection, describe, qualify, run_queries};
 
 const SCHEMA: &str = "main";
 
-pub(super) async fn inspect(check: &DatabaseCheck) -> Result<Inspection, String> {
+pub(super) async fn inspect(check: &DatabaseCheck) -> Result<Inspection, DbError> {
+    let failed = |what: String| {
+        move |e: sqlx::Error| DbError::Catalog {
+            what,
+            reason: describe(&e),
+        }
+    };
     let options = SqliteConnectOptions::from_str(&check.url)
-        .map_err(|e| format!("invalid database url {}: {}", check.url, describe(&e)))?
+        .map_err(|e| DbError::InvalidUrl {
+            url: check.url.clone(),
+            reason: describe(&e),
+        })?
         .read_only(true)
         .create_if_missing(false);
     let mut conn = SqliteConnection::connect_with(&options)
         .await
-        .map_err(|e| format!("cannot open {}: {}", check.url, describe(&e)))?;
+        .map_err(|e| DbError::Open {
+            url: check.url.clone(),
+            reason: describe(&e),
+        })?;
     let mut catalog = Catalog::default();
     let rows = sqlx::query("SELECT type, name FROM sqlite_schema")
         .fetch_all(&mut conn)
         .await
-        .map_err(|e| format!("cannot read the catalog of {}: {}", check.url, describe(&e)))?;
+        .map_err(failed(format!("the catalog of {}", check.url)))?;
     for row in rows {
-        let kind: String = row.try_get(0).map_err(|e| describe(&e))?;
-        let name: String = row.try_get(1).map_err(|e| describe(&e))?;
+        let kind: String = row.try_get(0).map_err(failed("the catalog".to_owned()))?;
+        let name: String = row.try_get(1).map_err(failed("the catalog".to_owned()))?;
         match kind.as_str() {
             "table" | "view" => {
                 catalog.tables.insert((SCHEMA.to_owned(), name));
@@ -43,9 +55,11 @@ pub(super) async fn inspect(check: &DatabaseCheck) -> Result<Inspection, String>
             .bind(&name)
             .fetch_all(&mut conn)
             .await
-            .map_err(|e| format!("cannot read the columns of {name}: {}", describe(&e)))?;
+            .map_err(failed(format!("the columns of {name}")))?;
         for row in rows {
-            let column: String = row.try_get(0).map_err(|e| describe(&e))?;
+            let column: String = row
+                .try_get(0)
+                .map_err(failed(format!("the columns of {name}")))?;
             catalog
                 .columns
                 .insert((SCHEMA.to_owned(), name.clone(), column));

@@ -163,7 +163,7 @@ fn query_failures_and_empty_results_fail_the_check() {
     let values = vec![
         Ok(Some(DbValue::Text("0".into()))),
         Ok(None),
-        Err("no such column: nope".into()),
+        Err(DbError::Query("no such column: nope".into())),
     ];
     let (status, message) = judge(&c, &Catalog::default(), &values);
     assert_eq!(status, CheckStatus::Fail);

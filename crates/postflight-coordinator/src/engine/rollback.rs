@@ -22,17 +22,16 @@ use tokio::sync::Notify;
 use super::Coordinator;
 use crate::error::CoordinatorResult;
 use crate::metrics::{DecisionLabels, OutcomeLabels};
-use crate::storage::{MonitorStatus, Store};
+use crate::storage::{MonitorStatus, Store, StoreError, StoreResult};
 
 /// The coordinator's database as the rollback ledger.
 struct StoreLedger<'a, S>(&'a S);
 
 impl<S: Store> Ledger for StoreLedger<'_, S> {
-    async fn claim(&self, claim: &RollbackClaim, cooldown_ms: i64) -> Result<ClaimOutcome, String> {
-        self.0
-            .claim_rollback(claim, cooldown_ms)
-            .await
-            .map_err(|e| e.to_string())
+    type Error = StoreError;
+
+    async fn claim(&self, claim: &RollbackClaim, cooldown_ms: i64) -> StoreResult<ClaimOutcome> {
+        self.0.claim_rollback(claim, cooldown_ms).await
     }
 
     async fn finish(
@@ -40,12 +39,11 @@ impl<S: Store> Ledger for StoreLedger<'_, S> {
         subject: &str,
         outcome: ActionOutcome,
         error: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> StoreResult<()> {
         persist("a rollback's outcome", || {
             self.0.finish_rollback(subject, outcome, error)
         })
         .await
-        .map_err(|e| e.to_string())
     }
 }
 

@@ -14,21 +14,21 @@ use postflight_plan::vars::Lookup;
 
 pub use undo::{REVISION, UndoPlan, plan_undo};
 
+use crate::ActionError;
+
 /// Undoes the last rollout of the target deployment, within `timeout`.
 pub async fn undo(
     target: &KubeTarget,
     env: &dyn Lookup,
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, ActionError> {
     let (name, namespace) = target.resolve(env);
     tokio::time::timeout(timeout, undo_inner(&name, &namespace))
         .await
-        .map_err(|_| {
-            format!(
-                "the Kubernetes API did not answer within {}s",
-                timeout.as_secs()
-            )
+        .map_err(|_| ActionError::KubernetesTimedOut {
+            limit: postflight_plan::duration::PlanDuration(timeout),
         })?
+        .map_err(ActionError::Kubernetes)
 }
 
 async fn undo_inner(name: &str, namespace: &str) -> Result<String, String> {
