@@ -3,28 +3,21 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::*;
-use crate::storage::migrations;
+use super::sql::{Engine, SqlStore};
+use super::{StoreResult, migrations};
 
-/// The SQLite engine.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-    /// The result writer's own connection (see [`WriterConnection`]).
-    writer: WriterConnection<sqlx::Sqlite>,
-    /// One connection with `synchronous=FULL` for rollback claims and outcomes: a claim must
+impl SqlStore<Sqlite> {
+    /// Opens `sqlite://FILE` (or `sqlite:FILE`), creating and migrating it as needed.
+    ///
+    /// Rollback claims get one connection of their own with `synchronous=FULL`: a claim must
     /// survive a power loss right after it is taken (the action starts then), which WAL's
     /// `NORMAL` does not promise. Everything else keeps `NORMAL`, which loses nothing on a
     /// process crash.
-    claims: SqlitePool,
-}
-
-impl SqliteStore {
-    /// Opens `sqlite://FILE` (or `sqlite:FILE`), creating and migrating it as needed.
     pub async fn open(url: &str) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -43,43 +36,33 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.synchronous(SqliteSynchronous::Full))
             .await?;
-        let store = Self {
-            pool,
-            writer: WriterConnection::default(),
-            claims,
-        };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    /// A transaction that holds SQLite's write lock from its start, so claims are serialised,
-    /// on the fully synchronous connection.
-    async fn begin_claim(
-        &self,
-        _plan: &str,
-    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.claims.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    /// Where claims' outcomes are written (durably, as the claims themselves).
-    fn claims_pool(&self) -> &SqlitePool {
-        &self.claims
-    }
-
-    /// Applies the schema's migrations (see [`migrations`]), adopting a database whose
-    /// versions an earlier postflight recorded in `schema_migrations`.
-    async fn migrate(&self) -> StoreResult<()> {
+        let store = Self::new(pool, claims);
+        // Adopts a database whose versions an earlier postflight recorded in
+        // `schema_migrations`.
         let legacy: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
-            .fetch_one(&self.pool)
+            .fetch_one(&store.pool)
             .await
             .ok()
             .flatten();
-        migrations::run(migrations::SQLITE, &self.pool, legacy).await
+        migrations::run(migrations::SQLITE, &store.pool, legacy).await?;
+        Ok(store)
     }
 }
 
-row_ext!(sqlx::sqlite::SqliteRow);
-store_impl!(SqliteStore);
+impl Engine for Sqlite {
+    /// A transaction that holds SQLite's write lock from its start, so claims are serialised,
+    /// on the fully synchronous connection.
+    async fn begin_claim(
+        claims: &SqlitePool,
+        _plan: &str,
+    ) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+        Ok(claims.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -91,7 +74,7 @@ mod tests {
     async fn claims_are_written_fully_synchronously() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = SqliteStore::open(&url).await.unwrap();
+        let store = SqlStore::<Sqlite>::open(&url).await.unwrap();
         let level = |pool: &SqlitePool| {
             let pool = pool.clone();
             async move {
@@ -103,7 +86,7 @@ mod tests {
         };
         assert_eq!(level(&store.claims).await, 2, "FULL");
         assert_eq!(level(&store.pool).await, 1, "NORMAL");
-        let mut claim = store.begin_claim("p").await.unwrap();
+        let mut claim = Sqlite::begin_claim(&store.claims, "p").await.unwrap();
         let inside: i64 = sqlx::query_scalar("PRAGMA synchronous")
             .fetch_one(&mut *claim)
             .await

@@ -1,5 +1,9 @@
 //! One storage suite, run against a real SQLite file and a real PostgreSQL database.
 
+use std::collections::BTreeMap;
+
+use postflight_plan::rollback::ActionOutcome;
+
 use super::*;
 use postflight_e2e::ScratchDb;
 

@@ -1,0 +1,254 @@
+//! The [`Store`] trait the engine persists through, and [`AnyStore`]: the engine chosen by
+//! the database URL at start-up.
+
+use std::future::Future;
+
+use postflight_plan::rollback::ActionOutcome;
+
+use super::records::*;
+use super::{ClaimOutcome, PostgresStore, RollbackClaim, SqliteStore, StoreError, StoreResult};
+
+/// What the coordinator persists. Every method is one short transaction.
+pub trait Store: Send + Sync + 'static {
+    /// Creates or updates a probe.
+    fn upsert_probe(&self, probe: &ProbeRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Up to `limit` probes by name, after the name `after` (`""` for the first page).
+    fn list_probes(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<ProbeRecord>>> + Send;
+    /// Forgets probes last seen before `seen_before_ms`, and beyond the `keep` most recently
+    /// seen; returns how many were forgotten.
+    fn forget_probes(
+        &self,
+        seen_before_ms: i64,
+        keep: u32,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Stores a new run.
+    fn insert_run(&self, run: &RunRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces a run's mutable fields (status, times, verdict, report, rollback).
+    fn update_run(&self, run: &RunRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// One run.
+    fn get_run(&self, run_id: &str) -> impl Future<Output = StoreResult<Option<RunRecord>>> + Send;
+    /// Most recent first, optionally of one plan.
+    fn list_runs(
+        &self,
+        limit: u32,
+        plan: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Vec<RunRecord>>> + Send;
+    /// Runs that have not ended (to resume after a restart).
+    fn unfinished_runs(&self) -> impl Future<Output = StoreResult<Vec<RunRecord>>> + Send;
+    /// Stores a new assignment.
+    fn insert_assignment(
+        &self,
+        assignment: &AssignmentRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Updates an assignment's status, expected result count and detail.
+    fn update_assignment(
+        &self,
+        assignment: &AssignmentRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A run's assignments, oldest first.
+    fn assignments(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<AssignmentRecord>>> + Send;
+    /// Stores result batches in one transaction (one multi-row insert).
+    fn insert_batches(
+        &self,
+        batches: &[BatchRecord],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A run's result batches in arrival order.
+    fn batches(&self, run_id: &str) -> impl Future<Output = StoreResult<Vec<BatchRecord>>> + Send;
+    /// How many results a run has stored.
+    fn count_results(&self, run_id: &str) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Claims a rollback: exactly one caller gets `Claimed` per subject, and none while the
+    /// plan's last rollback is younger than `cooldown_ms`, however many coordinators ask at once.
+    fn claim_rollback(
+        &self,
+        claim: &RollbackClaim,
+        cooldown_ms: i64,
+    ) -> impl Future<Output = StoreResult<ClaimOutcome>> + Send;
+    /// Records how a claimed rollback went.
+    fn finish_rollback(
+        &self,
+        subject: &str,
+        outcome: ActionOutcome,
+        error: Option<&str>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Claims without an outcome, oldest first, taken by `executed_by` (after a restart: what
+    /// was running when this coordinator stopped) or before `stale_before_ms` by anyone (older
+    /// than any action may run: their executor stopped).
+    fn pending_rollbacks(
+        &self,
+        executed_by: &str,
+        stale_before_ms: i64,
+    ) -> impl Future<Output = StoreResult<Vec<RollbackClaim>>> + Send;
+    /// Withdraws a claim that has no outcome: its action never started (the decision was
+    /// never stored), so the run or monitor may decide again.
+    fn release_rollback(&self, subject: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Stores a new monitor.
+    fn insert_monitor(
+        &self,
+        monitor: &MonitorRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces a monitor's mutable fields (status, end, rounds, rollback, detail).
+    fn update_monitor(
+        &self,
+        monitor: &MonitorRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// One monitor.
+    fn get_monitor(
+        &self,
+        monitor_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<MonitorRecord>>> + Send;
+    /// Most recent first.
+    fn list_monitors(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<MonitorRecord>>> + Send;
+    /// Monitors still running (to resume after a restart).
+    fn running_monitors(&self) -> impl Future<Output = StoreResult<Vec<MonitorRecord>>> + Send;
+    /// Stores a round (once: a second coordinator's copy of the same round is skipped).
+    fn insert_round(&self, round: &RoundRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A monitor's rounds that ended after `since_ms`, oldest first.
+    fn rounds_since(
+        &self,
+        monitor_id: &str,
+        since_ms: i64,
+    ) -> impl Future<Output = StoreResult<Vec<RoundRecord>>> + Send;
+    /// A monitor's last `limit` rounds, newest first.
+    fn last_rounds(
+        &self,
+        monitor_id: &str,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<RoundRecord>>> + Send;
+}
+
+/// Either engine, chosen by URL at start-up.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// `sqlite://FILE`.
+    Sqlite(SqliteStore),
+    /// `postgres://…`.
+    Postgres(PostgresStore),
+}
+
+impl AnyStore {
+    /// Opens (and migrates) the database named by `url`.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(AnyStore::Sqlite(SqliteStore::open(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(AnyStore::Postgres(PostgresStore::open(url).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(
+                postflight_plan::secrets::redact_url(url),
+            ))
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($store) => $call.await,
+            AnyStore::Postgres($store) => $call.await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn upsert_probe(&self, probe: &ProbeRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.upsert_probe(probe))
+    }
+    async fn list_probes(&self, after: &str, limit: u32) -> StoreResult<Vec<ProbeRecord>> {
+        dispatch!(self, s => s.list_probes(after, limit))
+    }
+    async fn forget_probes(&self, seen_before_ms: i64, keep: u32) -> StoreResult<u64> {
+        dispatch!(self, s => s.forget_probes(seen_before_ms, keep))
+    }
+    async fn insert_run(&self, run: &RunRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_run(run))
+    }
+    async fn update_run(&self, run: &RunRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.update_run(run))
+    }
+    async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
+        dispatch!(self, s => s.get_run(run_id))
+    }
+    async fn list_runs(&self, limit: u32, plan: Option<&str>) -> StoreResult<Vec<RunRecord>> {
+        dispatch!(self, s => s.list_runs(limit, plan))
+    }
+    async fn unfinished_runs(&self) -> StoreResult<Vec<RunRecord>> {
+        dispatch!(self, s => s.unfinished_runs())
+    }
+    async fn insert_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_assignment(assignment))
+    }
+    async fn update_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.update_assignment(assignment))
+    }
+    async fn assignments(&self, run_id: &str) -> StoreResult<Vec<AssignmentRecord>> {
+        dispatch!(self, s => s.assignments(run_id))
+    }
+    async fn insert_batches(&self, batches: &[BatchRecord]) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_batches(batches))
+    }
+    async fn batches(&self, run_id: &str) -> StoreResult<Vec<BatchRecord>> {
+        dispatch!(self, s => s.batches(run_id))
+    }
+    async fn count_results(&self, run_id: &str) -> StoreResult<i64> {
+        dispatch!(self, s => s.count_results(run_id))
+    }
+    async fn claim_rollback(
+        &self,
+        claim: &RollbackClaim,
+        cooldown_ms: i64,
+    ) -> StoreResult<ClaimOutcome> {
+        dispatch!(self, s => s.claim_rollback(claim, cooldown_ms))
+    }
+    async fn finish_rollback(
+        &self,
+        subject: &str,
+        outcome: ActionOutcome,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.finish_rollback(subject, outcome, error))
+    }
+    async fn pending_rollbacks(
+        &self,
+        executed_by: &str,
+        stale_before_ms: i64,
+    ) -> StoreResult<Vec<RollbackClaim>> {
+        dispatch!(self, s => s.pending_rollbacks(executed_by, stale_before_ms))
+    }
+    async fn release_rollback(&self, subject: &str) -> StoreResult<()> {
+        dispatch!(self, s => s.release_rollback(subject))
+    }
+    async fn insert_monitor(&self, monitor: &MonitorRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_monitor(monitor))
+    }
+    async fn update_monitor(&self, monitor: &MonitorRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.update_monitor(monitor))
+    }
+    async fn get_monitor(&self, monitor_id: &str) -> StoreResult<Option<MonitorRecord>> {
+        dispatch!(self, s => s.get_monitor(monitor_id))
+    }
+    async fn list_monitors(&self, limit: u32) -> StoreResult<Vec<MonitorRecord>> {
+        dispatch!(self, s => s.list_monitors(limit))
+    }
+    async fn running_monitors(&self) -> StoreResult<Vec<MonitorRecord>> {
+        dispatch!(self, s => s.running_monitors())
+    }
+    async fn insert_round(&self, round: &RoundRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_round(round))
+    }
+    async fn rounds_since(&self, monitor_id: &str, since_ms: i64) -> StoreResult<Vec<RoundRecord>> {
+        dispatch!(self, s => s.rounds_since(monitor_id, since_ms))
+    }
+    async fn last_rounds(&self, monitor_id: &str, limit: u32) -> StoreResult<Vec<RoundRecord>> {
+        dispatch!(self, s => s.last_rounds(monitor_id, limit))
+    }
+}
