@@ -87,10 +87,16 @@ pub fn probe_message(data: &[u8]) {
             let _ = postflight_proto::check_hello(&hello);
         }
         Some(v1::probe_message::Kind::Results(batch)) => {
-            for result in &batch.results {
-                if postflight_proto::check_result_fields(result, 100).is_ok() {
-                    let used = postflight_proto::region_result(result, 100);
-                    assert!(used.is_ok(), "a checked result is unusable: {used:?}");
+            for result in batch.results {
+                if let Ok(taken) = postflight_proto::probe_result(result) {
+                    let _ = taken.result.requests.fits_within(100);
+                    let _ = taken.result.sketch.summary();
+                    // The coordinator stores the sketch in its own encoding: it reads back.
+                    let stored = LatencySketch::from_bytes(&taken.result.sketch.to_bytes());
+                    assert!(
+                        stored.is_ok(),
+                        "an accepted result's sketch does not read back: {stored:?}"
+                    );
                 }
             }
         }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use postflight_plan::model::Severity;
 use postflight_plan::report::{
-    CheckReport, LatencySummary, RegionReport, RegionResult, Report, RequestCount, RequestStats,
+    CheckReport, LatencySummary, ProbeResult, RegionReport, RegionResult, Report, RequestCount,
+    RequestStats,
 };
 use postflight_plan::rollback::{ActionOutcome, RollbackReport};
 use postflight_plan::sketch::LatencySketch;
@@ -326,14 +327,7 @@ pub fn check_result(ids: ResultIds<'_>, outcome: &CheckOutcome) -> v1::CheckResu
     }
 }
 
-/// The longest result id a probe may send (probes send UUIDs).
-pub const MAX_RESULT_ID_BYTES: usize = 128;
-/// The longest check message a probe may send; probes cut theirs to fit
-/// ([`check_result`]).
-pub const MAX_CHECK_MESSAGE_BYTES: usize = 16 * 1024;
-/// The longest check duration a probe may report, in milliseconds (the bound of every
-/// latency, about 11.6 days): a longer one is a broken clock or a forged message.
-pub const MAX_DURATION_MS: f64 = postflight_plan::sketch::MAX_LATENCY_MS;
+pub use postflight_plan::report::{MAX_CHECK_MESSAGE_BYTES, MAX_DURATION_MS, MAX_RESULT_ID_BYTES};
 
 /// The longest probe or region name.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -414,20 +408,11 @@ pub fn check_finished(f: &v1::AssignmentFinished) -> Result<(), ConvertError> {
     check_len("run_id", &f.run_id, MAX_RESULT_ID_BYTES)
 }
 
-/// Everything a result must satisfy before it is stored, checked without decoding its
-/// sketch: a status, request counts the check can make, finite figures in range and bounded
-/// text. `max_requests` is the most requests the result's check can make
-/// ([`postflight_plan::model::Check::max_requests`]): a result claiming more would outweigh honest
-/// regions in error rates.
-pub fn check_result_fields(r: &v1::CheckResult, max_requests: u64) -> Result<(), ConvertError> {
-    check_scalars(r, max_requests)?;
-    let values = LatencySketch::check_bytes(&r.latency_sketch)
-        .map_err(|e| ConvertError::new("latency_sketch", e))?;
-    check_sketch_count(values, r.requests)
-}
-
-/// Everything of [`check_result_fields`] but the sketch, which callers check or decode.
-fn check_scalars(r: &v1::CheckResult, max_requests: u64) -> Result<CheckStatus, ConvertError> {
+/// A probe's result as the coordinator takes it in. The wire's own checks are made here (a
+/// status, a duration that converts, a sketch that decodes, a bounded check name); the rules
+/// every result satisfies wherever it comes from are [`ProbeResult::check`], and what depends
+/// on the run's plan is [`ProbeResult::fits`].
+pub fn probe_result(r: v1::CheckResult) -> Result<ProbeResult, ConvertError> {
     let status = match v1::CheckStatus::try_from(r.status) {
         Ok(v1::CheckStatus::Pass) => CheckStatus::Pass,
         Ok(v1::CheckStatus::Warn) => CheckStatus::Warn,
@@ -439,18 +424,7 @@ fn check_scalars(r: &v1::CheckResult, max_requests: u64) -> Result<CheckStatus, 
             ));
         }
     };
-    if r.result_id.is_empty() || r.result_id.len() > MAX_RESULT_ID_BYTES {
-        return Err(ConvertError::new(
-            "result_id",
-            format!(
-                "{} bytes, must be 1 to {MAX_RESULT_ID_BYTES}",
-                r.result_id.len()
-            ),
-        ));
-    }
-    check_len("message", &r.message, MAX_CHECK_MESSAGE_BYTES)?;
     check_len("check_name", &r.check_name, MAX_CHECK_MESSAGE_BYTES)?;
-    check_counts(r, max_requests)?;
     if !(0.0..=MAX_DURATION_MS).contains(&r.duration_ms) {
         return Err(ConvertError::new(
             "duration_ms",
@@ -460,104 +434,48 @@ fn check_scalars(r: &v1::CheckResult, max_requests: u64) -> Result<CheckStatus, 
             ),
         ));
     }
-    if let Some(l) = &r.latency_ms {
-        check_summary(l, r.requests).map_err(|e| e.within("latency_ms"))?;
-    }
-    Ok(status)
-}
-
-/// A sketch holds at most one latency per request made.
-fn check_sketch_count(values: u64, requests: u64) -> Result<(), ConvertError> {
-    if values > requests {
-        return Err(ConvertError::new(
-            "latency_sketch",
-            format!("holds {values} latencies for {requests} requests"),
-        ));
-    }
-    Ok(())
-}
-
-/// A probe's latency summary: finite latencies in range, in order, for no more requests than
-/// were made.
-fn check_summary(l: &v1::LatencySummary, requests: u64) -> Result<(), ConvertError> {
-    if l.count > requests {
-        return Err(ConvertError::new(
-            "count",
-            format!("{} latencies for {requests} requests", l.count),
-        ));
-    }
-    let figures = [
-        ("p50", l.p50),
-        ("p95", l.p95),
-        ("p99", l.p99),
-        ("max", l.max),
-    ];
-    let mut previous = 0.0;
-    for (field, value) in figures {
-        if !(0.0..=MAX_DURATION_MS).contains(&value) {
-            return Err(ConvertError::new(
-                field,
-                format!("{value} is not a latency in [0, {MAX_DURATION_MS}] ms"),
-            ));
-        }
-        if value < previous {
-            return Err(ConvertError::new(
-                field,
-                format!("{value} is below a lower percentile ({previous})"),
-            ));
-        }
-        previous = value;
-    }
-    Ok(())
-}
-
-/// A probe's result as the report builder consumes it; refuses what a well-behaved probe
-/// never sends ([`check_result_fields`]), so that nothing stored can make the report
-/// builder panic.
-pub fn region_result(r: &v1::CheckResult, max_requests: u64) -> Result<RegionResult, ConvertError> {
-    let status = check_scalars(r, max_requests)?;
     // `from_bytes` checks the sketch's shape itself: no second reading of it here.
     let sketch = LatencySketch::from_bytes(&r.latency_sketch)
         .map_err(|e| ConvertError::new("latency_sketch", e))?;
-    check_sketch_count(sketch.count(), r.requests)?;
-    Ok(RegionResult {
-        status,
-        message: r.message.clone(),
-        duration: Duration::from_secs_f64(r.duration_ms / 1e3),
-        requests: RequestCount {
-            count: r.requests,
-            errors: r.request_errors,
-            missing: r.requests_missing,
+    let taken = ProbeResult {
+        result_id: r.result_id,
+        run_id: r.run_id,
+        assignment_id: r.assignment_id,
+        check_index: r.check_index,
+        finished_at_ms: r.finished_at_unix_ms,
+        result: RegionResult {
+            status,
+            message: r.message,
+            duration: Duration::from_secs_f64(r.duration_ms / 1e3),
+            requests: RequestCount {
+                count: r.requests,
+                errors: r.request_errors,
+                missing: r.requests_missing,
+            },
+            latency: r.latency_ms.map(Into::into),
+            sketch,
         },
-        latency: r.latency_ms.map(Into::into),
-        sketch,
-    })
-}
-
-/// The request counts of a result: no more failures than requests, and no more requests
-/// (made and missing) than its check can make.
-fn check_counts(r: &v1::CheckResult, max_requests: u64) -> Result<(), ConvertError> {
-    if r.request_errors > r.requests {
-        return Err(ConvertError::new(
-            "request_errors",
-            "more failed requests than requests",
-        ));
-    }
-    if r.requests.saturating_add(r.requests_missing) > max_requests {
-        return Err(ConvertError::new(
-            "requests",
-            format!(
-                "{} requests and {} missing, but the check makes at most {max_requests}",
-                r.requests, r.requests_missing
-            ),
-        ));
-    }
-    Ok(())
+    };
+    taken
+        .check()
+        .map_err(|p| ConvertError::new(p.field, p.reason))?;
+    Ok(taken)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the coordinator does with a result of a check that makes at most `most` requests.
+    fn region_result(wire: &v1::CheckResult, most: u64) -> Result<RegionResult, ConvertError> {
+        let taken = probe_result(wire.clone())?;
+        taken
+            .result
+            .requests
+            .fits_within(most)
+            .map_err(|m| ConvertError::new(m.field, m.reason))?;
+        Ok(taken.result)
+    }
     use postflight_plan::Sample;
 
     #[test]
@@ -752,7 +670,6 @@ mod tests {
         for (wire, field) in cases {
             let err = region_result(&wire, 5).expect_err(field);
             assert_eq!(err.field, field, "{err}");
-            assert_eq!(check_result_fields(&wire, 5).unwrap_err(), err);
         }
     }
 

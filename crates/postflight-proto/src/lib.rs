@@ -17,6 +17,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/postflight_desc
 
 pub use convert::{
     ConvertError, MAX_CHECK_MESSAGE_BYTES, MAX_NAME_BYTES, ResultIds, check_finished, check_hello,
-    check_name, check_rejected, check_result, check_result_fields, cut_to_bytes, region_result,
-    result_status,
+    check_name, check_rejected, check_result, cut_to_bytes, probe_result, result_status,
 };

@@ -2,6 +2,9 @@
 //! assignment), group-committed with other probes' batches by the result writer, then
 //! applied to the run in memory.
 
+use postflight_plan::CheckStatus;
+use postflight_plan::report::ProbeResult;
+
 use super::*;
 
 /// Result batches of one probe message, waiting to be written with other probes' batches.
@@ -15,8 +18,8 @@ pub(super) struct Group {
     run_id: String,
     assignment_id: String,
     region: String,
-    /// New results, without their run and assignment ids.
-    results: Vec<v1::CheckResult>,
+    /// New results.
+    results: Vec<ProbeResult>,
     /// Ids of results stored before, and of surplus ones: acknowledged, not stored.
     replays: Vec<String>,
     /// Results dropped because their check already had one from this assignment.
@@ -29,21 +32,22 @@ pub(super) const GROUP_BATCHES: usize = 512;
 
 /// Counts stored results in the metrics: one label lookup per check and status of a group,
 /// not per result, since this runs for every result the coordinator ingests.
-pub(super) fn count_results(
-    metrics: &Metrics,
-    plan: &Plan,
-    region: &str,
-    results: &[v1::CheckResult],
-) {
+pub(super) fn count_results(metrics: &Metrics, plan: &Plan, region: &str, results: &[ProbeResult]) {
     metrics.results_ingested.inc_by(results.len() as u64);
-    let mut counts: BTreeMap<(u32, i32), u64> = BTreeMap::new();
+    let mut counts: BTreeMap<(u32, &'static str), u64> = BTreeMap::new();
     {
         let durations = metrics.check_duration.get_or_create(&RegionLabels {
             region: metrics.region(region),
         });
         for r in results {
-            *counts.entry((r.check_index, r.status)).or_default() += 1;
-            durations.observe(r.duration_ms / 1000.0);
+            let status = match r.result.status {
+                CheckStatus::Pass => "pass",
+                CheckStatus::Warn => "warn",
+                CheckStatus::Fail => "fail",
+                CheckStatus::Inconclusive => "inconclusive",
+            };
+            *counts.entry((r.check_index, status)).or_default() += 1;
+            durations.observe(r.result.duration.as_secs_f64());
         }
     }
     for ((index, status), n) in counts {
@@ -51,12 +55,6 @@ pub(super) fn count_results(
             .checks
             .get(index as usize)
             .map_or("_unknown", |c| c.name.as_str());
-        let status = match v1::CheckStatus::try_from(status) {
-            Ok(v1::CheckStatus::Pass) => "pass",
-            Ok(v1::CheckStatus::Warn) => "warn",
-            Ok(v1::CheckStatus::Fail) => "fail",
-            _ => "unspecified",
-        };
         metrics.count_check_results(check, region, status, n);
     }
 }
@@ -72,7 +70,7 @@ impl<S: Store> Coordinator<S> {
     pub async fn ingest(
         &self,
         probe: &str,
-        batch: Vec<v1::CheckResult>,
+        batch: Vec<ProbeResult>,
     ) -> CoordinatorResult<Vec<String>> {
         let received = now_ms();
         let mut groups: Vec<Group> = Vec::new();
@@ -110,8 +108,12 @@ impl<S: Store> Coordinator<S> {
                     },
                 };
                 if let Some(plan) = plan {
-                    validate_result(wire, plan)
-                        .map_err(|e| CoordinatorError::from(e.within(&format!("results[{i}]"))))?;
+                    wire.fits(plan).map_err(|misfit| {
+                        CoordinatorError::invalid(
+                            format!("results[{i}].{}", misfit.field),
+                            misfit.reason,
+                        )
+                    })?;
                 }
             }
             for mut wire in batch {
@@ -169,12 +171,8 @@ impl<S: Store> Coordinator<S> {
                     }
                 }
                 if run.secrets.has_any() {
-                    wire.message = run.secrets.scrub(&wire.message);
+                    wire.result.message = run.secrets.scrub(&wire.result.message);
                 }
-                // The row holds them once, the plan holds the names: results do not repeat them.
-                wire.run_id.clear();
-                wire.assignment_id.clear();
-                wire.check_name.clear();
                 group.results.push(wire);
             }
         }
@@ -188,7 +186,7 @@ impl<S: Store> Coordinator<S> {
                 probe: probe.to_owned(),
                 received_ms: received,
                 results: g.results.len() as i64,
-                data: encode_results(&g.results),
+                data: crate::storage::results::encode(&g.results),
             })
             .collect();
         if !batches.is_empty() {
@@ -296,22 +294,6 @@ pub(super) async fn write_results<S: Store>(store: Arc<S>, mut jobs: mpsc::Recei
     }
 }
 
-/// Checks of a wire result before it is stored: it must belong to a check of the plan and
-/// satisfy [`postflight_proto::check_result_fields`]. The sketch is only checked for shape
-/// here; it is decoded when the result is used.
-pub(super) fn validate_result(
-    r: &v1::CheckResult,
-    plan: &Plan,
-) -> Result<(), postflight_proto::ConvertError> {
-    let Some(check) = plan.checks.get(r.check_index as usize) else {
-        return Err(postflight_proto::ConvertError {
-            field: "check_index".to_owned(),
-            reason: format!("the plan has {} checks", plan.checks.len()),
-        });
-    };
-    postflight_proto::check_result_fields(r, check.max_requests())
-}
-
 /// 128 bits of a result id: replays are recognised in memory without keeping every id.
 pub(super) fn id_hash(id: &str) -> u128 {
     use std::hash::{Hash, Hasher};
@@ -322,34 +304,6 @@ pub(super) fn id_hash(id: &str) -> u128 {
     (u128::from(first.finish()) << 64) | u128::from(second.finish())
 }
 
-/// Results encoded as a `ResultBatch` (field 1, repeated), without copying them.
-pub(super) fn encode_results(results: &[v1::CheckResult]) -> Vec<u8> {
-    let len: usize = results
-        .iter()
-        .map(|r| prost::encoding::message::encoded_len(1, r))
-        .sum();
-    let mut out = Vec::with_capacity(len);
-    for r in results {
-        prost::encoding::message::encode(1, r, &mut out);
-    }
-    out
-}
-
-/// The results of a stored batch, with their ids put back.
-pub(super) fn decode_batch(batch: &BatchRecord) -> Result<Vec<v1::CheckResult>, String> {
-    use prost::Message;
-    let decoded = v1::ResultBatch::decode(batch.data.as_slice()).map_err(|e| e.to_string())?;
-    Ok(decoded
-        .results
-        .into_iter()
-        .map(|r| v1::CheckResult {
-            run_id: batch.run_id.clone(),
-            assignment_id: batch.assignment_id.clone(),
-            ..r
-        })
-        .collect())
-}
-
 /// Keeps an assignment's first result for a check for the report, and makes its event.
 pub(super) fn use_result(
     run: &mut ActiveRun,
@@ -357,9 +311,9 @@ pub(super) fn use_result(
     assignment_id: &str,
     region: &str,
     probe: &str,
-    wire: &v1::CheckResult,
+    taken: &ProbeResult,
 ) -> Option<RunEvent> {
-    let index = wire.check_index as usize;
+    let index = taken.check_index as usize;
     let per_region = run.results.get_mut(index)?;
     if per_region
         .get(region)
@@ -367,19 +321,11 @@ pub(super) fn use_result(
     {
         return None;
     }
-    let max_requests = run.plan.checks.get(index).map_or(0, |c| c.max_requests());
-    let result = match postflight_proto::region_result(wire, max_requests) {
-        Ok(result) => result,
-        Err(e) => {
-            tracing::warn!(result_id = %wire.result_id, error = %e, "unusable result");
-            return None;
-        }
-    };
-    let status = result.status;
+    let result = &taken.result;
     per_region
         .entry(region.to_owned())
         .or_default()
-        .push((assignment_id.to_owned(), result));
+        .push((assignment_id.to_owned(), result.clone()));
     let event = RunEvent::now(
         run_id,
         RunEventKind::Result(ResultEvent {
@@ -392,9 +338,9 @@ pub(super) fn use_result(
                 .get(index)
                 .map(|c| c.name.clone())
                 .unwrap_or_default(),
-            status,
-            message: wire.message.clone(),
-            duration_ms: wire.duration_ms,
+            status: result.status,
+            message: result.message.clone(),
+            duration_ms: result.duration.as_secs_f64() * 1e3,
         }),
     );
     run.history.push(event.clone());

@@ -3,7 +3,7 @@
 //! resumed after a restart. Reads and watches of runs are here too.
 
 use super::*;
-use crate::engine::ingest::{decode_batch, id_hash, use_result};
+use crate::engine::ingest::{id_hash, use_result};
 
 /// An assignment decided under the lock, to persist and send outside it.
 pub(super) struct Dispatch {
@@ -204,37 +204,48 @@ impl<S: Store> Coordinator<S> {
             wake: Arc::new(tokio::sync::Notify::new()),
         };
         for batch in batches {
-            match decode_batch(&batch) {
-                Ok(results) => {
-                    for wire in results {
-                        let id = id_hash(&wire.result_id);
-                        // Only each check's first result counts; stores written by older
-                        // versions may hold more.
-                        if wire.check_index as usize >= run.plan.checks.len() {
-                            tracing::warn!(run_id = %batch.run_id, result_id = %wire.result_id, "unusable result: no such check");
-                            continue;
-                        }
-                        let Some(a) = run.assignments.get_mut(&batch.assignment_id) else {
-                            continue;
-                        };
-                        if a.arrive(wire.check_index as usize, id) != Arrival::New {
-                            continue;
-                        }
-                        a.received += 1;
-                        run.result_count += 1;
-                        use_result(
-                            &mut run,
-                            &batch.run_id,
-                            &batch.assignment_id,
-                            &batch.region,
-                            &batch.probe,
-                            &wire,
-                        );
-                    }
-                }
+            let results = match crate::storage::results::decode(
+                &batch.data,
+                &batch.run_id,
+                &batch.assignment_id,
+            ) {
+                Ok(results) => results,
                 Err(e) => {
-                    tracing::warn!(run_id = %batch.run_id, error = %e, "skipping an unreadable stored batch")
+                    tracing::warn!(run_id = %batch.run_id, error = %e, "skipping an unreadable stored batch");
+                    continue;
                 }
+            };
+            for taken in results {
+                let taken = match taken {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        tracing::warn!(run_id = %batch.run_id, error = %e, "unusable result in the database, skipped");
+                        continue;
+                    }
+                };
+                // Rows written by an earlier version are held to today's rules.
+                if let Err(problem) = taken.check().and_then(|()| taken.fits(&run.plan)) {
+                    tracing::warn!(run_id = %batch.run_id, result_id = %taken.result_id, field = %problem.field, "unusable result in the database, skipped: {}", problem.reason);
+                    continue;
+                }
+                // Only each check's first result counts; stores written by older versions
+                // may hold more.
+                let Some(a) = run.assignments.get_mut(&batch.assignment_id) else {
+                    continue;
+                };
+                if a.arrive(taken.check_index as usize, id_hash(&taken.result_id)) != Arrival::New {
+                    continue;
+                }
+                a.received += 1;
+                run.result_count += 1;
+                use_result(
+                    &mut run,
+                    &batch.run_id,
+                    &batch.assignment_id,
+                    &batch.region,
+                    &batch.probe,
+                    &taken,
+                );
             }
         }
         // The run's owner: one task decides its end (complete, timed out), so whoever

@@ -57,8 +57,14 @@ async fn assignment(rx: &mut Rx) -> v1::Assignment {
     }
 }
 
-fn result(a: &v1::Assignment, id: &str, index: u32, status: v1::CheckStatus) -> v1::CheckResult {
-    v1::CheckResult {
+/// A probe's result as the gRPC service hands it to the engine.
+fn result(
+    a: &v1::Assignment,
+    id: &str,
+    index: u32,
+    status: v1::CheckStatus,
+) -> postflight_plan::report::ProbeResult {
+    postflight_proto::probe_result(v1::CheckResult {
         result_id: id.into(),
         run_id: a.run_id.clone(),
         assignment_id: a.assignment_id.clone(),
@@ -70,7 +76,8 @@ fn result(a: &v1::Assignment, id: &str, index: u32, status: v1::CheckStatus) -> 
         requests: 1,
         request_errors: 0,
         ..Default::default()
-    }
+    })
+    .unwrap()
 }
 
 /// Waits until the run's owner has ended it (at most 5 s).

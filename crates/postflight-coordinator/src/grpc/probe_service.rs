@@ -167,7 +167,16 @@ async fn handle<S: Store>(
     match message.kind {
         Some(Kind::Heartbeat(_)) => {}
         Some(Kind::Results(batch)) => {
-            let acked = coordinator.ingest(probe, batch.results).await?;
+            let results = batch
+                .results
+                .into_iter()
+                .enumerate()
+                .map(|(i, wire)| {
+                    postflight_proto::probe_result(wire)
+                        .map_err(|e| CoordinatorError::from(e.within(&format!("results[{i}]"))))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let acked = coordinator.ingest(probe, results).await?;
             let ack = CoordinatorMessage {
                 kind: Some(v1::coordinator_message::Kind::Ack(v1::ResultAck {
                     result_ids: acked,

@@ -3,6 +3,7 @@
 //! and PostgreSQL (production, shared by several coordinators).
 //!
 //! - `records.rs`: one type per table;
+//! - `results.rs`: how results are encoded in their rows (storage's own format);
 //! - `store.rs`: the [`Store`] trait and [`AnyStore`], the engine chosen by URL;
 //! - `sql.rs`: the one implementation of the trait for both engines;
 //! - `sqlite.rs`, `postgres.rs`: opening each engine, and what differs between them;
@@ -11,6 +12,7 @@
 mod migrations;
 mod postgres;
 mod records;
+pub mod results;
 mod sql;
 mod sqlite;
 mod store;

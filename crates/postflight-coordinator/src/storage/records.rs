@@ -158,8 +158,9 @@ pub struct AssignmentRecord {
     pub created_ms: i64,
 }
 
-/// The results of one probe message, stored as one row: a batch of probe results in their
-/// wire encoding (`ResultBatch`, secrets masked, run and assignment ids factored out). One row
+/// The results of one probe message, stored as one row: a batch of probe results in
+/// storage's own encoding ([`super::results`], secrets masked, run and assignment ids in
+/// the row's columns). One row
 /// per batch rather than per result is what lets one coordinator ingest hundreds of
 /// thousands of results a second; the coordinator removes replays before storing.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,7 +177,7 @@ pub struct BatchRecord {
     pub received_ms: i64,
     /// Results in the batch.
     pub results: i64,
-    /// The encoded `postflight.v1.ResultBatch`.
+    /// The results, encoded by [`super::results::encode`].
     pub data: Vec<u8>,
 }
 

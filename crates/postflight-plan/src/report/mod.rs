@@ -15,8 +15,13 @@ use crate::stats::nearest_rank;
 use crate::vars::Lookup;
 use crate::verdict::{CheckStatus, Overall, RegionOutcome, judge, merge_regions};
 
+mod probe_result;
 #[cfg(test)]
 mod tests;
+
+pub use probe_result::{
+    MAX_CHECK_MESSAGE_BYTES, MAX_DURATION_MS, MAX_RESULT_ID_BYTES, ProbeResult, ResultProblem,
+};
 
 /// A run's report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
