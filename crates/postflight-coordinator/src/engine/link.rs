@@ -10,12 +10,79 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{Stream, StreamExt};
-use postflight_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-/// What goes to a probe: a message, or the status that ends its stream.
-pub type Outgoing = Result<v1::CoordinatorMessage, tonic::Status>;
+use crate::error::CoordinatorError;
+
+/// What the coordinator tells a probe; `grpc/` turns it into the wire's `CoordinatorMessage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToProbe {
+    /// The answer to a hello.
+    Welcome {
+        /// This coordinator's version.
+        coordinator_version: String,
+        /// How often the probe must show it is alive.
+        heartbeat_interval_ms: u32,
+        /// Of the assignments the probe said it holds, those it should abandon.
+        drop_assignments: Vec<String>,
+    },
+    /// Work: a run's plan for the probe's region.
+    Assignment {
+        /// The assignment.
+        assignment_id: String,
+        /// Its run.
+        run_id: String,
+        /// The canonical plan.
+        plan_yaml: Arc<str>,
+        /// When the run ends, Unix milliseconds.
+        deadline_unix_ms: u64,
+    },
+    /// Stop working on an assignment.
+    Cancel {
+        /// The assignment.
+        assignment_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Results the coordinator has stored: the probe may forget them.
+    Ack {
+        /// Their ids.
+        result_ids: Vec<String>,
+    },
+}
+
+impl ToProbe {
+    /// About the bytes it takes on the wire (what the queue's byte budget counts).
+    fn size(&self) -> usize {
+        match self {
+            ToProbe::Welcome {
+                coordinator_version,
+                drop_assignments,
+                ..
+            } => {
+                16 + coordinator_version.len()
+                    + drop_assignments.iter().map(|d| d.len() + 2).sum::<usize>()
+            }
+            ToProbe::Assignment {
+                assignment_id,
+                run_id,
+                plan_yaml,
+                ..
+            } => 24 + assignment_id.len() + run_id.len() + plan_yaml.len(),
+            ToProbe::Cancel {
+                assignment_id,
+                reason,
+            } => 8 + assignment_id.len() + reason.len(),
+            ToProbe::Ack { result_ids } => {
+                4 + result_ids.iter().map(|r| r.len() + 2).sum::<usize>()
+            }
+        }
+    }
+}
+
+/// What goes to a probe: a message, or the error that ends its stream.
+pub type Outgoing = Result<ToProbe, CoordinatorError>;
 
 /// How many messages may wait for a probe before it counts as not reading.
 pub const QUEUE: usize = 1024;
@@ -35,8 +102,8 @@ pub struct ProbeLink {
 
 fn size(message: &Outgoing) -> usize {
     match message {
-        Ok(m) => prost::Message::encoded_len(m),
-        Err(status) => status.message().len(),
+        Ok(m) => m.size(),
+        Err(error) => error.to_string().len(),
     }
 }
 
@@ -141,7 +208,9 @@ mod tests {
     use super::*;
 
     fn ack() -> Outgoing {
-        Ok(v1::CoordinatorMessage::default())
+        Ok(ToProbe::Ack {
+            result_ids: Vec::new(),
+        })
     }
 
     #[tokio::test]
@@ -163,11 +232,11 @@ mod tests {
     #[tokio::test]
     async fn the_byte_budget_cuts_a_link_before_the_count_does() {
         let big = || {
-            Ok(v1::CoordinatorMessage {
-                kind: Some(v1::coordinator_message::Kind::Assignment(v1::Assignment {
-                    plan_yaml: "x".repeat(1000),
-                    ..Default::default()
-                })),
+            Ok(ToProbe::Assignment {
+                assignment_id: String::new(),
+                run_id: String::new(),
+                plan_yaml: "x".repeat(1000).into(),
+                deadline_unix_ms: 0,
             })
         };
         let (link, rx) = ProbeLink::bounded(100, 2500);
@@ -187,7 +256,7 @@ mod tests {
         let (link, rx) = ProbeLink::channel(4);
         let out = link.outbound(rx);
         assert!(link.send(ack()));
-        assert!(link.send(Err(tonic::Status::invalid_argument("bad"))));
+        assert!(link.send(Err(CoordinatorError::invalid("kind", "bad"))));
         drop(link);
         let delivered: Vec<Outgoing> = out.collect().await;
         assert_eq!(delivered.len(), 2);

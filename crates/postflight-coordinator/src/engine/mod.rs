@@ -32,7 +32,6 @@ use postflight_plan::rollback::RunEnd;
 use postflight_plan::secrets::Secrets;
 use postflight_plan::vars::{Expander, ProcessEnv};
 use postflight_plan::{model::Plan, parse_plan};
-use postflight_proto::v1;
 use postflight_rollback::Prepared;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -47,8 +46,10 @@ use crate::storage::{
 };
 use events::{ResultEvent, RunEvent, RunEventKind};
 use ingest::{WriteJob, write_results};
+pub use link::ToProbe;
 use postflight_ops::host::now_ms;
-pub use probes::{MAX_KNOWN_PROBES, MAX_PROBES_PAGE};
+pub use probes::{MAX_KNOWN_PROBES, MAX_PROBES_PAGE, ProbeHello};
+pub use runs::{AssignmentFinished, AssignmentRejected, RunOptions};
 use state::{ActiveRun, Arrival, LiveAssignment, LiveProbe, ProbeLink, Session};
 
 /// Tunables of a coordinator.

@@ -18,14 +18,13 @@ use postflight_plan::report::RequestCount;
 use postflight_plan::rollback::{RegionFigures, RollbackReport};
 use postflight_plan::vars::{Expander, ProcessEnv};
 use postflight_plan::{model::Plan, parse_plan};
-use postflight_proto::v1;
 use postflight_rollback::Prepared;
 use tokio::sync::{Notify, broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::events::{MonitorEvent, MonitorEventKind, RoundEvent};
 use super::rollback::persist;
-use super::{Coordinator, Finished};
+use super::{Coordinator, Finished, RunOptions};
 use crate::error::{CoordinatorError, CoordinatorResult};
 use crate::storage::{MonitorRecord, MonitorStatus, RoundRecord, Store};
 use postflight_ops::host::now_ms;
@@ -91,7 +90,7 @@ impl<S: Store> Coordinator<S> {
         &self,
         plan_yaml: &str,
         origin: &str,
-        options: v1::RunOptions,
+        options: RunOptions,
     ) -> CoordinatorResult<MonitorRecord> {
         let (plan, origin, regions) = self.accept_plan(plan_yaml, origin, &options)?;
         let monitor = plan.monitor.clone().unwrap_or_default();

@@ -25,6 +25,21 @@ impl Default for Config {
     }
 }
 
+/// A probe's introduction on a new stream (`grpc/` converts the wire's `Hello`, checked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeHello {
+    /// Unique name.
+    pub name: String,
+    /// Region it executes in.
+    pub region: String,
+    /// Free labels.
+    pub labels: BTreeMap<String, String>,
+    /// Probe version.
+    pub version: String,
+    /// Assignments it is still executing (after a reconnect).
+    pub active_assignments: Vec<String>,
+}
+
 impl<S: Store> Coordinator<S> {
     pub(super) fn probe_link(&self, probe: &str) -> Option<ProbeLink> {
         self.state()
@@ -40,7 +55,7 @@ impl<S: Store> Coordinator<S> {
     /// refused: two probes sharing a name would take each other's work.
     pub async fn probe_connected(
         &self,
-        hello: &v1::Hello,
+        hello: &ProbeHello,
         authenticated: bool,
         link: ProbeLink,
     ) -> CoordinatorResult<u64> {
@@ -91,7 +106,7 @@ impl<S: Store> Coordinator<S> {
                 hello.name.clone(),
                 LiveProbe {
                     region: hello.region.clone(),
-                    labels: hello.labels.clone().into_iter().collect(),
+                    labels: hello.labels.clone(),
                     version: hello.version.clone(),
                     session: Some(Session {
                         id: session,
@@ -138,7 +153,7 @@ impl<S: Store> Coordinator<S> {
                 .upsert_probe(&ProbeRecord {
                     name: hello.name.clone(),
                     region: hello.region.clone(),
-                    labels: hello.labels.clone().into_iter().collect(),
+                    labels: hello.labels.clone(),
                     version: hello.version.clone(),
                     last_seen_ms: now,
                 })
@@ -147,12 +162,10 @@ impl<S: Store> Coordinator<S> {
                 self.inner.store.update_assignment(record).await?;
             }
             tracing::info!(probe = %hello.name, region = %hello.region, session, "probe connected");
-            link.send(Ok(v1::CoordinatorMessage {
-                kind: Some(v1::coordinator_message::Kind::Welcome(v1::Welcome {
-                    coordinator_version: self.inner.config.version.clone(),
-                    heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u32,
-                    drop_assignments: drop,
-                })),
+            link.send(Ok(ToProbe::Welcome {
+                coordinator_version: self.inner.config.version.clone(),
+                heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u32,
+                drop_assignments: drop,
             }));
             // Work may be waiting for this region.
             for run_id in run_ids {

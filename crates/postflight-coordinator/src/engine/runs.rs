@@ -8,8 +8,41 @@ use crate::engine::ingest::{id_hash, use_result};
 /// An assignment decided under the lock, to persist and send outside it.
 pub(super) struct Dispatch {
     record: AssignmentRecord,
-    message: v1::CoordinatorMessage,
+    message: ToProbe,
     link: Option<ProbeLink>,
+}
+
+/// How an operator asked for a run or a monitor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Decide on rollback but never execute it.
+    pub dry_run: bool,
+    /// Regions that must report; overrides the plan's `policy.regions`.
+    pub regions: Vec<String>,
+    /// Bound on the whole run; `None` is the coordinator's default.
+    pub timeout: Option<Duration>,
+}
+
+/// A probe's word that it finished an assignment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssignmentFinished {
+    /// The assignment.
+    pub assignment_id: String,
+    /// Its run.
+    pub run_id: String,
+    /// How many results it produced; the run waits for all of them.
+    pub results: u32,
+}
+
+/// A probe's word that it cannot execute an assignment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssignmentRejected {
+    /// The assignment.
+    pub assignment_id: String,
+    /// Its run.
+    pub run_id: String,
+    /// Why (the probe's sentence).
+    pub reason: String,
 }
 
 impl<S: Store> Coordinator<S> {
@@ -18,15 +51,11 @@ impl<S: Store> Coordinator<S> {
         &self,
         plan_yaml: &str,
         origin: &str,
-        options: v1::RunOptions,
+        options: RunOptions,
     ) -> CoordinatorResult<RunRecord> {
         let (plan, origin, regions) = self.accept_plan(plan_yaml, origin, &options)?;
         self.inner.metrics.runs_submitted.inc();
-        let timeout = if options.timeout_ms == 0 {
-            self.inner.config.default_timeout
-        } else {
-            Duration::from_millis(options.timeout_ms)
-        };
+        let timeout = options.timeout.unwrap_or(self.inner.config.default_timeout);
         let dry_run = options.dry_run || plan.rollback.as_ref().is_some_and(|r| r.dry_run);
         self.create_run(
             plan, plan_yaml, &origin, regions, timeout, dry_run, None, None,
@@ -39,7 +68,7 @@ impl<S: Store> Coordinator<S> {
         &self,
         plan_yaml: &str,
         origin: &str,
-        options: &v1::RunOptions,
+        options: &RunOptions,
     ) -> CoordinatorResult<(Plan, String, Vec<String>)> {
         if plan_yaml.trim().is_empty() {
             return Err(CoordinatorError::invalid("plan_yaml", "the plan is empty"));
@@ -305,13 +334,11 @@ impl<S: Store> Coordinator<S> {
                     record.assignment_id.clone(),
                     LiveAssignment::new(record.clone()),
                 );
-                let message = v1::CoordinatorMessage {
-                    kind: Some(v1::coordinator_message::Kind::Assignment(v1::Assignment {
-                        assignment_id: record.assignment_id.clone(),
-                        run_id: run_id.to_owned(),
-                        plan_yaml: run.plan_yaml.to_string(),
-                        deadline_unix_ms: run.deadline_unix_ms.max(0) as u64,
-                    })),
+                let message = ToProbe::Assignment {
+                    assignment_id: record.assignment_id.clone(),
+                    run_id: run_id.to_owned(),
+                    plan_yaml: run.plan_yaml.clone(),
+                    deadline_unix_ms: run.deadline_unix_ms.max(0) as u64,
                 };
                 let link = state
                     .probes
@@ -553,13 +580,9 @@ impl<S: Store> Coordinator<S> {
         }
         for (probe, assignment_id) in cancels {
             if let Some(link) = self.probe_link(&probe) {
-                let message = v1::CoordinatorMessage {
-                    kind: Some(v1::coordinator_message::Kind::Cancel(
-                        v1::CancelAssignment {
-                            assignment_id,
-                            reason: detail.to_owned(),
-                        },
-                    )),
+                let message = ToProbe::Cancel {
+                    assignment_id,
+                    reason: detail.to_owned(),
                 };
                 link.send(Ok(message));
             }
@@ -683,7 +706,7 @@ impl<S: Store> Coordinator<S> {
     pub async fn assignment_finished(
         &self,
         probe: &str,
-        msg: &v1::AssignmentFinished,
+        msg: &AssignmentFinished,
     ) -> CoordinatorResult<()> {
         let record = {
             let mut state = self.state();
@@ -708,7 +731,7 @@ impl<S: Store> Coordinator<S> {
     pub async fn assignment_rejected(
         &self,
         probe: &str,
-        msg: &v1::AssignmentRejected,
+        msg: &AssignmentRejected,
     ) -> CoordinatorResult<()> {
         let record = {
             let mut state = self.state();

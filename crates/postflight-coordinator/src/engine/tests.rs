@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use postflight_proto::v1::coordinator_message::Kind;
+use postflight_proto::v1;
 use tokio::sync::mpsc;
 
 use super::*;
@@ -11,7 +11,14 @@ use postflight_plan::CheckStatus;
 
 const PLAN: &str = "name: p\ntarget: {base_url: \"http://h\", headers: {Authorization: \"Bearer tok-SECRET-9\"}}\nchecks:\n  - name: a\n    http: {url: /a}\n  - name: b\n    http: {url: /b}\npolicy: {regions: [eu, us]}\n";
 
-type Rx = mpsc::Receiver<Result<v1::CoordinatorMessage, tonic::Status>>;
+type Rx = mpsc::Receiver<link::Outgoing>;
+
+/// An assignment as a probe received it.
+#[derive(Debug, Clone)]
+struct Assigned {
+    assignment_id: String,
+    run_id: String,
+}
 
 async fn coordinator(dir: &std::path::Path) -> Coordinator<SqliteStore> {
     let store = SqliteStore::open(&format!("sqlite://{}", dir.join("c.db").display()))
@@ -32,7 +39,7 @@ async fn connect(
     active: &[&str],
 ) -> (u64, Rx) {
     let (tx, mut rx) = ProbeLink::channel(64);
-    let hello = v1::Hello {
+    let hello = ProbeHello {
         name: name.into(),
         region: region.into(),
         active_assignments: active.iter().map(|s| s.to_string()).collect(),
@@ -40,26 +47,29 @@ async fn connect(
     };
     let session = c.probe_connected(&hello, true, tx).await.unwrap();
     match rx.recv().await {
-        Some(Ok(v1::CoordinatorMessage {
-            kind: Some(Kind::Welcome(_)),
-        })) => {}
+        Some(Ok(ToProbe::Welcome { .. })) => {}
         other => panic!("expected a welcome, got {other:?}"),
     }
     (session, rx)
 }
 
-async fn assignment(rx: &mut Rx) -> v1::Assignment {
+async fn assignment(rx: &mut Rx) -> Assigned {
     match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
-        Ok(Some(Ok(v1::CoordinatorMessage {
-            kind: Some(Kind::Assignment(a)),
-        }))) => a,
+        Ok(Some(Ok(ToProbe::Assignment {
+            assignment_id,
+            run_id,
+            ..
+        }))) => Assigned {
+            assignment_id,
+            run_id,
+        },
         other => panic!("expected an assignment, got {other:?}"),
     }
 }
 
 /// A probe's result as the gRPC service hands it to the engine.
 fn result(
-    a: &v1::Assignment,
+    a: &Assigned,
     id: &str,
     index: u32,
     status: v1::CheckStatus,
@@ -92,8 +102,8 @@ async fn ended(c: &Coordinator<SqliteStore>, run_id: &str) -> RunRecord {
     panic!("run {run_id} did not end");
 }
 
-fn finished(a: &v1::Assignment, results: u32) -> v1::AssignmentFinished {
-    v1::AssignmentFinished {
+fn finished(a: &Assigned, results: u32) -> AssignmentFinished {
+    AssignmentFinished {
         assignment_id: a.assignment_id.clone(),
         run_id: a.run_id.clone(),
         results,
@@ -106,7 +116,7 @@ async fn a_run_goes_from_submission_to_a_stored_report_and_replays_are_counted_o
     let c = coordinator(dir.path()).await;
     let (_, mut eu) = connect(&c, "eu-1", "eu", &[]).await;
     let record = c
-        .submit(PLAN, "p.yaml", v1::RunOptions::default())
+        .submit(PLAN, "p.yaml", RunOptions::default())
         .await
         .unwrap();
     assert_eq!(record.status, RunStatus::Running, "eu has a probe");
@@ -222,7 +232,7 @@ async fn a_restarted_coordinator_resumes_its_runs_and_keeps_the_probes_assignmen
         let c = coordinator(dir.path()).await;
         let (_, mut eu) = connect(&c, "eu-1", "eu", &[]).await;
         let record = c
-            .submit(PLAN, "p.yaml", v1::RunOptions::default())
+            .submit(PLAN, "p.yaml", RunOptions::default())
             .await
             .unwrap();
         let a = assignment(&mut eu).await;
@@ -273,7 +283,7 @@ async fn an_unknown_or_leftover_variable_and_no_region_are_refused() {
         .submit(
             "name: p\nchecks:\n  - name: a\n    http: {url: \"${HOST}/x\"}\n",
             "p.yaml",
-            v1::RunOptions::default(),
+            RunOptions::default(),
         )
         .await
         .unwrap_err();
@@ -286,7 +296,7 @@ async fn an_unknown_or_leftover_variable_and_no_region_are_refused() {
         .submit(
             "name: p\nchecks:\n  - name: a\n    http: {url: http://h/}\n",
             "p.yaml",
-            v1::RunOptions::default(),
+            RunOptions::default(),
         )
         .await
         .unwrap_err();
@@ -294,7 +304,7 @@ async fn an_unknown_or_leftover_variable_and_no_region_are_refused() {
         matches!(err, CoordinatorError::FailedPrecondition(_)),
         "{err}"
     );
-    let options = v1::RunOptions {
+    let options = RunOptions {
         regions: vec!["bad region".into()],
         ..Default::default()
     };
@@ -315,7 +325,7 @@ async fn a_cancelled_run_ends_with_a_report_and_its_probes_are_told() {
     let c = coordinator(dir.path()).await;
     let (_, mut eu) = connect(&c, "eu-1", "eu", &[]).await;
     let record = c
-        .submit(PLAN, "p.yaml", v1::RunOptions::default())
+        .submit(PLAN, "p.yaml", RunOptions::default())
         .await
         .unwrap();
     let a = assignment(&mut eu).await;
@@ -325,11 +335,12 @@ async fn a_cancelled_run_ends_with_a_report_and_its_probes_are_told() {
     let cancelled = c.cancel(&record.run_id, "").await.unwrap();
     assert_eq!(cancelled.status, RunStatus::Cancelled);
     match tokio::time::timeout(Duration::from_secs(2), eu.recv()).await {
-        Ok(Some(Ok(v1::CoordinatorMessage {
-            kind: Some(Kind::Cancel(cancel)),
+        Ok(Some(Ok(ToProbe::Cancel {
+            assignment_id,
+            reason,
         }))) => {
-            assert_eq!(cancel.assignment_id, a.assignment_id);
-            assert_eq!(cancel.reason, "cancelled by an operator");
+            assert_eq!(assignment_id, a.assignment_id);
+            assert_eq!(reason, "cancelled by an operator");
         }
         other => panic!("expected a cancellation, got {other:?}"),
     }
@@ -549,7 +560,7 @@ async fn a_second_live_session_for_a_name_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let c = coordinator(dir.path()).await;
     let (_, first) = connect(&c, "eu-1", "eu", &[]).await;
-    let hello = v1::Hello {
+    let hello = ProbeHello {
         name: "eu-1".into(),
         region: "us".into(),
         ..Default::default()

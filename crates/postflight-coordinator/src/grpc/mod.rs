@@ -4,6 +4,7 @@
 mod probe_service;
 mod timing;
 mod validation_service;
+mod wire;
 
 use std::future::Future;
 use std::time::Duration;

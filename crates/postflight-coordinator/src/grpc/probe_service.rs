@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use postflight_proto::v1::probe_message::Kind;
 use postflight_proto::v1::probe_service_server::ProbeService;
 use postflight_proto::v1::{self, CoordinatorMessage, ProbeMessage};
@@ -11,8 +11,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, ProbeAuth};
-use crate::engine::Coordinator;
 use crate::engine::link::{self, ProbeLink};
+use crate::engine::{Coordinator, ToProbe};
 use crate::error::CoordinatorError;
 use crate::storage::Store;
 
@@ -93,9 +93,11 @@ impl<S: Store> ProbeService for ProbeApi<S> {
         let (link, rx) = ProbeLink::channel(link::QUEUE);
         let session = self
             .coordinator
-            .probe_connected(&hello, authenticated, link.clone())
+            .probe_connected(&hello.clone().into(), authenticated, link.clone())
             .await?;
-        let outbound = link.outbound(rx);
+        let outbound = link
+            .outbound(rx)
+            .map(|m| m.map(CoordinatorMessage::from).map_err(Status::from));
         let coordinator = self.coordinator.clone();
         let silence = coordinator.config().heartbeat_interval * 3;
         let name = hello.name.clone();
@@ -127,8 +129,8 @@ impl<S: Store> ProbeService for ProbeApi<S> {
                         }
                     };
                     coordinator.probe_seen(&name);
-                    if let Err(status) = handle(&coordinator, &name, message, &link).await {
-                        link.send(Err(status));
+                    if let Err(error) = handle(&coordinator, &name, message, &link).await {
+                        link.send(Err(error));
                         break;
                     }
                 }
@@ -163,7 +165,7 @@ async fn handle<S: Store>(
     probe: &str,
     message: ProbeMessage,
     link: &ProbeLink,
-) -> Result<(), Status> {
+) -> Result<(), CoordinatorError> {
     match message.kind {
         Some(Kind::Heartbeat(_)) => {}
         Some(Kind::Results(batch)) => {
@@ -177,29 +179,29 @@ async fn handle<S: Store>(
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let acked = coordinator.ingest(probe, results).await?;
-            let ack = CoordinatorMessage {
-                kind: Some(v1::coordinator_message::Kind::Ack(v1::ResultAck {
-                    result_ids: acked,
-                })),
-            };
-            link.send(Ok(ack));
+            link.send(Ok(ToProbe::Ack { result_ids: acked }));
         }
         Some(Kind::Finished(finished)) => {
             postflight_proto::check_finished(&finished)
                 .map_err(|e| CoordinatorError::from(e.within("finished")))?;
-            coordinator.assignment_finished(probe, &finished).await?
+            coordinator
+                .assignment_finished(probe, &finished.into())
+                .await?
         }
         Some(Kind::Rejected(rejected)) => {
             postflight_proto::check_rejected(&rejected)
                 .map_err(|e| CoordinatorError::from(e.within("rejected")))?;
-            coordinator.assignment_rejected(probe, &rejected).await?
+            coordinator
+                .assignment_rejected(probe, &rejected.into())
+                .await?
         }
         Some(Kind::Hello(_)) => {
-            return Err(
-                CoordinatorError::invalid("kind", "hello is only the first message").into(),
-            );
+            return Err(CoordinatorError::invalid(
+                "kind",
+                "hello is only the first message",
+            ));
         }
-        None => return Err(CoordinatorError::invalid("kind", "empty message").into()),
+        None => return Err(CoordinatorError::invalid("kind", "empty message")),
     }
     Ok(())
 }

@@ -205,7 +205,11 @@ impl<S: Store> ValidationService for ValidationApi<S> {
         let r = request.into_inner();
         let record = self
             .coordinator
-            .start_monitor(&r.plan_yaml, &r.origin, r.options.unwrap_or_default())
+            .start_monitor(
+                &r.plan_yaml,
+                &r.origin,
+                r.options.unwrap_or_default().into(),
+            )
             .await?;
         Ok(Response::new(monitor_message(&record)))
     }
@@ -268,7 +272,11 @@ impl<S: Store> ValidationService for ValidationApi<S> {
         let r = request.into_inner();
         let record = self
             .coordinator
-            .submit(&r.plan_yaml, &r.origin, r.options.unwrap_or_default())
+            .submit(
+                &r.plan_yaml,
+                &r.origin,
+                r.options.unwrap_or_default().into(),
+            )
             .await?;
         Ok(Response::new(run_message(
             &record,
