@@ -93,16 +93,7 @@ pub async fn send(
     let exchange = async {
         let mut response = client.execute(prepared).await?;
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = http1::header_pairs(response.headers());
         let mut bytes: Vec<u8> = Vec::new();
         let mut truncated = false;
         while let Some(chunk) = response.chunk().await? {

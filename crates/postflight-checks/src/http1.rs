@@ -226,16 +226,7 @@ async fn exchange_on(
             ..Response::default()
         };
         if capture == Capture::Everything {
-            answer.headers = response
-                .headers()
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
+            answer.headers = header_pairs(response.headers());
         }
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
@@ -274,6 +265,19 @@ async fn exchange_on(
         *closed = true;
     }
     Ok(answer)
+}
+
+/// An answer's headers as name and text pairs, in their order (repeated names kept).
+pub(crate) fn header_pairs(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 async fn connect(target: &Target) -> Result<Connection, RequestError> {
