@@ -471,8 +471,27 @@ fn usage_errors_exit_2_and_an_unreachable_coordinator_exits_5() {
 
 #[test]
 fn the_demo_shows_both_verdicts_and_exits_0() {
-    let out = run_postflight(&["demo"], &[]);
+    // Run from an empty folder: the demo keeps everything (databases, data key, ledger) in a
+    // temporary folder of its own and leaves nothing behind.
+    let cwd = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let output = postflight_e2e::postflight()
+        .arg("demo")
+        .current_dir(cwd.path())
+        .env("POSTFLIGHT_STATE_DIR", state.path())
+        .output()
+        .unwrap();
+    let out = Finished {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let left: Vec<_> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the demo left {left:?} behind");
     assert!(out.stdout.contains("1. Before the migration"));
     assert!(out.stdout.contains("\nPASS\n"), "{}", out.stdout);
     assert!(
