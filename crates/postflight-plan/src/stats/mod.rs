@@ -1,5 +1,12 @@
-//! Percentiles as the plan language defines them, and the confidence bound that rate
-//! triggers act on.
+//! Percentiles as the plan language defines them, the confidence bound that rate triggers
+//! act on, and the tests that compare a run with its baseline ([`mann_whitney`] for latencies,
+//! [`fisher`] for error counts).
+
+mod fisher;
+mod mann_whitney;
+
+pub use fisher::fisher_greater;
+pub use mann_whitney::{MannWhitney, mann_whitney_greater};
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
