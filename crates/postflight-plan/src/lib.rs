@@ -5,6 +5,7 @@
 //! executors (`postflight-checks`), the coordinator and the CLI all build on this one crate so
 //! that a local run and a distributed run judge the same results the same way.
 
+pub mod baseline;
 pub mod canonical;
 pub mod duration;
 pub mod error;

@@ -23,6 +23,24 @@ pub(crate) struct RawPlan {
     pub policy: Option<RawPolicy>,
     pub rollback: Option<Spanned<RawRollback>>,
     pub monitor: Option<Spanned<RawMonitor>>,
+    pub baseline: Option<Spanned<RawBaseline>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBaseline {
+    pub max_latency_increase: Option<Spanned<RawShare>>,
+    pub max_error_rate_increase: Option<Spanned<RawShare>>,
+    pub significance: Option<Spanned<f64>>,
+    pub min_samples: Option<Spanned<u32>>,
+}
+
+/// A share written as a number (`0.2`) or a percentage (`20%`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawShare {
+    Number(f64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -263,6 +263,8 @@ impl TryFrom<v1::Report> for Report {
                 }
                 None => RollbackReport::default(),
             },
+            // Baselines are compared on the CLI's side for now (`run --local --against`).
+            baseline: None,
         })
     }
 }

@@ -5,7 +5,7 @@
 //! every shape problem is reported, not only the first. Validation reports every problem it
 //! finds at once, each with its position, so a broken plan is fixed in one round trip. This file holds the parse and the
 //! validation context; each plan section has its own file (`target.rs`, `checks.rs`,
-//! `policy.rs`, `rollback.rs`, `monitor.rs`).
+//! `policy.rs`, `rollback.rs`, `monitor.rs`, `baseline.rs`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,6 +20,7 @@ use crate::raw::*;
 use crate::secrets::redact_url;
 use crate::vars::{Expander, VarError, has_probe_reference};
 
+mod baseline;
 mod checks;
 mod monitor;
 mod policy;
@@ -163,6 +164,7 @@ struct Section {
     policy: Option<RawPolicy>,
     rollback: Option<Spanned<RawRollback>>,
     monitor: Option<Spanned<RawMonitor>>,
+    baseline: Option<Spanned<RawBaseline>>,
 }
 
 /// Every shape problem (an unknown key, a wrong type) of a block-style plan, not only the
@@ -456,6 +458,7 @@ impl Ctx<'_> {
         let policy = self.policy(raw.policy);
         let rollback = raw.rollback.and_then(|r| self.rollback(r));
         let monitor = raw.monitor.and_then(|m| self.monitor(m));
+        let baseline = raw.baseline.and_then(|b| self.baseline(b));
         Some(Plan {
             name: name?,
             description,
@@ -464,6 +467,7 @@ impl Ctx<'_> {
             policy: policy?,
             rollback,
             monitor,
+            baseline,
         })
     }
 }

@@ -568,3 +568,45 @@ fn every_shape_problem_of_a_block_plan_is_reported_not_only_the_first() {
     let flow = "{name: x, checks: [{name: a, http: {url: /a, bogus: 1}}, {name: b, nope: 2}]}\n";
     assert_eq!(brief(flow).len(), 1, "{:#?}", brief(flow));
 }
+
+#[test]
+fn the_baseline_section_takes_shares_as_numbers_or_percentages() {
+    let base = "name: p\nchecks:\n  - name: up\n    http: {url: \"http://x/\"}\n";
+    let plan = parse_with(
+        &format!(
+            "{base}baseline:\n  max_latency_increase: 25%\n  max_error_rate_increase: 0.05\n  significance: 0.05\n  min_samples: 20\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    let policy = plan.baseline.unwrap();
+    assert_eq!(policy.max_latency_increase, 0.25);
+    assert_eq!(policy.max_error_rate_increase, 0.05);
+    assert_eq!(policy.significance, 0.05);
+    assert_eq!(policy.min_samples, 20);
+    let defaults = parse_with(&format!("{base}baseline: {{}}\n"), &[])
+        .unwrap()
+        .baseline
+        .unwrap();
+    assert_eq!(defaults, BaselinePolicy::default());
+    assert_eq!(parse_with(base, &[]).unwrap().baseline, None);
+    assert_eq!(
+        brief(&format!(
+            "{base}baseline:\n  max_latency_increase: twenty\n  max_error_rate_increase: 2\n  significance: 0.7\n  min_samples: 1\n  answers: same\n"
+        )),
+        [
+            "10:3: unknown field `answers`, expected one of max_latency_increase, max_error_rate_increase, significance, min_samples"
+        ]
+    );
+    assert_eq!(
+        brief(&format!(
+            "{base}baseline:\n  max_latency_increase: twenty\n  max_error_rate_increase: 2\n  significance: 0.7\n  min_samples: 1\n"
+        )),
+        [
+            "6:25: max_latency_increase is a share from 0 to 100, as a number (0.2) or a percentage (20%), got `twenty`",
+            "7:28: max_error_rate_increase is a share from 0 to 1, as a number (0.2) or a percentage (20%), got 2",
+            "8:17: significance is a p-value above 0 and below 0.5 (0.01 is usual), got 0.7",
+            "9:16: min_samples is a number of samples from 2 to 1000, got 1",
+        ]
+    );
+}

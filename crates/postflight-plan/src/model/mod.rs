@@ -39,6 +39,44 @@ pub struct Plan {
     /// Continuous validation after the migration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<Monitor>,
+    /// How a run is compared with a baseline (`--against`); the defaults when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselinePolicy>,
+}
+
+/// How a run is compared with a baseline taken before the change.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BaselinePolicy {
+    /// Fail a check when its p50 or p95 grew by more than this share (0.20 = 20%) and the
+    /// one-sided Mann-Whitney test says later is slower.
+    pub max_latency_increase: f64,
+    /// Fail a check when its error rate grew by more than this (absolute, 0.02 = 2 points)
+    /// and the one-sided Fisher exact test says errors are more frequent.
+    pub max_error_rate_increase: f64,
+    /// The p-value below which a test counts as evidence.
+    pub significance: f64,
+    /// Fewer samples on either side make that comparison inconclusive, never a failure.
+    pub min_samples: u32,
+}
+
+/// Default `baseline.max_latency_increase`.
+pub const DEFAULT_MAX_LATENCY_INCREASE: f64 = 0.20;
+/// Default `baseline.max_error_rate_increase`.
+pub const DEFAULT_MAX_ERROR_RATE_INCREASE: f64 = 0.02;
+/// Default `baseline.significance`.
+pub const DEFAULT_SIGNIFICANCE: f64 = 0.01;
+/// Default `baseline.min_samples`.
+pub const DEFAULT_MIN_SAMPLES: u32 = 8;
+
+impl Default for BaselinePolicy {
+    fn default() -> Self {
+        Self {
+            max_latency_increase: DEFAULT_MAX_LATENCY_INCREASE,
+            max_error_rate_increase: DEFAULT_MAX_ERROR_RATE_INCREASE,
+            significance: DEFAULT_SIGNIFICANCE,
+            min_samples: DEFAULT_MIN_SAMPLES,
+        }
+    }
 }
 
 /// Defaults shared by every HTTP-like check of a plan.
@@ -857,6 +895,7 @@ mod tests {
             policy: Policy::default(),
             rollback: None,
             monitor: None,
+            baseline: None,
         };
         let request = HttpRequest {
             method: "GET".into(),

@@ -54,6 +54,9 @@ pub struct Report {
     pub requests: RequestStats,
     /// The rollback decision.
     pub rollback: RollbackReport,
+    /// The comparison with a baseline (`--against`), when one was asked for (addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::baseline::BaselineReport>,
 }
 
 /// One check in a report.
@@ -406,6 +409,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
         checks,
         requests,
         rollback,
+        baseline: None,
     }
 }
 
