@@ -227,7 +227,7 @@ fn unknown_keys_are_rejected_where_they_are() {
     insta::assert_snapshot!("unknown_key", errors(src).render());
     assert_eq!(
         brief("name: p\nchecks: []\nrollbak: {}\n")[0],
-        "3:1: unknown field `rollbak`, expected one of name, description, target, checks, policy, rollback, monitor"
+        "3:1: unknown field `rollbak`, expected one of name, description, target, checks, policy, rollback, monitor, baseline"
     );
 }
 
