@@ -73,6 +73,12 @@ pub enum Command {
     Run(RunArgs),
     /// Validate a plan without running it (exit 0 when valid, 2 with every error otherwise).
     Check(CheckArgs),
+    /// Run a plan before a change and keep what it measured (latencies, request and error
+    /// counts per check) as a baseline; later runs compare with it (`run --against`). Only a
+    /// run that passes or warns is kept (exit code as `run`).
+    Baseline(BaselineArgs),
+    /// List the baselines, newest first.
+    Baselines(BaselinesArgs),
     /// Keep validating after a migration: the plan round after round on its monitor phases
     /// (default: every 30s for 24h, then every 5m for 7d), one line per round, until the last
     /// phase ends (exit 0) or a rollback fires (exit 1).
@@ -166,6 +172,12 @@ pub struct RunArgs {
     /// the service and the most faithful latencies).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+
+    /// With --local: compare with a baseline taken before the change, by id (see
+    /// `postflight baselines`) or `latest` (the plan's newest). A check whose latency or error
+    /// rate got worse beyond the plan's `baseline:` limits, with statistical evidence, fails.
+    #[arg(long, value_name = "BASELINE_ID|latest")]
+    pub against: Option<String>,
 }
 
 /// `postflight monitor`.
@@ -205,6 +217,50 @@ pub struct MonitorArgs {
 pub struct CheckArgs {
     /// The plan file (YAML); `-` reads it from standard input.
     pub plan: PathBuf,
+}
+
+/// `postflight baseline`.
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// The plan file (YAML); `-` reads it from standard input.
+    pub plan: PathBuf,
+
+    /// Execute the plan in this process, as the single region `local`, and keep the baseline
+    /// in the CLI's state folder ($POSTFLIGHT_STATE_DIR/baselines). Required for now.
+    #[arg(long)]
+    pub local: bool,
+
+    /// The migration this baseline is taken for (a label, e.g. a ticket).
+    #[arg(long, value_name = "M")]
+    pub migration: Option<String>,
+
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Bound on the whole run (e.g. 90s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub timeout: Option<Duration>,
+
+    /// Checks in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+/// `postflight baselines`.
+#[derive(Debug, Args)]
+pub struct BaselinesArgs {
+    /// The baselines kept by this CLI (required for now).
+    #[arg(long)]
+    pub local: bool,
+
+    /// Only baselines of this plan.
+    #[arg(long, value_name = "NAME")]
+    pub plan: Option<String>,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `postflight demo`.

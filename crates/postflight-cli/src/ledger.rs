@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -116,16 +115,7 @@ pub struct FileLedger {
 impl FileLedger {
     /// The ledger at its default location.
     pub fn default_location() -> Self {
-        let dir = std::env::var_os("POSTFLIGHT_STATE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("postflight"))
-            })
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/postflight"))
-            })
-            .unwrap_or_else(|| PathBuf::from(".postflight"));
-        Self::at(dir)
+        Self::at(crate::state::dir())
     }
 
     /// The ledger in `dir`.
@@ -191,7 +181,7 @@ impl FileLedger {
         let excess = book.rollbacks.len().saturating_sub(KEEP);
         book.rollbacks.drain(..excess);
         let text = serde_json::to_string_pretty(&book).map_err(LedgerError::Encode)?;
-        write_atomically(&path, text.as_bytes()).map_err(io_error("write", &path))?;
+        crate::state::write_atomically(&path, text.as_bytes()).map_err(io_error("write", &path))?;
         drop(lock);
         Ok(result)
     }
@@ -251,22 +241,6 @@ impl FileLedger {
             let _ = std::fs::remove_file(self.action_lock(subject));
         }
     }
-}
-
-/// Writes `bytes` to a new file beside `path`, flushes it to disk, renames it over `path`
-/// and flushes the directory, so `path` is always either the old or the new content.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "ledger".into(), |n| n.to_string_lossy().into_owned());
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, path)?;
-    File::open(dir)?.sync_all()
 }
 
 impl Ledger for FileLedger {

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use postflight_checks::{Executor, RunOptions, run_plan};
+use postflight_plan::baseline::{self, Baseline, Measured, Measurements};
 use postflight_plan::model::Plan;
 use postflight_plan::rollback::{RollbackContext, RunEnd};
 
@@ -17,16 +18,19 @@ use postflight_plan::verdict::LOCAL_REGION;
 /// once per run, never within the plan's cooldown, nothing executed with `dry_run`, nothing
 /// executed on a run cut off by `timeout`). `timeout` bounds the whole run: checks still
 /// running then have no result, which makes them inconclusive, never a pass.
+/// With `against`, each check is also compared with that baseline and fails when it is worse.
 pub async fn run(
     plan: &Plan,
     timeout: Option<Duration>,
     concurrency: usize,
     show_progress: bool,
     dry_run: bool,
+    against: Option<&Baseline>,
 ) -> anyhow::Result<Report> {
     let ledger = FileLedger::default_location();
     let earlier = interrupted_notes(&ledger, plan).await;
-    let (mut report, _, _) = round(plan, timeout, concurrency, show_progress).await?;
+    let Round { mut report, .. } =
+        round(plan, timeout, concurrency, show_progress, against).await?;
     report.rollback.held_back.extend(earlier);
     report.rollback.dry_run |= dry_run;
     let context = rollback_context(plan, &report, None);
@@ -79,14 +83,27 @@ pub fn rollback_context(plan: &Plan, report: &Report, monitor_id: Option<&str>) 
     RollbackContext::of(plan, report, monitor_id, &identity(), SystemTime::now())
 }
 
-/// One local execution of `plan`: its report (no rollback carried out), its per-region
-/// results (for a monitor's window), and whether `timeout` cut it off.
+/// What one local execution of a plan produced.
+pub struct Round {
+    /// Its report (no rollback carried out yet).
+    pub report: Report,
+    /// Per check, the region `local`'s result (for a monitor's window).
+    pub results: Vec<BTreeMap<String, RegionResult>>,
+    /// Whether the timeout cut it off.
+    pub end: RunEnd,
+    /// What each check measured (for a baseline).
+    pub measured: Measurements,
+}
+
+/// One local execution of `plan`; with `against`, compared with that baseline (checks that
+/// are worse fail, and the report's `baseline` section says why).
 pub async fn round(
     plan: &Plan,
     timeout: Option<Duration>,
     concurrency: usize,
     show_progress: bool,
-) -> anyhow::Result<(Report, Vec<BTreeMap<String, RegionResult>>, RunEnd)> {
+    against: Option<&Baseline>,
+) -> anyhow::Result<Round> {
     let run_id = uuid::Uuid::now_v7().to_string();
     let executor = Executor::new().map_err(anyhow::Error::msg)?;
     let started_at = SystemTime::now();
@@ -105,7 +122,7 @@ pub async fn round(
     .await;
     progress.finish_and_clear();
     let finished_at = SystemTime::now();
-    let per_check: Vec<BTreeMap<String, RegionResult>> = outcomes
+    let mut per_check: Vec<BTreeMap<String, RegionResult>> = outcomes
         .iter()
         .map(|o| {
             o.iter()
@@ -113,13 +130,31 @@ pub async fn round(
                 .collect()
         })
         .collect();
+    let measured: Measurements = plan
+        .checks
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(check, outcome)| {
+            let outcome = outcome.as_ref()?;
+            let region = BTreeMap::from([(LOCAL_REGION.to_owned(), Measured::of(outcome))]);
+            Some((check.name.clone(), region))
+        })
+        .collect();
+    let comparison = match against {
+        Some(baseline) => {
+            let compared = baseline::compare(plan, baseline, &measured)?;
+            baseline::apply(plan, &compared, &mut per_check);
+            Some(compared)
+        }
+        None => None,
+    };
     let regions = [LOCAL_REGION.to_owned()];
     let end = if outcomes.iter().any(Option::is_none) {
         RunEnd::TimedOut
     } else {
         RunEnd::Completed
     };
-    let report = build_report(&RunResults {
+    let mut report = build_report(&RunResults {
         plan,
         run_id: &run_id,
         started_at,
@@ -130,7 +165,13 @@ pub async fn round(
         end,
         env: &ProcessEnv,
     });
-    Ok((report, per_check, end))
+    report.baseline = comparison;
+    Ok(Round {
+        report,
+        results: per_check,
+        end,
+        measured,
+    })
 }
 
 fn progress_bar(len: usize, show: bool) -> ProgressBar {

@@ -1,5 +1,6 @@
 //! `postflight`: the operator's command line.
 
+mod baselines;
 mod cli;
 mod demo;
 mod ledger;
@@ -8,6 +9,7 @@ mod monitor;
 mod plan_file;
 mod remote;
 mod render;
+mod state;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -17,9 +19,9 @@ use clap::Parser;
 use cli::{CheckArgs, Cli, Command, RunArgs};
 
 /// Exit code for usage and plan errors.
-const EXIT_PLAN_ERROR: u8 = 2;
+pub(crate) const EXIT_PLAN_ERROR: u8 = 2;
 /// Exit code when the run cannot complete.
-const EXIT_NO_RUN: u8 = 5;
+pub(crate) const EXIT_NO_RUN: u8 = 5;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -61,6 +63,8 @@ fn main() -> ExitCode {
         let result = match cli.command {
             Command::Run(args) => run(args).await,
             Command::Check(args) => Ok(check(&args)),
+            Command::Baseline(args) => baselines::take(args).await,
+            Command::Baselines(args) => Ok(baselines::list(&args)),
             Command::Demo(args) => demo::main(args).await,
             Command::Monitor(args) => monitor::main(args).await,
             Command::Probes(args) => Ok(remote::probes(&args)
@@ -103,6 +107,31 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_PLAN_ERROR));
         }
     };
+    let against = match (&args.against, args.local) {
+        (None, _) => None,
+        (Some(_), false) => {
+            eprintln!(
+                "error: --against needs --local for now: baselines are taken and kept by the CLI (`postflight baseline PLAN --local`)"
+            );
+            return Ok(ExitCode::from(EXIT_PLAN_ERROR));
+        }
+        (Some(id), true) => {
+            match baselines::LocalBaselines::default_location().find(id, &plan.name) {
+                Ok(baseline) if baseline.plan == plan.name => Some(baseline),
+                Ok(baseline) => {
+                    eprintln!(
+                        "error: baseline {} is of plan {}, not {}",
+                        baseline.baseline_id, baseline.plan, plan.name
+                    );
+                    return Ok(ExitCode::from(EXIT_PLAN_ERROR));
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(EXIT_PLAN_ERROR));
+                }
+            }
+        }
+    };
     if !args.local {
         return Ok(remote::run(&args, &plan)
             .await
@@ -115,6 +144,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         usize::from(args.concurrency),
         show_progress,
         args.dry_run,
+        against.as_ref(),
     )
     .await?;
     print!(

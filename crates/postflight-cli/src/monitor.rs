@@ -159,11 +159,17 @@ async fn local_monitor(plan: &Plan, args: &MonitorArgs) -> anyhow::Result<ExitCo
         };
         let round_started = tokio::time::Instant::now();
         round += 1;
-        let (report, results, end) = local::round(
+        let local::Round {
+            report,
+            results,
+            end,
+            ..
+        } = local::round(
             plan,
             Some(round_timeout(plan)),
             postflight_checks::run::DEFAULT_CONCURRENCY,
             false,
+            None,
         )
         .await?;
         let outcome = session.round(

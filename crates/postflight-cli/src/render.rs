@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
+use postflight_plan::baseline::{BaselineReport, Decision};
 use postflight_plan::report::{LatencySummary, Report};
 use postflight_plan::{CheckStatus, Overall};
 
@@ -109,6 +110,10 @@ fn table(report: &Report, color: bool) -> String {
         out.push_str(&region_matrix(report, color));
         out.push('\n');
     }
+    if let Some(baseline) = &report.baseline {
+        out.push_str(&compared(baseline));
+        out.push('\n');
+    }
     let r = &report.requests;
     if r.count > 0 {
         let mut line = format!(
@@ -160,6 +165,38 @@ fn table(report: &Report, color: bool) -> String {
     }
     out.push_str(&paint(&report.summary, report.status, color));
     out.push('\n');
+    out
+}
+
+/// The comparison with a baseline: one line per check and region, the decision first.
+fn compared(b: &BaselineReport) -> String {
+    let migration = b
+        .migration
+        .as_ref()
+        .map(|m| format!(", migration {m}"))
+        .unwrap_or_default();
+    let mut out = format!(
+        "compared with baseline {} (taken {}{migration}; fails beyond {:+.0}% latency or {:+.1} points of errors at p < {}):\n",
+        b.baseline_id,
+        b.created_at,
+        b.max_latency_increase * 100.0,
+        b.max_error_rate_increase * 100.0,
+        b.significance
+    );
+    if b.comparisons.is_empty() {
+        out.push_str("  no check measured in both runs\n");
+    }
+    for c in &b.comparisons {
+        let decision = match c.decision {
+            Decision::Worse => "WORSE",
+            Decision::Same => "SAME",
+            Decision::Inconclusive => "UNSURE",
+        };
+        out.push_str(&format!(
+            "  {decision:<6} {} · {}: {}\n",
+            c.check, c.region, c.reason
+        ));
+    }
     out
 }
 

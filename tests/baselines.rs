@@ -1,0 +1,196 @@
+//! Comparing with before, end to end: `postflight baseline --local` against the real demo
+//! backend (a real HTTP server), then `run --local --against` after the "migration".
+
+use std::path::Path;
+
+use postflight_e2e::{DemoBackend, Finished, postflight};
+use serde_json::Value;
+
+/// `postflight ARGS` with the CLI's state (ledger, baselines) in `state`.
+fn cli(state: &Path, args: &[&str]) -> Finished {
+    let out = postflight()
+        .args(args)
+        .env("POSTFLIGHT_STATE_DIR", state)
+        .output()
+        .unwrap();
+    Finished {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A plan with a latency check of 20 samples (fixed threshold 3 s, far above what the test
+/// service takes) and an http check of one request.
+fn plan(dir: &Path, url: &str) -> String {
+    let path = dir.join("plan.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: checkout\ntarget: {{base_url: \"{url}\"}}\nchecks:\n  - name: chat-latency\n    latency:\n      request: {{method: POST, url: /api/agent/chat, json: {{message: Hi}}}}\n      samples: 20\n      pass_below: 3s\n  - name: answers\n    http:\n      method: POST\n      url: /api/agent/chat\n      json: {{message: Hi}}\n      expect: {{status: 200}}\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn comparison<'a>(report: &'a Value, check: &str) -> &'a Value {
+    report["baseline"]["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == check)
+        .unwrap_or_else(|| panic!("no comparison of {check}: {report}"))
+}
+
+#[test]
+fn a_slower_service_fails_by_baseline_and_an_unchanged_one_never_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let backend = DemoBackend::spawn("healthy");
+    backend.set(r#"{"delay_ms": 20}"#);
+    let plan = plan(dir.path(), &backend.url);
+
+    // Before the migration.
+    let taken = cli(
+        &state,
+        &[
+            "baseline",
+            &plan,
+            "--local",
+            "--migration",
+            "m-42",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(taken.code, 0, "{}\n{}", taken.stdout, taken.stderr);
+    let taken = taken.json();
+    let id = taken["baseline"]["baseline_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(taken["baseline"]["migration"], "m-42");
+    assert_eq!(
+        taken["baseline"]["latencies"], 21,
+        "20 samples and 1 http request"
+    );
+    let listed = cli(&state, &["baselines", "--local", "-o", "json"]).json();
+    assert_eq!(listed["baselines"][0]["baseline_id"], id.as_str());
+    assert_eq!(listed["baselines"][0]["plan"], "checkout");
+
+    // The same service, again and again: no false alarm from noise.
+    for trial in 0..20 {
+        let out = cli(
+            &state,
+            &["run", &plan, "--local", "--against", "latest", "-o", "json"],
+        );
+        assert_eq!(out.code, 0, "trial {trial}: {}\n{}", out.stdout, out.stderr);
+        let report = out.json();
+        assert_eq!(report["status"], "PASS", "trial {trial}: {report}");
+        assert_eq!(report["baseline"]["baseline_id"], id.as_str());
+        let latency = comparison(&report, "chat-latency");
+        assert_ne!(latency["decision"], "worse", "trial {trial}: {latency}");
+        assert_eq!(latency["latency"]["test"], "mann-whitney-u");
+        // One request per run: too few to compare, which changes nothing.
+        let answers = comparison(&report, "answers");
+        assert_eq!(answers["decision"], "inconclusive", "{answers}");
+    }
+
+    // After the migration: 40% slower, still far under the fixed 3 s threshold.
+    backend.set(r#"{"delay_ms": 28}"#);
+    let out = cli(
+        &state,
+        &["run", &plan, "--local", "--against", &id, "-o", "json"],
+    );
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let report = out.json();
+    assert_eq!(report["status"], "FAIL");
+    let latency = comparison(&report, "chat-latency");
+    assert_eq!(latency["decision"], "worse", "{latency}");
+    assert!(latency["latency"]["p_value"].as_f64().unwrap() < 0.01);
+    assert!(latency["latency"]["increase"].as_f64().unwrap() > 0.2);
+    let reason = latency["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Mann-Whitney p < 0.0001: slower"),
+        "{reason}"
+    );
+    let check = &report["checks"][0];
+    assert_eq!(check["status"], "fail");
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("worse than baseline {id}")),
+        "{message}"
+    );
+    assert!(
+        check["latency_ms"]["p95"].as_f64().unwrap() < 3000.0,
+        "the fixed threshold alone would have passed it"
+    );
+    // The table says the same in words.
+    let table = cli(&state, &["run", &plan, "--local", "--against", &id]);
+    assert_eq!(table.code, 1);
+    assert!(
+        table
+            .stdout
+            .contains(&format!("compared with baseline {id} (taken ")),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("  WORSE  chat-latency · local: p50 "),
+        "{}",
+        table.stdout
+    );
+}
+
+#[test]
+fn only_a_passing_run_becomes_a_baseline_and_bad_references_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let backend = DemoBackend::spawn("errors");
+    let plan = plan(dir.path(), &backend.url);
+    let out = cli(&state, &["baseline", &plan, "--local"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: not stored as a baseline: the run was FAIL; a baseline must be a run that passed (or only warned)"),
+        "{}",
+        out.stderr
+    );
+    let none = cli(&state, &["baselines", "--local"]);
+    assert_eq!(none.code, 0);
+    assert!(
+        none.stdout.starts_with("no baselines yet"),
+        "{}",
+        none.stdout
+    );
+
+    let out = cli(&state, &["run", &plan, "--local", "--against", "latest"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("plan checkout has no baseline yet"),
+        "{}",
+        out.stderr
+    );
+    let out = cli(
+        &state,
+        &["run", &plan, "--local", "--against", "01234567-no-such"],
+    );
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("no baseline 01234567-no-such (see `postflight baselines --local`)"),
+        "{}",
+        out.stderr
+    );
+    let out = cli(&state, &["run", &plan, "--against", "latest"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("--against needs --local for now"),
+        "{}",
+        out.stderr
+    );
+    let out = cli(&state, &["baseline", &plan]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("add --local"), "{}", out.stderr);
+}
