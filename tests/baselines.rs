@@ -183,14 +183,147 @@ fn only_a_passing_run_becomes_a_baseline_and_bad_references_are_refused() {
         "{}",
         out.stderr
     );
-    let out = cli(&state, &["run", &plan, "--against", "latest"]);
-    assert_eq!(out.code, 2);
+}
+
+/// The same on a coordinator with probes in two regions: the baseline is kept by the
+/// coordinator (listed by the CLI and by grpcurl), and a run against it fails the one region
+/// that became slower while the other stays the same.
+#[test]
+fn a_coordinator_keeps_baselines_and_compares_each_region() {
+    use postflight_e2e::{grpcurl, spawn_coordinator, spawn_probe, wait_for_probes};
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let eu = DemoBackend::spawn("healthy");
+    let us = DemoBackend::spawn("healthy");
+    eu.set(r#"{"delay_ms": 20}"#);
+    us.set(r#"{"delay_ms": 20}"#);
+    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
+    let (_coordinator, url) = spawn_coordinator(0, &db, &[], &dir.path().join("coordinator.log"));
+    let _probes: Vec<_> = [("eu", "eu-1", &eu.url), ("us", "us-1", &us.url)]
+        .iter()
+        .map(|(region, name, backend)| {
+            spawn_probe(
+                &url,
+                region,
+                name,
+                &[("AGENT_URL", backend.as_str())],
+                &[],
+                &dir.path().join(format!("{name}.log")),
+            )
+        })
+        .collect();
+    wait_for_probes(&url, 2);
+    let plan = dir.path().join("regional.yaml");
+    std::fs::write(
+        &plan,
+        "name: regional\ntarget: {base_url: \"${probe:AGENT_URL}\"}\nchecks:\n  - name: chat-latency\n    latency:\n      request: {method: POST, url: /api/agent/chat, json: {message: Hi}}\n      samples: 20\n      pass_below: 3s\npolicy: {regions: [eu, us], quorum: any}\n",
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+
+    let taken = cli(
+        &state,
+        &[
+            "baseline",
+            plan,
+            "--coordinator",
+            &url,
+            "--migration",
+            "m-7",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(taken.code, 0, "{}\n{}", taken.stdout, taken.stderr);
+    let taken = taken.json();
+    let id = taken["baseline"]["baseline_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(taken["baseline"]["migration"], "m-7");
+    assert_eq!(taken["baseline"]["latencies"], 40, "20 per region");
+    let listed = cli(&state, &["baselines", "--coordinator", &url, "-o", "json"]).json();
+    assert_eq!(listed["baselines"][0]["baseline_id"], id.as_str());
+    let (ok, text) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"plan": "regional"}"#,
+        url.trim_start_matches("http://"),
+        "postflight.v1.ValidationService/ListBaselines",
+    ]);
+    assert!(ok && text.contains(&id), "{text}");
+
+    // Unchanged: the same in both regions.
+    let out = cli(
+        &state,
+        &[
+            "run",
+            plan,
+            "--coordinator",
+            &url,
+            "--against",
+            "latest",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let report = out.json();
+    let comparisons = report["baseline"]["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 2, "{report}");
     assert!(
-        out.stderr.contains("--against needs --local for now"),
+        comparisons.iter().all(|c| c["decision"] != "worse"),
+        "{report}"
+    );
+
+    // One region 40% slower, far under the fixed threshold.
+    us.set(r#"{"delay_ms": 28}"#);
+    let out = cli(
+        &state,
+        &[
+            "run",
+            plan,
+            "--coordinator",
+            &url,
+            "--against",
+            &id,
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let report = out.json();
+    let region = |name: &str| {
+        report["baseline"]["comparisons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["region"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(region("us")["decision"], "worse", "{report}");
+    assert_ne!(region("eu")["decision"], "worse", "{report}");
+    assert_eq!(report["checks"][0]["regions"]["us"]["status"], "fail");
+    assert_eq!(report["checks"][0]["regions"]["eu"]["status"], "pass");
+
+    // A baseline of another plan, or one that does not exist, is refused before anything runs.
+    let out = cli(
+        &state,
+        &[
+            "run",
+            plan,
+            "--coordinator",
+            &url,
+            "--against",
+            "no-such-id",
+        ],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no baseline with id no-such-id"),
         "{}",
         out.stderr
     );
-    let out = cli(&state, &["baseline", &plan]);
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("add --local"), "{}", out.stderr);
 }

@@ -51,6 +51,7 @@ fn honest(run: &v1::Assignment, id: &str) -> CheckResult {
         },
         finished_at_unix_ms: 1,
         requests_missing: 0,
+        latencies_ms: Vec::new(),
     }
 }
 
@@ -94,6 +95,16 @@ fn forgeries(run: &v1::Assignment) -> Vec<(CheckResult, &'static str)> {
         (with(&|r| r.requests = u64::MAX), "requests"),
         (with(&|r| r.requests_missing = u64::MAX), "requests"),
         (with(&|r| r.request_errors = 7), "request_errors"),
+        // Latencies of successful requests, when the only request failed.
+        (with(&|r| r.latencies_ms = vec![5.0; 3]), "latencies_ms"),
+        (
+            with(&|r| {
+                r.request_errors = 0;
+                r.latencies_ms = vec![f64::NAN];
+            }),
+            "latencies_ms",
+        ),
+        (with(&|r| r.latencies_ms = vec![1.0; 2001]), "latencies_ms"),
         (
             with(&|r| r.latency_sketch = min_above_max.clone()),
             "latency_sketch",

@@ -98,6 +98,7 @@ fn assignment(name: &str, assigned: &mut u64) -> CoordinatorMessage {
             run_id: format!("null-run-{assigned}"),
             plan_yaml: String::new(),
             deadline_unix_ms: u64::MAX,
+            keep_latencies: false,
         })),
     }
 }

@@ -226,6 +226,7 @@ async fn submit(
                 dry_run: true,
                 regions: vec![],
                 timeout_ms: 3_600_000,
+                ..Default::default()
             }),
         })
         .await?

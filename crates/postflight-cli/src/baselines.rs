@@ -9,103 +9,161 @@ use std::process::ExitCode;
 use comfy_table::{Table, presets};
 use postflight_plan::baseline::Baseline;
 
-use crate::cli::{BaselineArgs, BaselinesArgs, Output};
-use crate::{EXIT_PLAN_ERROR, local, plan_file, render};
+use postflight_proto::v1;
 
-/// `postflight baseline PLAN --local`: runs the plan and keeps what it measured, unless the
-/// run failed or was inconclusive.
-pub async fn take(args: BaselineArgs) -> anyhow::Result<ExitCode> {
-    if !args.local {
-        eprintln!(
-            "error: baselines are taken and kept by the CLI for now: add --local (the plan runs in this process, as region `local`)"
-        );
-        return Ok(ExitCode::from(EXIT_PLAN_ERROR));
+use crate::cli::{BaselineArgs, BaselinesArgs, Output};
+use crate::{EXIT_PLAN_ERROR, local, plan_file, remote, render};
+
+/// A baseline as listings show it (local or on a coordinator).
+#[derive(Debug, Clone, serde::Serialize)]
+struct Summary {
+    baseline_id: String,
+    plan: String,
+    migration: Option<String>,
+    created_at: String,
+    run_id: String,
+    status: String,
+    checks: usize,
+    latencies: usize,
+}
+
+impl From<&Baseline> for Summary {
+    fn from(b: &Baseline) -> Self {
+        Self {
+            baseline_id: b.baseline_id.clone(),
+            plan: b.plan.clone(),
+            migration: b.migration.clone(),
+            created_at: b.created_at.clone(),
+            run_id: b.run_id.clone(),
+            status: b.status.as_str().to_owned(),
+            checks: b.checks.len(),
+            latencies: b
+                .checks
+                .values()
+                .flat_map(|regions| regions.values())
+                .map(|m| m.latencies_ms.len())
+                .sum(),
+        }
     }
-    let plan = match plan_file::load(&args.plan, true) {
+}
+
+impl From<v1::BaselineSummary> for Summary {
+    fn from(b: v1::BaselineSummary) -> Self {
+        Self {
+            baseline_id: b.baseline_id,
+            plan: b.plan,
+            migration: (!b.migration.is_empty()).then_some(b.migration),
+            created_at: b.created_at,
+            run_id: b.run_id,
+            status: b.status,
+            checks: b.checks as usize,
+            latencies: b.latencies as usize,
+        }
+    }
+}
+
+/// `postflight baseline PLAN`: runs the plan (here with `--local`, else on a coordinator) and
+/// keeps what it measured, unless the run failed or was inconclusive.
+pub async fn take(args: BaselineArgs) -> anyhow::Result<ExitCode> {
+    let plan = match plan_file::load(&args.plan, args.local) {
         Ok(plan) => plan,
         Err(e) => {
             eprint!("{}", e.render());
             return Ok(ExitCode::from(EXIT_PLAN_ERROR));
         }
     };
-    let show_progress = std::io::stderr().is_terminal();
-    let round = local::round(
-        &plan,
-        args.timeout,
-        usize::from(args.concurrency),
-        show_progress,
-        None,
-    )
-    .await?;
-    let report = round.report;
-    let code = ExitCode::from(report.status.exit_code());
-    let id = uuid::Uuid::now_v7().to_string();
-    let baseline = match Baseline::of_run(id, &report, args.migration.clone(), round.measured) {
-        Ok(baseline) => baseline,
-        Err(refused) => {
-            print!(
-                "{}",
-                render::report(&report, args.output, render::stdout_color())
-            );
-            eprintln!("error: {refused}");
-            return Ok(code);
+    let (report, stored) = if args.local {
+        let show_progress = std::io::stderr().is_terminal();
+        let round = local::round(
+            &plan,
+            args.timeout,
+            usize::from(args.concurrency),
+            show_progress,
+            None,
+        )
+        .await?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let stored = match Baseline::of_run(
+            id,
+            &round.report,
+            args.migration.clone(),
+            round.measured,
+        ) {
+            Ok(baseline) => {
+                let path = LocalBaselines::default_location().save(&baseline)?;
+                tracing::info!(baseline = %baseline.baseline_id, path = %path.display(), "baseline stored");
+                Ok(Summary::from(&baseline))
+            }
+            Err(refused) => Err(refused.to_string()),
+        };
+        (round.report, stored)
+    } else {
+        match remote::take_baseline(&args, &plan).await {
+            Ok((report, stored)) => (report, stored.map(Summary::from)),
+            Err(failure) => return Ok(failure.exit()),
         }
     };
-    let path = LocalBaselines::default_location().save(&baseline)?;
-    tracing::info!(baseline = %baseline.baseline_id, path = %path.display(), "baseline stored");
-    match args.output {
-        Output::Json => {
-            let both = serde_json::json!({
-                "baseline": summary(&baseline),
-                "report": report,
-            });
+    let code = ExitCode::from(report.status.exit_code());
+    let against = if args.local { " --local" } else { "" };
+    match (stored, args.output) {
+        (Err(refused), output) => {
+            print!(
+                "{}",
+                render::report(&report, output, render::stdout_color())
+            );
+            eprintln!("error: {refused}");
+        }
+        (Ok(summary), Output::Json) => {
+            let both = serde_json::json!({ "baseline": summary, "report": report });
             println!("{}", serde_json::to_string_pretty(&both)?);
         }
-        Output::Table => {
+        (Ok(summary), Output::Table) => {
             print!(
                 "{}",
                 render::report(&report, Output::Table, render::stdout_color())
             );
             println!(
-                "baseline {} stored: {} latencies of {} checks; compare later runs with `postflight run {} --local --against {}` (or `--against latest`)",
-                baseline.baseline_id,
-                samples(&baseline),
-                baseline.checks.len(),
+                "baseline {} stored: {} latencies of {} checks; compare later runs with `postflight run {}{against} --against {}` (or `--against latest`)",
+                summary.baseline_id,
+                summary.latencies,
+                summary.checks,
                 args.plan.display(),
-                baseline.baseline_id
+                summary.baseline_id
             );
         }
     }
     Ok(code)
 }
 
-/// `postflight baselines --local`.
-pub fn list(args: &BaselinesArgs) -> ExitCode {
-    if !args.local {
-        eprintln!("error: baselines are kept by the CLI for now: add --local");
-        return ExitCode::from(EXIT_PLAN_ERROR);
-    }
-    let found = match LocalBaselines::default_location().list() {
-        Ok(found) => found,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(crate::EXIT_NO_RUN);
+/// `postflight baselines`: the CLI's own (`--local`) or a coordinator's.
+pub async fn list(args: &BaselinesArgs) -> ExitCode {
+    let found: Vec<Summary> = if args.local {
+        match LocalBaselines::default_location().list() {
+            Ok(found) => found
+                .iter()
+                .filter(|b| args.plan.as_ref().is_none_or(|p| &b.plan == p))
+                .map(Summary::from)
+                .collect(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(crate::EXIT_NO_RUN);
+            }
+        }
+    } else {
+        match remote::baselines(args.coordinator.as_deref(), args.plan.as_deref()).await {
+            Ok(found) => found.into_iter().map(Summary::from).collect(),
+            Err(failure) => return failure.exit(),
         }
     };
-    let shown: Vec<&Baseline> = found
-        .iter()
-        .filter(|b| args.plan.as_ref().is_none_or(|p| &b.plan == p))
-        .collect();
     match args.output {
         Output::Json => {
-            let list: Vec<serde_json::Value> = shown.iter().map(|b| summary(b)).collect();
-            let text = serde_json::to_string_pretty(&serde_json::json!({ "baselines": list }))
+            let text = serde_json::to_string_pretty(&serde_json::json!({ "baselines": found }))
                 .unwrap_or_default();
             println!("{text}");
         }
         Output::Table => {
-            if shown.is_empty() {
-                println!("no baselines yet: take one with `postflight baseline PLAN --local`");
+            if found.is_empty() {
+                println!("no baselines yet: take one with `postflight baseline PLAN`");
                 return ExitCode::SUCCESS;
             }
             let mut table = Table::new();
@@ -121,15 +179,15 @@ pub fn list(args: &BaselinesArgs) -> ExitCode {
             if !std::io::stdout().is_terminal() {
                 table.force_no_tty();
             }
-            for b in shown {
+            for b in found {
                 table.add_row(vec![
-                    b.baseline_id.clone(),
-                    b.plan.clone(),
-                    b.migration.clone().unwrap_or_else(|| "—".to_owned()),
-                    b.created_at.clone(),
-                    b.status.as_str().to_owned(),
-                    b.checks.len().to_string(),
-                    samples(b).to_string(),
+                    b.baseline_id,
+                    b.plan,
+                    b.migration.unwrap_or_else(|| "—".to_owned()),
+                    b.created_at,
+                    b.status,
+                    b.checks.to_string(),
+                    b.latencies.to_string(),
                 ]);
             }
             for line in table.to_string().lines() {
@@ -138,29 +196,6 @@ pub fn list(args: &BaselinesArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
-}
-
-/// Latencies kept, over every check and region.
-fn samples(b: &Baseline) -> usize {
-    b.checks
-        .values()
-        .flat_map(|regions| regions.values())
-        .map(|m| m.latencies_ms.len())
-        .sum()
-}
-
-/// A baseline without its samples, for listings.
-fn summary(b: &Baseline) -> serde_json::Value {
-    serde_json::json!({
-        "baseline_id": b.baseline_id,
-        "plan": b.plan,
-        "migration": b.migration,
-        "created_at": b.created_at,
-        "run_id": b.run_id,
-        "status": b.status,
-        "checks": b.checks.len(),
-        "latencies": samples(b),
-    })
 }
 
 /// Baselines kept per plan.

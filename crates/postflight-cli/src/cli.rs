@@ -173,9 +173,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
-    /// With --local: compare with a baseline taken before the change, by id (see
-    /// `postflight baselines`) or `latest` (the plan's newest). A check whose latency or error
-    /// rate got worse beyond the plan's `baseline:` limits, with statistical evidence, fails.
+    /// Compare with a baseline taken before the change, by id (see `postflight baselines`) or
+    /// `latest` (the plan's newest); with --local a baseline of this CLI, else one of the
+    /// coordinator. A check whose latency or error rate got worse beyond the plan's
+    /// `baseline:` limits, with statistical evidence, fails.
     #[arg(long, value_name = "BASELINE_ID|latest")]
     pub against: Option<String>,
 }
@@ -226,9 +227,18 @@ pub struct BaselineArgs {
     pub plan: PathBuf,
 
     /// Execute the plan in this process, as the single region `local`, and keep the baseline
-    /// in the CLI's state folder ($POSTFLIGHT_STATE_DIR/baselines). Required for now.
+    /// in the CLI's state folder ($POSTFLIGHT_STATE_DIR/baselines).
     #[arg(long)]
     pub local: bool,
+
+    /// Coordinator that runs the plan on its probes and keeps the baseline (the default
+    /// without --local) [default: $POSTFLIGHT_COORDINATOR, then http://127.0.0.1:7700].
+    #[arg(long, value_name = "URL", conflicts_with = "local")]
+    pub coordinator: Option<String>,
+
+    /// Regions that must report (repeatable); overrides the plan's policy.regions.
+    #[arg(long = "region", value_name = "REGION", conflicts_with = "local")]
+    pub regions: Vec<String>,
 
     /// The migration this baseline is taken for (a label, e.g. a ticket).
     #[arg(long, value_name = "M")]
@@ -250,9 +260,14 @@ pub struct BaselineArgs {
 /// `postflight baselines`.
 #[derive(Debug, Args)]
 pub struct BaselinesArgs {
-    /// The baselines kept by this CLI (required for now).
+    /// The baselines kept by this CLI (`baseline --local`).
     #[arg(long)]
     pub local: bool,
+
+    /// The coordinator whose baselines to list (the default without --local) [default:
+    /// $POSTFLIGHT_COORDINATOR, then http://127.0.0.1:7700].
+    #[arg(long, value_name = "URL", conflicts_with = "local")]
+    pub coordinator: Option<String>,
 
     /// Only baselines of this plan.
     #[arg(long, value_name = "NAME")]

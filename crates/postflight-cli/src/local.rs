@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use postflight_checks::{Executor, RunOptions, run_plan};
-use postflight_plan::baseline::{self, Baseline, Measured, Measurements};
+use postflight_plan::baseline::{self, Baseline, Measurements};
 use postflight_plan::model::Plan;
 use postflight_plan::rollback::{RollbackContext, RunEnd};
 
@@ -130,16 +130,7 @@ pub async fn round(
                 .collect()
         })
         .collect();
-    let measured: Measurements = plan
-        .checks
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(check, outcome)| {
-            let outcome = outcome.as_ref()?;
-            let region = BTreeMap::from([(LOCAL_REGION.to_owned(), Measured::of(outcome))]);
-            Some((check.name.clone(), region))
-        })
-        .collect();
+    let measured: Measurements = baseline::measurements(plan, &per_check);
     let comparison = match against {
         Some(baseline) => {
             let compared = baseline::compare(plan, baseline, &measured)?;

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Check(args) => Ok(check(&args)),
             Command::Baseline(args) => baselines::take(args).await,
-            Command::Baselines(args) => Ok(baselines::list(&args)),
+            Command::Baselines(args) => Ok(baselines::list(&args).await),
             Command::Demo(args) => demo::main(args).await,
             Command::Monitor(args) => monitor::main(args).await,
             Command::Probes(args) => Ok(remote::probes(&args)
@@ -108,13 +108,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let against = match (&args.against, args.local) {
-        (None, _) => None,
-        (Some(_), false) => {
-            eprintln!(
-                "error: --against needs --local for now: baselines are taken and kept by the CLI (`postflight baseline PLAN --local`)"
-            );
-            return Ok(ExitCode::from(EXIT_PLAN_ERROR));
-        }
+        // A coordinator looks its baselines up itself.
+        (None, _) | (Some(_), false) => None,
         (Some(id), true) => {
             match baselines::LocalBaselines::default_location().find(id, &plan.name) {
                 Ok(baseline) if baseline.plan == plan.name => Some(baseline),

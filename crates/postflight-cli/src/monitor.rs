@@ -239,7 +239,7 @@ async fn remote_monitor(plan: &Plan, args: &MonitorArgs) -> Result<ExitCode, rem
             options: Some(v1::RunOptions {
                 dry_run: args.dry_run,
                 regions: args.regions.clone(),
-                timeout_ms: 0,
+                ..Default::default()
             }),
         })
         .await

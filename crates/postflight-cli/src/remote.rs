@@ -18,7 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::cli::{Output, RemoteArgs, RunArgs, RunIdArgs, RunsArgs};
+use crate::cli::{BaselineArgs, Output, RemoteArgs, RunArgs, RunIdArgs, RunsArgs};
 use crate::render;
 
 /// Usage errors (an unknown run id, a plan the coordinator rejects).
@@ -148,9 +148,78 @@ pub async fn run(args: &RunArgs, plan: &Plan) -> Result<ExitCode, Failure> {
         dry_run: args.dry_run,
         regions: args.regions.clone(),
         timeout_ms: args.timeout.map_or(0, |t| t.as_millis() as u64),
+        against: args.against.clone().unwrap_or_default(),
+        ..Default::default()
     };
     let report = submit_and_follow(&url, plan, &args.plan.display().to_string(), options).await?;
     Ok(print_report(&report, args.output))
+}
+
+/// `postflight baseline PLAN --coordinator URL`: a run that keeps what it measured as a
+/// baseline on the coordinator when it passes. The report, and the baseline stored or why
+/// none was.
+pub async fn take_baseline(
+    args: &BaselineArgs,
+    plan: &Plan,
+) -> Result<(Report, Result<v1::BaselineSummary, String>), Failure> {
+    let url = coordinator_url(args.coordinator.as_deref());
+    let options = v1::RunOptions {
+        dry_run: true,
+        regions: args.regions.clone(),
+        timeout_ms: args.timeout.map_or(0, |t| t.as_millis() as u64),
+        take_baseline: true,
+        migration: args.migration.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let report = submit_and_follow(&url, plan, &args.plan.display().to_string(), options).await?;
+    let mut client = client(&url).await?;
+    let run = client
+        .get_run(v1::GetRunRequest {
+            run_id: report.run_id.clone(),
+        })
+        .await
+        .map_err(|s| from_status(&url, &s))?
+        .into_inner();
+    let stored = if run.baseline_id.is_empty() {
+        Err(if run.baseline_refused.is_empty() {
+            "the coordinator stored no baseline".to_owned()
+        } else {
+            run.baseline_refused
+        })
+    } else {
+        let listed = client
+            .list_baselines(v1::ListBaselinesRequest {
+                plan: plan.name.clone(),
+                limit: 50,
+            })
+            .await
+            .map_err(|s| from_status(&url, &s))?
+            .into_inner()
+            .baselines;
+        listed
+            .into_iter()
+            .find(|b| b.baseline_id == run.baseline_id)
+            .ok_or_else(|| format!("baseline {} is not listed", run.baseline_id))
+    };
+    Ok((report, stored))
+}
+
+/// A coordinator's baselines, newest first.
+pub async fn baselines(
+    coordinator: Option<&str>,
+    plan: Option<&str>,
+) -> Result<Vec<v1::BaselineSummary>, Failure> {
+    let url = coordinator_url(coordinator);
+    let mut client = client(&url).await?;
+    Ok(client
+        .list_baselines(v1::ListBaselinesRequest {
+            plan: plan.unwrap_or_default().to_owned(),
+            limit: 0,
+        })
+        .await
+        .map_err(|s| from_status(&url, &s))?
+        .into_inner()
+        .baselines)
 }
 
 /// Submits a plan, prints progress on stderr while the probes work, returns the report.

@@ -57,6 +57,7 @@ pub(crate) fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
     );
     let task_shared = shared.clone();
     let run_id = assignment.run_id;
+    let keep_latencies = assignment.keep_latencies;
     let assignment_id = id.clone();
     // What this plan's results must never carry: its expanded credentials and the values of
     // the secret-looking variables it read here. A service that echoes a token back, or a
@@ -82,6 +83,7 @@ pub(crate) fn start(shared: &Arc<Shared>, assignment: v1::Assignment) {
                         check_index: index as u32,
                         check_name: &plan.checks[index].name,
                         finished_at_unix_ms: postflight_ops::host::now_ms() as u64,
+                        keep_latencies,
                     },
                     outcome,
                 );

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use postflight_plan::baseline::{
+    BaselineReport, Comparison, Decision, ErrorComparison, LatencyComparison,
+};
 use postflight_plan::model::Severity;
 use postflight_plan::report::{
     CheckReport, LatencySummary, ProbeResult, RegionReport, RegionResult, Report, RequestCount,
@@ -183,7 +186,130 @@ impl From<&Report> for v1::Report {
                 missing: r.requests.missing,
             }),
             rollback: Some((&r.rollback).into()),
+            baseline: r.baseline.as_ref().map(Into::into),
         }
+    }
+}
+
+fn decision_text(d: Decision) -> String {
+    match d {
+        Decision::Worse => "worse",
+        Decision::Same => "same",
+        Decision::Inconclusive => "inconclusive",
+    }
+    .to_owned()
+}
+
+fn decision(field: &str, text: &str) -> Result<Decision, ConvertError> {
+    match text {
+        "worse" => Ok(Decision::Worse),
+        "same" => Ok(Decision::Same),
+        "inconclusive" => Ok(Decision::Inconclusive),
+        other => Err(ConvertError::new(
+            field,
+            format!("`{other}` is not worse, same or inconclusive"),
+        )),
+    }
+}
+
+impl From<&BaselineReport> for v1::BaselineReport {
+    fn from(b: &BaselineReport) -> Self {
+        Self {
+            baseline_id: b.baseline_id.clone(),
+            created_at: b.created_at.clone(),
+            migration: b.migration.clone().unwrap_or_default(),
+            max_latency_increase: b.max_latency_increase,
+            max_error_rate_increase: b.max_error_rate_increase,
+            significance: b.significance,
+            min_samples: b.min_samples,
+            comparisons: b
+                .comparisons
+                .iter()
+                .map(|c| v1::BaselineComparison {
+                    check: c.check.clone(),
+                    region: c.region.clone(),
+                    latency: Some(v1::LatencyComparison {
+                        samples_before: c.latency.samples_before as u32,
+                        samples_after: c.latency.samples_after as u32,
+                        p50_before: c.latency.p50_before,
+                        p50_after: c.latency.p50_after,
+                        p95_before: c.latency.p95_before,
+                        p95_after: c.latency.p95_after,
+                        increase: c.latency.increase,
+                        test: c.latency.test.clone(),
+                        u: c.latency.u,
+                        p_value: c.latency.p_value,
+                        effect: c.latency.effect,
+                        decision: decision_text(c.latency.decision),
+                    }),
+                    errors: Some(v1::ErrorComparison {
+                        requests_before: c.errors.requests_before,
+                        errors_before: c.errors.errors_before,
+                        requests_after: c.errors.requests_after,
+                        errors_after: c.errors.errors_after,
+                        increase: c.errors.increase,
+                        test: c.errors.test.clone(),
+                        p_value: c.errors.p_value,
+                        decision: decision_text(c.errors.decision),
+                    }),
+                    decision: decision_text(c.decision),
+                    reason: c.reason.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<v1::BaselineReport> for BaselineReport {
+    type Error = ConvertError;
+
+    fn try_from(b: v1::BaselineReport) -> Result<Self, ConvertError> {
+        let mut comparisons = Vec::with_capacity(b.comparisons.len());
+        for (i, c) in b.comparisons.into_iter().enumerate() {
+            let at = format!("comparisons[{i}]");
+            let l = c.latency.unwrap_or_default();
+            let e = c.errors.unwrap_or_default();
+            comparisons.push(Comparison {
+                check: c.check,
+                region: c.region,
+                latency: LatencyComparison {
+                    samples_before: l.samples_before as usize,
+                    samples_after: l.samples_after as usize,
+                    p50_before: l.p50_before,
+                    p50_after: l.p50_after,
+                    p95_before: l.p95_before,
+                    p95_after: l.p95_after,
+                    increase: l.increase,
+                    test: l.test,
+                    u: l.u,
+                    p_value: l.p_value,
+                    effect: l.effect,
+                    decision: decision(&format!("{at}.latency.decision"), &l.decision)?,
+                },
+                errors: ErrorComparison {
+                    requests_before: e.requests_before,
+                    errors_before: e.errors_before,
+                    requests_after: e.requests_after,
+                    errors_after: e.errors_after,
+                    increase: e.increase,
+                    test: e.test,
+                    p_value: e.p_value,
+                    decision: decision(&format!("{at}.errors.decision"), &e.decision)?,
+                },
+                decision: decision(&format!("{at}.decision"), &c.decision)?,
+                reason: c.reason,
+            });
+        }
+        Ok(Self {
+            baseline_id: b.baseline_id,
+            created_at: b.created_at,
+            migration: (!b.migration.is_empty()).then_some(b.migration),
+            max_latency_increase: b.max_latency_increase,
+            max_error_rate_increase: b.max_error_rate_increase,
+            significance: b.significance,
+            min_samples: b.min_samples,
+            comparisons,
+        })
     }
 }
 
@@ -263,8 +389,11 @@ impl TryFrom<v1::Report> for Report {
                 }
                 None => RollbackReport::default(),
             },
-            // Baselines are compared on the CLI's side for now (`run --local --against`).
-            baseline: None,
+            baseline: r
+                .baseline
+                .map(BaselineReport::try_from)
+                .transpose()
+                .map_err(|e| e.within("baseline"))?,
         })
     }
 }
@@ -294,6 +423,8 @@ pub struct ResultIds<'a> {
     pub check_name: &'a str,
     /// When it finished, in Unix milliseconds.
     pub finished_at_unix_ms: u64,
+    /// Send the successful requests' latencies (the assignment asked: a baseline run).
+    pub keep_latencies: bool,
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary:
@@ -326,6 +457,11 @@ pub fn check_result(ids: ResultIds<'_>, outcome: &CheckOutcome) -> v1::CheckResu
         latency_ms: region.latency.map(Into::into),
         latency_sketch: region.sketch.to_bytes(),
         finished_at_unix_ms: ids.finished_at_unix_ms,
+        latencies_ms: if ids.keep_latencies {
+            region.latencies_ms
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -439,6 +575,18 @@ pub fn probe_result(r: v1::CheckResult) -> Result<ProbeResult, ConvertError> {
     // `from_bytes` checks the sketch's shape itself: no second reading of it here.
     let sketch = LatencySketch::from_bytes(&r.latency_sketch)
         .map_err(|e| ConvertError::new("latency_sketch", e))?;
+    if r.latencies_ms.len() > postflight_plan::baseline::MAX_SAMPLES {
+        return Err(ConvertError::new(
+            "latencies_ms",
+            format!(
+                "{} latencies, at most {}",
+                r.latencies_ms.len(),
+                postflight_plan::baseline::MAX_SAMPLES
+            ),
+        ));
+    }
+    let mut latencies = r.latencies_ms;
+    latencies.sort_by(f64::total_cmp);
     let taken = ProbeResult {
         result_id: r.result_id,
         run_id: r.run_id,
@@ -456,6 +604,7 @@ pub fn probe_result(r: v1::CheckResult) -> Result<ProbeResult, ConvertError> {
             },
             latency: r.latency_ms.map(Into::into),
             sketch,
+            latencies_ms: latencies,
         },
     };
     taken
@@ -506,6 +655,7 @@ mod tests {
                 check_index: 2,
                 check_name: "latency",
                 finished_at_unix_ms: 1,
+                keep_latencies: false,
             },
             &outcome,
         );
@@ -675,6 +825,55 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_baseline_comparison_survives_the_wire() {
+        let comparison = BaselineReport {
+            baseline_id: "b1".into(),
+            created_at: "2026-12-01T00:00:00Z".into(),
+            migration: Some("m-1".into()),
+            max_latency_increase: 0.2,
+            max_error_rate_increase: 0.02,
+            significance: 0.01,
+            min_samples: 8,
+            comparisons: vec![Comparison {
+                check: "fast".into(),
+                region: "eu".into(),
+                latency: LatencyComparison {
+                    samples_before: 20,
+                    samples_after: 20,
+                    p50_before: Some(20.0),
+                    p50_after: Some(28.0),
+                    p95_before: Some(21.0),
+                    p95_after: None,
+                    increase: Some(0.4),
+                    test: "mann-whitney-u".into(),
+                    u: Some(400.0),
+                    p_value: Some(1e-8),
+                    effect: Some(1.0),
+                    decision: Decision::Worse,
+                },
+                errors: ErrorComparison {
+                    requests_before: 20,
+                    errors_before: 0,
+                    requests_after: 20,
+                    errors_after: 0,
+                    increase: 0.0,
+                    test: "fisher-exact".into(),
+                    p_value: Some(1.0),
+                    decision: Decision::Same,
+                },
+                decision: Decision::Worse,
+                reason: "slower".into(),
+            }],
+        };
+        let wire = v1::BaselineReport::from(&comparison);
+        assert_eq!(BaselineReport::try_from(wire.clone()).unwrap(), comparison);
+        let mut bad = wire;
+        bad.comparisons[0].decision = "better".into();
+        let err = BaselineReport::try_from(bad).unwrap_err();
+        assert_eq!(err.field, "comparisons[0].decision");
+    }
+
     /// A probe cuts a long message to what the coordinator accepts, on a character boundary.
     #[test]
     fn long_messages_are_cut_before_sending() {
@@ -693,6 +892,7 @@ mod tests {
             check_index: 0,
             check_name: &long_name,
             finished_at_unix_ms: 1,
+            keep_latencies: false,
         };
         let wire = check_result(ids, &outcome);
         assert!(wire.message.len() <= MAX_CHECK_MESSAGE_BYTES);

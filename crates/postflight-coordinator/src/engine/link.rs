@@ -37,6 +37,8 @@ pub enum ToProbe {
         plan_yaml: Arc<str>,
         /// When the run ends, Unix milliseconds.
         deadline_unix_ms: u64,
+        /// Send each result's latencies (a baseline is taken or compared with).
+        keep_latencies: bool,
     },
     /// Stop working on an assignment.
     Cancel {
@@ -237,6 +239,7 @@ mod tests {
                 run_id: String::new(),
                 plan_yaml: "x".repeat(1000).into(),
                 deadline_unix_ms: 0,
+                keep_latencies: false,
             })
         };
         let (link, rx) = ProbeLink::bounded(100, 2500);

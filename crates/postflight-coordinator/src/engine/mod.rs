@@ -12,6 +12,7 @@
 //! so a restarted coordinator resumes from the database: runs continue, probes reconnect and
 //! replay what they buffered, replays are stored once.
 
+mod baselines;
 pub mod events;
 mod ingest;
 pub mod link;
@@ -44,6 +45,7 @@ use crate::storage::{
     AssignmentRecord, AssignmentStatus, BatchRecord, ProbeRecord, RunRecord, RunStatus, Store,
     StoreError,
 };
+pub use baselines::MAX_BASELINES_PAGE;
 use events::{ResultEvent, RunEvent, RunEventKind};
 use ingest::{WriteJob, write_results};
 pub use link::ToProbe;

@@ -224,6 +224,7 @@ impl<S: Store> Coordinator<S> {
                     round_timeout(&plan).min(self.inner.config.default_timeout),
                     record.dry_run,
                     Some(monitor_id.to_owned()),
+                    super::runs::RunLabels::default(),
                     Some(tx),
                 )
                 .await;

@@ -21,6 +21,21 @@ pub struct RunOptions {
     pub regions: Vec<String>,
     /// Bound on the whole run; `None` is the coordinator's default.
     pub timeout: Option<Duration>,
+    /// Compare with this baseline: an id, or `latest` (the plan's newest).
+    pub against: Option<String>,
+    /// Keep what the run measured as a baseline when it passes.
+    pub take_baseline: bool,
+    /// The migration the run belongs to.
+    pub migration: Option<String>,
+}
+
+/// What a run carries besides its plan: its migration label and what it does with baselines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct RunLabels {
+    pub migration: Option<String>,
+    /// A baseline id (resolved).
+    pub against: Option<String>,
+    pub take_baseline: bool,
 }
 
 /// A probe's word that it finished an assignment.
@@ -57,8 +72,17 @@ impl<S: Store> Coordinator<S> {
         self.inner.metrics.runs_submitted.inc();
         let timeout = options.timeout.unwrap_or(self.inner.config.default_timeout);
         let dry_run = options.dry_run || plan.rollback.as_ref().is_some_and(|r| r.dry_run);
+        let against = match &options.against {
+            Some(id) => Some(self.baseline_for(&plan, id).await?.baseline_id),
+            None => None,
+        };
+        let labels = RunLabels {
+            migration: options.migration.clone(),
+            against,
+            take_baseline: options.take_baseline,
+        };
         self.create_run(
-            plan, plan_yaml, &origin, regions, timeout, dry_run, None, None,
+            plan, plan_yaml, &origin, regions, timeout, dry_run, None, labels, None,
         )
         .await
     }
@@ -87,6 +111,26 @@ impl<S: Store> Coordinator<S> {
                     origin.len(),
                     postflight_proto::MAX_NAME_BYTES * 2
                 ),
+            ));
+        }
+        if let Some(migration) = &options.migration
+            && postflight_proto::check_name("migration", migration).is_err()
+        {
+            return Err(CoordinatorError::invalid(
+                "options.migration",
+                format!(
+                    "`{}` is not a migration label (1 to {} bytes, no spaces)",
+                    postflight_proto::cut_to_bytes(migration, 64),
+                    postflight_proto::MAX_NAME_BYTES
+                ),
+            ));
+        }
+        if let Some(against) = &options.against
+            && postflight_proto::check_name("against", against).is_err()
+        {
+            return Err(CoordinatorError::invalid(
+                "options.against",
+                "a baseline id or `latest`",
             ));
         }
         if options.regions.len() > MAX_REGIONS {
@@ -148,6 +192,7 @@ impl<S: Store> Coordinator<S> {
         timeout: Duration,
         dry_run: bool,
         monitor_id: Option<String>,
+        labels: RunLabels,
         done: Option<tokio::sync::oneshot::Sender<Finished>>,
     ) -> CoordinatorResult<RunRecord> {
         let record = RunRecord {
@@ -166,6 +211,11 @@ impl<S: Store> Coordinator<S> {
             report_json: None,
             rollback_json: None,
             monitor_id,
+            migration: labels.migration,
+            against: labels.against,
+            take_baseline: labels.take_baseline,
+            baseline_id: None,
+            baseline_refused: None,
         };
         self.inner.store.insert_run(&record).await?;
         tracing::info!(run_id = %record.run_id, plan = %plan.name, regions = ?record.regions, "run submitted");
@@ -339,6 +389,7 @@ impl<S: Store> Coordinator<S> {
                     run_id: run_id.to_owned(),
                     plan_yaml: run.plan_yaml.clone(),
                     deadline_unix_ms: run.deadline_unix_ms.max(0) as u64,
+                    keep_latencies: run.record.take_baseline || run.record.against.is_some(),
                 };
                 let link = state
                     .probes
@@ -511,7 +562,14 @@ impl<S: Store> Coordinator<S> {
         };
         run.timer.cancel();
         let finished = now_ms();
-        let results = state::region_results(&run);
+        let mut results = state::region_results(&run);
+        let comparison = match run.record.against.clone() {
+            Some(id) => {
+                self.compare_with_baseline(&run.plan, &id, &mut results)
+                    .await
+            }
+            None => None,
+        };
         let unreported = state::unreported_regions(&run);
         let started_ms = run.record.started_ms.unwrap_or(run.record.created_ms);
         let end = match status {
@@ -531,6 +589,11 @@ impl<S: Store> Coordinator<S> {
             env: &ProcessEnv,
         });
         report.rollback.dry_run |= run.record.dry_run;
+        report.baseline = comparison;
+        if run.record.take_baseline {
+            self.keep_baseline(&mut run.record, &run.plan, &report, &results)
+                .await;
+        }
         // A monitor's round is judged by its monitor, over the window; a plain run acts now:
         // the claim is committed and the report stored as `pending` before the action starts
         // in a task of its own (never in the probe stream or request that ended the run).

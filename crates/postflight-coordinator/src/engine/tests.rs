@@ -472,6 +472,11 @@ async fn a_restart_settles_the_claims_left_without_outcome() {
             report_json: None,
             rollback_json: outcome.map(|_| serde_json::to_string(&rollback).unwrap()),
             monitor_id: None,
+            migration: None,
+            against: None,
+            take_baseline: false,
+            baseline_id: None,
+            baseline_refused: None,
         }
     };
     let cases = [

@@ -129,6 +129,10 @@ fn run_message(record: &RunRecord, results: u32, checks: u32) -> v1::Run {
         results,
         rollback: rollback.as_ref().map(Into::into),
         dry_run: record.dry_run,
+        baseline_id: record.baseline_id.clone().unwrap_or_default(),
+        baseline_refused: record.baseline_refused.clone().unwrap_or_default(),
+        against: record.against.clone().unwrap_or_default(),
+        migration: record.migration.clone().unwrap_or_default(),
     }
 }
 
@@ -353,6 +357,33 @@ impl<S: Store> ValidationService for ValidationApi<S> {
             results,
             self.coordinator.check_count(&record),
         )))
+    }
+
+    async fn list_baselines(
+        &self,
+        request: Request<v1::ListBaselinesRequest>,
+    ) -> Result<Response<v1::ListBaselinesResponse>, Status> {
+        let r = request.into_inner();
+        if r.plan.len() > MAX_NAME_BYTES {
+            return Err(CoordinatorError::invalid("plan", "not a plan name (too long)").into());
+        }
+        let plan = (!r.plan.is_empty()).then_some(r.plan.as_str());
+        let found = self.coordinator.list_baselines(plan, r.limit).await?;
+        Ok(Response::new(v1::ListBaselinesResponse {
+            baselines: found
+                .into_iter()
+                .map(|b| v1::BaselineSummary {
+                    created_at: unix_ms_string(b.created_ms),
+                    baseline_id: b.baseline_id,
+                    plan: b.plan_name,
+                    migration: b.migration.unwrap_or_default(),
+                    run_id: b.run_id,
+                    status: b.status,
+                    checks: u32::try_from(b.checks).unwrap_or(0),
+                    latencies: u32::try_from(b.latencies).unwrap_or(0),
+                })
+                .collect(),
+        }))
     }
 
     async fn list_probes(

@@ -43,10 +43,14 @@ impl From<v1::AssignmentRejected> for AssignmentRejected {
 impl From<v1::RunOptions> for RunOptions {
     /// A `timeout_ms` of 0 is the coordinator's default.
     fn from(o: v1::RunOptions) -> Self {
+        let text = |s: String| (!s.is_empty()).then_some(s);
         Self {
             dry_run: o.dry_run,
             regions: o.regions,
             timeout: (o.timeout_ms > 0).then(|| Duration::from_millis(o.timeout_ms)),
+            against: text(o.against),
+            take_baseline: o.take_baseline,
+            migration: text(o.migration),
         }
     }
 }
@@ -69,11 +73,13 @@ impl From<ToProbe> for v1::CoordinatorMessage {
                 run_id,
                 plan_yaml,
                 deadline_unix_ms,
+                keep_latencies,
             } => Kind::Assignment(v1::Assignment {
                 assignment_id,
                 run_id,
                 plan_yaml: plan_yaml.to_string(),
                 deadline_unix_ms,
+                keep_latencies,
             }),
             ToProbe::Cancel {
                 assignment_id,
@@ -100,6 +106,7 @@ mod tests {
             dry_run: true,
             regions: vec!["eu".into()],
             timeout_ms: 1500,
+            ..Default::default()
         });
         assert_eq!(set.timeout, Some(Duration::from_millis(1500)));
         assert!(set.dry_run);
@@ -113,6 +120,7 @@ mod tests {
             run_id: "r".into(),
             plan_yaml: "name: p".into(),
             deadline_unix_ms: 9,
+            keep_latencies: true,
         });
         assert_eq!(
             wire.kind,
@@ -121,6 +129,7 @@ mod tests {
                 run_id: "r".into(),
                 plan_yaml: "name: p".into(),
                 deadline_unix_ms: 9,
+                keep_latencies: true,
             }))
         );
     }

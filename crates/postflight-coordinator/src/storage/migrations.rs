@@ -36,6 +36,11 @@ pub(crate) const SQLITE: Files = &[
         "action kind and round regions",
         include_str!("../../migrations/sqlite/0004_action_kind_and_round_regions.sql"),
     ),
+    (
+        5,
+        "baselines",
+        include_str!("../../migrations/sqlite/0005_baselines.sql"),
+    ),
 ];
 
 /// PostgreSQL.
@@ -59,6 +64,11 @@ pub(crate) const POSTGRES: Files = &[
         4,
         "action kind and round regions",
         include_str!("../../migrations/postgres/0004_action_kind_and_round_regions.sql"),
+    ),
+    (
+        5,
+        "baselines",
+        include_str!("../../migrations/postgres/0005_baselines.sql"),
     ),
 ];
 

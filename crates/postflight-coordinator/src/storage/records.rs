@@ -99,6 +99,16 @@ pub struct RunRecord {
     pub rollback_json: Option<String>,
     /// The monitor this run is a round of.
     pub monitor_id: Option<String>,
+    /// The migration the run belongs to.
+    pub migration: Option<String>,
+    /// The baseline the run is compared with (an id: `latest` is resolved at submission).
+    pub against: Option<String>,
+    /// Keep what the run measured as a baseline if it passes.
+    pub take_baseline: bool,
+    /// The baseline the run took, once stored.
+    pub baseline_id: Option<String>,
+    /// Why the run took no baseline although it was asked to.
+    pub baseline_refused: Option<String>,
 }
 
 /// State of an assignment.
@@ -270,4 +280,27 @@ pub struct RoundRecord {
     pub regions_json: Option<String>,
     /// Whether the round counted towards `rollback.failing_rounds`.
     pub counted: bool,
+}
+
+/// A baseline: what a passing run measured, to compare later runs of its plan with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineRecord {
+    /// Unique id (UUID v7).
+    pub baseline_id: String,
+    /// The plan's name.
+    pub plan_name: String,
+    /// Its migration label.
+    pub migration: Option<String>,
+    /// When it was taken, Unix milliseconds.
+    pub created_ms: i64,
+    /// The run it was taken from.
+    pub run_id: String,
+    /// That run's verdict (PASS or WARN).
+    pub status: String,
+    /// Checks kept.
+    pub checks: i64,
+    /// Latencies kept.
+    pub latencies: i64,
+    /// The baseline as JSON (`postflight_plan::baseline::Baseline`).
+    pub data: String,
 }

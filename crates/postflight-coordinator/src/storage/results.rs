@@ -62,6 +62,9 @@ pub struct StoredResult {
     /// Requests never attempted.
     #[prost(uint64, tag = "14")]
     pub requests_missing: u64,
+    /// The successful requests' latencies in ms, sorted (kept for baselines only).
+    #[prost(double, repeated, tag = "15")]
+    pub latencies_ms: Vec<f64>,
 }
 
 /// Exact latency figures, in milliseconds.
@@ -114,6 +117,7 @@ impl From<&ProbeResult> for StoredResult {
             latency_sketch: r.sketch.to_bytes(),
             finished_at_unix_ms: p.finished_at_ms,
             requests_missing: r.requests.missing,
+            latencies_ms: r.latencies_ms.clone(),
         }
     }
 }
@@ -200,6 +204,7 @@ impl StoredResult {
                     max: l.max,
                 }),
                 sketch,
+                latencies_ms: self.latencies_ms,
             },
             result_id: self.result_id,
         })
@@ -232,6 +237,7 @@ mod tests {
                 },
                 latency: sketch.summary(),
                 sketch,
+                latencies_ms: Vec::new(),
             },
         }
     }

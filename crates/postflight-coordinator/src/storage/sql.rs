@@ -150,8 +150,9 @@ where
     async fn insert_run(&self, r: &RunRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO runs (run_id, plan_name, plan_sealed, origin, status, dry_run, regions, timeout_ms, \
-             created_ms, started_ms, finished_ms, verdict, report, rollback, monitor_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             created_ms, started_ms, finished_ms, verdict, report, rollback, monitor_id, migration, against, \
+             take_baseline, baseline_id, baseline_refused) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(&r.run_id)
         .bind(&r.plan_name)
@@ -168,6 +169,11 @@ where
         .bind(&r.report_json)
         .bind(&r.rollback_json)
         .bind(&r.monitor_id)
+        .bind(&r.migration)
+        .bind(&r.against)
+        .bind(r.take_baseline)
+        .bind(&r.baseline_id)
+        .bind(&r.baseline_refused)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -176,7 +182,7 @@ where
     async fn update_run(&self, r: &RunRecord) -> StoreResult<()> {
         sqlx::query(
             "UPDATE runs SET status = $2, started_ms = $3, finished_ms = $4, verdict = $5, report = $6, \
-             rollback = $7 WHERE run_id = $1",
+             rollback = $7, baseline_id = $8, baseline_refused = $9 WHERE run_id = $1",
         )
         .bind(&r.run_id)
         .bind(r.status.as_str())
@@ -185,6 +191,8 @@ where
         .bind(&r.verdict)
         .bind(&r.report_json)
         .bind(&r.rollback_json)
+        .bind(&r.baseline_id)
+        .bind(&r.baseline_refused)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -524,6 +532,60 @@ where
         .await?;
         rows.iter().map(round_of).collect()
     }
+
+    async fn insert_baseline(&self, b: &BaselineRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO baselines (baseline_id, plan_name, migration, created_ms, run_id, status, checks, \
+             latencies, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&b.baseline_id)
+        .bind(&b.plan_name)
+        .bind(&b.migration)
+        .bind(b.created_ms)
+        .bind(&b.run_id)
+        .bind(&b.status)
+        .bind(b.checks)
+        .bind(b.latencies)
+        .bind(&b.data)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_baseline(&self, baseline_id: &str) -> StoreResult<Option<BaselineRecord>> {
+        let row = sqlx::query("SELECT * FROM baselines WHERE baseline_id = $1")
+            .bind(baseline_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(baseline_of).transpose()
+    }
+
+    async fn list_baselines(
+        &self,
+        plan: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<BaselineRecord>> {
+        let rows =
+            match plan {
+                Some(plan) => {
+                    sqlx::query(
+                        "SELECT * FROM baselines WHERE plan_name = $1 \
+                     ORDER BY created_ms DESC, baseline_id DESC LIMIT $2",
+                    )
+                    .bind(plan)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                None => sqlx::query(
+                    "SELECT * FROM baselines ORDER BY created_ms DESC, baseline_id DESC LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?,
+            };
+        rows.iter().map(baseline_of).collect()
+    }
 }
 
 fn json_of<T: serde::Serialize>(value: &T) -> String {
@@ -617,6 +679,25 @@ fn run_of(row: &impl RowExt) -> StoreResult<RunRecord> {
         report_json: row.opt_text("report")?,
         rollback_json: row.opt_text("rollback")?,
         monitor_id: row.opt_text("monitor_id")?,
+        migration: row.opt_text("migration")?,
+        against: row.opt_text("against")?,
+        take_baseline: row.flag("take_baseline")?,
+        baseline_id: row.opt_text("baseline_id")?,
+        baseline_refused: row.opt_text("baseline_refused")?,
+    })
+}
+
+fn baseline_of(row: &impl RowExt) -> StoreResult<BaselineRecord> {
+    Ok(BaselineRecord {
+        baseline_id: row.text("baseline_id")?,
+        plan_name: row.text("plan_name")?,
+        migration: row.opt_text("migration")?,
+        created_ms: row.int("created_ms")?,
+        run_id: row.text("run_id")?,
+        status: row.text("status")?,
+        checks: row.int("checks")?,
+        latencies: row.int("latencies")?,
+        data: row.text("data")?,
     })
 }
 

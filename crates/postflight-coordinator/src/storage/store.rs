@@ -124,6 +124,22 @@ pub trait Store: Send + Sync + 'static {
         monitor_id: &str,
         limit: u32,
     ) -> impl Future<Output = StoreResult<Vec<RoundRecord>>> + Send;
+    /// Stores a baseline.
+    fn insert_baseline(
+        &self,
+        baseline: &BaselineRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// One baseline.
+    fn get_baseline(
+        &self,
+        baseline_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<BaselineRecord>>> + Send;
+    /// Up to `limit` baselines, newest first, optionally of one plan.
+    fn list_baselines(
+        &self,
+        plan: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<BaselineRecord>>> + Send;
 }
 
 /// Either engine, chosen by URL at start-up.
@@ -250,5 +266,18 @@ impl Store for AnyStore {
     }
     async fn last_rounds(&self, monitor_id: &str, limit: u32) -> StoreResult<Vec<RoundRecord>> {
         dispatch!(self, s => s.last_rounds(monitor_id, limit))
+    }
+    async fn insert_baseline(&self, baseline: &BaselineRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_baseline(baseline))
+    }
+    async fn get_baseline(&self, baseline_id: &str) -> StoreResult<Option<BaselineRecord>> {
+        dispatch!(self, s => s.get_baseline(baseline_id))
+    }
+    async fn list_baselines(
+        &self,
+        plan: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<BaselineRecord>> {
+        dispatch!(self, s => s.list_baselines(plan, limit))
     }
 }

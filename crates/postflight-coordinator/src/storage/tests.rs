@@ -24,6 +24,11 @@ fn run(id: &str, created: i64, plan: &str, status: RunStatus) -> RunRecord {
         report_json: None,
         rollback_json: None,
         monitor_id: None,
+        migration: None,
+        against: None,
+        take_baseline: false,
+        baseline_id: None,
+        baseline_refused: None,
     }
 }
 
@@ -325,6 +330,49 @@ async fn suite<S: Store>(store: S) {
     assert_eq!(store.get_monitor("m1").await.unwrap().unwrap(), monitor);
     assert!(store.running_monitors().await.unwrap().is_empty());
     assert_eq!(store.list_monitors(10).await.unwrap().len(), 1);
+
+    // Baselines: newest first, per plan, and the runs that asked for them.
+    let baseline = |id: &str, plan: &str, at: i64| BaselineRecord {
+        baseline_id: id.into(),
+        plan_name: plan.into(),
+        migration: Some("m-1".into()),
+        created_ms: at,
+        run_id: format!("run-{id}"),
+        status: "PASS".into(),
+        checks: 2,
+        latencies: 40,
+        data: "{}".into(),
+    };
+    for (id, plan, at) in [("b1", "a", 10), ("b2", "b", 20), ("b3", "a", 30)] {
+        store
+            .insert_baseline(&baseline(id, plan, at))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.get_baseline("b2").await.unwrap(),
+        Some(baseline("b2", "b", 20))
+    );
+    assert_eq!(store.get_baseline("zz").await.unwrap(), None);
+    let of_a: Vec<String> = store
+        .list_baselines(Some("a"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.baseline_id)
+        .collect();
+    assert_eq!(of_a, ["b3", "b1"]);
+    assert_eq!(store.list_baselines(None, 2).await.unwrap().len(), 2);
+    let mut asked = run("rb", 50, "a", RunStatus::Running);
+    asked.migration = Some("m-1".into());
+    asked.against = Some("b1".into());
+    asked.take_baseline = true;
+    store.insert_run(&asked).await.unwrap();
+    asked.status = RunStatus::Completed;
+    asked.baseline_id = Some("b4".into());
+    asked.baseline_refused = Some("no".into());
+    store.update_run(&asked).await.unwrap();
+    assert_eq!(store.get_run("rb").await.unwrap(), Some(asked));
 }
 
 /// Coordinators sharing one database race for the same rollback: exactly one wins.
@@ -359,7 +407,7 @@ async fn sqlite_store_passes_the_suite_and_survives_reopening() {
     suite(SqliteStore::open(&url).await.unwrap()).await;
     // Reopening migrates nothing twice and finds the data.
     let again = SqliteStore::open(&url).await.unwrap();
-    assert_eq!(again.list_runs(10, None).await.unwrap().len(), 3);
+    assert_eq!(again.list_runs(10, None).await.unwrap().len(), 4);
     assert!(dir.path().join("postflight.db-wal").exists(), "WAL mode");
 }
 
@@ -368,7 +416,7 @@ async fn postgres_store_passes_the_suite_and_survives_reopening() {
     let db = ScratchDb::create().await;
     suite(PostgresStore::open(&db.url).await.unwrap()).await;
     let again = PostgresStore::open(&db.url).await.unwrap();
-    assert_eq!(again.list_runs(10, None).await.unwrap().len(), 3);
+    assert_eq!(again.list_runs(10, None).await.unwrap().len(), 4);
 }
 
 #[tokio::test]

@@ -62,7 +62,7 @@ impl Measured {
 
 /// Sorted, and at most [`MAX_SAMPLES`] values taken at even ranks (the shape of the
 /// distribution is kept).
-fn thin(mut values: Vec<f64>) -> Vec<f64> {
+pub fn thin(mut values: Vec<f64>) -> Vec<f64> {
     values.retain(|v| v.is_finite());
     values.sort_by(f64::total_cmp);
     if values.len() <= MAX_SAMPLES {
@@ -76,6 +76,34 @@ fn thin(mut values: Vec<f64>) -> Vec<f64> {
 
 /// Per check name, per region: what a run measured.
 pub type Measurements = BTreeMap<String, BTreeMap<String, Measured>>;
+
+impl Measured {
+    /// What a region's result measured (its latencies are kept only where a baseline is
+    /// taken or compared with).
+    pub fn of_region(result: &RegionResult) -> Self {
+        Self {
+            latencies_ms: result.latencies_ms.clone(),
+            requests: result.requests.count,
+            errors: result.requests.errors,
+        }
+    }
+}
+
+/// What a run of `plan` measured, from its per-check region results (plan order).
+pub fn measurements(plan: &Plan, results: &[BTreeMap<String, RegionResult>]) -> Measurements {
+    plan.checks
+        .iter()
+        .zip(results)
+        .filter(|(_, regions)| !regions.is_empty())
+        .map(|(check, regions)| {
+            let measured = regions
+                .iter()
+                .map(|(region, r)| (region.clone(), Measured::of_region(r)))
+                .collect();
+            (check.name.clone(), measured)
+        })
+        .collect()
+}
 
 /// A run kept to compare later runs of the same plan with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -239,5 +239,6 @@ fn region_result(status: CheckStatus) -> RegionResult {
         requests: crate::report::RequestCount::default(),
         latency: None,
         sketch: crate::sketch::LatencySketch::new(),
+        latencies_ms: Vec::new(),
     }
 }

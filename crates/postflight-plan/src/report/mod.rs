@@ -193,6 +193,10 @@ pub struct RegionResult {
     pub latency: Option<LatencySummary>,
     /// The same latencies, mergeable with other regions'.
     pub sketch: LatencySketch,
+    /// The successful requests' latencies in milliseconds, sorted, at most
+    /// [`crate::baseline::MAX_SAMPLES`]: kept only where a baseline is taken or compared with
+    /// (the statistical tests need the values, not a sketch); empty otherwise.
+    pub latencies_ms: Vec<f64>,
 }
 
 impl RegionResult {
@@ -209,6 +213,7 @@ impl RegionResult {
             requests: count_requests(outcome),
             latency: LatencySummary::of(outcome.samples.iter().map(|s| s.latency)),
             sketch,
+            latencies_ms: crate::baseline::Measured::of(outcome).latencies_ms,
         }
     }
 
@@ -222,10 +227,12 @@ impl RegionResult {
         let mut sketch = LatencySketch::new();
         let mut requests = RequestCount::default();
         let mut duration = Duration::ZERO;
+        let mut latencies = Vec::new();
         for r in results {
             sketch.merge(&r.sketch);
             requests.add(r.requests);
             duration = duration.max(r.duration);
+            latencies.extend_from_slice(&r.latencies_ms);
         }
         Some(RegionResult {
             status: worst.status,
@@ -234,6 +241,7 @@ impl RegionResult {
             requests,
             latency: sketch.summary(),
             sketch,
+            latencies_ms: crate::baseline::thin(latencies),
         })
     }
 }

@@ -95,6 +95,27 @@ impl ProbeResult {
                 reason: p.reason,
             })?;
         }
+        let ok = r.requests.count - r.requests.errors;
+        if r.latencies_ms.len() as u64 > ok.min(crate::baseline::MAX_SAMPLES as u64) {
+            return Err(problem(
+                "latencies_ms",
+                format!(
+                    "{} latencies for {ok} successful requests (at most {} are kept)",
+                    r.latencies_ms.len(),
+                    crate::baseline::MAX_SAMPLES
+                ),
+            ));
+        }
+        if let Some(bad) = r
+            .latencies_ms
+            .iter()
+            .find(|v| !(0.0..=MAX_DURATION_MS).contains(*v))
+        {
+            return Err(problem(
+                "latencies_ms",
+                format!("{bad} is not a latency in [0, {MAX_DURATION_MS}] ms"),
+            ));
+        }
         let values = r.sketch.count();
         if values > r.requests.count {
             return Err(problem(
@@ -196,6 +217,7 @@ mod tests {
                 },
                 latency: None,
                 sketch: LatencySketch::new(),
+                latencies_ms: Vec::new(),
             },
         }
     }

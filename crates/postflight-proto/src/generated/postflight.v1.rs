@@ -34,6 +34,98 @@ pub struct Report {
     pub requests: ::core::option::Option<RequestStats>,
     #[prost(message, optional, tag = "14")]
     pub rollback: ::core::option::Option<RollbackReport>,
+    /// The comparison with a baseline, when the run asked for one.
+    #[prost(message, optional, tag = "15")]
+    pub baseline: ::core::option::Option<BaselineReport>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BaselineReport {
+    #[prost(string, tag = "1")]
+    pub baseline_id: ::prost::alloc::string::String,
+    /// RFC 3339.
+    #[prost(string, tag = "2")]
+    pub created_at: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub migration: ::prost::alloc::string::String,
+    #[prost(double, tag = "4")]
+    pub max_latency_increase: f64,
+    #[prost(double, tag = "5")]
+    pub max_error_rate_increase: f64,
+    #[prost(double, tag = "6")]
+    pub significance: f64,
+    #[prost(uint32, tag = "7")]
+    pub min_samples: u32,
+    /// Per check and region, in plan order.
+    #[prost(message, repeated, tag = "8")]
+    pub comparisons: ::prost::alloc::vec::Vec<BaselineComparison>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BaselineComparison {
+    #[prost(string, tag = "1")]
+    pub check: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub region: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "3")]
+    pub latency: ::core::option::Option<LatencyComparison>,
+    #[prost(message, optional, tag = "4")]
+    pub errors: ::core::option::Option<ErrorComparison>,
+    /// worse, same or inconclusive.
+    #[prost(string, tag = "5")]
+    pub decision: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct LatencyComparison {
+    #[prost(uint32, tag = "1")]
+    pub samples_before: u32,
+    #[prost(uint32, tag = "2")]
+    pub samples_after: u32,
+    #[prost(double, optional, tag = "3")]
+    pub p50_before: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "4")]
+    pub p50_after: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "5")]
+    pub p95_before: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "6")]
+    pub p95_after: ::core::option::Option<f64>,
+    /// The larger relative growth of p50 and p95.
+    #[prost(double, optional, tag = "7")]
+    pub increase: ::core::option::Option<f64>,
+    /// mann-whitney-u.
+    #[prost(string, tag = "8")]
+    pub test: ::prost::alloc::string::String,
+    #[prost(double, optional, tag = "9")]
+    pub u: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "10")]
+    pub p_value: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "11")]
+    pub effect: ::core::option::Option<f64>,
+    /// worse, same or inconclusive.
+    #[prost(string, tag = "12")]
+    pub decision: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ErrorComparison {
+    #[prost(uint64, tag = "1")]
+    pub requests_before: u64,
+    #[prost(uint64, tag = "2")]
+    pub errors_before: u64,
+    #[prost(uint64, tag = "3")]
+    pub requests_after: u64,
+    #[prost(uint64, tag = "4")]
+    pub errors_after: u64,
+    /// Error rate now minus before.
+    #[prost(double, tag = "5")]
+    pub increase: f64,
+    /// fisher-exact.
+    #[prost(string, tag = "6")]
+    pub test: ::prost::alloc::string::String,
+    #[prost(double, optional, tag = "7")]
+    pub p_value: ::core::option::Option<f64>,
+    /// worse, same or inconclusive.
+    #[prost(string, tag = "8")]
+    pub decision: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CheckReport {
@@ -230,6 +322,10 @@ pub struct CheckResult {
     /// made nor failed. `requests + requests_missing` is at most what the check can make.
     #[prost(uint64, tag = "14")]
     pub requests_missing: u64,
+    /// The successful requests' latencies in milliseconds, sorted, at most 2,000 (evenly
+    /// thinned): sent only when the assignment asks (`keep_latencies`), for baselines.
+    #[prost(double, repeated, tag = "15")]
+    pub latencies_ms: ::prost::alloc::vec::Vec<f64>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AssignmentFinished {
@@ -292,6 +388,10 @@ pub struct Assignment {
     pub plan_yaml: ::prost::alloc::string::String,
     #[prost(uint64, tag = "4")]
     pub deadline_unix_ms: u64,
+    /// Send each result's latencies (`CheckResult.latencies_ms`): the run takes a baseline or
+    /// is compared with one.
+    #[prost(bool, tag = "5")]
+    pub keep_latencies: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CancelAssignment {
@@ -661,6 +761,16 @@ pub struct RunOptions {
     /// Bound on the whole run; 0 means the coordinator's default (5 minutes).
     #[prost(uint64, tag = "3")]
     pub timeout_ms: u64,
+    /// Compare with this baseline (an id, or `latest`: the plan's newest); worse checks fail
+    /// and the report gains `baseline`.
+    #[prost(string, tag = "4")]
+    pub against: ::prost::alloc::string::String,
+    /// Keep what this run measured as a baseline when it passes (or warns).
+    #[prost(bool, tag = "5")]
+    pub take_baseline: bool,
+    /// A label for the migration this run belongs to.
+    #[prost(string, tag = "6")]
+    pub migration: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Run {
@@ -691,6 +801,17 @@ pub struct Run {
     pub rollback: ::core::option::Option<RollbackReport>,
     #[prost(bool, tag = "12")]
     pub dry_run: bool,
+    /// The baseline this run took, once stored.
+    #[prost(string, tag = "13")]
+    pub baseline_id: ::prost::alloc::string::String,
+    /// Why this run asked for a baseline and none was stored (it failed, say).
+    #[prost(string, tag = "14")]
+    pub baseline_refused: ::prost::alloc::string::String,
+    /// The baseline this run is compared with.
+    #[prost(string, tag = "15")]
+    pub against: ::prost::alloc::string::String,
+    #[prost(string, tag = "16")]
+    pub migration: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetRunRequest {
@@ -948,6 +1069,42 @@ pub struct MonitorEnded {
 pub struct StopMonitorRequest {
     #[prost(string, tag = "1")]
     pub monitor_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListBaselinesRequest {
+    /// Only baselines of this plan.
+    #[prost(string, tag = "1")]
+    pub plan: ::prost::alloc::string::String,
+    /// At most this many; 0 means 50, at most 1000.
+    #[prost(uint32, tag = "2")]
+    pub limit: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListBaselinesResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub baselines: ::prost::alloc::vec::Vec<BaselineSummary>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BaselineSummary {
+    #[prost(string, tag = "1")]
+    pub baseline_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub plan: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub migration: ::prost::alloc::string::String,
+    /// RFC 3339.
+    #[prost(string, tag = "4")]
+    pub created_at: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub run_id: ::prost::alloc::string::String,
+    /// PASS or WARN.
+    #[prost(string, tag = "6")]
+    pub status: ::prost::alloc::string::String,
+    /// Checks and latencies kept.
+    #[prost(uint32, tag = "7")]
+    pub checks: u32,
+    #[prost(uint32, tag = "8")]
+    pub latencies: u32,
 }
 /// Generated client implementations.
 pub mod validation_service_client {
@@ -1319,6 +1476,33 @@ pub mod validation_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Baselines taken by runs with `take_baseline`, newest first.
+        pub async fn list_baselines(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListBaselinesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListBaselinesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/postflight.v1.ValidationService/ListBaselines",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("postflight.v1.ValidationService", "ListBaselines"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1415,6 +1599,14 @@ pub mod validation_service_server {
             &self,
             request: tonic::Request<super::StopMonitorRequest>,
         ) -> std::result::Result<tonic::Response<super::Monitor>, tonic::Status>;
+        /// Baselines taken by runs with `take_baseline`, newest first.
+        async fn list_baselines(
+            &self,
+            request: tonic::Request<super::ListBaselinesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListBaselinesResponse>,
+            tonic::Status,
+        >;
     }
     /// What operators and the `postflight` CLI use. Requests that name a run carry it in `run_id`.
     /// Invalid requests answer INVALID_ARGUMENT with the reason, unknown ids NOT_FOUND.
@@ -2025,6 +2217,52 @@ pub mod validation_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = StopMonitorSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/postflight.v1.ValidationService/ListBaselines" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListBaselinesSvc<T: ValidationService>(pub Arc<T>);
+                    impl<
+                        T: ValidationService,
+                    > tonic::server::UnaryService<super::ListBaselinesRequest>
+                    for ListBaselinesSvc<T> {
+                        type Response = super::ListBaselinesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListBaselinesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ValidationService>::list_baselines(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListBaselinesSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -35,6 +35,11 @@ fn run(per_region: &str) -> ActiveRun {
             report_json: None,
             rollback_json: None,
             monitor_id: None,
+            migration: None,
+            against: None,
+            take_baseline: false,
+            baseline_id: None,
+            baseline_refused: None,
         },
         secrets: Secrets::of_plan(&plan),
         results: vec![BTreeMap::new(); plan.checks.len()],
@@ -98,6 +103,7 @@ fn result(status: CheckStatus, message: &str) -> RegionResult {
         },
         latency: None,
         sketch: postflight_plan::sketch::LatencySketch::new(),
+        latencies_ms: Vec::new(),
     }
 }
 

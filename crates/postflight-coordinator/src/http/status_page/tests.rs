@@ -30,6 +30,11 @@ fn record(id: &str, verdict: Option<&str>, rollback: Option<&str>) -> RunRecord 
         report_json: None,
         rollback_json: rollback.map(str::to_owned),
         monitor_id: None,
+        migration: None,
+        against: None,
+        take_baseline: false,
+        baseline_id: None,
+        baseline_refused: None,
     }
 }
 
