@@ -109,11 +109,23 @@ async fn the_coordinator_drains_on_sigterm_as_pid_1() {
         duration_ms: 1.0,
         ..Default::default()
     };
-    // 200 results in 40 messages, SIGTERM after the first ten.
+    // 200 results in 40 messages, SIGTERM after the first ten once the coordinator has
+    // acknowledged some (on a busy machine it may not have read any yet).
     let mut sent = 0;
     let mut signalled = None;
+    let mut acked = std::collections::BTreeSet::new();
     for batch in 0..40u32 {
         if batch == 10 {
+            while acked.is_empty() {
+                match probe.next(Duration::from_secs(10)).await {
+                    Some(Ok(message)) => {
+                        if let Some(coordinator_message::Kind::Ack(ack)) = message.kind {
+                            acked.extend(ack.result_ids);
+                        }
+                    }
+                    other => panic!("no acknowledgement before SIGTERM: {other:?}"),
+                }
+            }
             sigterm(pid);
             signalled = Some(Instant::now());
         }
@@ -130,7 +142,6 @@ async fn the_coordinator_drains_on_sigterm_as_pid_1() {
         sent += 5;
     }
     // Every acknowledgement up to the end of the stream.
-    let mut acked = std::collections::BTreeSet::new();
     while let Some(Ok(message)) = probe.next(Duration::from_secs(10)).await {
         if let Some(coordinator_message::Kind::Ack(ack)) = message.kind {
             acked.extend(ack.result_ids);
