@@ -503,6 +503,24 @@ fn the_demo_shows_both_verdicts_and_exits_0() {
         out.stdout
             .contains("missing 1 index: messages_conversation_id_idx")
     );
+    // The baseline taken before the migration catches the region that only got slower.
+    assert!(
+        out.stdout.contains("compared with baseline "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("  WORSE  latency-within-bounds · us-east: p50 "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("The baseline caught what the fixed 250 ms threshold let through"),
+        "{}",
+        out.stdout
+    );
     assert!(
         !out.stderr.contains("WARN postflight"),
         "log lines do not interrupt the demo's story: {}",
@@ -514,6 +532,10 @@ fn the_demo_shows_both_verdicts_and_exits_0() {
     assert_eq!(both["before"]["status"], "PASS");
     assert_eq!(both["after"]["status"], "FAIL");
     assert_eq!(both["after"]["rollback"]["dry_run"], true);
+    assert_eq!(
+        both["after"]["baseline"]["baseline_id"], both["baseline_id"],
+        "the run after the migration is compared with the baseline taken before"
+    );
 }
 
 /// Runs `postflight run PLAN --local -o json` off the async runtime, so that servers of the same

@@ -186,15 +186,37 @@ fn compared(b: &BaselineReport) -> String {
     if b.comparisons.is_empty() {
         out.push_str("  no check measured in both runs\n");
     }
-    for c in &b.comparisons {
-        let decision = match c.decision {
-            Decision::Worse => "WORSE",
-            Decision::Same => "SAME",
-            Decision::Inconclusive => "UNSURE",
+    for c in b
+        .comparisons
+        .iter()
+        .filter(|c| c.decision != Decision::Inconclusive)
+    {
+        let decision = if c.decision == Decision::Worse {
+            "WORSE"
+        } else {
+            "SAME"
         };
         out.push_str(&format!(
             "  {decision:<6} {} · {}: {}\n",
             c.check, c.region, c.reason
+        ));
+    }
+    // Checks that cannot be compared (an http check makes one request per run) in one line.
+    let mut unsure: Vec<&str> = Vec::new();
+    for c in b
+        .comparisons
+        .iter()
+        .filter(|c| c.decision == Decision::Inconclusive)
+    {
+        if !unsure.contains(&c.check.as_str()) {
+            unsure.push(&c.check);
+        }
+    }
+    if !unsure.is_empty() {
+        out.push_str(&format!(
+            "  UNSURE {}: too few samples on one side to compare (at least {} needed); the report's JSON has the figures\n",
+            unsure.join(", "),
+            b.min_samples
         ));
     }
     out

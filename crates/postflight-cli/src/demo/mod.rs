@@ -1,9 +1,10 @@
 //! `postflight demo`: the whole system on one machine, with nothing to install. A
 //! coordinator (SQLite in a temporary folder), probes in three regions and a demo agent
 //! backend per region run in this process and talk real gRPC and HTTP over loopback. The plan
-//! is validated before and after a simulated migration whose regression shows in some regions
-//! only; the demo streams progress, prints the per-region table, the merged verdict and the
-//! rollback decision (dry run).
+//! is validated before a simulated migration (and kept as a baseline), and after it, compared
+//! with the baseline; the regression shows in some regions only, one of them only through the
+//! comparison. The demo streams progress, prints the per-region table, the comparison, the
+//! merged verdict and the rollback decision (dry run).
 
 pub mod target;
 
@@ -31,6 +32,9 @@ use target::{Behavior, DemoTarget};
 
 const PLAN: &str = include_str!("plan.yaml");
 
+/// The label of the demo's migration (on its runs and its baseline).
+const MIGRATION_LABEL: &str = "demo-migration";
+
 /// The regions of the demo, each with its probe and its backend.
 const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 
@@ -47,12 +51,21 @@ INSERT INTO sessions (id, user_name) VALUES (1, 'ada'), (2, 'grace'), (3, 'linus
 /// What the simulated migration does to the database.
 const MIGRATION: &str = "DROP INDEX messages_conversation_id_idx;";
 
+/// Every backend's answers take this long before the migration, as a real agent's would.
+const BEFORE_DELAY_MS: u64 = 20;
+
 /// What the simulated migration does to each region's backend: tool look-ups break in two
-/// regions, answers slow down in one.
+/// regions, answers slow down a lot in one and by half in another (still far under the
+/// plan's fixed 250 ms threshold: only the comparison with the baseline catches it).
 fn after_migration(region: &str) -> Behavior {
     match region {
+        "us-east" => Behavior {
+            delay_ms: BEFORE_DELAY_MS * 3 / 2,
+            ..Behavior::default()
+        },
         "eu-west" => Behavior {
             tools_broken: true,
+            delay_ms: BEFORE_DELAY_MS,
             ..Behavior::default()
         },
         "ap-south" => Behavior {
@@ -81,7 +94,11 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut targets = Vec::new();
     for region in REGIONS {
-        let target = DemoTarget::start(loopback, Behavior::default())
+        let before = Behavior {
+            delay_ms: BEFORE_DELAY_MS,
+            ..Behavior::default()
+        };
+        let target = DemoTarget::start(loopback, before)
             .await
             .context("cannot start the demo agent backend on 127.0.0.1")?;
         targets.push((region, target));
@@ -114,25 +131,42 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    say("1. Before the migration");
-    let before = validate(&coordinator_url, &plan).await?;
+    say("1. Before the migration (kept as a baseline to compare with afterwards)");
+    let before_options = v1::RunOptions {
+        take_baseline: true,
+        migration: MIGRATION_LABEL.to_owned(),
+        ..Default::default()
+    };
+    let before = validate(&coordinator_url, &plan, before_options).await?;
     if table {
         print!("{}", render::report(&before, Output::Table, color));
     }
+    let baseline = baseline_of(&coordinator_url, &before.run_id).await?;
+    say(&format!(
+        "baseline {baseline} kept: every latency per check and region, and the error counts\n"
+    ));
     say(
-        "\n2. The migration: tool look-ups break in eu-west and ap-south, ap-south answers 350 ms slower,",
+        "2. The migration: tool look-ups break in eu-west and ap-south, ap-south answers 350 ms slower,",
     );
-    say("   and an index of the shared database is dropped.\n");
+    say(
+        "   us-east answers 50% slower (still far under the plan's 250 ms threshold), and an index",
+    );
+    say("   of the shared database is dropped.\n");
     for (region, target) in &targets {
         target.set_behavior(after_migration(region));
     }
     migrate(&db_url).await?;
-    say("3. After the migration");
-    let after = validate(&coordinator_url, &plan).await?;
+    say("3. After the migration, compared with the baseline");
+    let after_options = v1::RunOptions {
+        against: baseline.clone(),
+        migration: MIGRATION_LABEL.to_owned(),
+        ..Default::default()
+    };
+    let after = validate(&coordinator_url, &plan, after_options).await?;
     if table {
         print!("{}", render::report(&after, Output::Table, color));
     } else {
-        let both = serde_json::json!({"before": before, "after": after});
+        let both = serde_json::json!({"before": before, "baseline_id": baseline, "after": after});
         println!("{}", serde_json::to_string_pretty(&both)?);
     }
     let as_expected = before.status == Overall::Pass && after.status == Overall::Fail;
@@ -146,6 +180,18 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or("no action configured");
             println!(
                 "Rollback decision: roll back with `{action}` (dry run: the demo executes nothing)."
+            );
+        }
+        let caught = after.baseline.as_ref().and_then(|b| {
+            b.comparisons.iter().find(|c| {
+                c.region == "us-east" && c.decision == postflight_plan::baseline::Decision::Worse
+            })
+        });
+        if let Some(c) = caught {
+            println!(
+                "The baseline caught what the fixed 250 ms threshold let through: {} in us-east got {:+.0}% slower.",
+                c.check,
+                c.latency.increase.unwrap_or(0.0) * 100.0
             );
         }
         if as_expected {
@@ -227,10 +273,30 @@ async fn wait_for_probes(url: &str) -> anyhow::Result<()> {
     anyhow::bail!("the demo probes did not connect to the demo coordinator within 5 s")
 }
 
-async fn validate(url: &str, plan: &Plan) -> anyhow::Result<Report> {
-    remote::submit_and_follow(url, plan, "demo/plan.yaml", v1::RunOptions::default())
+async fn validate(url: &str, plan: &Plan, options: v1::RunOptions) -> anyhow::Result<Report> {
+    remote::submit_and_follow(url, plan, "demo/plan.yaml", options)
         .await
         .map_err(|f| anyhow::anyhow!("{}", f.message()))
+}
+
+/// The baseline the run `run_id` took.
+async fn baseline_of(url: &str, run_id: &str) -> anyhow::Result<String> {
+    let mut client = remote::client(url)
+        .await
+        .map_err(|f| anyhow::anyhow!("{}", f.message()))?;
+    let run = client
+        .get_run(v1::GetRunRequest {
+            run_id: run_id.to_owned(),
+        })
+        .await?
+        .into_inner();
+    if run.baseline_id.is_empty() {
+        anyhow::bail!(
+            "the run before the migration kept no baseline: {}",
+            run.baseline_refused
+        );
+    }
+    Ok(run.baseline_id)
 }
 
 fn demo_plan() -> anyhow::Result<Plan> {
