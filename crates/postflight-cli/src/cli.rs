@@ -179,6 +179,20 @@ pub struct RunArgs {
     /// `baseline:` limits, with statistical evidence, fails.
     #[arg(long, value_name = "BASELINE_ID|latest")]
     pub against: Option<String>,
+
+    /// The migration this run belongs to (a label, e.g. a ticket): in the report, and what the
+    /// plan's stages are passed for.
+    #[arg(long, value_name = "M")]
+    pub migration: Option<String>,
+
+    /// The stage this run is at (one of the plan's `stages:`); refused (exit 2) until the same
+    /// plan passed every earlier stage for the same --migration.
+    #[arg(long, value_name = "S", requires = "migration")]
+    pub stage: Option<String>,
+
+    /// With --stage: run even though an earlier stage has not passed; the report records it.
+    #[arg(long, requires = "stage")]
+    pub force: bool,
 }
 
 /// `postflight monitor`.

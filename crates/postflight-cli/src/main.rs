@@ -3,6 +3,7 @@
 mod baselines;
 mod cli;
 mod demo;
+mod history;
 mod ledger;
 mod local;
 mod monitor;
@@ -132,8 +133,34 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .await
             .unwrap_or_else(remote::Failure::exit));
     }
+    let history = history::LocalHistory::default_location();
+    let forced = match &args.stage {
+        None => None,
+        Some(stage) => {
+            let migration = args.migration.as_deref().unwrap_or_default();
+            let earlier = history.stage_runs(&plan.name, migration);
+            match postflight_plan::stages::check_stage(
+                &plan,
+                args.migration.as_deref(),
+                stage,
+                &earlier,
+            ) {
+                Ok(()) => None,
+                Err(
+                    refused @ postflight_plan::stages::StageRefused::EarlierStageMissing { .. },
+                ) if args.force => {
+                    eprintln!("warning: --force: {refused}");
+                    Some(refused.to_string())
+                }
+                Err(refused) => {
+                    eprintln!("error: {refused}");
+                    return Ok(ExitCode::from(EXIT_PLAN_ERROR));
+                }
+            }
+        }
+    };
     let show_progress = std::io::stderr().is_terminal();
-    let report = local::run(
+    let mut report = local::run(
         &plan,
         args.timeout,
         usize::from(args.concurrency),
@@ -142,6 +169,21 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         against.as_ref(),
     )
     .await?;
+    report.migration = args.migration.clone();
+    report.stage = args.stage.clone();
+    report.forced = forced;
+    if let Some(migration) = &args.migration {
+        let entry = history::Entry {
+            plan: plan.name.clone(),
+            migration: migration.clone(),
+            stage: args.stage.clone(),
+            run_id: report.run_id.clone(),
+            status: report.status,
+        };
+        if let Err(e) = history.record(&entry) {
+            eprintln!("warning: cannot record the run in the local history: {e}");
+        }
+    }
     print!(
         "{}",
         render::report(&report, args.output, render::stdout_color())

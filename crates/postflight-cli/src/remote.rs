@@ -149,6 +149,9 @@ pub async fn run(args: &RunArgs, plan: &Plan) -> Result<ExitCode, Failure> {
         regions: args.regions.clone(),
         timeout_ms: args.timeout.map_or(0, |t| t.as_millis() as u64),
         against: args.against.clone().unwrap_or_default(),
+        migration: args.migration.clone().unwrap_or_default(),
+        stage: args.stage.clone().unwrap_or_default(),
+        force: args.force,
         ..Default::default()
     };
     let report = submit_and_follow(&url, plan, &args.plan.display().to_string(), options).await?;
@@ -532,7 +535,9 @@ pub async fn runs(args: &RunsArgs) -> Result<ExitCode, Failure> {
                            "verdict": (!r.verdict.is_empty()).then_some(&r.verdict),
                            "started_at": (!r.started_at.is_empty()).then_some(&r.started_at),
                            "finished_at": (!r.finished_at.is_empty()).then_some(&r.finished_at),
-                           "regions": r.regions, "rollback": rollback})
+                           "regions": r.regions, "rollback": rollback,
+                           "migration": (!r.migration.is_empty()).then_some(&r.migration),
+                           "stage": (!r.stage.is_empty()).then_some(&r.stage)})
                 })
                 .collect();
             println!(
@@ -563,6 +568,11 @@ pub async fn runs(args: &RunsArgs) -> Result<ExitCode, Failure> {
                         },
                         r.started_at.clone(),
                         r.regions.join(","),
+                        match (r.migration.as_str(), r.stage.as_str()) {
+                            ("", _) => "—".to_owned(),
+                            (m, "") => m.to_owned(),
+                            (m, s) => format!("{m}@{s}"),
+                        },
                         rollback,
                     ]
                 })
@@ -571,7 +581,14 @@ pub async fn runs(args: &RunsArgs) -> Result<ExitCode, Failure> {
                 "{}",
                 render::simple_table(
                     &[
-                        "RUN", "PLAN", "STATUS", "VERDICT", "STARTED", "REGIONS", "ROLLBACK"
+                        "RUN",
+                        "PLAN",
+                        "STATUS",
+                        "VERDICT",
+                        "STARTED",
+                        "REGIONS",
+                        "MIGRATION",
+                        "ROLLBACK"
                     ],
                     rows
                 )

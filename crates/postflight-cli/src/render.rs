@@ -78,10 +78,18 @@ fn table(report: &Report, color: bool) -> String {
     } else {
         format!("region {}", report.regions.join(", "))
     };
+    let migration = match (&report.migration, &report.stage) {
+        (Some(m), Some(s)) => format!(" · migration {m} · stage {s}"),
+        (Some(m), None) => format!(" · migration {m}"),
+        _ => String::new(),
+    };
     out.push_str(&format!(
-        "plan {} · run {} · {regions}\n",
+        "plan {} · run {} · {regions}{migration}\n",
         report.plan, report.run_id
     ));
+    if let Some(forced) = &report.forced {
+        out.push_str(&format!("stage gate overridden with --force: {forced}\n"));
+    }
     let mut table = Table::new();
     table
         .load_preset(presets::NOTHING)

@@ -33,6 +33,17 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+/// `migration`, `stage`, `verdict`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MigrationLabels {
+    /// The run's migration label.
+    pub migration: String,
+    /// Its stage, or `none`.
+    pub stage: String,
+    /// PASS, WARN, FAIL or INCONCLUSIVE.
+    pub verdict: String,
+}
+
 /// `check`, `region`, `status`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckLabels {
@@ -105,7 +116,11 @@ pub struct Metrics {
     pub rollback_decisions: Family<DecisionLabels, Counter>,
     /// `postflight_rollback_actions_total{outcome}`.
     pub rollback_actions: Family<OutcomeLabels, Counter>,
+    /// `postflight_migration_runs_total{migration,stage,verdict}`: runs with a migration label
+    /// that ended.
+    pub migration_runs: Family<MigrationLabels, Counter>,
     seen_checks: Mutex<HashSet<String>>,
+    seen_migrations: Mutex<HashSet<String>>,
     seen_regions: Mutex<HashSet<String>>,
     named_regions: Mutex<HashSet<String>>,
 }
@@ -134,7 +149,9 @@ impl Metrics {
             grpc_duration: Family::new_with_constructor(latency_buckets as fn() -> Histogram),
             rollback_decisions: Family::default(),
             rollback_actions: Family::default(),
+            migration_runs: Family::default(),
             seen_checks: Mutex::new(HashSet::new()),
+            seen_migrations: Mutex::new(HashSet::new()),
             seen_regions: Mutex::new(HashSet::new()),
             named_regions: Mutex::new(HashSet::new()),
             registry: Registry::default(),
@@ -158,6 +175,11 @@ impl Metrics {
             "postflight_runs",
             "Runs ended, by final status (completed, cancelled, timed_out)",
             m.runs_finished.clone(),
+        );
+        registry.register(
+            "postflight_migration_runs",
+            "Runs with a migration label that ended, by migration, stage and verdict",
+            m.migration_runs.clone(),
         );
         registry.register(
             "postflight_runs_submitted",
@@ -251,6 +273,17 @@ impl Metrics {
         for region in regions {
             Self::bounded(&self.named_regions, region);
         }
+    }
+
+    /// Counts `n` results of `check` in `region` with `status`.
+    /// Counts a run of `migration` (at `stage`) that ended with `verdict`.
+    pub fn count_migration_run(&self, migration: &str, stage: Option<&str>, verdict: &str) {
+        let labels = MigrationLabels {
+            migration: Self::bounded(&self.seen_migrations, migration),
+            stage: stage.unwrap_or("none").to_owned(),
+            verdict: verdict.to_owned(),
+        };
+        self.migration_runs.get_or_create(&labels).inc();
     }
 
     /// Counts `n` results of `check` in `region` with `status`.

@@ -18,6 +18,7 @@ pub mod report;
 pub mod rollback;
 pub mod secrets;
 pub mod sketch;
+pub mod stages;
 pub mod stats;
 pub mod vars;
 pub mod verdict;

@@ -24,6 +24,7 @@ pub(crate) struct RawPlan {
     pub rollback: Option<Spanned<RawRollback>>,
     pub monitor: Option<Spanned<RawMonitor>>,
     pub baseline: Option<Spanned<RawBaseline>>,
+    pub stages: Option<Spanned<Vec<Text>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -187,6 +187,9 @@ impl From<&Report> for v1::Report {
             }),
             rollback: Some((&r.rollback).into()),
             baseline: r.baseline.as_ref().map(Into::into),
+            migration: r.migration.clone().unwrap_or_default(),
+            stage: r.stage.clone().unwrap_or_default(),
+            forced: r.forced.clone().unwrap_or_default(),
         }
     }
 }
@@ -394,6 +397,9 @@ impl TryFrom<v1::Report> for Report {
                 .map(BaselineReport::try_from)
                 .transpose()
                 .map_err(|e| e.within("baseline"))?,
+            migration: (!r.migration.is_empty()).then_some(r.migration),
+            stage: (!r.stage.is_empty()).then_some(r.stage),
+            forced: (!r.forced.is_empty()).then_some(r.forced),
         })
     }
 }

@@ -1,9 +1,12 @@
 //! Baselines on the coordinator: a run submitted with `take_baseline` keeps what it measured
 //! when it passes; a run submitted `against` a baseline is compared with it at its end, and
-//! checks that are worse fail (the rules are `postflight_plan::baseline`'s).
+//! checks that are worse fail (the rules are `postflight_plan::baseline`'s). The stage gate
+//! (`postflight_plan::stages`) reads the plan's earlier runs for the same migration.
 
+use postflight_plan::Overall;
 use postflight_plan::baseline::{self, Baseline, BaselineReport};
 use postflight_plan::report::Report;
+use postflight_plan::stages::{StageRefused, StageRun, check_stage};
 
 use super::*;
 use crate::storage::BaselineRecord;
@@ -22,10 +25,13 @@ impl<S: Store> Coordinator<S> {
                 .into_iter()
                 .next()
                 .ok_or_else(|| {
-                    CoordinatorError::FailedPrecondition(format!(
-                        "plan {} has no baseline yet: take one before the change (`postflight baseline PLAN`)",
-                        plan.name
-                    ))
+                    CoordinatorError::invalid(
+                        "options.against",
+                        format!(
+                            "plan {} has no baseline yet: take one before the change (`postflight baseline PLAN`)",
+                            plan.name
+                        ),
+                    )
                 })?
         } else {
             self.inner
@@ -139,6 +145,47 @@ impl<S: Store> Coordinator<S> {
                 tracing::error!(error = %e, "cannot store a baseline");
                 record.baseline_refused = Some(format!("the baseline could not be stored: {e}"));
             }
+        }
+    }
+}
+
+impl<S: Store> Coordinator<S> {
+    /// The stage gate: `Ok(None)` when every earlier stage passed for the run's migration,
+    /// `Ok(Some(refusal))` when `force` overrides a refusal (recorded in the report), else the
+    /// refusal as `INVALID_ARGUMENT` naming the missing stage.
+    pub(super) async fn stage_gate(
+        &self,
+        plan: &Plan,
+        options: &RunOptions,
+        stage: &str,
+    ) -> CoordinatorResult<Option<String>> {
+        let earlier = match &options.migration {
+            Some(migration) => self
+                .inner
+                .store
+                .migration_runs(&plan.name, migration)
+                .await?
+                .into_iter()
+                .filter_map(|r| {
+                    Some(StageRun {
+                        stage: r.stage?,
+                        status: r.verdict.as_deref().and_then(Overall::parse),
+                        run_id: r.run_id,
+                    })
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        match check_stage(plan, options.migration.as_deref(), stage, &earlier) {
+            Ok(()) => Ok(None),
+            Err(refused @ StageRefused::EarlierStageMissing { .. }) if options.force => {
+                tracing::warn!(plan = %plan.name, stage, "stage gate overridden with force: {refused}");
+                Ok(Some(refused.to_string()))
+            }
+            Err(refused) => Err(CoordinatorError::invalid(
+                "options.stage",
+                refused.to_string(),
+            )),
         }
     }
 }

@@ -27,6 +27,10 @@ pub struct RunOptions {
     pub take_baseline: bool,
     /// The migration the run belongs to.
     pub migration: Option<String>,
+    /// The stage the run is at.
+    pub stage: Option<String>,
+    /// Run at `stage` although an earlier stage has not passed.
+    pub force: bool,
 }
 
 /// What a run carries besides its plan: its migration label and what it does with baselines.
@@ -36,6 +40,9 @@ pub(super) struct RunLabels {
     /// A baseline id (resolved).
     pub against: Option<String>,
     pub take_baseline: bool,
+    pub stage: Option<String>,
+    /// The stage gate's refusal that `force` overrode.
+    pub forced: Option<String>,
 }
 
 /// A probe's word that it finished an assignment.
@@ -76,10 +83,16 @@ impl<S: Store> Coordinator<S> {
             Some(id) => Some(self.baseline_for(&plan, id).await?.baseline_id),
             None => None,
         };
+        let forced = match &options.stage {
+            Some(stage) => self.stage_gate(&plan, &options, stage).await?,
+            None => None,
+        };
         let labels = RunLabels {
             migration: options.migration.clone(),
             against,
             take_baseline: options.take_baseline,
+            stage: options.stage.clone(),
+            forced,
         };
         self.create_run(
             plan, plan_yaml, &origin, regions, timeout, dry_run, None, labels, None,
@@ -216,6 +229,8 @@ impl<S: Store> Coordinator<S> {
             take_baseline: labels.take_baseline,
             baseline_id: None,
             baseline_refused: None,
+            stage: labels.stage,
+            forced: labels.forced,
         };
         self.inner.store.insert_run(&record).await?;
         tracing::info!(run_id = %record.run_id, plan = %plan.name, regions = ?record.regions, "run submitted");
@@ -590,6 +605,16 @@ impl<S: Store> Coordinator<S> {
         });
         report.rollback.dry_run |= run.record.dry_run;
         report.baseline = comparison;
+        if let Some(migration) = &run.record.migration {
+            self.inner.metrics.count_migration_run(
+                migration,
+                run.record.stage.as_deref(),
+                report.status.as_str(),
+            );
+        }
+        report.migration = run.record.migration.clone();
+        report.stage = run.record.stage.clone();
+        report.forced = run.record.forced.clone();
         if run.record.take_baseline {
             self.keep_baseline(&mut run.record, &run.plan, &report, &results)
                 .await;

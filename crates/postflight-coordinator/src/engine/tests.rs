@@ -477,6 +477,8 @@ async fn a_restart_settles_the_claims_left_without_outcome() {
             take_baseline: false,
             baseline_id: None,
             baseline_refused: None,
+            stage: None,
+            forced: None,
         }
     };
     let cases = [

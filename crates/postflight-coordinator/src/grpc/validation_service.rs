@@ -133,6 +133,7 @@ fn run_message(record: &RunRecord, results: u32, checks: u32) -> v1::Run {
         baseline_refused: record.baseline_refused.clone().unwrap_or_default(),
         against: record.against.clone().unwrap_or_default(),
         migration: record.migration.clone().unwrap_or_default(),
+        stage: record.stage.clone().unwrap_or_default(),
     }
 }
 

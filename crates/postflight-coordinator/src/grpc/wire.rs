@@ -51,6 +51,8 @@ impl From<v1::RunOptions> for RunOptions {
             against: text(o.against),
             take_baseline: o.take_baseline,
             migration: text(o.migration),
+            stage: text(o.stage),
+            force: o.force,
         }
     }
 }

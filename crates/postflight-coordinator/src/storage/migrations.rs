@@ -41,6 +41,11 @@ pub(crate) const SQLITE: Files = &[
         "baselines",
         include_str!("../../migrations/sqlite/0005_baselines.sql"),
     ),
+    (
+        6,
+        "stages",
+        include_str!("../../migrations/sqlite/0006_stages.sql"),
+    ),
 ];
 
 /// PostgreSQL.
@@ -69,6 +74,11 @@ pub(crate) const POSTGRES: Files = &[
         5,
         "baselines",
         include_str!("../../migrations/postgres/0005_baselines.sql"),
+    ),
+    (
+        6,
+        "stages",
+        include_str!("../../migrations/postgres/0006_stages.sql"),
     ),
 ];
 

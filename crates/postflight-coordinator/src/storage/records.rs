@@ -109,6 +109,10 @@ pub struct RunRecord {
     pub baseline_id: Option<String>,
     /// Why the run took no baseline although it was asked to.
     pub baseline_refused: Option<String>,
+    /// The stage the run is at.
+    pub stage: Option<String>,
+    /// The stage gate's refusal that `force` overrode.
+    pub forced: Option<String>,
 }
 
 /// State of an assignment.

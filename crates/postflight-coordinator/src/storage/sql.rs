@@ -151,8 +151,9 @@ where
         sqlx::query(
             "INSERT INTO runs (run_id, plan_name, plan_sealed, origin, status, dry_run, regions, timeout_ms, \
              created_ms, started_ms, finished_ms, verdict, report, rollback, monitor_id, migration, against, \
-             take_baseline, baseline_id, baseline_refused) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+             take_baseline, baseline_id, baseline_refused, stage, forced) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+             $21, $22)",
         )
         .bind(&r.run_id)
         .bind(&r.plan_name)
@@ -174,6 +175,8 @@ where
         .bind(r.take_baseline)
         .bind(&r.baseline_id)
         .bind(&r.baseline_refused)
+        .bind(&r.stage)
+        .bind(&r.forced)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -533,6 +536,18 @@ where
         rows.iter().map(round_of).collect()
     }
 
+    async fn migration_runs(&self, plan: &str, migration: &str) -> StoreResult<Vec<RunRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE plan_name = $1 AND migration = $2 \
+             ORDER BY created_ms DESC, run_id DESC LIMIT 1000",
+        )
+        .bind(plan)
+        .bind(migration)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_of).collect()
+    }
+
     async fn insert_baseline(&self, b: &BaselineRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO baselines (baseline_id, plan_name, migration, created_ms, run_id, status, checks, \
@@ -684,6 +699,8 @@ fn run_of(row: &impl RowExt) -> StoreResult<RunRecord> {
         take_baseline: row.flag("take_baseline")?,
         baseline_id: row.opt_text("baseline_id")?,
         baseline_refused: row.opt_text("baseline_refused")?,
+        stage: row.opt_text("stage")?,
+        forced: row.opt_text("forced")?,
     })
 }
 

@@ -124,6 +124,13 @@ pub trait Store: Send + Sync + 'static {
         monitor_id: &str,
         limit: u32,
     ) -> impl Future<Output = StoreResult<Vec<RoundRecord>>> + Send;
+    /// A plan's runs for one migration, newest first (at most 1,000): what the stage gate
+    /// reads.
+    fn migration_runs(
+        &self,
+        plan: &str,
+        migration: &str,
+    ) -> impl Future<Output = StoreResult<Vec<RunRecord>>> + Send;
     /// Stores a baseline.
     fn insert_baseline(
         &self,
@@ -266,6 +273,9 @@ impl Store for AnyStore {
     }
     async fn last_rounds(&self, monitor_id: &str, limit: u32) -> StoreResult<Vec<RoundRecord>> {
         dispatch!(self, s => s.last_rounds(monitor_id, limit))
+    }
+    async fn migration_runs(&self, plan: &str, migration: &str) -> StoreResult<Vec<RunRecord>> {
+        dispatch!(self, s => s.migration_runs(plan, migration))
     }
     async fn insert_baseline(&self, baseline: &BaselineRecord) -> StoreResult<()> {
         dispatch!(self, s => s.insert_baseline(baseline))

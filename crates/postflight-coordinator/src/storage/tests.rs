@@ -29,6 +29,8 @@ fn run(id: &str, created: i64, plan: &str, status: RunStatus) -> RunRecord {
         take_baseline: false,
         baseline_id: None,
         baseline_refused: None,
+        stage: None,
+        forced: None,
     }
 }
 

@@ -82,6 +82,44 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// `stages:`: the names of the environments a migration goes through, in order.
+    pub(super) fn stages(&mut self, raw: Spanned<Vec<Text>>) -> Vec<String> {
+        let mut stages: Vec<String> = Vec::new();
+        if raw.value.len() > MAX_STAGES {
+            self.error(
+                &raw.referenced,
+                format!("{} stages, at most {MAX_STAGES}", raw.value.len()),
+            );
+            return stages;
+        }
+        for stage in raw.value {
+            let name = stage.value.trim();
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                self.error(
+                    &stage.referenced,
+                    format!(
+                        "`{name}` is not a stage name: lower-case letters, digits and dashes, at most 64"
+                    ),
+                );
+            } else if stages.iter().any(|s| s == name) {
+                self.error(&stage.referenced, format!("stage `{name}` is listed twice"));
+            } else {
+                stages.push(name.to_owned());
+            }
+        }
+        stages
+    }
+}
+
+/// Stages a plan may list.
+const MAX_STAGES: usize = 16;
+
 /// The most samples `min_samples` may ask for: a baseline keeps at most
 /// [`crate::baseline::MAX_SAMPLES`] per check and region.
 const MAX_MIN_SAMPLES: u32 = 1000;

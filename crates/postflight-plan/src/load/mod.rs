@@ -5,7 +5,7 @@
 //! every shape problem is reported, not only the first. Validation reports every problem it
 //! finds at once, each with its position, so a broken plan is fixed in one round trip. This file holds the parse and the
 //! validation context; each plan section has its own file (`target.rs`, `checks.rs`,
-//! `policy.rs`, `rollback.rs`, `monitor.rs`, `baseline.rs`).
+//! `policy.rs`, `rollback.rs`, `monitor.rs`, `baseline.rs` with `stages`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -165,6 +165,7 @@ struct Section {
     rollback: Option<Spanned<RawRollback>>,
     monitor: Option<Spanned<RawMonitor>>,
     baseline: Option<Spanned<RawBaseline>>,
+    stages: Option<Spanned<Vec<Text>>>,
 }
 
 /// Every shape problem (an unknown key, a wrong type) of a block-style plan, not only the
@@ -459,6 +460,7 @@ impl Ctx<'_> {
         let rollback = raw.rollback.and_then(|r| self.rollback(r));
         let monitor = raw.monitor.and_then(|m| self.monitor(m));
         let baseline = raw.baseline.and_then(|b| self.baseline(b));
+        let stages = raw.stages.map(|s| self.stages(s)).unwrap_or_default();
         Some(Plan {
             name: name?,
             description,
@@ -468,6 +470,7 @@ impl Ctx<'_> {
             rollback,
             monitor,
             baseline,
+            stages,
         })
     }
 }

@@ -227,7 +227,7 @@ fn unknown_keys_are_rejected_where_they_are() {
     insta::assert_snapshot!("unknown_key", errors(src).render());
     assert_eq!(
         brief("name: p\nchecks: []\nrollbak: {}\n")[0],
-        "3:1: unknown field `rollbak`, expected one of name, description, target, checks, policy, rollback, monitor, baseline"
+        "3:1: unknown field `rollbak`, expected one of name, description, target, checks, policy, rollback, monitor, baseline, stages"
     );
 }
 
@@ -607,6 +607,20 @@ fn the_baseline_section_takes_shares_as_numbers_or_percentages() {
             "7:28: max_error_rate_increase is a share from 0 to 1, as a number (0.2) or a percentage (20%), got 2",
             "8:17: significance is a p-value above 0 and below 0.5 (0.01 is usual), got 0.7",
             "9:16: min_samples is a number of samples from 2 to 1000, got 1",
+        ]
+    );
+}
+
+#[test]
+fn stages_are_distinct_names_in_order() {
+    let base = "name: p\nchecks:\n  - name: up\n    http: {url: \"http://x/\"}\n";
+    let plan = parse_with(&format!("{base}stages: [staging, production]\n"), &[]).unwrap();
+    assert_eq!(plan.stages, ["staging", "production"]);
+    assert_eq!(
+        brief(&format!("{base}stages: [Staging, dev, dev]\n")),
+        [
+            "5:10: `Staging` is not a stage name: lower-case letters, digits and dashes, at most 64",
+            "5:24: stage `dev` is listed twice",
         ]
     );
 }

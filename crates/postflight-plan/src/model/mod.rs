@@ -42,6 +42,10 @@ pub struct Plan {
     /// How a run is compared with a baseline (`--against`); the defaults when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselinePolicy>,
+    /// The environments a migration goes through, in order (`[staging, production]`): a run
+    /// at a stage needs the same migration to have passed every earlier stage.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
 }
 
 /// How a run is compared with a baseline taken before the change.
@@ -896,6 +900,7 @@ mod tests {
             rollback: None,
             monitor: None,
             baseline: None,
+            stages: Vec::new(),
         };
         let request = HttpRequest {
             method: "GET".into(),

@@ -57,6 +57,16 @@ pub struct Report {
     /// The comparison with a baseline (`--against`), when one was asked for (addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<crate::baseline::BaselineReport>,
+    /// The migration the run belongs to (`--migration`, addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<String>,
+    /// The stage it ran at (`--stage`, addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The stage gate's refusal that `--force` overrode (addition): a run that skipped an
+    /// earlier stage says so in its report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<String>,
 }
 
 /// One check in a report.
@@ -418,6 +428,9 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
         requests,
         rollback,
         baseline: None,
+        migration: None,
+        stage: None,
+        forced: None,
     }
 }
 

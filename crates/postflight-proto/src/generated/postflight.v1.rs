@@ -37,6 +37,14 @@ pub struct Report {
     /// The comparison with a baseline, when the run asked for one.
     #[prost(message, optional, tag = "15")]
     pub baseline: ::core::option::Option<BaselineReport>,
+    /// The migration the run belongs to, its stage, and the stage gate's refusal that --force
+    /// overrode (empty when none).
+    #[prost(string, tag = "16")]
+    pub migration: ::prost::alloc::string::String,
+    #[prost(string, tag = "17")]
+    pub stage: ::prost::alloc::string::String,
+    #[prost(string, tag = "18")]
+    pub forced: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BaselineReport {
@@ -771,6 +779,13 @@ pub struct RunOptions {
     /// A label for the migration this run belongs to.
     #[prost(string, tag = "6")]
     pub migration: ::prost::alloc::string::String,
+    /// The stage the run is at (one of the plan's `stages`): refused until the same plan passed
+    /// every earlier stage for the same migration, unless `force`.
+    #[prost(string, tag = "7")]
+    pub stage: ::prost::alloc::string::String,
+    /// Run at `stage` even though an earlier stage has not passed; recorded in the report.
+    #[prost(bool, tag = "8")]
+    pub force: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Run {
@@ -812,6 +827,8 @@ pub struct Run {
     pub against: ::prost::alloc::string::String,
     #[prost(string, tag = "16")]
     pub migration: ::prost::alloc::string::String,
+    #[prost(string, tag = "17")]
+    pub stage: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetRunRequest {

@@ -40,6 +40,8 @@ fn run(per_region: &str) -> ActiveRun {
             take_baseline: false,
             baseline_id: None,
             baseline_refused: None,
+            stage: None,
+            forced: None,
         },
         secrets: Secrets::of_plan(&plan),
         results: vec![BTreeMap::new(); plan.checks.len()],

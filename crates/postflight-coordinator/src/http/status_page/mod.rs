@@ -123,8 +123,13 @@ pub fn overview(
     if runs.is_empty() {
         body.push_str("<p class=\"muted\">No run yet: <code>postflight run PLAN --coordinator URL</code>.</p>");
     } else {
-        body.push_str("<table><thead><tr><th>Run</th><th>Plan</th><th>Status</th><th>Verdict</th><th>Regions</th><th>Created</th><th>Rollback</th></tr></thead><tbody>");
+        body.push_str("<table><thead><tr><th>Run</th><th>Plan</th><th>Status</th><th>Verdict</th><th>Regions</th><th>Migration</th><th>Created</th><th>Rollback</th></tr></thead><tbody>");
         for (r, _) in runs {
+            let migration = match (&r.migration, &r.stage) {
+                (Some(m), Some(s)) => format!("{m} @ {s}"),
+                (Some(m), None) => m.clone(),
+                _ => "—".to_owned(),
+            };
             let verdict = r.verdict.clone().unwrap_or_else(|| "—".to_owned());
             let rollback = rollback_of(r).map_or_else(
                 || "—".to_owned(),
@@ -136,11 +141,12 @@ pub fn overview(
             );
             let _ = write!(
                 body,
-                "<tr><td><a href=\"/runs/{id}\"><code>{id}</code></a></td>{}{}{}{}{}{}</tr>",
+                "<tr><td><a href=\"/runs/{id}\"><code>{id}</code></a></td>{}{}{}{}{}{}{}</tr>",
                 cell("", &r.plan_name),
                 cell("muted", r.status.as_str()),
                 cell(&verdict, &verdict),
                 cell("", &r.regions.join(", ")),
+                cell("", &migration),
                 cell("muted", &time(r.created_ms)),
                 cell(&rollback, &rollback),
                 id = escape(&r.run_id),
@@ -191,12 +197,24 @@ pub fn run(record: &RunRecord, report: Option<&Report>) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
-        "<h1>Run <code>{}</code></h1><p class=\"muted\">plan {} · {} · created {}</p>",
+        "<h1>Run <code>{}</code></h1><p class=\"muted\">plan {} · {} · created {}{}</p>",
         escape(&record.run_id),
         escape(&record.plan_name),
         escape(record.status.as_str()),
         escape(&time(record.created_ms)),
+        match (&record.migration, &record.stage) {
+            (Some(m), Some(s)) => format!(" · migration {} · stage {}", escape(m), escape(s)),
+            (Some(m), None) => format!(" · migration {}", escape(m)),
+            _ => String::new(),
+        },
     );
+    if let Some(forced) = &record.forced {
+        let _ = write!(
+            body,
+            "<p class=\"WARN\">Stage gate overridden with --force: {}</p>",
+            escape(forced)
+        );
+    }
     let Some(report) = report else {
         body.push_str("<p>The run has not ended yet; its report appears here when it does.</p>");
         return page(&format!("run {}", record.run_id), &body);

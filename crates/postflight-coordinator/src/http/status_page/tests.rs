@@ -35,6 +35,8 @@ fn record(id: &str, verdict: Option<&str>, rollback: Option<&str>) -> RunRecord 
         take_baseline: false,
         baseline_id: None,
         baseline_refused: None,
+        stage: None,
+        forced: None,
     }
 }
 
