@@ -79,6 +79,10 @@ pub enum Command {
     Baseline(BaselineArgs),
     /// List the baselines, newest first.
     Baselines(BaselinesArgs),
+    /// Report what you saw after a migration (`feedback M "checkout is slow"`), or list the
+    /// feedback about one (`feedback list M`). Kept by the coordinator; reports and the status
+    /// page show it, and `rollback.feedback_above` acts on regression reports.
+    Feedback(FeedbackArgs),
     /// Keep validating after a migration: the plan round after round on its monitor phases
     /// (default: every 30s for 24h, then every 5m for 7d), one line per round, until the last
     /// phase ends (exit 0) or a rollback fires (exit 1).
@@ -290,6 +294,60 @@ pub struct BaselinesArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+/// `postflight feedback`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct FeedbackArgs {
+    /// List instead of report.
+    #[command(subcommand)]
+    pub command: Option<FeedbackCommand>,
+
+    /// The migration the feedback is about.
+    #[arg(required = true)]
+    pub migration: Option<String>,
+
+    /// What you saw.
+    #[arg(required = true)]
+    pub text: Option<String>,
+
+    /// What kind of report: a regression counts for the plan's `rollback.feedback_above`.
+    #[arg(long, value_enum, default_value_t = FeedbackKindArg::Info)]
+    pub kind: FeedbackKindArg,
+
+    /// Who or what reports it (a person, a support queue).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+
+    /// Coordinator and output.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// `postflight feedback list`.
+#[derive(Debug, Subcommand)]
+pub enum FeedbackCommand {
+    /// The feedback about a migration (or about every migration), newest first.
+    List {
+        /// The migration; every migration when left out.
+        migration: Option<String>,
+
+        /// Coordinator and output.
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// The kinds of feedback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FeedbackKindArg {
+    /// Something that worked before the migration does not any more.
+    Regression,
+    /// A defect, not necessarily caused by the migration.
+    Bug,
+    /// Anything else worth knowing.
+    Info,
 }
 
 /// `postflight demo`.

@@ -66,6 +66,9 @@ fn main() -> ExitCode {
             Command::Check(args) => Ok(check(&args)),
             Command::Baseline(args) => baselines::take(args).await,
             Command::Baselines(args) => Ok(baselines::list(&args).await),
+            Command::Feedback(args) => Ok(remote::feedback(&args)
+                .await
+                .unwrap_or_else(remote::Failure::exit)),
             Command::Demo(args) => demo::main(args).await,
             Command::Monitor(args) => monitor::main(args).await,
             Command::Probes(args) => Ok(remote::probes(&args)

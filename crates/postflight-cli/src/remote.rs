@@ -10,6 +10,7 @@ use postflight_ops::tls::ClientTls;
 use postflight_plan::canonical::canonical_yaml;
 use postflight_plan::rollback::ActionOutcome;
 use postflight_plan::{Report, model::Plan};
+use postflight_proto::v1::feedback_service_client::FeedbackServiceClient;
 use postflight_proto::v1::run_event::Kind;
 use postflight_proto::v1::validation_service_client::ValidationServiceClient;
 use postflight_proto::v1::{self, RunEvent};
@@ -18,7 +19,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::cli::{BaselineArgs, Output, RemoteArgs, RunArgs, RunIdArgs, RunsArgs};
+use crate::cli::{
+    BaselineArgs, FeedbackArgs, FeedbackCommand, FeedbackKindArg, Output, RemoteArgs, RunArgs,
+    RunIdArgs, RunsArgs,
+};
 use crate::render;
 
 /// Usage errors (an unknown run id, a plan the coordinator rejects).
@@ -123,19 +127,7 @@ pub type Client = ValidationServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// A connected client, or a failure that explains why not (exit code 5).
 pub async fn client(url: &str) -> Result<Client, Failure> {
-    let connector = connector(url);
-    let usage = |e: postflight_ops::OpsError| Failure::new(EXIT_USAGE, e.to_string());
-    let endpoint = connector.endpoint().map_err(usage)?;
-    let bearer = connector.bearer().map_err(usage)?;
-    let channel = endpoint.connect().await.map_err(|e| {
-        Failure::new(
-            EXIT_NO_RUN,
-            format!(
-                "cannot reach the coordinator at {url}: {}",
-                connector.explain(&e)
-            ),
-        )
-    })?;
+    let (channel, bearer) = connect(url).await?;
     Ok(ValidationServiceClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024))
@@ -596,4 +588,117 @@ pub async fn runs(args: &RunsArgs) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `postflight feedback M TEXT` and `postflight feedback list [M]`.
+pub async fn feedback(args: &FeedbackArgs) -> Result<ExitCode, Failure> {
+    let (remote, listing) = match &args.command {
+        Some(FeedbackCommand::List { migration, remote }) => (remote, Some(migration.clone())),
+        None => (&args.remote, None),
+    };
+    let url = coordinator_url(remote.coordinator.as_deref());
+    let mut client = feedback_client(&url).await?;
+    let as_json = |f: &v1::Feedback| {
+        json!({"feedback_id": f.feedback_id, "migration": f.migration, "kind": f.kind,
+               "text": f.text, "source": f.source, "created_at": f.created_at})
+    };
+    if let Some(migration) = listing {
+        let found = client
+            .list_feedback(v1::ListFeedbackRequest {
+                migration: migration.unwrap_or_default(),
+                limit: 0,
+            })
+            .await
+            .map_err(|s| from_status(&url, &s))?
+            .into_inner()
+            .feedback;
+        match remote.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({"feedback": found.iter().map(as_json).collect::<Vec<_>>()})
+                )
+                .unwrap_or_default()
+            ),
+            Output::Table if found.is_empty() => println!("no feedback yet"),
+            Output::Table => {
+                let rows = found
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.created_at.clone(),
+                            f.migration.clone(),
+                            f.kind.clone(),
+                            if f.source.is_empty() {
+                                "—".to_owned()
+                            } else {
+                                f.source.clone()
+                            },
+                            f.text.clone(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    render::simple_table(
+                        &["WHEN", "MIGRATION", "KIND", "SOURCE", "FEEDBACK"],
+                        rows
+                    )
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let kind = match args.kind {
+        FeedbackKindArg::Regression => "regression",
+        FeedbackKindArg::Bug => "bug",
+        FeedbackKindArg::Info => "info",
+    };
+    let stored = client
+        .submit_feedback(v1::SubmitFeedbackRequest {
+            migration: args.migration.clone().unwrap_or_default(),
+            text: args.text.clone().unwrap_or_default(),
+            kind: kind.to_owned(),
+            source: args.source.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| from_status(&url, &s))?
+        .into_inner();
+    match remote.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&as_json(&stored)).unwrap_or_default()
+        ),
+        Output::Table => println!(
+            "feedback {} about migration {} recorded ({})",
+            stored.feedback_id, stored.migration, stored.kind
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A feedback client over the same connection settings as [`client`].
+async fn feedback_client(
+    url: &str,
+) -> Result<FeedbackServiceClient<InterceptedService<Channel, Bearer>>, Failure> {
+    let (channel, bearer) = connect(url).await?;
+    Ok(FeedbackServiceClient::with_interceptor(channel, bearer))
+}
+
+/// A channel to the coordinator with this process's TLS settings and its token.
+async fn connect(url: &str) -> Result<(Channel, Bearer), Failure> {
+    let connector = connector(url);
+    let usage = |e: postflight_ops::OpsError| Failure::new(EXIT_USAGE, e.to_string());
+    let endpoint = connector.endpoint().map_err(usage)?;
+    let bearer = connector.bearer().map_err(usage)?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        Failure::new(
+            EXIT_NO_RUN,
+            format!(
+                "cannot reach the coordinator at {url}: {}",
+                connector.explain(&e)
+            ),
+        )
+    })?;
+    Ok((channel, bearer))
 }

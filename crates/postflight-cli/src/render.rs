@@ -122,6 +122,26 @@ fn table(report: &Report, color: bool) -> String {
         out.push_str(&compared(baseline));
         out.push('\n');
     }
+    if !report.feedback.is_empty() {
+        out.push_str(&format!(
+            "feedback about migration {}:\n",
+            report.migration.as_deref().unwrap_or("—")
+        ));
+        for f in &report.feedback {
+            let source = if f.source.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", f.source)
+            };
+            out.push_str(&format!(
+                "  {:<10} {}{source} · {}\n",
+                f.kind.as_str(),
+                f.text,
+                f.created_at
+            ));
+        }
+        out.push('\n');
+    }
     let r = &report.requests;
     if r.count > 0 {
         let mut line = format!(

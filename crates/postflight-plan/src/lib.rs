@@ -9,6 +9,7 @@ pub mod baseline;
 pub mod canonical;
 pub mod duration;
 pub mod error;
+pub mod feedback;
 pub mod load;
 pub mod model;
 pub mod monitor;

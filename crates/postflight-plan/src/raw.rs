@@ -192,6 +192,7 @@ pub(crate) struct RawRollback {
     pub failing_rounds: Option<Spanned<u32>>,
     pub confidence: Option<Spanned<f64>>,
     pub on_inconclusive: Option<bool>,
+    pub feedback_above: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

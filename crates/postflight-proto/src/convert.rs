@@ -7,6 +7,7 @@ use std::time::Duration;
 use postflight_plan::baseline::{
     BaselineReport, Comparison, Decision, ErrorComparison, LatencyComparison,
 };
+use postflight_plan::feedback::{FeedbackItem, FeedbackKind};
 use postflight_plan::model::Severity;
 use postflight_plan::report::{
     CheckReport, LatencySummary, ProbeResult, RegionReport, RegionResult, Report, RequestCount,
@@ -190,6 +191,16 @@ impl From<&Report> for v1::Report {
             migration: r.migration.clone().unwrap_or_default(),
             stage: r.stage.clone().unwrap_or_default(),
             forced: r.forced.clone().unwrap_or_default(),
+            feedback: r
+                .feedback
+                .iter()
+                .map(|f| v1::FeedbackItem {
+                    kind: f.kind.as_str().to_owned(),
+                    text: f.text.clone(),
+                    source: f.source.clone(),
+                    created_at: f.created_at.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -400,6 +411,24 @@ impl TryFrom<v1::Report> for Report {
             migration: (!r.migration.is_empty()).then_some(r.migration),
             stage: (!r.stage.is_empty()).then_some(r.stage),
             forced: (!r.forced.is_empty()).then_some(r.forced),
+            feedback: r
+                .feedback
+                .into_iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    Ok(FeedbackItem {
+                        kind: FeedbackKind::parse(&f.kind).ok_or_else(|| {
+                            ConvertError::new(
+                                format!("feedback[{i}].kind"),
+                                format!("`{}` is not regression, bug or info", f.kind),
+                            )
+                        })?,
+                        text: f.text,
+                        source: f.source,
+                        created_at: f.created_at,
+                    })
+                })
+                .collect::<Result<_, ConvertError>>()?,
         })
     }
 }

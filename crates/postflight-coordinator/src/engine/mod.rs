@@ -14,6 +14,7 @@
 
 mod baselines;
 pub mod events;
+pub mod feedback;
 mod ingest;
 pub mod link;
 mod monitor;
@@ -47,6 +48,7 @@ use crate::storage::{
 };
 pub use baselines::MAX_BASELINES_PAGE;
 use events::{ResultEvent, RunEvent, RunEventKind};
+pub use feedback::MAX_FEEDBACK_PAGE;
 use ingest::{WriteJob, write_results};
 pub use link::ToProbe;
 use postflight_ops::host::now_ms;

@@ -612,6 +612,18 @@ impl<S: Store> Coordinator<S> {
                 report.status.as_str(),
             );
         }
+        if let Some(migration) = run.record.migration.clone() {
+            let (items, reason) = self.feedback_at_end(&run.plan, &migration).await;
+            report.feedback = items;
+            if let Some(reason) = reason {
+                postflight_plan::feedback::add_reason(
+                    &run.plan,
+                    &mut report.rollback,
+                    reason,
+                    &ProcessEnv,
+                );
+            }
+        }
         report.migration = run.record.migration.clone();
         report.stage = run.record.stage.clone();
         report.forced = run.record.forced.clone();

@@ -1,6 +1,7 @@
-//! The gRPC surface: the two postflight services, health, and server reflection (v1 and
+//! The gRPC surface: the postflight services (probes, validation, feedback), health, and server reflection (v1 and
 //! v1alpha, since grpcurl 1.8 speaks v1alpha), with message size limits.
 
+mod feedback_service;
 mod probe_service;
 mod timing;
 mod validation_service;
@@ -10,6 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use postflight_ops::secret::Secret;
+use postflight_proto::v1::feedback_service_server::FeedbackServiceServer;
 use postflight_proto::v1::probe_service_server::ProbeServiceServer;
 use postflight_proto::v1::validation_service_server::ValidationServiceServer;
 use tokio::net::TcpListener;
@@ -21,6 +23,7 @@ use crate::auth::{OperatorAuth, ProbeAuth, ProbeTokens};
 use crate::engine::Coordinator;
 use crate::storage::Store;
 
+pub use feedback_service::{FeedbackApi, feedback_message};
 pub use probe_service::ProbeApi;
 pub use validation_service::ValidationApi;
 
@@ -66,6 +69,9 @@ pub async fn serve<S: Store>(
     health
         .set_serving::<ValidationServiceServer<ValidationApi<S>>>()
         .await;
+    health
+        .set_serving::<FeedbackServiceServer<FeedbackApi<S>>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(postflight_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -85,6 +91,10 @@ pub async fn serve<S: Store>(
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let feedback = InterceptedService::new(
+        FeedbackServiceServer::new(FeedbackApi::new(coordinator.clone())),
+        OperatorAuth(access.operator_token.clone()),
+    );
     let validation = ValidationServiceServer::new(ValidationApi::new(coordinator))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -100,6 +110,7 @@ pub async fn serve<S: Store>(
         .layer(timing)
         .add_service(probes)
         .add_service(validation)
+        .add_service(feedback)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

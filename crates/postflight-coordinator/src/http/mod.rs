@@ -27,6 +27,10 @@ pub fn router<S: Store>(coordinator: Coordinator<S>, operator_token: Option<Secr
     let pages = Router::new()
         .route("/", get(status_page::<S>))
         .route("/runs/{run_id}", get(run_page::<S>))
+        .route(
+            "/api/v1/feedback",
+            axum::routing::post(post_feedback::<S>).get(get_feedback::<S>),
+        )
         .layer(axum::middleware::from_fn_with_state(
             std::sync::Arc::new(operator_token),
             require_operator,
@@ -72,6 +76,84 @@ pub async fn serve<S: Store>(
         .await
 }
 
+/// The body of `POST /api/v1/feedback`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    migration: String,
+    text: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    source: String,
+}
+
+fn json_error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn feedback_json(r: crate::storage::FeedbackRecord) -> serde_json::Value {
+    let wire = crate::grpc::feedback_message(r);
+    serde_json::json!({
+        "feedback_id": wire.feedback_id,
+        "migration": wire.migration,
+        "kind": wire.kind,
+        "text": wire.text,
+        "source": wire.source,
+        "created_at": wire.created_at,
+    })
+}
+
+/// `POST /api/v1/feedback`: `{"migration", "text", "kind"?, "source"?}` → 201 with the
+/// stored report, 400 naming the field that is wrong.
+async fn post_feedback<S: Store>(
+    State(coordinator): State<Coordinator<S>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: FeedbackBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body is not a feedback object ({{\"migration\", \"text\", \"kind\", \"source\"}}): {e}"
+                ),
+            );
+        }
+    };
+    match coordinator
+        .submit_feedback(&body.migration, &body.text, &body.kind, &body.source)
+        .await
+    {
+        Ok(stored) => (StatusCode::CREATED, axum::Json(feedback_json(stored))).into_response(),
+        Err(e @ CoordinatorError::InvalidArgument { .. }) => {
+            json_error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store feedback");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the feedback".to_owned(),
+            )
+        }
+    }
+}
+
+/// `GET /api/v1/feedback?migration=M`: the newest reports.
+async fn get_feedback<S: Store>(
+    State(coordinator): State<Coordinator<S>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let migration = query.get("migration").map(String::as_str);
+    match coordinator.list_feedback(migration, 0).await {
+        Ok(found) => axum::Json(serde_json::json!({
+            "feedback": found.into_iter().map(feedback_json).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 async fn metrics<S: Store>(State(coordinator): State<Coordinator<S>>) -> Response {
     coordinator.refresh_gauges();
     (
@@ -101,15 +183,17 @@ async fn ready<S: Store>(State(coordinator): State<Coordinator<S>>) -> Response 
 async fn status_page<S: Store>(State(coordinator): State<Coordinator<S>>) -> Response {
     let probes = coordinator.list_probes("", 200).await;
     let runs = coordinator.list_runs(25, None).await;
-    match (probes, runs) {
-        (Ok((probes, more)), Ok(runs)) => Html(status_page::overview(
+    let feedback = coordinator.list_feedback(None, 20).await;
+    match (probes, runs, feedback) {
+        (Ok((probes, more)), Ok(runs), Ok(feedback)) => Html(status_page::overview(
             &probes,
             more.is_some(),
             &runs,
+            &feedback,
             postflight_ops::host::now_ms(),
         ))
         .into_response(),
-        (Err(e), _) | (_, Err(e)) => error_page(&e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => error_page(&e),
     }
 }
 

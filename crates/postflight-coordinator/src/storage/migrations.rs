@@ -46,6 +46,11 @@ pub(crate) const SQLITE: Files = &[
         "stages",
         include_str!("../../migrations/sqlite/0006_stages.sql"),
     ),
+    (
+        7,
+        "feedback",
+        include_str!("../../migrations/sqlite/0007_feedback.sql"),
+    ),
 ];
 
 /// PostgreSQL.
@@ -79,6 +84,11 @@ pub(crate) const POSTGRES: Files = &[
         6,
         "stages",
         include_str!("../../migrations/postgres/0006_stages.sql"),
+    ),
+    (
+        7,
+        "feedback",
+        include_str!("../../migrations/postgres/0007_feedback.sql"),
     ),
 ];
 

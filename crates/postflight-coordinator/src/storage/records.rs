@@ -308,3 +308,20 @@ pub struct BaselineRecord {
     /// The baseline as JSON (`postflight_plan::baseline::Baseline`).
     pub data: String,
 }
+
+/// A feedback report about a migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackRecord {
+    /// Unique id (UUID v7).
+    pub feedback_id: String,
+    /// The migration.
+    pub migration: String,
+    /// regression, bug or info.
+    pub kind: String,
+    /// What was seen.
+    pub text: String,
+    /// Who reported it (may be empty).
+    pub source: String,
+    /// When it arrived, Unix milliseconds.
+    pub created_ms: i64,
+}

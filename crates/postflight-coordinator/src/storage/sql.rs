@@ -548,6 +548,62 @@ where
         rows.iter().map(run_of).collect()
     }
 
+    async fn insert_feedback(&self, f: &FeedbackRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO feedback (feedback_id, migration, kind, text, source, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&f.feedback_id)
+        .bind(&f.migration)
+        .bind(&f.kind)
+        .bind(&f.text)
+        .bind(&f.source)
+        .bind(f.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_feedback(
+        &self,
+        migration: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<FeedbackRecord>> {
+        let rows =
+            match migration {
+                Some(migration) => {
+                    sqlx::query(
+                        "SELECT * FROM feedback WHERE migration = $1 \
+                     ORDER BY created_ms DESC, feedback_id DESC LIMIT $2",
+                    )
+                    .bind(migration)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                None => sqlx::query(
+                    "SELECT * FROM feedback ORDER BY created_ms DESC, feedback_id DESC LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?,
+            };
+        rows.iter().map(feedback_of).collect()
+    }
+
+    async fn count_feedback(&self, migration: &str, kind: &str, since_ms: i64) -> StoreResult<u64> {
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM feedback \
+             WHERE migration = $1 AND kind = $2 AND created_ms > $3",
+        )
+        .bind(migration)
+        .bind(kind)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(row.int("n")?).unwrap_or(0))
+    }
+
     async fn insert_baseline(&self, b: &BaselineRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO baselines (baseline_id, plan_name, migration, created_ms, run_id, status, checks, \
@@ -701,6 +757,17 @@ fn run_of(row: &impl RowExt) -> StoreResult<RunRecord> {
         baseline_refused: row.opt_text("baseline_refused")?,
         stage: row.opt_text("stage")?,
         forced: row.opt_text("forced")?,
+    })
+}
+
+fn feedback_of(row: &impl RowExt) -> StoreResult<FeedbackRecord> {
+    Ok(FeedbackRecord {
+        feedback_id: row.text("feedback_id")?,
+        migration: row.text("migration")?,
+        kind: row.text("kind")?,
+        text: row.text("text")?,
+        source: row.text("source")?,
+        created_ms: row.int("created_ms")?,
     })
 }
 

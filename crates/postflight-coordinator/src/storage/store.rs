@@ -131,6 +131,24 @@ pub trait Store: Send + Sync + 'static {
         plan: &str,
         migration: &str,
     ) -> impl Future<Output = StoreResult<Vec<RunRecord>>> + Send;
+    /// Stores a feedback report.
+    fn insert_feedback(
+        &self,
+        feedback: &FeedbackRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Up to `limit` feedback reports, newest first, optionally about one migration.
+    fn list_feedback(
+        &self,
+        migration: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<FeedbackRecord>>> + Send;
+    /// How many reports of `kind` about `migration` arrived after `since_ms`.
+    fn count_feedback(
+        &self,
+        migration: &str,
+        kind: &str,
+        since_ms: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Stores a baseline.
     fn insert_baseline(
         &self,
@@ -276,6 +294,19 @@ impl Store for AnyStore {
     }
     async fn migration_runs(&self, plan: &str, migration: &str) -> StoreResult<Vec<RunRecord>> {
         dispatch!(self, s => s.migration_runs(plan, migration))
+    }
+    async fn insert_feedback(&self, feedback: &FeedbackRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_feedback(feedback))
+    }
+    async fn list_feedback(
+        &self,
+        migration: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<FeedbackRecord>> {
+        dispatch!(self, s => s.list_feedback(migration, limit))
+    }
+    async fn count_feedback(&self, migration: &str, kind: &str, since_ms: i64) -> StoreResult<u64> {
+        dispatch!(self, s => s.count_feedback(migration, kind, since_ms))
     }
     async fn insert_baseline(&self, baseline: &BaselineRecord) -> StoreResult<()> {
         dispatch!(self, s => s.insert_baseline(baseline))

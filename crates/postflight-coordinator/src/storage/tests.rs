@@ -374,7 +374,46 @@ async fn suite<S: Store>(store: S) {
     asked.baseline_id = Some("b4".into());
     asked.baseline_refused = Some("no".into());
     store.update_run(&asked).await.unwrap();
-    assert_eq!(store.get_run("rb").await.unwrap(), Some(asked));
+    assert_eq!(store.get_run("rb").await.unwrap(), Some(asked.clone()));
+    assert_eq!(
+        store.migration_runs("a", "m-1").await.unwrap(),
+        vec![asked],
+        "the stage gate reads a plan's runs of one migration"
+    );
+    assert!(store.migration_runs("a", "m-2").await.unwrap().is_empty());
+
+    // Feedback: per migration, newest first, counted by kind and time.
+    let feedback = |id: &str, migration: &str, kind: &str, at: i64| FeedbackRecord {
+        feedback_id: id.into(),
+        migration: migration.into(),
+        kind: kind.into(),
+        text: format!("text {id}"),
+        source: String::new(),
+        created_ms: at,
+    };
+    for (id, migration, kind, at) in [
+        ("f1", "m-1", "regression", 100),
+        ("f2", "m-1", "info", 200),
+        ("f3", "m-1", "regression", 300),
+        ("f4", "m-2", "regression", 400),
+    ] {
+        store
+            .insert_feedback(&feedback(id, migration, kind, at))
+            .await
+            .unwrap();
+    }
+    let of_m1: Vec<String> = store
+        .list_feedback(Some("m-1"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.feedback_id)
+        .collect();
+    assert_eq!(of_m1, ["f3", "f2", "f1"]);
+    assert_eq!(store.list_feedback(None, 2).await.unwrap().len(), 2);
+    assert_eq!(store.count_feedback("m-1", "regression", 0).await.unwrap(), 2);
+    assert_eq!(store.count_feedback("m-1", "regression", 100).await.unwrap(), 1);
+    assert_eq!(store.count_feedback("m-1", "bug", 0).await.unwrap(), 0);
 }
 
 /// Coordinators sharing one database race for the same rollback: exactly one wins.

@@ -66,6 +66,20 @@ impl Ctx<'_> {
             Some(c) => c.value,
             None => DEFAULT_CONFIDENCE,
         };
+        let feedback_above = match raw.feedback_above {
+            Some(n) if n.value > MAX_FEEDBACK_ABOVE => {
+                self.error(
+                    &n.referenced,
+                    format!(
+                        "feedback_above is a number of regression reports from 0 to {MAX_FEEDBACK_ABOVE}, got {}",
+                        n.value
+                    ),
+                );
+                None
+            }
+            Some(n) => Some(n.value),
+            None => None,
+        };
         (self.errors.len() == errors_before).then_some(Rollback {
             on_fail: raw.on_fail.unwrap_or(true),
             error_rate_above,
@@ -76,6 +90,7 @@ impl Ctx<'_> {
             failing_rounds,
             confidence,
             on_inconclusive: raw.on_inconclusive.unwrap_or(false),
+            feedback_above,
         })
     }
 
@@ -146,3 +161,6 @@ impl Ctx<'_> {
         }
     }
 }
+
+/// The largest `feedback_above`.
+const MAX_FEEDBACK_ABOVE: u32 = 100_000;

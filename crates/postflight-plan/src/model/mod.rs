@@ -552,6 +552,10 @@ pub struct Rollback {
     pub confidence: f64,
     /// Whether INCONCLUSIVE, cancelled and timed-out runs may execute an action.
     pub on_inconclusive: bool,
+    /// Act when more than this many `regression` feedback reports about the run's migration
+    /// arrived within the monitor window (`None`: feedback never acts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_above: Option<u32>,
 }
 
 /// A monitor acts when a trigger held in this many consecutive rounds: one bad round is a blip.

@@ -67,6 +67,9 @@ pub struct Report {
     /// earlier stage says so in its report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced: Option<String>,
+    /// Feedback about the run's migration when it ended, newest first (addition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback: Vec<crate::feedback::FeedbackItem>,
 }
 
 /// One check in a report.
@@ -431,6 +434,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
         migration: None,
         stage: None,
         forced: None,
+        feedback: Vec::new(),
     }
 }
 

@@ -8,7 +8,7 @@ use postflight_plan::Report;
 use postflight_plan::report::LatencySummary;
 use postflight_plan::rollback::RollbackReport;
 
-use crate::storage::{ProbeRecord, RunRecord};
+use crate::storage::{FeedbackRecord, ProbeRecord, RunRecord};
 
 /// Seconds between refreshes.
 const REFRESH_S: u32 = 5;
@@ -81,6 +81,7 @@ pub fn overview(
     probes: &[(ProbeRecord, bool)],
     more_probes: bool,
     runs: &[(RunRecord, u32)],
+    feedback: &[FeedbackRecord],
     now_ms: i64,
 ) -> String {
     let mut body = String::new();
@@ -175,6 +176,32 @@ pub fn overview(
                 cell(outcome, outcome),
                 cell("muted", rb.executed_by.as_deref().unwrap_or("—")),
                 id = escape(&r.run_id),
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    body.push_str("<h2 id=\"feedback\">Feedback about migrations</h2>");
+    if feedback.is_empty() {
+        body.push_str("<p class=\"muted\">No feedback yet: <code>postflight feedback MIGRATION \"what you saw\"</code> or <code>POST /api/v1/feedback</code>.</p>");
+    } else {
+        body.push_str("<table><thead><tr><th>Migration</th><th>Kind</th><th>Feedback</th><th>Source</th><th>When</th></tr></thead><tbody>");
+        for f in feedback {
+            let kind = if f.kind == "regression" { "FAIL" } else { "" };
+            let _ = write!(
+                body,
+                "<tr>{}{}{}{}{}</tr>",
+                cell("", &f.migration),
+                cell(kind, &f.kind),
+                cell("", &f.text),
+                cell(
+                    "muted",
+                    if f.source.is_empty() {
+                        "—"
+                    } else {
+                        &f.source
+                    }
+                ),
+                cell("muted", &time(f.created_ms)),
             );
         }
         body.push_str("</tbody></table>");

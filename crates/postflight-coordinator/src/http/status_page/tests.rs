@@ -46,7 +46,13 @@ fn escapes_everything_from_outside() {
         escape("<script>alert('x')</script> & \""),
         "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;"
     );
-    let html = overview(&[(probe("<b>p</b>", "us-east"), true)], false, &[], 5_000);
+    let html = overview(
+        &[(probe("<b>p</b>", "us-east"), true)],
+        false,
+        &[],
+        &[],
+        5_000,
+    );
     assert!(html.contains("&lt;b&gt;p&lt;/b&gt;"));
     assert!(!html.contains("<b>p</b>"));
 }
@@ -64,8 +70,21 @@ fn overview_lists_probes_runs_and_the_rollback_audit() {
             (record("run-a", Some("FAIL"), Some(rollback)), 0),
             (record("run-b", Some("PASS"), None), 0),
         ],
+        &[crate::storage::FeedbackRecord {
+            feedback_id: "f1".into(),
+            migration: "m-<42>".into(),
+            kind: "regression".into(),
+            text: "checkout <script>slow</script>".into(),
+            source: "support".into(),
+            created_ms: 60_000,
+        }],
         61_000,
     );
+    assert!(
+        html.contains("<td class=\"\">checkout &lt;script&gt;slow&lt;/script&gt;</td>"),
+        "feedback is shown as text: {html}"
+    );
+    assert!(html.contains("m-&lt;42&gt;"), "{html}");
     assert!(html.contains("1 of the first 2 probes connected"), "{html}");
     assert!(html.contains("<code>postflight probes</code> lists them all"));
     assert!(html.contains("<td class=\"yes\">yes</td>"));
@@ -81,7 +100,7 @@ fn overview_lists_probes_runs_and_the_rollback_audit() {
 
 #[test]
 fn an_empty_coordinator_says_what_to_do() {
-    let html = overview(&[], false, &[], 0);
+    let html = overview(&[], false, &[], &[], 0);
     assert!(html.contains("No probe has connected yet."));
     assert!(html.contains("postflight run PLAN --coordinator URL"));
     assert!(html.contains("No rollback was recommended"));

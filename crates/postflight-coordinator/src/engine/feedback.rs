@@ -1,0 +1,140 @@
+//! Feedback about migrations: stored per migration, listed in reports, and counted for a
+//! plan's `rollback.feedback_above` (the rule is `postflight_plan::feedback`'s).
+
+use postflight_plan::feedback::{
+    FeedbackItem, FeedbackKind, MAX_FEEDBACK_SOURCE, MAX_FEEDBACK_TEXT, feedback_trigger,
+};
+
+use super::*;
+use crate::storage::FeedbackRecord;
+
+/// Feedback reports listed at most at once.
+pub const MAX_FEEDBACK_PAGE: u32 = 1000;
+/// Feedback reports a run's report lists.
+const REPORT_FEEDBACK: u32 = 20;
+
+impl<S: Store> Coordinator<S> {
+    /// Stores a feedback report after checking every field (the error names the field).
+    pub async fn submit_feedback(
+        &self,
+        migration: &str,
+        text: &str,
+        kind: &str,
+        source: &str,
+    ) -> CoordinatorResult<FeedbackRecord> {
+        if postflight_proto::check_name("migration", migration).is_err() {
+            return Err(CoordinatorError::invalid(
+                "migration",
+                format!(
+                    "a migration label of 1 to {} bytes without spaces, got {} bytes",
+                    postflight_proto::MAX_NAME_BYTES,
+                    migration.len()
+                ),
+            ));
+        }
+        if text.trim().is_empty() || text.len() > MAX_FEEDBACK_TEXT {
+            return Err(CoordinatorError::invalid(
+                "text",
+                format!("1 to {MAX_FEEDBACK_TEXT} bytes of text, got {}", text.len()),
+            ));
+        }
+        let Some(kind) = FeedbackKind::parse(kind) else {
+            return Err(CoordinatorError::invalid(
+                "kind",
+                format!(
+                    "`{}` is not regression, bug or info",
+                    postflight_proto::cut_to_bytes(kind, 64)
+                ),
+            ));
+        };
+        if source.len() > MAX_FEEDBACK_SOURCE {
+            return Err(CoordinatorError::invalid(
+                "source",
+                format!("at most {MAX_FEEDBACK_SOURCE} bytes"),
+            ));
+        }
+        let record = FeedbackRecord {
+            feedback_id: uuid::Uuid::now_v7().to_string(),
+            migration: migration.to_owned(),
+            kind: kind.as_str().to_owned(),
+            text: text.to_owned(),
+            source: source.to_owned(),
+            created_ms: now_ms(),
+        };
+        self.inner.store.insert_feedback(&record).await?;
+        tracing::info!(migration, kind = kind.as_str(), "feedback received");
+        Ok(record)
+    }
+
+    /// Feedback reports, newest first, optionally about one migration.
+    pub async fn list_feedback(
+        &self,
+        migration: Option<&str>,
+        limit: u32,
+    ) -> CoordinatorResult<Vec<FeedbackRecord>> {
+        if limit > MAX_FEEDBACK_PAGE {
+            return Err(CoordinatorError::invalid(
+                "limit",
+                format!("{limit}, at most {MAX_FEEDBACK_PAGE}"),
+            ));
+        }
+        let limit = if limit == 0 { 50 } else { limit };
+        Ok(self.inner.store.list_feedback(migration, limit).await?)
+    }
+
+    /// At a run's end: the migration's feedback for its report, and the rollback reason when
+    /// more regression reports arrived within the plan's monitor window than
+    /// `rollback.feedback_above` allows. A database error costs the feedback, never the run.
+    pub(super) async fn feedback_at_end(
+        &self,
+        plan: &Plan,
+        migration: &str,
+    ) -> (Vec<FeedbackItem>, Option<String>) {
+        let items = match self
+            .inner
+            .store
+            .list_feedback(Some(migration), REPORT_FEEDBACK)
+            .await
+        {
+            Ok(found) => found.into_iter().filter_map(item).collect(),
+            Err(e) => {
+                tracing::error!(migration, error = %e, "cannot read the migration's feedback");
+                Vec::new()
+            }
+        };
+        let wants = plan
+            .rollback
+            .as_ref()
+            .is_some_and(|r| r.feedback_above.is_some());
+        if !wants {
+            return (items, None);
+        }
+        let window = plan.monitor.clone().unwrap_or_default().window;
+        let since = now_ms() - window.as_millis() as i64;
+        let reason = match self
+            .inner
+            .store
+            .count_feedback(migration, FeedbackKind::Regression.as_str(), since)
+            .await
+        {
+            Ok(regressions) => feedback_trigger(plan, migration, regressions, window),
+            Err(e) => {
+                tracing::error!(migration, error = %e, "cannot count the migration's feedback");
+                None
+            }
+        };
+        (items, reason)
+    }
+}
+
+/// A stored report as the run's report lists it.
+pub fn item(r: FeedbackRecord) -> Option<FeedbackItem> {
+    Some(FeedbackItem {
+        kind: FeedbackKind::parse(&r.kind)?,
+        text: r.text,
+        source: r.source,
+        created_at: postflight_plan::report::rfc3339(
+            UNIX_EPOCH + Duration::from_millis(r.created_ms.max(0) as u64),
+        ),
+    })
+}

@@ -1,0 +1,228 @@
+//! Feedback about a migration, end to end: reported with the CLI, grpcurl and HTTP (operator
+//! token required), listed per migration in the CLI, the report and the status page, and
+//! acted on by `rollback.feedback_above` once, with the reason.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use postflight_e2e::{
+    DemoBackend, Finished, free_port, grpcurl, postflight, spawn_coordinator, spawn_probe,
+    wait_for_probes_with,
+};
+
+const TOKEN: &str = "operator-secret-7";
+
+fn cli(args: &[&str]) -> Finished {
+    let out = postflight()
+        .args(args)
+        .env("POSTFLIGHT_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    Finished {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// An HTTP request on loopback: the status code and the body.
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn plan(dir: &Path, url: &str, marker: &Path) -> String {
+    let path = dir.join("plan.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: checkout\ntarget: {{base_url: \"{url}\"}}\nchecks:\n  - name: up\n    http: {{url: /health}}\nrollback:\n  feedback_above: 2\n  cooldown: 1h\n  action: {{command: [sh, -c, \"echo acted >> {}\"]}}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn feedback_is_reported_three_ways_listed_everywhere_and_acts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = DemoBackend::spawn("healthy");
+    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
+    let http_addr = format!("127.0.0.1:{}", free_port());
+    let (_coordinator, url) = spawn_coordinator(
+        0,
+        &db,
+        &[
+            "--operator-token",
+            TOKEN,
+            "--allow-command-actions",
+            "--http-listen",
+            &http_addr,
+        ],
+        &dir.path().join("coordinator.log"),
+    );
+    let _probe = spawn_probe(&url, "eu", "eu-1", &[], &[], &dir.path().join("probe.log"));
+    wait_for_probes_with(&url, 1, &["--token", TOKEN]);
+
+    // 1. The CLI.
+    let out = cli(&[
+        "feedback",
+        "m-42",
+        "checkout times out since the migration",
+        "--kind",
+        "regression",
+        "--source",
+        "support",
+        "--coordinator",
+        &url,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("about migration m-42 recorded (regression)"),
+        "{}",
+        out.stdout
+    );
+    // 2. grpcurl, with the token.
+    let (ok, text) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &format!("authorization: Bearer {TOKEN}"),
+        "-d",
+        r#"{"migration": "m-42", "text": "invoices page blank", "kind": "regression"}"#,
+        url.trim_start_matches("http://"),
+        "postflight.v1.FeedbackService/SubmitFeedback",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("\"feedbackId\""), "{text}");
+    let (ok, text) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"migration": "m-42", "text": "x"}"#,
+        url.trim_start_matches("http://"),
+        "postflight.v1.FeedbackService/SubmitFeedback",
+    ]);
+    assert!(!ok && text.contains("Unauthenticated"), "{text}");
+    // 3. HTTP, with the token; without it, or with a bad field, refused.
+    let body = r#"{"migration": "m-42", "text": "refunds fail", "kind": "regression", "source": "status-page"}"#;
+    let (status, answer) = http(&http_addr, "POST", "/api/v1/feedback", Some(TOKEN), body);
+    assert_eq!(status, 201, "{answer}");
+    assert!(answer.contains("\"kind\":\"regression\""), "{answer}");
+    let (status, _) = http(&http_addr, "POST", "/api/v1/feedback", None, body);
+    assert_eq!(status, 401);
+    let (status, answer) = http(
+        &http_addr,
+        "POST",
+        "/api/v1/feedback",
+        Some(TOKEN),
+        r#"{"migration": "m-42", "text": "x", "kind": "angry"}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        answer.contains("kind: `angry` is not regression, bug or info"),
+        "{answer}"
+    );
+    let (status, answer) = http(&http_addr, "POST", "/api/v1/feedback", Some(TOKEN), "{nope");
+    assert_eq!(status, 400);
+    assert!(answer.contains("not a feedback object"), "{answer}");
+    let out = cli(&["feedback", "m-42", "  ", "--coordinator", &url]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("text: 1 to 4096 bytes of text"),
+        "{}",
+        out.stderr
+    );
+
+    // Listed per migration.
+    let listed = cli(&[
+        "feedback",
+        "list",
+        "m-42",
+        "--coordinator",
+        &url,
+        "-o",
+        "json",
+    ])
+    .json();
+    assert_eq!(listed["feedback"].as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed["feedback"][0]["text"], "refunds fail");
+    let none = cli(&["feedback", "list", "m-0", "--coordinator", &url]);
+    assert_eq!(none.stdout.trim(), "no feedback yet");
+
+    // A run of the migration: healthy, but three regressions are more than feedback_above 2.
+    let marker = dir.path().join("acted");
+    let plan = plan(dir.path(), &backend.url, &marker);
+    let out = cli(&[
+        "run",
+        &plan,
+        "--coordinator",
+        &url,
+        "--migration",
+        "m-42",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        out.code, 0,
+        "the verdict stays PASS: {}\n{}",
+        out.stdout, out.stderr
+    );
+    let report = out.json();
+    assert_eq!(report["status"], "PASS");
+    assert_eq!(report["feedback"].as_array().unwrap().len(), 3, "{report}");
+    let reasons = report["rollback"]["reasons"].as_array().unwrap();
+    assert!(
+        reasons.iter().any(|r| r.as_str().unwrap().starts_with(
+            "3 regression reports about migration m-42 in the last 5m (more than feedback_above 2)"
+        )),
+        "{report}"
+    );
+    assert_eq!(report["rollback"]["outcome"], "succeeded", "{report}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "acted\n");
+    // Once: the next run is within the cooldown.
+    let out = cli(&[
+        "run",
+        &plan,
+        "--coordinator",
+        &url,
+        "--migration",
+        "m-42",
+        "-o",
+        "json",
+    ]);
+    let report = out.json();
+    assert_eq!(report["rollback"]["outcome"], "skipped", "{report}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "acted\n");
+    // The table and the status page list it too.
+    let table = cli(&["run", &plan, "--coordinator", &url, "--migration", "m-42"]);
+    assert!(
+        table
+            .stdout
+            .contains("feedback about migration m-42:\n  regression refunds fail (status-page)"),
+        "{}",
+        table.stdout
+    );
+    let (status, page) = http(&http_addr, "GET", "/", Some(TOKEN), "");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("checkout times out since the migration"),
+        "{page}"
+    );
+}
