@@ -156,6 +156,11 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         target.set_behavior(after_migration(region));
     }
     migrate(&db_url).await?;
+    let feedback = "invoice look-ups answer \"I could not find it\" in eu-west";
+    submit_feedback(&coordinator_url, feedback).await?;
+    say(&format!(
+        "   Support reports a regression (`postflight feedback {MIGRATION_LABEL} …`): {feedback}\n"
+    ));
     say("3. After the migration, compared with the baseline");
     let after_options = v1::RunOptions {
         against: baseline.clone(),
@@ -277,6 +282,22 @@ async fn validate(url: &str, plan: &Plan, options: v1::RunOptions) -> anyhow::Re
     remote::submit_and_follow(url, plan, "demo/plan.yaml", options)
         .await
         .map_err(|f| anyhow::anyhow!("{}", f.message()))
+}
+
+/// A regression report about the demo's migration, as support would send it.
+async fn submit_feedback(url: &str, text: &str) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect()
+        .await?;
+    v1::feedback_service_client::FeedbackServiceClient::new(channel)
+        .submit_feedback(v1::SubmitFeedbackRequest {
+            migration: MIGRATION_LABEL.to_owned(),
+            text: text.to_owned(),
+            kind: "regression".to_owned(),
+            source: "support".to_owned(),
+        })
+        .await?;
+    Ok(())
 }
 
 /// The baseline the run `run_id` took.

@@ -411,8 +411,17 @@ async fn suite<S: Store>(store: S) {
         .collect();
     assert_eq!(of_m1, ["f3", "f2", "f1"]);
     assert_eq!(store.list_feedback(None, 2).await.unwrap().len(), 2);
-    assert_eq!(store.count_feedback("m-1", "regression", 0).await.unwrap(), 2);
-    assert_eq!(store.count_feedback("m-1", "regression", 100).await.unwrap(), 1);
+    assert_eq!(
+        store.count_feedback("m-1", "regression", 0).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_feedback("m-1", "regression", 100)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(store.count_feedback("m-1", "bug", 0).await.unwrap(), 0);
 }
 
