@@ -521,6 +521,14 @@ fn the_demo_shows_both_verdicts_and_exits_0() {
         "{}",
         out.stdout
     );
+    // Support's feedback about the migration is in the report of the run after it.
+    assert!(
+        out.stdout.contains(
+            "feedback about migration demo-migration:\n  regression invoice look-ups answer"
+        ),
+        "{}",
+        out.stdout
+    );
     assert!(
         !out.stderr.contains("WARN postflight"),
         "log lines do not interrupt the demo's story: {}",
