@@ -327,3 +327,57 @@ fn a_coordinator_keeps_baselines_and_compares_each_region() {
         out.stderr
     );
 }
+
+/// `answers: same_shape`: the status check still passes when tool calls vanish from the
+/// agent's answers, but the answer lost the shape it had in the baseline, so the check fails.
+#[test]
+fn an_answer_that_lost_its_tool_calls_fails_with_same_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let backend = DemoBackend::spawn("healthy");
+    let plan = dir.path().join("shape.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name: shape\ntarget: {{base_url: \"{}\"}}\nchecks:\n  - name: invoice-tool\n    http:\n      method: POST\n      url: /api/agent/chat\n      json: {{message: \"Look up invoice INV-001\"}}\n      expect: {{status: 200}}\nbaseline: {{answers: same_shape}}\n",
+            backend.url
+        ),
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+    let taken = cli(&state, &["baseline", plan, "--local"]);
+    assert_eq!(taken.code, 0, "{}\n{}", taken.stdout, taken.stderr);
+    let same = cli(
+        &state,
+        &["run", plan, "--local", "--against", "latest", "-o", "json"],
+    );
+    assert_eq!(same.code, 0, "{}\n{}", same.stdout, same.stderr);
+    let report = same.json();
+    assert_eq!(
+        comparison(&report, "invoice-tool")["answers"]["decision"],
+        "same"
+    );
+
+    backend.set(r#"{"tools_broken": true}"#);
+    let out = cli(
+        &state,
+        &["run", plan, "--local", "--against", "latest", "-o", "json"],
+    );
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let report = out.json();
+    let c = comparison(&report, "invoice-tool");
+    assert_eq!(c["decision"], "worse", "{c}");
+    let changes: Vec<&str> = c["answers"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        changes.contains(&"$.tool_calls[].tool (string) is missing"),
+        "{changes:?}"
+    );
+    let message = report["checks"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with("status 200"), "{message}");
+    assert!(message.contains("answer changed shape: "), "{message}");
+}

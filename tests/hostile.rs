@@ -52,6 +52,7 @@ fn honest(run: &v1::Assignment, id: &str) -> CheckResult {
         finished_at_unix_ms: 1,
         requests_missing: 0,
         latencies_ms: Vec::new(),
+        answer_shape: Default::default(),
     }
 }
 
@@ -105,6 +106,18 @@ fn forgeries(run: &v1::Assignment) -> Vec<(CheckResult, &'static str)> {
             "latencies_ms",
         ),
         (with(&|r| r.latencies_ms = vec![1.0; 2001]), "latencies_ms"),
+        (
+            with(&|r| {
+                r.answer_shape = (0..300)
+                    .map(|i| (format!("$.k{i}"), "number".into()))
+                    .collect()
+            }),
+            "answer_shape",
+        ),
+        (
+            with(&|r| r.answer_shape = [("$".into(), "banana".into())].into()),
+            "answer_shape",
+        ),
         (
             with(&|r| r.latency_sketch = min_above_max.clone()),
             "latency_sketch",

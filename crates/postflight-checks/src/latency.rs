@@ -49,6 +49,7 @@ pub async fn run(plan: &Plan, check: &LatencyCheck, timeout: Duration) -> CheckO
         samples,
         missing,
         duration: started.elapsed(),
+        answer_shape: None,
     }
 }
 

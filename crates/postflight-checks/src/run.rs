@@ -57,12 +57,22 @@ impl Executor {
 
     async fn http(&self, plan: &Plan, check: &HttpCheck, timeout: Duration) -> CheckOutcome {
         let exchange = http::send(&self.fresh, plan, &check.request, timeout).await;
+        let mut answer_shape = None;
         let (status, message, latency) = match exchange.result {
             Err(message) => (CheckStatus::Fail, message, exchange.elapsed),
-            Ok(answer) => match expect::judge(&check.expect, &answer) {
-                Ok(message) => (CheckStatus::Pass, message, answer.latency),
-                Err(failures) => (CheckStatus::Fail, failures.join("; "), answer.latency),
-            },
+            Ok(answer) => {
+                // A successful JSON answer's shape, for baselines (`answers: same_shape`).
+                if (200..300).contains(&answer.status)
+                    && let Ok(document) = serde_json::from_str::<serde_json::Value>(&answer.body)
+                    && (document.is_object() || document.is_array())
+                {
+                    answer_shape = Some(postflight_plan::baseline::shape_of(&document));
+                }
+                match expect::judge(&check.expect, &answer) {
+                    Ok(message) => (CheckStatus::Pass, message, answer.latency),
+                    Err(failures) => (CheckStatus::Fail, failures.join("; "), answer.latency),
+                }
+            }
         };
         CheckOutcome {
             status,
@@ -73,6 +83,7 @@ impl Executor {
             }],
             missing: 0,
             duration: exchange.elapsed,
+            answer_shape,
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct CheckOutcome {
     pub missing: u64,
     /// Wall time of the whole check.
     pub duration: Duration,
+    /// The shape of the JSON answer (`http` checks whose answer is JSON), for baselines'
+    /// `answers: same_shape`.
+    pub answer_shape: Option<crate::baseline::JsonShape>,
 }
 
 impl CheckOutcome {
@@ -38,6 +41,7 @@ impl CheckOutcome {
             samples: Vec::new(),
             missing: 0,
             duration,
+            answer_shape: None,
         }
     }
 }

@@ -34,6 +34,7 @@ pub(crate) struct RawBaseline {
     pub max_error_rate_increase: Option<Spanned<RawShare>>,
     pub significance: Option<Spanned<f64>>,
     pub min_samples: Option<Spanned<u32>>,
+    pub answers: Option<Text>,
 }
 
 /// A share written as a number (`0.2`) or a percentage (`20%`).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use postflight_plan::baseline::{
-    BaselineReport, Comparison, Decision, ErrorComparison, LatencyComparison,
+    AnswersComparison, BaselineReport, Comparison, Decision, ErrorComparison, LatencyComparison,
 };
 use postflight_plan::feedback::{FeedbackItem, FeedbackKind};
 use postflight_plan::model::Severity;
@@ -268,6 +268,16 @@ impl From<&BaselineReport> for v1::BaselineReport {
                     }),
                     decision: decision_text(c.decision),
                     reason: c.reason.clone(),
+                    answers_decision: c
+                        .answers
+                        .as_ref()
+                        .map(|a| decision_text(a.decision))
+                        .unwrap_or_default(),
+                    answers_changes: c
+                        .answers
+                        .as_ref()
+                        .map(|a| a.changes.clone())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         }
@@ -311,6 +321,14 @@ impl TryFrom<v1::BaselineReport> for BaselineReport {
                     decision: decision(&format!("{at}.errors.decision"), &e.decision)?,
                 },
                 decision: decision(&format!("{at}.decision"), &c.decision)?,
+                answers: if c.answers_decision.is_empty() {
+                    None
+                } else {
+                    Some(AnswersComparison {
+                        decision: decision(&format!("{at}.answers_decision"), &c.answers_decision)?,
+                        changes: c.answers_changes,
+                    })
+                },
                 reason: c.reason,
             });
         }
@@ -492,6 +510,16 @@ pub fn check_result(ids: ResultIds<'_>, outcome: &CheckOutcome) -> v1::CheckResu
         latency_ms: region.latency.map(Into::into),
         latency_sketch: region.sketch.to_bytes(),
         finished_at_unix_ms: ids.finished_at_unix_ms,
+        answer_shape: if ids.keep_latencies {
+            region
+                .answer_shape
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        } else {
+            Default::default()
+        },
         latencies_ms: if ids.keep_latencies {
             region.latencies_ms
         } else {
@@ -640,6 +668,8 @@ pub fn probe_result(r: v1::CheckResult) -> Result<ProbeResult, ConvertError> {
             latency: r.latency_ms.map(Into::into),
             sketch,
             latencies_ms: latencies,
+            answer_shape: (!r.answer_shape.is_empty())
+                .then(|| r.answer_shape.into_iter().collect()),
         },
     };
     taken
@@ -681,6 +711,7 @@ mod tests {
             ],
             missing: 3,
             duration: Duration::from_millis(3300),
+            answer_shape: None,
         };
         let wire = check_result(
             ResultIds {
@@ -897,6 +928,10 @@ mod tests {
                     p_value: Some(1.0),
                     decision: Decision::Same,
                 },
+                answers: Some(AnswersComparison {
+                    decision: Decision::Worse,
+                    changes: vec!["$.total was number, now string".into()],
+                }),
                 decision: Decision::Worse,
                 reason: "slower".into(),
             }],
@@ -918,6 +953,7 @@ mod tests {
             samples: Vec::new(),
             missing: 0,
             duration: Duration::from_secs(1),
+            answer_shape: None,
         };
         let long_name = "n".repeat(MAX_CHECK_MESSAGE_BYTES + 10);
         let ids = ResultIds {

@@ -65,6 +65,7 @@ pub async fn run(check: &DatabaseCheck, timeout: Duration) -> CheckOutcome {
                 samples: Vec::new(),
                 missing: 0,
                 duration: elapsed,
+                answer_shape: None,
             }
         }
     }

@@ -65,6 +65,9 @@ pub struct StoredResult {
     /// The successful requests' latencies in ms, sorted (kept for baselines only).
     #[prost(double, repeated, tag = "15")]
     pub latencies_ms: Vec<f64>,
+    /// The JSON answer's shape, path → type (kept for baselines only).
+    #[prost(btree_map = "string, string", tag = "16")]
+    pub answer_shape: std::collections::BTreeMap<String, String>,
 }
 
 /// Exact latency figures, in milliseconds.
@@ -118,6 +121,7 @@ impl From<&ProbeResult> for StoredResult {
             finished_at_unix_ms: p.finished_at_ms,
             requests_missing: r.requests.missing,
             latencies_ms: r.latencies_ms.clone(),
+            answer_shape: r.answer_shape.clone().unwrap_or_default(),
         }
     }
 }
@@ -205,6 +209,7 @@ impl StoredResult {
                 }),
                 sketch,
                 latencies_ms: self.latencies_ms,
+                answer_shape: (!self.answer_shape.is_empty()).then_some(self.answer_shape),
             },
             result_id: self.result_id,
         })
@@ -238,6 +243,7 @@ mod tests {
                 latency: sketch.summary(),
                 sketch,
                 latencies_ms: Vec::new(),
+                answer_shape: None,
             },
         }
     }

@@ -19,14 +19,19 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BaselinePolicy, Plan};
+use crate::model::{AnswerComparison, BaselinePolicy, Plan};
 use crate::outcome::CheckOutcome;
 use crate::report::{RegionResult, Report};
 use crate::stats::{fisher_greater, mann_whitney_greater, nearest_rank};
 use crate::verdict::{CheckStatus, Overall};
 
+mod shape;
 #[cfg(test)]
 mod tests;
+
+pub use shape::{
+    JsonShape, MAX_SHAPE_PATH_BYTES, MAX_SHAPE_PATHS, SHAPE_TYPES, shape_changes, shape_of,
+};
 
 /// Latencies kept per check and region: enough for the tests' power, bounded in size.
 pub const MAX_SAMPLES: usize = 2000;
@@ -41,6 +46,9 @@ pub struct Measured {
     pub requests: u64,
     /// Requests that failed.
     pub errors: u64,
+    /// The shape of the JSON answer, for `answers: same_shape`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_shape: Option<JsonShape>,
 }
 
 impl Measured {
@@ -56,6 +64,7 @@ impl Measured {
             latencies_ms: thin(latencies),
             requests: outcome.samples.len() as u64,
             errors: outcome.samples.iter().filter(|s| !s.ok).count() as u64,
+            answer_shape: outcome.answer_shape.clone(),
         }
     }
 }
@@ -85,6 +94,7 @@ impl Measured {
             latencies_ms: result.latencies_ms.clone(),
             requests: result.requests.count,
             errors: result.requests.errors,
+            answer_shape: result.answer_shape.clone(),
         }
     }
 }
@@ -234,6 +244,17 @@ pub struct ErrorComparison {
     pub decision: Decision,
 }
 
+/// JSON answers before and after (`answers: same_shape`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswersComparison {
+    /// Worse when the answer lost a path or changed a type; inconclusive without an answer
+    /// on one side.
+    pub decision: Decision,
+    /// What changed, in words (`$.total was number, now string`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+}
+
 /// One check in one region, compared with the baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
@@ -245,7 +266,10 @@ pub struct Comparison {
     pub latency: LatencyComparison,
     /// Error counts.
     pub errors: ErrorComparison,
-    /// Worse when either comparison is; inconclusive when neither could tell.
+    /// JSON answers, with `answers: same_shape`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<AnswersComparison>,
+    /// Worse when any comparison is; inconclusive when none could tell.
     pub decision: Decision,
     /// The decision in words: "p95 412 ms → 655 ms (+59%), Mann-Whitney p = 0.0003: slower".
     pub reason: String,
@@ -340,21 +364,33 @@ fn compare_one(
 ) -> Comparison {
     let latency = compare_latency(policy, before, after);
     let errors = compare_errors(policy, before, after);
-    let decision = match (latency.decision, errors.decision) {
-        (Decision::Worse, _) | (_, Decision::Worse) => Decision::Worse,
-        (Decision::Inconclusive, Decision::Inconclusive) => Decision::Inconclusive,
+    let answers = (policy.answers == AnswerComparison::SameShape)
+        .then(|| compare_answers(before, after))
+        .flatten();
+    let answers_decision = answers.as_ref().map(|a| a.decision);
+    let decision = match (latency.decision, errors.decision, answers_decision) {
+        (Decision::Worse, _, _) | (_, Decision::Worse, _) | (_, _, Some(Decision::Worse)) => {
+            Decision::Worse
+        }
+        (_, _, Some(Decision::Same)) => Decision::Same,
+        (Decision::Inconclusive, Decision::Inconclusive, _) => Decision::Inconclusive,
         _ => Decision::Same,
     };
-    let reason = format!(
+    let mut reason = format!(
         "{}; {}",
         latency_words(policy, &latency),
         error_words(policy, &errors)
     );
+    if let Some(a) = &answers {
+        reason.push_str("; ");
+        reason.push_str(&answer_words(a));
+    }
     Comparison {
         check: check.to_owned(),
         region: region.to_owned(),
         latency,
         errors,
+        answers,
         decision,
         reason,
     }
@@ -441,6 +477,45 @@ fn compare_errors(policy: &BaselinePolicy, before: &Measured, after: &Measured) 
             Decision::Same
         };
     comparison
+}
+
+/// The answers' shapes; `None` when the check had a JSON answer on neither side (nothing to
+/// compare, not even inconclusively).
+fn compare_answers(before: &Measured, after: &Measured) -> Option<AnswersComparison> {
+    match (&before.answer_shape, &after.answer_shape) {
+        (None, None) => None,
+        (Some(b), Some(a)) => {
+            let changes = shape_changes(b, a);
+            Some(AnswersComparison {
+                decision: if changes.is_empty() {
+                    Decision::Same
+                } else {
+                    Decision::Worse
+                },
+                changes,
+            })
+        }
+        _ => Some(AnswersComparison {
+            decision: Decision::Inconclusive,
+            changes: Vec::new(),
+        }),
+    }
+}
+
+fn answer_words(a: &AnswersComparison) -> String {
+    match a.decision {
+        Decision::Worse => {
+            const SHOWN: usize = 3;
+            let more = a.changes.len().saturating_sub(SHOWN);
+            let mut words = a.changes[..a.changes.len().min(SHOWN)].join(", ");
+            if more > 0 {
+                words.push_str(&format!(" and {more} more"));
+            }
+            format!("answer changed shape: {words}")
+        }
+        Decision::Same => "answer keeps its shape".to_owned(),
+        Decision::Inconclusive => "answer: no JSON answer on one side to compare".to_owned(),
+    }
 }
 
 /// Milliseconds for people: 3 significant figures at most.

@@ -38,6 +38,7 @@ fn measured(latencies: Vec<f64>, errors: u64) -> Measured {
         latencies_ms: thin(latencies),
         requests,
         errors,
+        answer_shape: None,
     }
 }
 
@@ -220,6 +221,7 @@ fn measurements_keep_successful_latencies_bounded_and_sorted() {
         samples,
         missing: 0,
         duration: Duration::from_secs(1),
+        answer_shape: None,
     };
     let m = Measured::of(&outcome);
     assert_eq!(m.requests, 5000);
@@ -240,5 +242,61 @@ fn region_result(status: CheckStatus) -> RegionResult {
         latency: None,
         sketch: crate::sketch::LatencySketch::new(),
         latencies_ms: Vec::new(),
+        answer_shape: None,
     }
+}
+
+#[test]
+fn with_same_shape_an_answer_that_lost_a_field_is_worse() {
+    let plan = plan("baseline: {answers: same_shape}\n");
+    let shaped = |doc: serde_json::Value| Measured {
+        answer_shape: Some(shape_of(&doc)),
+        ..measured(latencies(1, 1, 50.0), 0)
+    };
+    let before = Baseline {
+        checks: BTreeMap::from([(
+            "up".to_owned(),
+            BTreeMap::from([(
+                "local".to_owned(),
+                shaped(serde_json::json!({"invoice": {"id": "INV-001", "total": 120}})),
+            )]),
+        )]),
+        ..baseline(measured(Vec::new(), 0))
+    };
+    let now = |doc: serde_json::Value| {
+        BTreeMap::from([(
+            "up".to_owned(),
+            BTreeMap::from([("local".to_owned(), shaped(doc))]),
+        )])
+    };
+    let changed = compare(
+        &plan,
+        &before,
+        &now(serde_json::json!({"invoice": {"id": "INV-001", "total": "120"}})),
+    )
+    .unwrap();
+    let c = &changed.comparisons[0];
+    assert_eq!(c.decision, Decision::Worse, "{}", c.reason);
+    assert!(
+        c.reason
+            .ends_with("answer changed shape: $.invoice.total was number, now string"),
+        "{}",
+        c.reason
+    );
+    let same = compare(
+        &plan,
+        &before,
+        &now(serde_json::json!({"invoice": {"id": "INV-002", "total": 99, "currency": "EUR"}})),
+    )
+    .unwrap();
+    assert_eq!(same.comparisons[0].decision, Decision::Same);
+    // Without `answers: same_shape`, shapes are not compared.
+    let off = compare(
+        &super::tests::plan(""),
+        &before,
+        &now(serde_json::json!({"other": true})),
+    )
+    .unwrap();
+    assert_eq!(off.comparisons[0].answers, None);
+    assert_ne!(off.comparisons[0].decision, Decision::Worse);
 }

@@ -45,11 +45,26 @@ impl Ctx<'_> {
             Some(n) => n.value,
             None => defaults.min_samples,
         };
+        let answers = match raw.answers {
+            None => defaults.answers,
+            Some(a) => match a.value.as_str() {
+                "off" => AnswerComparison::Off,
+                "same_shape" => AnswerComparison::SameShape,
+                other => {
+                    self.error(
+                        &a.referenced,
+                        format!("answers is `off` or `same_shape`, got `{other}`"),
+                    );
+                    defaults.answers
+                }
+            },
+        };
         (self.errors.len() == errors_before).then_some(BaselinePolicy {
             max_latency_increase,
             max_error_rate_increase,
             significance,
             min_samples,
+            answers,
         })
     }
 

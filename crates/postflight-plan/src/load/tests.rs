@@ -591,12 +591,14 @@ fn the_baseline_section_takes_shares_as_numbers_or_percentages() {
     assert_eq!(defaults, BaselinePolicy::default());
     assert_eq!(parse_with(base, &[]).unwrap().baseline, None);
     assert_eq!(
-        brief(&format!(
-            "{base}baseline:\n  max_latency_increase: twenty\n  max_error_rate_increase: 2\n  significance: 0.7\n  min_samples: 1\n  answers: same\n"
-        )),
+        brief(&format!("{base}baseline:\n  answers: same\n  typo: 1\n")),
         [
-            "10:3: unknown field `answers`, expected one of max_latency_increase, max_error_rate_increase, significance, min_samples"
+            "7:3: unknown field `typo`, expected one of max_latency_increase, max_error_rate_increase, significance, min_samples, answers"
         ]
+    );
+    assert_eq!(
+        brief(&format!("{base}baseline:\n  answers: same\n")),
+        ["6:12: answers is `off` or `same_shape`, got `same`"]
     );
     assert_eq!(
         brief(&format!(

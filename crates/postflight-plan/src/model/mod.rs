@@ -61,6 +61,20 @@ pub struct BaselinePolicy {
     pub significance: f64,
     /// Fewer samples on either side make that comparison inconclusive, never a failure.
     pub min_samples: u32,
+    /// Whether JSON answers must keep their shape (every path and type of the baseline's
+    /// answer still there).
+    pub answers: AnswerComparison,
+}
+
+/// `baseline.answers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerComparison {
+    /// Answers are not compared (the default: optional fields may come and go).
+    #[default]
+    Off,
+    /// A check fails when its JSON answer lost a path or changed a type.
+    SameShape,
 }
 
 /// Default `baseline.max_latency_increase`.
@@ -79,6 +93,7 @@ impl Default for BaselinePolicy {
             max_error_rate_increase: DEFAULT_MAX_ERROR_RATE_INCREASE,
             significance: DEFAULT_SIGNIFICANCE,
             min_samples: DEFAULT_MIN_SAMPLES,
+            answers: AnswerComparison::Off,
         }
     }
 }

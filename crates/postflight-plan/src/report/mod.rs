@@ -210,6 +210,8 @@ pub struct RegionResult {
     /// [`crate::baseline::MAX_SAMPLES`]: kept only where a baseline is taken or compared with
     /// (the statistical tests need the values, not a sketch); empty otherwise.
     pub latencies_ms: Vec<f64>,
+    /// The shape of the JSON answer, kept like `latencies_ms`.
+    pub answer_shape: Option<crate::baseline::JsonShape>,
 }
 
 impl RegionResult {
@@ -227,6 +229,7 @@ impl RegionResult {
             latency: LatencySummary::of(outcome.samples.iter().map(|s| s.latency)),
             sketch,
             latencies_ms: crate::baseline::Measured::of(outcome).latencies_ms,
+            answer_shape: outcome.answer_shape.clone(),
         }
     }
 
@@ -255,6 +258,7 @@ impl RegionResult {
             latency: sketch.summary(),
             sketch,
             latencies_ms: crate::baseline::thin(latencies),
+            answer_shape: results.iter().find_map(|r| r.answer_shape.clone()),
         })
     }
 }

@@ -116,6 +116,33 @@ impl ProbeResult {
                 format!("{bad} is not a latency in [0, {MAX_DURATION_MS}] ms"),
             ));
         }
+        if let Some(shape) = &r.answer_shape {
+            if shape.len() > crate::baseline::MAX_SHAPE_PATHS {
+                return Err(problem(
+                    "answer_shape",
+                    format!(
+                        "{} paths, at most {}",
+                        shape.len(),
+                        crate::baseline::MAX_SHAPE_PATHS
+                    ),
+                ));
+            }
+            for (path, kind) in shape {
+                if path.len() > crate::baseline::MAX_SHAPE_PATH_BYTES
+                    || !crate::baseline::SHAPE_TYPES.contains(&kind.as_str())
+                {
+                    return Err(problem(
+                        "answer_shape",
+                        format!(
+                            "`{}` → `{}` is not a path of at most {} bytes and a JSON type",
+                            path.chars().take(64).collect::<String>(),
+                            kind.chars().take(16).collect::<String>(),
+                            crate::baseline::MAX_SHAPE_PATH_BYTES
+                        ),
+                    ));
+                }
+            }
+        }
         let values = r.sketch.count();
         if values > r.requests.count {
             return Err(problem(
@@ -218,6 +245,7 @@ mod tests {
                 latency: None,
                 sketch: LatencySketch::new(),
                 latencies_ms: Vec::new(),
+                answer_shape: None,
             },
         }
     }

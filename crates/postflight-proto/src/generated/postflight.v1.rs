@@ -98,6 +98,12 @@ pub struct BaselineComparison {
     pub decision: ::prost::alloc::string::String,
     #[prost(string, tag = "6")]
     pub reason: ::prost::alloc::string::String,
+    /// With `answers: same_shape`: worse, same or inconclusive (empty when not compared), and
+    /// what the answer lost or changed.
+    #[prost(string, tag = "7")]
+    pub answers_decision: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "8")]
+    pub answers_changes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LatencyComparison {
@@ -350,6 +356,13 @@ pub struct CheckResult {
     /// thinned): sent only when the assignment asks (`keep_latencies`), for baselines.
     #[prost(double, repeated, tag = "15")]
     pub latencies_ms: ::prost::alloc::vec::Vec<f64>,
+    /// The JSON answer's shape, path → type (`$.invoice.total` → number), at most 256 paths:
+    /// sent only with `keep_latencies`, for baselines' `answers: same_shape`.
+    #[prost(map = "string, string", tag = "16")]
+    pub answer_shape: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AssignmentFinished {

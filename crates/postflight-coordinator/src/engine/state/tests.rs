@@ -106,6 +106,7 @@ fn result(status: CheckStatus, message: &str) -> RegionResult {
         latency: None,
         sketch: postflight_plan::sketch::LatencySketch::new(),
         latencies_ms: Vec::new(),
+        answer_shape: None,
     }
 }
 
