@@ -381,3 +381,68 @@ fn an_answer_that_lost_its_tool_calls_fails_with_same_shape() {
     assert!(message.starts_with("status 200"), "{message}");
     assert!(message.contains("answer changed shape: "), "{message}");
 }
+
+/// `monitor --against`: every round is compared with the baseline, and rounds of a service
+/// that became slower fail until the monitor's rollback fires, locally and on a coordinator.
+#[test]
+fn a_monitor_against_a_baseline_rolls_back_a_slower_service() {
+    use postflight_e2e::{spawn_coordinator, spawn_probe, wait_for_probes};
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let backend = DemoBackend::spawn("healthy");
+    backend.set(r#"{"delay_ms": 20}"#);
+    let marker = dir.path().join("rolled-back");
+    let plan = dir.path().join("watched.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name: watched\ntarget: {{base_url: \"{}\"}}\nchecks:\n  - name: chat-latency\n    latency:\n      request: {{method: POST, url: /api/agent/chat, json: {{message: Hi}}}}\n      samples: 12\n      pass_below: 3s\nmonitor:\n  phases: [{{every: 1s, for: 20s}}]\nrollback:\n  failing_rounds: 2\n  cooldown: 1s\n  action: {{command: [sh, -c, \"echo rolled >> {}\"]}}\n",
+            backend.url,
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+    let taken = cli(&state, &["baseline", plan, "--local"]);
+    assert_eq!(taken.code, 0, "{}\n{}", taken.stdout, taken.stderr);
+    backend.set(r#"{"delay_ms": 28}"#);
+    let out = cli(&state, &["monitor", plan, "--local", "--against", "latest"]);
+    assert_eq!(
+        out.code, 1,
+        "a rollback ends it: {}\n{}",
+        out.stdout, out.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "rolled\n");
+
+    // The same on a coordinator: its own baseline, taken by its probe.
+    backend.set(r#"{"delay_ms": 20}"#);
+    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
+    let (_coordinator, url) = spawn_coordinator(
+        0,
+        &db,
+        &["--allow-command-actions"],
+        &dir.path().join("coordinator.log"),
+    );
+    let _probe = spawn_probe(&url, "eu", "eu-1", &[], &[], &dir.path().join("probe.log"));
+    wait_for_probes(&url, 1);
+    let taken = cli(&state, &["baseline", plan, "--coordinator", &url]);
+    assert_eq!(taken.code, 0, "{}\n{}", taken.stdout, taken.stderr);
+    backend.set(r#"{"delay_ms": 28}"#);
+    std::fs::remove_file(&marker).unwrap();
+    let out = cli(
+        &state,
+        &[
+            "monitor",
+            plan,
+            "--coordinator",
+            &url,
+            "--against",
+            "latest",
+            "--migration",
+            "m-5",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "rolled\n");
+}

@@ -198,6 +198,21 @@ pub async fn list(args: &BaselinesArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The local baseline `id` (or `latest`) to compare runs of `plan` with, or why there is
+/// none (the message names what to do).
+pub fn local_against(id: &str, plan: &postflight_plan::model::Plan) -> Result<Baseline, String> {
+    let baseline = LocalBaselines::default_location()
+        .find(id, &plan.name)
+        .map_err(|e| e.to_string())?;
+    if baseline.plan != plan.name {
+        return Err(format!(
+            "baseline {} is of plan {}, not {}",
+            baseline.baseline_id, baseline.plan, plan.name
+        ));
+    }
+    Ok(baseline)
+}
+
 /// Baselines kept per plan.
 pub const KEEP_PER_PLAN: usize = 50;
 

@@ -229,6 +229,15 @@ pub struct MonitorArgs {
     /// Output: a line per round, or a JSON object per line (NDJSON).
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+
+    /// Compare every round with a baseline taken before the change (an id, or `latest`):
+    /// rounds whose checks are worse fail, and the monitor's triggers act on them.
+    #[arg(long, value_name = "BASELINE_ID|latest")]
+    pub against: Option<String>,
+
+    /// The migration the monitor belongs to (a label); its rounds carry it.
+    #[arg(long, value_name = "M")]
+    pub migration: Option<String>,
 }
 
 /// `postflight check`.

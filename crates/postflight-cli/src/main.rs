@@ -114,22 +114,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let against = match (&args.against, args.local) {
         // A coordinator looks its baselines up itself.
         (None, _) | (Some(_), false) => None,
-        (Some(id), true) => {
-            match baselines::LocalBaselines::default_location().find(id, &plan.name) {
-                Ok(baseline) if baseline.plan == plan.name => Some(baseline),
-                Ok(baseline) => {
-                    eprintln!(
-                        "error: baseline {} is of plan {}, not {}",
-                        baseline.baseline_id, baseline.plan, plan.name
-                    );
-                    return Ok(ExitCode::from(EXIT_PLAN_ERROR));
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(EXIT_PLAN_ERROR));
-                }
+        (Some(id), true) => match baselines::local_against(id, &plan) {
+            Ok(baseline) => Some(baseline),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_PLAN_ERROR));
             }
-        }
+        },
     };
     if !args.local {
         return Ok(remote::run(&args, &plan)

@@ -131,6 +131,16 @@ pub async fn main(args: MonitorArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn local_monitor(plan: &Plan, args: &MonitorArgs) -> anyhow::Result<ExitCode> {
+    let against = match &args.against {
+        Some(id) => match crate::baselines::local_against(id, plan) {
+            Ok(baseline) => Some(baseline),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
     let config = plan.monitor.clone().unwrap_or_default();
     let monitor_id = uuid::Uuid::now_v7().to_string();
     let started = tokio::time::Instant::now();
@@ -169,7 +179,7 @@ async fn local_monitor(plan: &Plan, args: &MonitorArgs) -> anyhow::Result<ExitCo
             Some(round_timeout(plan)),
             postflight_checks::run::DEFAULT_CONCURRENCY,
             false,
-            None,
+            against.as_ref(),
         )
         .await?;
         let outcome = session.round(
@@ -239,6 +249,8 @@ async fn remote_monitor(plan: &Plan, args: &MonitorArgs) -> Result<ExitCode, rem
             options: Some(v1::RunOptions {
                 dry_run: args.dry_run,
                 regions: args.regions.clone(),
+                against: args.against.clone().unwrap_or_default(),
+                migration: args.migration.clone().unwrap_or_default(),
                 ..Default::default()
             }),
         })

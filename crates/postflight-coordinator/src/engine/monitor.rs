@@ -93,6 +93,10 @@ impl<S: Store> Coordinator<S> {
         options: RunOptions,
     ) -> CoordinatorResult<MonitorRecord> {
         let (plan, origin, regions) = self.accept_plan(plan_yaml, origin, &options)?;
+        let against = match &options.against {
+            Some(id) => Some(self.baseline_for(&plan, id).await?.baseline_id),
+            None => None,
+        };
         let monitor = plan.monitor.clone().unwrap_or_default();
         let started = now_ms();
         let record = MonitorRecord {
@@ -109,6 +113,8 @@ impl<S: Store> Coordinator<S> {
             rounds: 0,
             rollback_json: None,
             detail: None,
+            against,
+            migration: options.migration.clone(),
         };
         self.inner.store.insert_monitor(&record).await?;
         tracing::info!(monitor_id = %record.monitor_id, plan = %plan.name, "monitor started");
@@ -224,7 +230,11 @@ impl<S: Store> Coordinator<S> {
                     round_timeout(&plan).min(self.inner.config.default_timeout),
                     record.dry_run,
                     Some(monitor_id.to_owned()),
-                    super::runs::RunLabels::default(),
+                    super::runs::RunLabels {
+                        against: record.against.clone(),
+                        migration: record.migration.clone(),
+                        ..Default::default()
+                    },
                     Some(tx),
                 )
                 .await;

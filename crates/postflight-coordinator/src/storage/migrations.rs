@@ -51,6 +51,11 @@ pub(crate) const SQLITE: Files = &[
         "feedback",
         include_str!("../../migrations/sqlite/0007_feedback.sql"),
     ),
+    (
+        8,
+        "monitor baselines",
+        include_str!("../../migrations/sqlite/0008_monitor_baselines.sql"),
+    ),
 ];
 
 /// PostgreSQL.
@@ -89,6 +94,11 @@ pub(crate) const POSTGRES: Files = &[
         7,
         "feedback",
         include_str!("../../migrations/postgres/0007_feedback.sql"),
+    ),
+    (
+        8,
+        "monitor baselines",
+        include_str!("../../migrations/postgres/0008_monitor_baselines.sql"),
     ),
 ];
 

@@ -260,6 +260,10 @@ pub struct MonitorRecord {
     pub rollback_json: Option<String>,
     /// Why it ended.
     pub detail: Option<String>,
+    /// The baseline every round is compared with.
+    pub against: Option<String>,
+    /// The migration the monitor belongs to.
+    pub migration: Option<String>,
 }
 
 /// What one monitoring round contributed to the window.

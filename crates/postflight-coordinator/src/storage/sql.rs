@@ -432,8 +432,8 @@ where
     async fn insert_monitor(&self, m: &MonitorRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO monitors (monitor_id, plan_name, plan_sealed, origin, status, dry_run, regions, \
-             started_ms, ends_ms, ended_ms, rounds, rollback, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             started_ms, ends_ms, ended_ms, rounds, rollback, detail, against, migration) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&m.monitor_id)
         .bind(&m.plan_name)
@@ -448,6 +448,8 @@ where
         .bind(m.rounds)
         .bind(&m.rollback_json)
         .bind(&m.detail)
+        .bind(&m.against)
+        .bind(&m.migration)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -828,6 +830,8 @@ fn monitor_of(row: &impl RowExt) -> StoreResult<MonitorRecord> {
         rounds: row.int("rounds")?,
         rollback_json: row.opt_text("rollback")?,
         detail: row.opt_text("detail")?,
+        against: row.opt_text("against")?,
+        migration: row.opt_text("migration")?,
     })
 }
 

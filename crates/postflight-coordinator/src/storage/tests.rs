@@ -295,6 +295,8 @@ async fn suite<S: Store>(store: S) {
         rounds: 0,
         rollback_json: None,
         detail: None,
+        against: None,
+        migration: None,
     };
     store.insert_monitor(&monitor).await.unwrap();
     assert_eq!(
