@@ -3,21 +3,12 @@
 
 use std::path::Path;
 
-use postflight_e2e::{DemoBackend, Finished, postflight};
+use postflight_e2e::{DemoBackend, Finished, run_postflight};
 use serde_json::Value;
 
 /// `postflight ARGS` with the CLI's state (ledger, baselines) in `state`.
 fn cli(state: &Path, args: &[&str]) -> Finished {
-    let out = postflight()
-        .args(args)
-        .env("POSTFLIGHT_STATE_DIR", state)
-        .output()
-        .unwrap();
-    Finished {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_postflight(args, &[("POSTFLIGHT_STATE_DIR", state.to_str().unwrap())])
 }
 
 /// A plan with a latency check of 20 samples (fixed threshold 3 s, far above what the test

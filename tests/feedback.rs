@@ -2,49 +2,17 @@
 //! token required), listed per migration in the CLI, the report and the status page, and
 //! acted on by `rollback.feedback_above` once, with the reason.
 
-use std::io::{Read, Write};
 use std::path::Path;
 
 use postflight_e2e::{
-    DemoBackend, Finished, free_port, grpcurl, postflight, spawn_coordinator, spawn_probe,
-    wait_for_probes_with,
+    DemoBackend, Finished, free_port, grpcurl, http_request, run_postflight, spawn_coordinator,
+    spawn_probe, wait_for_probes_with,
 };
 
 const TOKEN: &str = "operator-secret-7";
 
 fn cli(args: &[&str]) -> Finished {
-    let out = postflight()
-        .args(args)
-        .env("POSTFLIGHT_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    Finished {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// An HTTP request on loopback: the status code and the body.
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    run_postflight(args, &[("POSTFLIGHT_TOKEN", TOKEN)])
 }
 
 fn plan(dir: &Path, url: &str, marker: &Path) -> String {
@@ -122,12 +90,12 @@ fn feedback_is_reported_three_ways_listed_everywhere_and_acts_once() {
     assert!(!ok && text.contains("Unauthenticated"), "{text}");
     // 3. HTTP, with the token; without it, or with a bad field, refused.
     let body = r#"{"migration": "m-42", "text": "refunds fail", "kind": "regression", "source": "status-page"}"#;
-    let (status, answer) = http(&http_addr, "POST", "/api/v1/feedback", Some(TOKEN), body);
+    let (status, answer) = http_request(&http_addr, "POST", "/api/v1/feedback", Some(TOKEN), body);
     assert_eq!(status, 201, "{answer}");
     assert!(answer.contains("\"kind\":\"regression\""), "{answer}");
-    let (status, _) = http(&http_addr, "POST", "/api/v1/feedback", None, body);
+    let (status, _) = http_request(&http_addr, "POST", "/api/v1/feedback", None, body);
     assert_eq!(status, 401);
-    let (status, answer) = http(
+    let (status, answer) = http_request(
         &http_addr,
         "POST",
         "/api/v1/feedback",
@@ -139,7 +107,8 @@ fn feedback_is_reported_three_ways_listed_everywhere_and_acts_once() {
         answer.contains("kind: `angry` is not regression, bug or info"),
         "{answer}"
     );
-    let (status, answer) = http(&http_addr, "POST", "/api/v1/feedback", Some(TOKEN), "{nope");
+    let (status, answer) =
+        http_request(&http_addr, "POST", "/api/v1/feedback", Some(TOKEN), "{nope");
     assert_eq!(status, 400);
     assert!(answer.contains("not a feedback object"), "{answer}");
     let out = cli(&["feedback", "m-42", "  ", "--coordinator", &url]);
@@ -219,7 +188,7 @@ fn feedback_is_reported_three_ways_listed_everywhere_and_acts_once() {
         "{}",
         table.stdout
     );
-    let (status, page) = http(&http_addr, "GET", "/", Some(TOKEN), "");
+    let (status, page) = http_request(&http_addr, "GET", "/", Some(TOKEN), "");
     assert_eq!(status, 200);
     assert!(
         page.contains("checkout times out since the migration"),

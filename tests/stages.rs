@@ -6,20 +6,12 @@
 use std::path::Path;
 
 use postflight_e2e::{
-    DemoBackend, Finished, free_port, postflight, spawn_coordinator, spawn_probe, wait_for_probes,
+    DemoBackend, Finished, free_port, http_request, run_postflight, spawn_coordinator, spawn_probe,
+    wait_for_probes,
 };
 
 fn cli(state: &Path, args: &[&str]) -> Finished {
-    let out = postflight()
-        .args(args)
-        .env("POSTFLIGHT_STATE_DIR", state)
-        .output()
-        .unwrap();
-    Finished {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_postflight(args, &[("POSTFLIGHT_STATE_DIR", state.to_str().unwrap())])
 }
 
 fn plan(dir: &Path, base_url: &str) -> String {
@@ -136,29 +128,13 @@ fn on_a_coordinator_production_waits_for_staging_and_the_label_is_everywhere() {
     assert_eq!(labelled, 2, "{runs}");
     let table = cli(&state, &["runs", "--coordinator", &url]);
     assert!(table.stdout.contains("m-9@production"), "{}", table.stdout);
-    let page = http_get(&format!("http://{http}/"));
+    let (_, page) = http_request(&http, "GET", "/", None, "");
     assert!(page.contains("m-9 @ staging"), "{page}");
-    let metrics = http_get(&format!("http://{http}/metrics"));
+    let (_, metrics) = http_request(&http, "GET", "/metrics", None, "");
     assert!(
         metrics.contains(
             "postflight_migration_runs_total{migration=\"m-9\",stage=\"production\",verdict=\"PASS\"} 1"
         ),
         "{metrics}"
     );
-}
-
-/// A GET on loopback, with the standard library only.
-fn http_get(url: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text
 }

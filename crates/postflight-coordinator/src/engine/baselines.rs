@@ -63,13 +63,7 @@ impl<S: Store> Coordinator<S> {
         plan: Option<&str>,
         limit: u32,
     ) -> CoordinatorResult<Vec<BaselineRecord>> {
-        if limit > MAX_BASELINES_PAGE {
-            return Err(CoordinatorError::invalid(
-                "limit",
-                format!("{limit}, at most {MAX_BASELINES_PAGE}"),
-            ));
-        }
-        let limit = if limit == 0 { 50 } else { limit };
+        let limit = page_limit(limit, MAX_BASELINES_PAGE)?;
         Ok(self.inner.store.list_baselines(plan, limit).await?)
     }
 

@@ -72,13 +72,7 @@ impl<S: Store> Coordinator<S> {
         migration: Option<&str>,
         limit: u32,
     ) -> CoordinatorResult<Vec<FeedbackRecord>> {
-        if limit > MAX_FEEDBACK_PAGE {
-            return Err(CoordinatorError::invalid(
-                "limit",
-                format!("{limit}, at most {MAX_FEEDBACK_PAGE}"),
-            ));
-        }
-        let limit = if limit == 0 { 50 } else { limit };
+        let limit = page_limit(limit, MAX_FEEDBACK_PAGE)?;
         Ok(self.inner.store.list_feedback(migration, limit).await?)
     }
 

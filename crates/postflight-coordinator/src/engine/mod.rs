@@ -132,6 +132,17 @@ pub struct Finished {
     pub end: RunEnd,
 }
 
+/// A listing's `limit`: 0 means 50, more than `most` is refused naming the field.
+pub(crate) fn page_limit(limit: u32, most: u32) -> CoordinatorResult<u32> {
+    if limit > most {
+        return Err(CoordinatorError::invalid(
+            "limit",
+            format!("{limit}, at most {most}"),
+        ));
+    }
+    Ok(if limit == 0 { 50 } else { limit })
+}
+
 /// RFC 3339 text of Unix milliseconds, as the wire and reports show times.
 pub(crate) fn unix_ms_string(ms: i64) -> String {
     postflight_plan::report::rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
