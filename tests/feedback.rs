@@ -195,3 +195,67 @@ fn feedback_is_reported_three_ways_listed_everywhere_and_acts_once() {
         "{page}"
     );
 }
+
+/// A monitor of a migration rolls back as soon as more regression reports than
+/// `feedback_above` arrived, although every round passes (without the feedback it would end
+/// after its 20 s phase with exit 0).
+#[test]
+fn regression_feedback_ends_a_monitor_with_a_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = DemoBackend::spawn("healthy");
+    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
+    let (_coordinator, url) = spawn_coordinator(
+        0,
+        &db,
+        &["--operator-token", TOKEN, "--allow-command-actions"],
+        &dir.path().join("coordinator.log"),
+    );
+    let _probe = spawn_probe(&url, "eu", "eu-1", &[], &[], &dir.path().join("probe.log"));
+    wait_for_probes_with(&url, 1, &["--token", TOKEN]);
+    let marker = dir.path().join("acted");
+    let plan = dir.path().join("watched.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name: watched\ntarget: {{base_url: \"{}\"}}\nchecks:\n  - name: up\n    http: {{url: /health}}\nmonitor:\n  phases: [{{every: 1s, for: 20s}}]\nrollback:\n  feedback_above: 1\n  action: {{command: [sh, -c, \"echo acted >> {}\"]}}\n",
+            backend.url,
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let started = cli(&[
+        "monitor",
+        plan.to_str().unwrap(),
+        "--coordinator",
+        &url,
+        "--migration",
+        "m-77",
+        "--detach",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(started.code, 0, "{}\n{}", started.stdout, started.stderr);
+    let monitor_id = started.json()["monitor_id"].as_str().unwrap().to_owned();
+    for text in ["checkout fails", "refunds fail"] {
+        let out = cli(&[
+            "feedback",
+            "m-77",
+            text,
+            "--kind",
+            "regression",
+            "--coordinator",
+            &url,
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let out = cli(&["watch", &monitor_id, "--coordinator", &url]);
+    assert_eq!(out.code, 1, "rolled back: {}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "2 regression reports about migration m-77 in the last 5m (more than feedback_above 1)"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "acted\n");
+}

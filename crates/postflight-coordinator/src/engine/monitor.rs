@@ -329,7 +329,25 @@ impl<S: Store> Coordinator<S> {
             monitor_id,
             round_event(monitor_id, round, &report, every, &outcome),
         );
-        let Some(mut rollback) = outcome.decision else {
+        // Regression feedback about the monitor's migration acts at once, whatever the streak.
+        let feedback = match &record.migration {
+            Some(migration) => self.feedback_at_end(plan, migration).await.1,
+            None => None,
+        };
+        let decision = match (outcome.decision, feedback) {
+            (Some(mut decision), Some(reason)) => {
+                decision.reasons.push(reason);
+                Some(decision)
+            }
+            (Some(decision), None) => Some(decision),
+            (None, Some(reason)) => Some(postflight_plan::rollback::decision(
+                plan,
+                vec![reason],
+                &ProcessEnv,
+            )),
+            (None, None) => None,
+        };
+        let Some(mut rollback) = decision else {
             return false;
         };
         rollback.dry_run |= record.dry_run;
