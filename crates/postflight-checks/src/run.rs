@@ -32,8 +32,21 @@ impl Executor {
         })
     }
 
-    /// Executes one check. Never fails: every error becomes a `fail` outcome that says why.
+    /// Executes one check, `repeat` times when the plan says so (one after the other, so the
+    /// service sees one client). Never fails: every error becomes a `fail` outcome that says
+    /// why.
     pub async fn execute(&self, plan: &Plan, check: &Check) -> CheckOutcome {
+        if check.repeat <= 1 {
+            return self.execute_once(plan, check).await;
+        }
+        let mut runs = Vec::with_capacity(check.repeat as usize);
+        for _ in 0..check.repeat {
+            runs.push(self.execute_once(plan, check).await);
+        }
+        CheckOutcome::of_repeats(runs, check.pass_when)
+    }
+
+    async fn execute_once(&self, plan: &Plan, check: &Check) -> CheckOutcome {
         let started = Instant::now();
         let work = async {
             match &check.kind {

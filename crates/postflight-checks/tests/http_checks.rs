@@ -45,6 +45,15 @@ async fn stepped(State(counter): State<Counter>) -> &'static str {
     "ok"
 }
 
+/// The first of every three requests fails with 500: a service that fails 1 in 3 times.
+async fn one_in_three(State(counter): State<Counter>) -> StatusCode {
+    if counter.0.fetch_add(1, Ordering::SeqCst) % 3 == 0 {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// Every second request fails with 500.
 async fn flaky(State(counter): State<Counter>) -> StatusCode {
     if counter.0.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
@@ -84,7 +93,11 @@ async fn server() -> TestServer {
             }),
         )
         .route("/stepped", get(stepped).with_state(Counter::default()))
-        .route("/flaky", get(flaky).with_state(Counter::default()));
+        .route("/flaky", get(flaky).with_state(Counter::default()))
+        .route(
+            "/one-in-three",
+            get(one_in_three).with_state(Counter::default()),
+        );
     TestServer::start(router).await
 }
 
@@ -689,5 +702,34 @@ async fn latency_samples_carry_method_headers_and_body() {
         o.message.contains("status 400, expected 2xx"),
         "{}",
         o.message
+    );
+}
+
+/// `repeat` against a service that fails 1 in 3 times: `pass_when: all` fails, `majority`
+/// passes, and the message gives the pass count.
+#[tokio::test]
+async fn repeats_of_a_flaky_service_fail_all_and_pass_majority() {
+    let server = server().await;
+    let all = http_outcome(&server, "    repeat: 3\n    http: {url: /one-in-three}\n").await;
+    assert_eq!(all.status, CheckStatus::Fail, "{}", all.message);
+    assert!(
+        all.message
+            .starts_with("passed 2 of 3 runs (pass^3); run 1 of 3: status 500"),
+        "{}",
+        all.message
+    );
+    assert_eq!(all.samples.len(), 3);
+    let majority = http_outcome(
+        &server,
+        "    repeat: 3\n    pass_when: majority\n    http: {url: /one-in-three}\n",
+    )
+    .await;
+    assert_eq!(majority.status, CheckStatus::Pass, "{}", majority.message);
+    assert!(
+        majority
+            .message
+            .starts_with("passed 2 of 3 runs (pass_when majority: 2 needed)"),
+        "{}",
+        majority.message
     );
 }

@@ -45,3 +45,109 @@ impl CheckOutcome {
         }
     }
 }
+
+impl CheckOutcome {
+    /// One outcome for a check run `outcomes.len()` times: it passes when at least `needed`
+    /// runs passed (or warned), warns when a warning was among them, and fails otherwise. Its
+    /// message gives the pass count (pass^K when every run had to pass) and the first
+    /// failure; samples, missing requests and durations add up.
+    pub fn of_repeats(outcomes: Vec<CheckOutcome>, pass_when: crate::model::PassWhen) -> Self {
+        let runs = outcomes.len() as u32;
+        let needed = pass_when.needed(runs);
+        let passed = outcomes
+            .iter()
+            .filter(|o| matches!(o.status, CheckStatus::Pass | CheckStatus::Warn))
+            .count() as u32;
+        let warned = outcomes.iter().any(|o| o.status == CheckStatus::Warn);
+        let status = if passed >= needed {
+            if warned {
+                CheckStatus::Warn
+            } else {
+                CheckStatus::Pass
+            }
+        } else {
+            CheckStatus::Fail
+        };
+        let rule = match pass_when {
+            crate::model::PassWhen::All => format!("pass^{runs}"),
+            other => format!("pass_when {}: {needed} needed", other.describe()),
+        };
+        let first_failure = outcomes
+            .iter()
+            .position(|o| !matches!(o.status, CheckStatus::Pass | CheckStatus::Warn));
+        let mut message = format!("passed {passed} of {runs} runs ({rule})");
+        match first_failure {
+            Some(i) => message.push_str(&format!(
+                "; run {} of {runs}: {}",
+                i + 1,
+                outcomes[i].message
+            )),
+            None => {
+                if let Some(first) = outcomes.first() {
+                    message.push_str(&format!("; {}", first.message));
+                }
+            }
+        }
+        Self {
+            status,
+            message,
+            samples: outcomes.iter().flat_map(|o| o.samples.clone()).collect(),
+            missing: outcomes.iter().map(|o| o.missing).sum(),
+            duration: outcomes.iter().map(|o| o.duration).sum(),
+            answer_shape: outcomes.iter().find_map(|o| o.answer_shape.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PassWhen;
+
+    fn run(status: CheckStatus, message: &str) -> CheckOutcome {
+        CheckOutcome {
+            status,
+            message: message.into(),
+            samples: vec![Sample {
+                latency: Duration::from_millis(10),
+                ok: status == CheckStatus::Pass,
+            }],
+            missing: 0,
+            duration: Duration::from_millis(10),
+            answer_shape: None,
+        }
+    }
+
+    #[test]
+    fn repeats_pass_by_their_rule_and_say_how_many_passed() {
+        let one_in_three = || {
+            vec![
+                run(CheckStatus::Fail, "status 500"),
+                run(CheckStatus::Pass, "status 200"),
+                run(CheckStatus::Pass, "status 200"),
+            ]
+        };
+        let all = CheckOutcome::of_repeats(one_in_three(), PassWhen::All);
+        assert_eq!(all.status, CheckStatus::Fail);
+        assert_eq!(
+            all.message,
+            "passed 2 of 3 runs (pass^3); run 1 of 3: status 500"
+        );
+        assert_eq!(all.samples.len(), 3);
+        assert_eq!(all.duration, Duration::from_millis(30));
+        let majority = CheckOutcome::of_repeats(one_in_three(), PassWhen::Majority);
+        assert_eq!(majority.status, CheckStatus::Pass);
+        assert_eq!(
+            majority.message,
+            "passed 2 of 3 runs (pass_when majority: 2 needed); run 1 of 3: status 500"
+        );
+        let three = CheckOutcome::of_repeats(one_in_three(), PassWhen::AtLeast(3));
+        assert_eq!(three.status, CheckStatus::Fail);
+        let warned = CheckOutcome::of_repeats(
+            vec![run(CheckStatus::Warn, "slow"), run(CheckStatus::Pass, "ok")],
+            PassWhen::All,
+        );
+        assert_eq!(warned.status, CheckStatus::Warn);
+        assert_eq!(warned.message, "passed 2 of 2 runs (pass^2); slow");
+    }
+}

@@ -60,9 +60,19 @@ pub(crate) struct RawCheck {
     pub description: Option<Text>,
     pub severity: Option<Spanned<RawSeverity>>,
     pub timeout: Option<Text>,
+    pub repeat: Option<Spanned<u32>>,
+    pub pass_when: Option<Spanned<RawPassWhen>>,
     pub http: Option<Spanned<RawHttp>>,
     pub latency: Option<Spanned<RawLatency>>,
     pub database: Option<Spanned<RawDatabase>>,
+}
+
+/// `pass_when:` as written: `all`, `majority` or a number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawPassWhen {
+    Count(u32),
+    Word(String),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -68,11 +68,49 @@ impl Ctx<'_> {
                 None
             }
         };
+        let repeat = match raw.repeat {
+            Some(r) if !(1..=MAX_REPEAT).contains(&r.value) => {
+                self.error(
+                    &r.referenced,
+                    format!(
+                        "repeat is how many times the check runs, from 1 to {MAX_REPEAT}, got {}",
+                        r.value
+                    ),
+                );
+                1
+            }
+            Some(r) => r.value,
+            None => 1,
+        };
+        let pass_when = match raw.pass_when {
+            None => PassWhen::All,
+            Some(p) => match p.value {
+                RawPassWhen::Word(w) if w == "all" => PassWhen::All,
+                RawPassWhen::Word(w) if w == "majority" => PassWhen::Majority,
+                RawPassWhen::Count(n) if (1..=repeat).contains(&n) => PassWhen::AtLeast(n),
+                RawPassWhen::Count(n) => {
+                    self.error(
+                        &p.referenced,
+                        format!("pass_when {n} needs between 1 and repeat ({repeat}) passing runs"),
+                    );
+                    PassWhen::All
+                }
+                RawPassWhen::Word(w) => {
+                    self.error(
+                        &p.referenced,
+                        format!("pass_when is `all`, `majority` or a number of runs, got `{w}`"),
+                    );
+                    PassWhen::All
+                }
+            },
+        };
         Some(Check {
             name,
             description,
             severity,
             timeout: timeout?,
+            repeat,
+            pass_when,
             kind: kind?,
         })
     }
@@ -487,3 +525,6 @@ impl Ctx<'_> {
         })
     }
 }
+
+/// The most repeats of one check.
+const MAX_REPEAT: u32 = 100;

@@ -626,3 +626,33 @@ fn stages_are_distinct_names_in_order() {
         ]
     );
 }
+
+#[test]
+fn repeat_and_pass_when_are_bounded() {
+    let check = |extra: &str| {
+        format!("name: p\nchecks:\n  - name: agent\n{extra}    http: {{url: \"http://x/\"}}\n")
+    };
+    let plan = parse_with(&check("    repeat: 5\n    pass_when: majority\n"), &[]).unwrap();
+    assert_eq!(plan.checks[0].repeat, 5);
+    assert_eq!(plan.checks[0].pass_when, PassWhen::Majority);
+    assert_eq!(plan.checks[0].max_requests(), 5);
+    let plan = parse_with(&check("    repeat: 5\n    pass_when: 4\n"), &[]).unwrap();
+    assert_eq!(plan.checks[0].pass_when, PassWhen::AtLeast(4));
+    let plain = parse_with(&check(""), &[]).unwrap();
+    assert_eq!(
+        (plain.checks[0].repeat, plain.checks[0].pass_when),
+        (1, PassWhen::All)
+    );
+    assert_eq!(
+        brief(&check("    repeat: 0\n")),
+        ["4:13: repeat is how many times the check runs, from 1 to 100, got 0"]
+    );
+    assert_eq!(
+        brief(&check("    repeat: 3\n    pass_when: 4\n")),
+        ["5:16: pass_when 4 needs between 1 and repeat (3) passing runs"]
+    );
+    assert_eq!(
+        brief(&check("    repeat: 3\n    pass_when: most\n")),
+        ["5:16: pass_when is `all`, `majority` or a number of runs, got `most`"]
+    );
+}

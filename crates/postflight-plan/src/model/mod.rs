@@ -157,9 +157,66 @@ pub struct Check {
     /// Bound on the whole check, all samples included; resolved from the target's default.
     #[serde(serialize_with = "ser_duration")]
     pub timeout: Duration,
+    /// How many times one execution runs the check (agents answer differently each time);
+    /// 1 unless the plan says `repeat`.
+    #[serde(skip_serializing_if = "is_one")]
+    pub repeat: u32,
+    /// How many of the repeats must pass.
+    #[serde(skip_serializing_if = "PassWhen::is_all")]
+    pub pass_when: PassWhen,
     /// What the check does.
     #[serde(flatten)]
     pub kind: CheckKind,
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// `pass_when:` of a repeated check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PassWhen {
+    /// Every repeat passes (pass^K).
+    #[default]
+    All,
+    /// More than half pass.
+    Majority,
+    /// At least this many pass.
+    AtLeast(u32),
+}
+
+impl PassWhen {
+    /// Whether every repeat must pass.
+    pub fn is_all(&self) -> bool {
+        *self == PassWhen::All
+    }
+
+    /// How many of `repeat` runs must pass.
+    pub fn needed(self, repeat: u32) -> u32 {
+        match self {
+            PassWhen::All => repeat,
+            PassWhen::Majority => repeat / 2 + 1,
+            PassWhen::AtLeast(n) => n.min(repeat),
+        }
+    }
+
+    /// As written in a plan.
+    pub fn describe(self) -> String {
+        match self {
+            PassWhen::All => "all".to_owned(),
+            PassWhen::Majority => "majority".to_owned(),
+            PassWhen::AtLeast(n) => n.to_string(),
+        }
+    }
+}
+
+impl Serialize for PassWhen {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PassWhen::AtLeast(n) => serializer.serialize_u32(*n),
+            other => serializer.serialize_str(&other.describe()),
+        }
+    }
 }
 
 /// The kinds of checks.
@@ -189,11 +246,12 @@ impl Check {
     /// The most requests one execution of this check can make: what a probe may claim for it.
     /// A result claiming more is invalid (it would outweigh honest regions in rates).
     pub fn max_requests(&self) -> u64 {
-        match &self.kind {
+        let once = match &self.kind {
             CheckKind::Http(_) => 1,
             CheckKind::Latency(l) => u64::from(l.samples),
             CheckKind::Database(_) => 0,
-        }
+        };
+        once * u64::from(self.repeat.max(1))
     }
 }
 

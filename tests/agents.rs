@@ -1,0 +1,61 @@
+//! Checks for agents, end to end on a coordinator with a real probe: repeated checks of a
+//! nondeterministic service (`repeat`, `pass_when`) are judged on their pass count, and the
+//! coordinator accepts the repeated requests as the check's own.
+
+use postflight_e2e::{
+    DemoBackend, run_postflight, spawn_coordinator, spawn_probe, wait_for_probes,
+};
+
+#[test]
+fn a_repeated_check_passes_by_majority_on_a_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = DemoBackend::spawn("healthy");
+    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
+    let (_coordinator, url) = spawn_coordinator(0, &db, &[], &dir.path().join("coordinator.log"));
+    let _probe = spawn_probe(&url, "eu", "eu-1", &[], &[], &dir.path().join("probe.log"));
+    wait_for_probes(&url, 1);
+    let plan = |pass_when: &str| {
+        let path = dir.path().join(format!("agent-{pass_when}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name: agent\ntarget: {{base_url: \"{}\"}}\nchecks:\n  - name: answers\n    repeat: 3\n    pass_when: {pass_when}\n    http:\n      method: POST\n      url: /api/agent/chat\n      json: {{message: Hi}}\n      expect: {{status: 200}}\n",
+                backend.url
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    // The next call fails, the two after it pass: one failure in three runs.
+    backend.set(r#"{"fail_next": 1}"#);
+    let out = run_postflight(
+        &["run", &plan("all"), "--coordinator", &url, "-o", "json"],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let report = out.json();
+    let message = report["checks"][0]["message"].as_str().unwrap();
+    assert!(message.contains("passed 2 of 3 runs (pass^3)"), "{message}");
+    assert_eq!(report["checks"][0]["requests"]["count"], 3);
+    backend.set(r#"{"fail_next": 1}"#);
+    let out = run_postflight(
+        &[
+            "run",
+            &plan("majority"),
+            "--coordinator",
+            &url,
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let message = out.json()["checks"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("passed 2 of 3 runs (pass_when majority: 2 needed)"),
+        "{message}"
+    );
+}
