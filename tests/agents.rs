@@ -59,3 +59,35 @@ fn a_repeated_check_passes_by_majority_on_a_coordinator() {
         "{message}"
     );
 }
+
+/// `expect.tools` against the demo agent backend (its answers carry OpenAI-style tool
+/// calls): the invoice tool is called with the invoice's id while tools work; when they
+/// break, the check fails and says which calls it saw.
+#[test]
+fn tool_calls_are_asserted_on_the_agents_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = DemoBackend::spawn("healthy");
+    let plan = dir.path().join("tools.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name: tools\ntarget: {{base_url: \"{}\"}}\nchecks:\n  - name: invoice-tool\n    http:\n      method: POST\n      url: /api/agent/chat\n      json: {{message: \"Look up invoice INV-001\"}}\n      expect:\n        tools: {{called: [lookup_invoice], args: {{lookup_invoice: {{id: INV-001}}}}, not_called: [\"delete_*\"], max_calls: 2}}\n",
+            backend.url
+        ),
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+    let out = run_postflight(&["run", plan, "--local", "-o", "json"], &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    backend.set(r#"{"tools_broken": true}"#);
+    let out = run_postflight(&["run", plan, "--local", "-o", "json"], &[]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let message = out.json()["checks"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        message,
+        "no tool was called, expected lookup_invoice(id=INV-001)"
+    );
+}

@@ -49,13 +49,19 @@ pub fn judge(expect: &HttpExpect, answer: &Answer) -> Result<String, Vec<String>
         return Err(failures);
     }
     let mut held = 1;
-    if !expect.json.is_empty() {
+    if !expect.json.is_empty() || expect.tools.is_some() {
         match serde_json::from_str::<Value>(&answer.body) {
             Ok(document) => {
                 for assertion in &expect.json {
                     match judge_json(assertion, &document) {
                         Ok(()) => held += 1,
                         Err(message) => failures.push(message),
+                    }
+                }
+                if let Some(tools) = &expect.tools {
+                    match crate::tools::judge_tools(tools, &document) {
+                        Ok(()) => held += 1,
+                        Err(problems) => failures.extend(problems),
                     }
                 }
             }
@@ -65,6 +71,7 @@ pub fn judge(expect: &HttpExpect, answer: &Answer) -> Result<String, Vec<String>
                     .json
                     .iter()
                     .map(|a| a.path.as_str())
+                    .chain(expect.tools.as_ref().map(|_| "expect.tools"))
                     .collect::<Vec<_>>()
                     .join(", "),
                 answer

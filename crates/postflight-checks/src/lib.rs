@@ -11,5 +11,6 @@ pub mod http;
 pub mod http1;
 pub mod latency;
 pub mod run;
+pub mod tools;
 
 pub use run::{Executor, RunOptions, run_plan};

@@ -130,6 +130,19 @@ pub(crate) struct RawExpect {
     pub body_regex: Option<Text>,
     pub headers: Option<OrderedMap<Text>>,
     pub max_latency: Option<Text>,
+    pub tools: Option<Spanned<RawTools>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTools {
+    pub path: Option<Text>,
+    pub format: Option<Text>,
+    pub called: Option<Spanned<StringList>>,
+    pub not_called: Option<Spanned<StringList>>,
+    pub args: Option<OrderedMap<Spanned<Value>>>,
+    pub order: Option<Text>,
+    pub max_calls: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -262,7 +262,32 @@ async fn chat(State(shared): State<Shared>, body: Option<Json<Value>>) -> Respon
     } else {
         response
     };
-    Json(json!({"response": response, "tool_calls": tool_calls})).into_response()
+    // The same calls as an OpenAI-style chat completion would carry them (`arguments` is
+    // JSON text there), so plans can assert on either shape.
+    let openai_calls: Vec<Value> = tool_calls
+        .iter()
+        .enumerate()
+        .map(|(i, call)| {
+            json!({
+                "id": format!("call_{i}"),
+                "type": "function",
+                "function": {
+                    "name": call["tool"],
+                    "arguments": call["arguments"].to_string(),
+                }
+            })
+        })
+        .collect();
+    Json(json!({
+        "response": response,
+        "tool_calls": tool_calls,
+        "choices": [{"index": 0, "message": {
+            "role": "assistant",
+            "content": response,
+            "tool_calls": openai_calls,
+        }}],
+    }))
+    .into_response()
 }
 
 async fn invoice(State(shared): State<Shared>, Path(id): Path<String>) -> Response {

@@ -236,6 +236,7 @@ impl Ctx<'_> {
         });
         let headers = self.headers(raw.headers.as_ref());
         let max_latency = raw.max_latency.as_ref().and_then(|d| self.duration(d));
+        let tools = raw.tools.and_then(|t| self.tools(t));
         HttpExpect {
             status,
             json,
@@ -244,7 +245,96 @@ impl Ctx<'_> {
             body_regex,
             headers,
             max_latency,
+            tools,
         }
+    }
+
+    /// `expect.tools`.
+    fn tools(&mut self, raw: Spanned<RawTools>) -> Option<ToolExpect> {
+        let loc = raw.referenced;
+        let raw = raw.value;
+        let errors_before = self.errors.len();
+        let asks_something = raw.called.is_some()
+            || raw.not_called.is_some()
+            || raw.args.is_some()
+            || raw.max_calls.is_some();
+        let path = match &raw.path {
+            None => None,
+            Some(text) => {
+                let source = self.text(text)?;
+                match JsonPathExpr::parse(&source) {
+                    Ok(p) => Some(p),
+                    Err((message, at)) => {
+                        let (line, column) = self.var_position(&text.referenced, &text.value, at);
+                        self.errors.push(PlanError {
+                            line,
+                            column,
+                            message,
+                        });
+                        None
+                    }
+                }
+            }
+        };
+        let format = match raw.format.as_ref().map(|f| (f, f.value.as_str())) {
+            None | Some((_, "auto")) => ToolFormat::Auto,
+            Some((_, "openai")) => ToolFormat::OpenAi,
+            Some((_, "anthropic")) => ToolFormat::Anthropic,
+            Some((_, "plain")) => ToolFormat::Plain,
+            Some((f, other)) => {
+                self.error(
+                    &f.referenced,
+                    format!("format is `auto`, `openai`, `anthropic` or `plain`, got `{other}`"),
+                );
+                ToolFormat::Auto
+            }
+        };
+        let called = self.string_list(raw.called);
+        let not_called = self.string_list(raw.not_called);
+        let mut args = Vec::new();
+        for (tool, value) in raw.args.map(|a| a.0).unwrap_or_default() {
+            let Some(expected) = self.value(&value) else {
+                continue;
+            };
+            if !expected.is_object() {
+                self.error(
+                    &value.referenced,
+                    format!(
+                        "args of `{}` is a JSON object the call's arguments must contain, e.g. {{invoice_id: INV-001}}",
+                        tool.value
+                    ),
+                );
+                continue;
+            }
+            args.push((tool.value, expected));
+        }
+        let strict_order = match raw.order.as_ref().map(|o| (o, o.value.as_str())) {
+            None | Some((_, "any")) => false,
+            Some((_, "strict")) => true,
+            Some((o, other)) => {
+                self.error(
+                    &o.referenced,
+                    format!("order is `any` or `strict`, got `{other}`"),
+                );
+                false
+            }
+        };
+        let max_calls = raw.max_calls.map(|m| m.value);
+        if !asks_something {
+            self.error(
+                &loc,
+                "expect.tools checks nothing: give `called`, `not_called`, `args` or `max_calls`",
+            );
+        }
+        (self.errors.len() == errors_before).then_some(ToolExpect {
+            path,
+            format,
+            called,
+            not_called,
+            args,
+            strict_order,
+            max_calls,
+        })
     }
 
     pub(super) fn string_list(&mut self, raw: Option<Spanned<StringList>>) -> Vec<String> {

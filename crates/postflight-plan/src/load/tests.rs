@@ -656,3 +656,44 @@ fn repeat_and_pass_when_are_bounded() {
         ["5:16: pass_when is `all`, `majority` or a number of runs, got `most`"]
     );
 }
+
+#[test]
+fn tool_expectations_are_read_and_checked() {
+    let check = |tools: &str| {
+        format!(
+            "name: p\nchecks:\n  - name: agent\n    http:\n      url: \"http://x/\"\n      expect:\n        tools: {tools}\n"
+        )
+    };
+    let plan = parse_with(
+        &check("{called: [lookup_invoice], not_called: [\"delete_*\"], args: {lookup_invoice: {invoice_id: INV-001}}, order: strict, max_calls: 3, format: openai}"),
+        &[],
+    )
+    .unwrap();
+    let CheckKind::Http(http) = &plan.checks[0].kind else {
+        panic!("an http check");
+    };
+    let tools = http.expect.tools.as_ref().unwrap();
+    assert_eq!(tools.called, ["lookup_invoice"]);
+    assert_eq!(tools.not_called, ["delete_*"]);
+    assert_eq!(tools.args[0].0, "lookup_invoice");
+    assert!(tools.strict_order);
+    assert_eq!(tools.max_calls, Some(3));
+    assert_eq!(tools.format, ToolFormat::OpenAi);
+    assert_eq!(
+        brief(&check("{}")),
+        ["7:16: expect.tools checks nothing: give `called`, `not_called`, `args` or `max_calls`"]
+    );
+    assert_eq!(
+        brief(&check("{called: [a], format: gemini, order: random}")),
+        [
+            "7:38: format is `auto`, `openai`, `anthropic` or `plain`, got `gemini`",
+            "7:53: order is `any` or `strict`, got `random`",
+        ]
+    );
+    assert_eq!(
+        brief(&check("{args: {a: 3}}")),
+        [
+            "7:27: args of `a` is a JSON object the call's arguments must contain, e.g. {invoice_id: INV-001}"
+        ]
+    );
+}

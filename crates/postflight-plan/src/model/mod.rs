@@ -388,6 +388,58 @@ pub struct HttpExpect {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_latency: Option<Duration>,
+    /// What the agent's tool calls in the answer must be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolExpect>,
+}
+
+/// `expect.tools`: the tool calls an agent's answer must (and must not) contain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolExpect {
+    /// Where the calls are; absent: `$.choices[0].message.tool_calls`, then `$.tool_calls`,
+    /// then `$.content` (the first that exists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<JsonPathExpr>,
+    /// How a call is written; `auto` recognises each call by its fields.
+    #[serde(skip_serializing_if = "ToolFormat::is_auto")]
+    pub format: ToolFormat,
+    /// Tools that must be called.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub called: Vec<String>,
+    /// Tools (`*` and `?` patterns) that must not be called.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_called: Vec<String>,
+    /// Per tool, a JSON object its arguments must contain (a subset: more is fine).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<(String, Value)>,
+    /// `strict`: the tools of `called` are called in that order.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strict_order: bool,
+    /// At most this many calls in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_calls: Option<u32>,
+}
+
+/// How tool calls are written in an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolFormat {
+    /// Recognised per call: `function.name` (OpenAI), `type: tool_use` (Anthropic), `name`.
+    #[default]
+    Auto,
+    /// `{"type": "function", "function": {"name", "arguments": "<JSON text>"}}`.
+    OpenAi,
+    /// `{"type": "tool_use", "name", "input"}` among the content blocks.
+    Anthropic,
+    /// `{"name", "arguments"}` (or `args`, `input`).
+    Plain,
+}
+
+impl ToolFormat {
+    /// Whether calls are recognised by their fields.
+    pub fn is_auto(&self) -> bool {
+        *self == ToolFormat::Auto
+    }
 }
 
 /// One JSONPath assertion: the path and every condition on what it selects.
