@@ -236,7 +236,7 @@ impl Ctx<'_> {
         });
         let headers = self.headers(raw.headers.as_ref());
         let max_latency = raw.max_latency.as_ref().and_then(|d| self.duration(d));
-        let tools = raw.tools.and_then(|t| self.tools(t));
+        let tools = raw.tools.and_then(|t| self.tools(t)).map(Box::new);
         HttpExpect {
             status,
             json,

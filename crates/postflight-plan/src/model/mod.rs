@@ -390,7 +390,7 @@ pub struct HttpExpect {
     pub max_latency: Option<Duration>,
     /// What the agent's tool calls in the answer must be.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<ToolExpect>,
+    pub tools: Option<Box<ToolExpect>>,
 }
 
 /// `expect.tools`: the tool calls an agent's answer must (and must not) contain.
