@@ -91,3 +91,20 @@ fn tool_calls_are_asserted_on_the_agents_answers() {
         "no tool was called, expected lookup_invoice(id=INV-001)"
     );
 }
+
+/// The example plan of tool calls passes against the demo agent backend.
+#[test]
+fn the_tool_calls_example_passes_against_the_demo_backend() {
+    let backend = DemoBackend::spawn("healthy");
+    let example = postflight_e2e::repo_root().join("examples/agent-tool-calls.yaml");
+    let out = run_postflight(
+        &["run", example.to_str().unwrap(), "--local", "-o", "json"],
+        &[("AGENT_URL", &backend.url)],
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let message = out.json()["checks"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.starts_with("passed 5 of 5 runs"), "{message}");
+}

@@ -417,12 +417,14 @@ fn broken_plans_exit_2_with_file_line_and_column() {
 
 #[test]
 fn check_accepts_the_examples() {
-    for name in [
-        "agent-backend.yaml",
-        "rest-api-smoke.yaml",
-        "postgres-migration.yaml",
-        "multi-region-canary.yaml",
-    ] {
+    let mut names: Vec<String> = std::fs::read_dir(postflight_e2e::repo_root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 5, "{names:?}");
+    for name in names.iter().map(String::as_str) {
         let out = run_postflight(
             &["check", &example(name)],
             &[
