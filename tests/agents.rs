@@ -1,6 +1,7 @@
-//! Checks for agents, end to end on a coordinator with a real probe: repeated checks of a
-//! nondeterministic service (`repeat`, `pass_when`) are judged on their pass count, and the
-//! coordinator accepts the repeated requests as the check's own.
+//! Checks for agents, end to end: repeated checks of a nondeterministic service (`repeat`,
+//! `pass_when`) are judged on their pass count (the coordinator accepts the repeated requests
+//! as the check's own), tool calls are asserted on the calls themselves, and a `tcp` check
+//! runs on a probe like any other.
 
 use postflight_e2e::{
     DemoBackend, run_postflight, spawn_coordinator, spawn_probe, wait_for_probes,
@@ -19,8 +20,9 @@ fn a_repeated_check_passes_by_majority_on_a_coordinator() {
         std::fs::write(
             &path,
             format!(
-                "name: agent\ntarget: {{base_url: \"{}\"}}\nchecks:\n  - name: answers\n    repeat: 3\n    pass_when: {pass_when}\n    http:\n      method: POST\n      url: /api/agent/chat\n      json: {{message: Hi}}\n      expect: {{status: 200}}\n",
-                backend.url
+                "name: agent\ntarget: {{base_url: \"{}\"}}\nchecks:\n  - name: answers\n    repeat: 3\n    pass_when: {pass_when}\n    http:\n      method: POST\n      url: /api/agent/chat\n      json: {{message: Hi}}\n      expect: {{status: 200}}\n  - name: port\n    tcp: {{address: \"{}\"}}\n",
+                backend.url,
+                backend.url.trim_start_matches("http://")
             ),
         )
         .unwrap();
@@ -37,6 +39,9 @@ fn a_repeated_check_passes_by_majority_on_a_coordinator() {
     let message = report["checks"][0]["message"].as_str().unwrap();
     assert!(message.contains("passed 2 of 3 runs (pass^3)"), "{message}");
     assert_eq!(report["checks"][0]["requests"]["count"], 3);
+    // A tcp check runs on the probe like any other.
+    assert_eq!(report["checks"][1]["kind"], "tcp");
+    assert_eq!(report["checks"][1]["status"], "pass", "{report}");
     backend.set(r#"{"fail_next": 1}"#);
     let out = run_postflight(
         &[

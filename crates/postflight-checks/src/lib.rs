@@ -10,6 +10,7 @@ pub mod expect;
 pub mod http;
 pub mod http1;
 pub mod latency;
+pub mod network;
 pub mod run;
 pub mod tools;
 

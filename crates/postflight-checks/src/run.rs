@@ -53,6 +53,7 @@ impl Executor {
                 CheckKind::Http(http) => self.http(plan, http, check.timeout).await,
                 CheckKind::Latency(lat) => latency::run(plan, lat, check.timeout).await,
                 CheckKind::Database(db) => database::run(db, check.timeout).await,
+                CheckKind::Tcp(tcp) => crate::network::tcp(tcp, check.timeout).await,
             }
         };
         // Each kind honours the timeout itself with a precise message; this is the backstop.

@@ -65,6 +65,13 @@ pub(crate) struct RawCheck {
     pub http: Option<Spanned<RawHttp>>,
     pub latency: Option<Spanned<RawLatency>>,
     pub database: Option<Spanned<RawDatabase>>,
+    pub tcp: Option<Spanned<RawTcp>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTcp {
+    pub address: Text,
 }
 
 /// `pass_when:` as written: `all`, `majority` or a number.

@@ -33,6 +33,7 @@ impl Ctx<'_> {
             raw.http.as_ref().map(|_| "http"),
             raw.latency.as_ref().map(|_| "latency"),
             raw.database.as_ref().map(|_| "database"),
+            raw.tcp.as_ref().map(|_| "tcp"),
         ]
         .into_iter()
         .flatten()
@@ -41,7 +42,7 @@ impl Ctx<'_> {
             0 => {
                 self.error(
                     &loc,
-                    format!("check `{name}` does nothing: give it one of `http`, `latency` or `database`"),
+                    format!("check `{name}` does nothing: give it one of `http`, `latency`, `database` or `tcp`"),
                 );
                 None
             }
@@ -53,6 +54,8 @@ impl Ctx<'_> {
                         .map(CheckKind::Latency)
                 } else if let Some(database) = raw.database {
                     self.database(database).map(CheckKind::Database)
+                } else if let Some(tcp) = raw.tcp {
+                    self.tcp(tcp).map(CheckKind::Tcp)
                 } else {
                     None
                 }
@@ -247,6 +250,29 @@ impl Ctx<'_> {
             max_latency,
             tools,
         }
+    }
+
+    /// `tcp: {address: host:port}`.
+    fn tcp(&mut self, raw: Spanned<RawTcp>) -> Option<TcpCheck> {
+        let text = &raw.value.address;
+        let address = self.text(text)?;
+        let parsed = address.rsplit_once(':').and_then(|(host, port)| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port: u16 = port.parse().ok()?;
+            (!host.is_empty() && port > 0).then(|| (host.to_owned(), port))
+        });
+        let Some((host, port)) = parsed else {
+            self.error(
+                &text.referenced,
+                format!("`{address}` is not host:port (e.g. db.internal:5432, [::1]:8080)"),
+            );
+            return None;
+        };
+        Some(TcpCheck {
+            address,
+            host,
+            port,
+        })
     }
 
     /// `expect.tools`.

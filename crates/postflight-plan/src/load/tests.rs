@@ -697,3 +697,25 @@ fn tool_expectations_are_read_and_checked() {
         ]
     );
 }
+
+#[test]
+fn tcp_checks_take_host_and_port() {
+    let check = |address: &str| {
+        format!("name: p\nchecks:\n  - name: port\n    tcp: {{address: \"{address}\"}}\n")
+    };
+    let plan = parse_with(&check("[::1]:5432"), &[]).unwrap();
+    let CheckKind::Tcp(tcp) = &plan.checks[0].kind else {
+        panic!("a tcp check");
+    };
+    assert_eq!((tcp.host.as_str(), tcp.port), ("::1", 5432));
+    assert_eq!(plan.checks[0].kind.as_str(), "tcp");
+    assert_eq!(plan.checks[0].max_requests(), 1);
+    assert_eq!(
+        brief(&check("db.internal")),
+        ["4:20: `db.internal` is not host:port (e.g. db.internal:5432, [::1]:8080)"]
+    );
+    assert_eq!(
+        brief(&check("db:0")),
+        ["4:20: `db:0` is not host:port (e.g. db.internal:5432, [::1]:8080)"]
+    );
+}

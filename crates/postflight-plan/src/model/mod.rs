@@ -229,15 +229,31 @@ pub enum CheckKind {
     Latency(LatencyCheck),
     /// Schema objects and data invariants of a database.
     Database(DatabaseCheck),
+    /// A TCP port accepts connections.
+    Tcp(TcpCheck),
+}
+
+/// `tcp` check: a connection to `host:port` is accepted within the check's timeout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TcpCheck {
+    /// `host:port` (an IPv6 address in brackets).
+    pub address: String,
+    /// The host part.
+    #[serde(skip)]
+    pub host: String,
+    /// The port.
+    #[serde(skip)]
+    pub port: u16,
 }
 
 impl CheckKind {
-    /// `http`, `latency` or `database`.
+    /// `http`, `latency`, `database` or `tcp`.
     pub fn as_str(&self) -> &'static str {
         match self {
             CheckKind::Http(_) => "http",
             CheckKind::Latency(_) => "latency",
             CheckKind::Database(_) => "database",
+            CheckKind::Tcp(_) => "tcp",
         }
     }
 }
@@ -250,6 +266,7 @@ impl Check {
             CheckKind::Http(_) => 1,
             CheckKind::Latency(l) => u64::from(l.samples),
             CheckKind::Database(_) => 0,
+            CheckKind::Tcp(_) => 1,
         };
         once * u64::from(self.repeat.max(1))
     }
