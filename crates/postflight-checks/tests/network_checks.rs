@@ -1,4 +1,5 @@
 //! `tcp` checks against real sockets on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 
