@@ -221,7 +221,7 @@ fn unknown_keys_are_rejected_where_they_are() {
     assert_eq!(
         brief(src),
         [
-            "6:16: unknown field `stauts`, expected one of status, json, body_contains, body_not_contains, body_regex, headers, max_latency"
+            "6:16: unknown field `stauts`, expected one of status, json, body_contains, body_not_contains, body_regex, headers, max_latency, tools"
         ]
     );
     insta::assert_snapshot!("unknown_key", errors(src).render());
@@ -356,7 +356,7 @@ policy: {quorum: most}
             "1:7: plan name `Bad Name` must be lower-case letters, digits and dashes, starting with a letter or digit (e.g. agent-backend-migration)",
             "4:14: `10` has no unit; expected a duration like 250ms, 30s, 5m, 24h or 7d",
             "5:17: `/relative` is a relative URL but the plan has no target.base_url",
-            "6:5: check `b` does nothing: give it one of `http`, `latency` or `database`",
+            "6:5: check `b` does nothing: give it one of `http`, `latency`, `database` or `tcp`",
             "7:5: check `c` has both `http` and `latency`: a check does exactly one thing, split it in two",
             "11:70: warn_below (1s) must be greater than pass_below (2s)",
             "11:86: percentile must be above 0 and at most 100, got 0",
