@@ -113,3 +113,38 @@ fn the_tool_calls_example_passes_against_the_demo_backend() {
         .to_owned();
     assert!(message.starts_with("passed 5 of 5 runs"), "{message}");
 }
+
+/// A `grpc_health` check against a real coordinator, which serves `grpc.health.v1`: the
+/// server and its validation service are SERVING, a service it does not have is not.
+#[test]
+fn grpc_health_checks_ask_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
+    let (_coordinator, url) = spawn_coordinator(0, &db, &[], &dir.path().join("coordinator.log"));
+    let address = url.trim_start_matches("http://");
+    let plan = dir.path().join("grpc.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name: grpc\nchecks:\n  - name: server\n    grpc_health: {{address: \"{address}\"}}\n  - name: validation\n    grpc_health: {{address: \"{address}\", service: postflight.v1.ValidationService}}\n  - name: missing\n    severity: warning\n    grpc_health: {{address: \"{address}\", service: billing.v1.Billing}}\n"
+        ),
+    )
+    .unwrap();
+    let out = run_postflight(
+        &["run", plan.to_str().unwrap(), "--local", "-o", "json"],
+        &[],
+    );
+    let report = out.json();
+    assert_eq!(report["checks"][0]["status"], "pass", "{report}");
+    assert_eq!(report["checks"][1]["status"], "pass", "{report}");
+    assert_eq!(report["checks"][2]["status"], "fail", "{report}");
+    assert!(
+        report["checks"][2]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("is unknown to its health service"),
+        "{report}"
+    );
+    assert_eq!(report["warnings"], 1, "the failing check has warning severity");
+    assert_eq!(out.code, 0, "one warning is within the policy's max_warnings");
+}

@@ -54,6 +54,9 @@ impl Executor {
                 CheckKind::Latency(lat) => latency::run(plan, lat, check.timeout).await,
                 CheckKind::Database(db) => database::run(db, check.timeout).await,
                 CheckKind::Tcp(tcp) => crate::network::tcp(tcp, check.timeout).await,
+                CheckKind::GrpcHealth(grpc) => {
+                    crate::network::grpc_health(grpc, check.timeout).await
+                }
             }
         };
         // Each kind honours the timeout itself with a precise message; this is the backstop.

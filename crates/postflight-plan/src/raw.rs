@@ -66,6 +66,15 @@ pub(crate) struct RawCheck {
     pub latency: Option<Spanned<RawLatency>>,
     pub database: Option<Spanned<RawDatabase>>,
     pub tcp: Option<Spanned<RawTcp>>,
+    pub grpc_health: Option<Spanned<RawGrpcHealth>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrpcHealth {
+    pub address: Text,
+    pub service: Option<Text>,
+    pub tls: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -106,7 +106,7 @@ impl Secrets {
                 CheckKind::Http(http) => secrets.add_request(&http.request),
                 CheckKind::Latency(latency) => secrets.add_request(&latency.request),
                 CheckKind::Database(db) => secrets.add_url(&db.url),
-                CheckKind::Tcp(_) => {}
+                CheckKind::Tcp(_) | CheckKind::GrpcHealth(_) => {}
             }
         }
         if let Some(action) = plan.rollback.as_ref().and_then(|r| r.action.as_ref()) {

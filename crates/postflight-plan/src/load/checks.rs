@@ -34,6 +34,7 @@ impl Ctx<'_> {
             raw.latency.as_ref().map(|_| "latency"),
             raw.database.as_ref().map(|_| "database"),
             raw.tcp.as_ref().map(|_| "tcp"),
+            raw.grpc_health.as_ref().map(|_| "grpc_health"),
         ]
         .into_iter()
         .flatten()
@@ -42,7 +43,7 @@ impl Ctx<'_> {
             0 => {
                 self.error(
                     &loc,
-                    format!("check `{name}` does nothing: give it one of `http`, `latency`, `database` or `tcp`"),
+                    format!("check `{name}` does nothing: give it one of `http`, `latency`, `database`, `tcp` or `grpc_health`"),
                 );
                 None
             }
@@ -56,6 +57,8 @@ impl Ctx<'_> {
                     self.database(database).map(CheckKind::Database)
                 } else if let Some(tcp) = raw.tcp {
                     self.tcp(tcp).map(CheckKind::Tcp)
+                } else if let Some(grpc) = raw.grpc_health {
+                    self.grpc_health(grpc).map(CheckKind::GrpcHealth)
                 } else {
                     None
                 }
@@ -254,7 +257,31 @@ impl Ctx<'_> {
 
     /// `tcp: {address: host:port}`.
     fn tcp(&mut self, raw: Spanned<RawTcp>) -> Option<TcpCheck> {
-        let text = &raw.value.address;
+        let (address, host, port) = self.host_port(&raw.value.address)?;
+        Some(TcpCheck {
+            address,
+            host,
+            port,
+        })
+    }
+
+    /// `grpc_health: {address, service, tls}`.
+    fn grpc_health(&mut self, raw: Spanned<RawGrpcHealth>) -> Option<GrpcHealthCheck> {
+        let raw = raw.value;
+        let (address, _, _) = self.host_port(&raw.address)?;
+        let service = match &raw.service {
+            Some(s) => self.text(s)?,
+            None => String::new(),
+        };
+        Some(GrpcHealthCheck {
+            address,
+            service,
+            tls: raw.tls.unwrap_or(false),
+        })
+    }
+
+    /// A `host:port` address (IPv6 in brackets): the text, the host and the port.
+    fn host_port(&mut self, text: &Text) -> Option<(String, String, u16)> {
         let address = self.text(text)?;
         let parsed = address.rsplit_once(':').and_then(|(host, port)| {
             let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -268,11 +295,7 @@ impl Ctx<'_> {
             );
             return None;
         };
-        Some(TcpCheck {
-            address,
-            host,
-            port,
-        })
+        Some((address, host, port))
     }
 
     /// `expect.tools`.

@@ -356,7 +356,7 @@ policy: {quorum: most}
             "1:7: plan name `Bad Name` must be lower-case letters, digits and dashes, starting with a letter or digit (e.g. agent-backend-migration)",
             "4:14: `10` has no unit; expected a duration like 250ms, 30s, 5m, 24h or 7d",
             "5:17: `/relative` is a relative URL but the plan has no target.base_url",
-            "6:5: check `b` does nothing: give it one of `http`, `latency`, `database` or `tcp`",
+            "6:5: check `b` does nothing: give it one of `http`, `latency`, `database`, `tcp` or `grpc_health`",
             "7:5: check `c` has both `http` and `latency`: a check does exactly one thing, split it in two",
             "11:70: warn_below (1s) must be greater than pass_below (2s)",
             "11:86: percentile must be above 0 and at most 100, got 0",
@@ -717,5 +717,28 @@ fn tcp_checks_take_host_and_port() {
     assert_eq!(
         brief(&check("db:0")),
         ["4:20: `db:0` is not host:port (e.g. db.internal:5432, [::1]:8080)"]
+    );
+}
+
+#[test]
+fn grpc_health_checks_take_an_address_a_service_and_tls() {
+    let plan = parse_with(
+        "name: p\nchecks:\n  - name: grpc\n    grpc_health: {address: \"api.internal:443\", service: checkout, tls: true}\n",
+        &[],
+    )
+    .unwrap();
+    let CheckKind::GrpcHealth(grpc) = &plan.checks[0].kind else {
+        panic!("a grpc_health check");
+    };
+    assert_eq!(
+        (grpc.address.as_str(), grpc.service.as_str(), grpc.tls),
+        ("api.internal:443", "checkout", true)
+    );
+    assert_eq!(plan.checks[0].kind.as_str(), "grpc_health");
+    assert_eq!(
+        brief(
+            "name: p\nchecks:\n  - name: grpc\n    grpc_health: {address: api, tls: yes-please}\n"
+        ),
+        ["4:38: expected true or false, got `yes-please`"]
     );
 }

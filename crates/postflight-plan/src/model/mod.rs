@@ -231,6 +231,21 @@ pub enum CheckKind {
     Database(DatabaseCheck),
     /// A TCP port accepts connections.
     Tcp(TcpCheck),
+    /// A gRPC server says it is serving (the standard `grpc.health.v1` protocol).
+    GrpcHealth(GrpcHealthCheck),
+}
+
+/// `grpc_health` check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GrpcHealthCheck {
+    /// `host:port` of the server.
+    pub address: String,
+    /// The service to ask about; empty asks about the server as a whole.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub service: String,
+    /// Connect with TLS (the system's trusted certificates).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 /// `tcp` check: a connection to `host:port` is accepted within the check's timeout.
@@ -247,13 +262,14 @@ pub struct TcpCheck {
 }
 
 impl CheckKind {
-    /// `http`, `latency`, `database` or `tcp`.
+    /// `http`, `latency`, `database`, `tcp` or `grpc_health`.
     pub fn as_str(&self) -> &'static str {
         match self {
             CheckKind::Http(_) => "http",
             CheckKind::Latency(_) => "latency",
             CheckKind::Database(_) => "database",
             CheckKind::Tcp(_) => "tcp",
+            CheckKind::GrpcHealth(_) => "grpc_health",
         }
     }
 }
@@ -266,7 +282,7 @@ impl Check {
             CheckKind::Http(_) => 1,
             CheckKind::Latency(l) => u64::from(l.samples),
             CheckKind::Database(_) => 0,
-            CheckKind::Tcp(_) => 1,
+            CheckKind::Tcp(_) | CheckKind::GrpcHealth(_) => 1,
         };
         once * u64::from(self.repeat.max(1))
     }
