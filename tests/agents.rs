@@ -130,6 +130,14 @@ fn grpc_health_checks_ask_a_real_server() {
         ),
     )
     .unwrap();
+    let checked = run_postflight(&["check", plan.to_str().unwrap()], &[]);
+    assert!(
+        checked
+            .stdout
+            .contains("is valid: 3 checks (3 grpc_health)"),
+        "{}",
+        checked.stdout
+    );
     let out = run_postflight(
         &["run", plan.to_str().unwrap(), "--local", "-o", "json"],
         &[],
@@ -145,6 +153,12 @@ fn grpc_health_checks_ask_a_real_server() {
             .ends_with("is unknown to its health service"),
         "{report}"
     );
-    assert_eq!(report["warnings"], 1, "the failing check has warning severity");
-    assert_eq!(out.code, 0, "one warning is within the policy's max_warnings");
+    assert_eq!(
+        report["warnings"], 1,
+        "the failing check has warning severity"
+    );
+    assert_eq!(
+        out.code, 0,
+        "one warning is within the policy's max_warnings"
+    );
 }

@@ -194,7 +194,7 @@ fn check(args: &CheckArgs) -> ExitCode {
                     .filter(|c| c.kind.as_str() == kind)
                     .count()
             };
-            let kinds: Vec<String> = ["http", "latency", "database"]
+            let kinds: Vec<String> = ["http", "latency", "database", "tcp", "grpc_health"]
                 .iter()
                 .filter(|k| count(k) > 0)
                 .map(|k| format!("{} {k}", count(k)))
