@@ -3,18 +3,13 @@
 //! as the check's own), tool calls are asserted on the calls themselves, and a `tcp` check
 //! runs on a probe like any other.
 
-use postflight_e2e::{
-    DemoBackend, run_postflight, spawn_coordinator, spawn_probe, wait_for_probes,
-};
+use postflight_e2e::{DemoBackend, coordinator_with_one_probe, run_postflight, spawn_coordinator};
 
 #[test]
 fn a_repeated_check_passes_by_majority_on_a_coordinator() {
     let dir = tempfile::tempdir().unwrap();
     let backend = DemoBackend::spawn("healthy");
-    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
-    let (_coordinator, url) = spawn_coordinator(0, &db, &[], &dir.path().join("coordinator.log"));
-    let _probe = spawn_probe(&url, "eu", "eu-1", &[], &[], &dir.path().join("probe.log"));
-    wait_for_probes(&url, 1);
+    let (_coordinator, url, _probe) = coordinator_with_one_probe(dir.path(), &[], &[]);
     let plan = |pass_when: &str| {
         let path = dir.path().join(format!("agent-{pass_when}.yaml"));
         std::fs::write(

@@ -377,7 +377,7 @@ fn an_answer_that_lost_its_tool_calls_fails_with_same_shape() {
 /// that became slower fail until the monitor's rollback fires, locally and on a coordinator.
 #[test]
 fn a_monitor_against_a_baseline_rolls_back_a_slower_service() {
-    use postflight_e2e::{spawn_coordinator, spawn_probe, wait_for_probes};
+    use postflight_e2e::coordinator_with_one_probe;
 
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -408,15 +408,8 @@ fn a_monitor_against_a_baseline_rolls_back_a_slower_service() {
 
     // The same on a coordinator: its own baseline, taken by its probe.
     backend.set(r#"{"delay_ms": 20}"#);
-    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
-    let (_coordinator, url) = spawn_coordinator(
-        0,
-        &db,
-        &["--allow-command-actions"],
-        &dir.path().join("coordinator.log"),
-    );
-    let _probe = spawn_probe(&url, "eu", "eu-1", &[], &[], &dir.path().join("probe.log"));
-    wait_for_probes(&url, 1);
+    let (_coordinator, url, _probe) =
+        coordinator_with_one_probe(dir.path(), &["--allow-command-actions"], &[]);
     let taken = cli(&state, &["baseline", plan, "--coordinator", &url]);
     assert_eq!(taken.code, 0, "{}\n{}", taken.stdout, taken.stderr);
     backend.set(r#"{"delay_ms": 28}"#);

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use postflight_e2e::{
-    DemoBackend, Finished, free_port, grpcurl, http_request, run_postflight, spawn_coordinator,
-    spawn_probe, wait_for_probes_with,
+    DemoBackend, Finished, coordinator_with_one_probe, free_port, grpcurl, http_request,
+    run_postflight,
 };
 
 const TOKEN: &str = "operator-secret-7";
@@ -32,11 +32,9 @@ fn plan(dir: &Path, url: &str, marker: &Path) -> String {
 fn feedback_is_reported_three_ways_listed_everywhere_and_acts_once() {
     let dir = tempfile::tempdir().unwrap();
     let backend = DemoBackend::spawn("healthy");
-    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
     let http_addr = format!("127.0.0.1:{}", free_port());
-    let (_coordinator, url) = spawn_coordinator(
-        0,
-        &db,
+    let (_coordinator, url, _probe) = coordinator_with_one_probe(
+        dir.path(),
         &[
             "--operator-token",
             TOKEN,
@@ -44,10 +42,8 @@ fn feedback_is_reported_three_ways_listed_everywhere_and_acts_once() {
             "--http-listen",
             &http_addr,
         ],
-        &dir.path().join("coordinator.log"),
+        &["--token", TOKEN],
     );
-    let _probe = spawn_probe(&url, "eu", "eu-1", &[], &[], &dir.path().join("probe.log"));
-    wait_for_probes_with(&url, 1, &["--token", TOKEN]);
 
     // 1. The CLI.
     let out = cli(&[
@@ -203,15 +199,11 @@ fn feedback_is_reported_three_ways_listed_everywhere_and_acts_once() {
 fn regression_feedback_ends_a_monitor_with_a_rollback() {
     let dir = tempfile::tempdir().unwrap();
     let backend = DemoBackend::spawn("healthy");
-    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
-    let (_coordinator, url) = spawn_coordinator(
-        0,
-        &db,
+    let (_coordinator, url, _probe) = coordinator_with_one_probe(
+        dir.path(),
         &["--operator-token", TOKEN, "--allow-command-actions"],
-        &dir.path().join("coordinator.log"),
+        &["--token", TOKEN],
     );
-    let _probe = spawn_probe(&url, "eu", "eu-1", &[], &[], &dir.path().join("probe.log"));
-    wait_for_probes_with(&url, 1, &["--token", TOKEN]);
     let marker = dir.path().join("acted");
     let plan = dir.path().join("watched.yaml");
     std::fs::write(

@@ -6,8 +6,7 @@
 use std::path::Path;
 
 use postflight_e2e::{
-    DemoBackend, Finished, free_port, http_request, run_postflight, spawn_coordinator, spawn_probe,
-    wait_for_probes,
+    DemoBackend, Finished, coordinator_with_one_probe, free_port, http_request, run_postflight,
 };
 
 fn cli(state: &Path, args: &[&str]) -> Finished {
@@ -104,16 +103,9 @@ fn locally_production_waits_for_staging() {
 fn on_a_coordinator_production_waits_for_staging_and_the_label_is_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let backend = DemoBackend::spawn("healthy");
-    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
     let http = format!("127.0.0.1:{}", free_port());
-    let (_coordinator, url) = spawn_coordinator(
-        0,
-        &db,
-        &["--http-listen", &http],
-        &dir.path().join("coordinator.log"),
-    );
-    let _probe = spawn_probe(&url, "eu", "eu-1", &[], &[], &dir.path().join("probe.log"));
-    wait_for_probes(&url, 1);
+    let (_coordinator, url, _probe) =
+        coordinator_with_one_probe(dir.path(), &["--http-listen", &http], &[]);
     let plan = plan(dir.path(), &backend.url);
     let state = dir.path().join("state");
     the_gate_holds(&state, &plan, &["--coordinator", &url]);

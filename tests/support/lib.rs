@@ -832,6 +832,22 @@ pub fn spawn_probe_in(
     }
 }
 
+/// A coordinator on SQLite in `dir` with `coordinator_args`, and one probe `eu-1` in region
+/// `eu`, connected when this returns; `list_args` are what `postflight probes` needs to ask
+/// (`--token TOKEN` with an operator token). The processes stop when dropped.
+pub fn coordinator_with_one_probe(
+    dir: &Path,
+    coordinator_args: &[&str],
+    list_args: &[&str],
+) -> (Proc, String, Proc) {
+    let db = format!("sqlite://{}", dir.join("postflight.db").display());
+    let (coordinator, url) =
+        spawn_coordinator(0, &db, coordinator_args, &dir.join("coordinator.log"));
+    let probe = spawn_probe(&url, "eu", "eu-1", &[], &[], &dir.join("probe.log"));
+    wait_for_probes_with(&url, 1, list_args);
+    (coordinator, url, probe)
+}
+
 /// Polls `postflight probes --output json` until `expected` probes are connected.
 pub fn wait_for_probes(coordinator: &str, expected: usize) {
     wait_for_probes_with(coordinator, expected, &[]);

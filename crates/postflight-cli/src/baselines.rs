@@ -37,12 +37,7 @@ impl From<&Baseline> for Summary {
             run_id: b.run_id.clone(),
             status: b.status.as_str().to_owned(),
             checks: b.checks.len(),
-            latencies: b
-                .checks
-                .values()
-                .flat_map(|regions| regions.values())
-                .map(|m| m.latencies_ms.len())
-                .sum(),
+            latencies: b.latencies(),
         }
     }
 }

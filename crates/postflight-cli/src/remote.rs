@@ -678,7 +678,7 @@ pub async fn feedback(args: &FeedbackArgs) -> Result<ExitCode, Failure> {
 }
 
 /// A feedback client over the same connection settings as [`client`].
-async fn feedback_client(
+pub async fn feedback_client(
     url: &str,
 ) -> Result<FeedbackServiceClient<InterceptedService<Channel, Bearer>>, Failure> {
     let (channel, bearer) = connect(url).await?;

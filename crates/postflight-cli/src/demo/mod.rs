@@ -286,10 +286,9 @@ async fn validate(url: &str, plan: &Plan, options: v1::RunOptions) -> anyhow::Re
 
 /// A regression report about the demo's migration, as support would send it.
 async fn submit_feedback(url: &str, text: &str) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect()
-        .await?;
-    v1::feedback_service_client::FeedbackServiceClient::new(channel)
+    remote::feedback_client(url)
+        .await
+        .map_err(|f| anyhow::anyhow!("{}", f.message()))?
         .submit_feedback(v1::SubmitFeedbackRequest {
             migration: MIGRATION_LABEL.to_owned(),
             text: text.to_owned(),

@@ -1,12 +1,9 @@
 //! Baselines on the coordinator: a run submitted with `take_baseline` keeps what it measured
 //! when it passes; a run submitted `against` a baseline is compared with it at its end, and
-//! checks that are worse fail (the rules are `postflight_plan::baseline`'s). The stage gate
-//! (`postflight_plan::stages`) reads the plan's earlier runs for the same migration.
+//! checks that are worse fail (the rules are `postflight_plan::baseline`'s).
 
-use postflight_plan::Overall;
 use postflight_plan::baseline::{self, Baseline, BaselineReport};
 use postflight_plan::report::Report;
-use postflight_plan::stages::{StageRefused, StageRun, check_stage};
 
 use super::*;
 use crate::storage::BaselineRecord;
@@ -113,12 +110,6 @@ impl<S: Store> Coordinator<S> {
                 return;
             }
         };
-        let latencies: usize = taken
-            .checks
-            .values()
-            .flat_map(|r| r.values())
-            .map(|m| m.latencies_ms.len())
-            .sum();
         let row = BaselineRecord {
             baseline_id: taken.baseline_id.clone(),
             plan_name: taken.plan.clone(),
@@ -127,7 +118,7 @@ impl<S: Store> Coordinator<S> {
             run_id: taken.run_id.clone(),
             status: taken.status.as_str().to_owned(),
             checks: taken.checks.len() as i64,
-            latencies: latencies as i64,
+            latencies: taken.latencies() as i64,
             data: serde_json::to_string(&taken).unwrap_or_default(),
         };
         match self.inner.store.insert_baseline(&row).await {
@@ -139,47 +130,6 @@ impl<S: Store> Coordinator<S> {
                 tracing::error!(error = %e, "cannot store a baseline");
                 record.baseline_refused = Some(format!("the baseline could not be stored: {e}"));
             }
-        }
-    }
-}
-
-impl<S: Store> Coordinator<S> {
-    /// The stage gate: `Ok(None)` when every earlier stage passed for the run's migration,
-    /// `Ok(Some(refusal))` when `force` overrides a refusal (recorded in the report), else the
-    /// refusal as `INVALID_ARGUMENT` naming the missing stage.
-    pub(super) async fn stage_gate(
-        &self,
-        plan: &Plan,
-        options: &RunOptions,
-        stage: &str,
-    ) -> CoordinatorResult<Option<String>> {
-        let earlier = match &options.migration {
-            Some(migration) => self
-                .inner
-                .store
-                .migration_runs(&plan.name, migration)
-                .await?
-                .into_iter()
-                .filter_map(|r| {
-                    Some(StageRun {
-                        stage: r.stage?,
-                        status: r.verdict.as_deref().and_then(Overall::parse),
-                        run_id: r.run_id,
-                    })
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        match check_stage(plan, options.migration.as_deref(), stage, &earlier) {
-            Ok(()) => Ok(None),
-            Err(refused @ StageRefused::EarlierStageMissing { .. }) if options.force => {
-                tracing::warn!(plan = %plan.name, stage, "stage gate overridden with force: {refused}");
-                Ok(Some(refused.to_string()))
-            }
-            Err(refused) => Err(CoordinatorError::invalid(
-                "options.stage",
-                refused.to_string(),
-            )),
         }
     }
 }

@@ -72,19 +72,20 @@ impl<S: Store> Coordinator<S> {
         migration: Option<&str>,
         limit: u32,
     ) -> CoordinatorResult<Vec<FeedbackRecord>> {
+        if migration.is_some_and(|m| m.len() > postflight_proto::MAX_NAME_BYTES) {
+            return Err(CoordinatorError::invalid(
+                "migration",
+                "not a migration label (too long)",
+            ));
+        }
         let limit = page_limit(limit, MAX_FEEDBACK_PAGE)?;
         Ok(self.inner.store.list_feedback(migration, limit).await?)
     }
 
-    /// At a run's end: the migration's feedback for its report, and the rollback reason when
-    /// more regression reports arrived within the plan's monitor window than
-    /// `rollback.feedback_above` allows. A database error costs the feedback, never the run.
-    pub(super) async fn feedback_at_end(
-        &self,
-        plan: &Plan,
-        migration: &str,
-    ) -> (Vec<FeedbackItem>, Option<String>) {
-        let items = match self
+    /// The migration's newest feedback, for a run's report. A database error costs the
+    /// listing, never the run.
+    pub(super) async fn feedback_items(&self, migration: &str) -> Vec<FeedbackItem> {
+        match self
             .inner
             .store
             .list_feedback(Some(migration), REPORT_FEEDBACK)
@@ -95,17 +96,20 @@ impl<S: Store> Coordinator<S> {
                 tracing::error!(migration, error = %e, "cannot read the migration's feedback");
                 Vec::new()
             }
-        };
-        let wants = plan
-            .rollback
-            .as_ref()
-            .is_some_and(|r| r.feedback_above.is_some());
-        if !wants {
-            return (items, None);
         }
-        let window = plan.monitor.clone().unwrap_or_default().window;
+    }
+
+    /// The rollback reason when more regression reports about `migration` arrived within the
+    /// plan's monitor window than `rollback.feedback_above` allows; `None` otherwise, without
+    /// a query when the plan does not act on feedback.
+    pub(super) async fn feedback_reason(&self, plan: &Plan, migration: &str) -> Option<String> {
+        plan.rollback.as_ref()?.feedback_above?;
+        let window = plan
+            .monitor
+            .as_ref()
+            .map_or(postflight_plan::model::DEFAULT_WINDOW, |m| m.window);
         let since = now_ms() - window.as_millis() as i64;
-        let reason = match self
+        match self
             .inner
             .store
             .count_feedback(migration, FeedbackKind::Regression.as_str(), since)
@@ -116,8 +120,7 @@ impl<S: Store> Coordinator<S> {
                 tracing::error!(migration, error = %e, "cannot count the migration's feedback");
                 None
             }
-        };
-        (items, reason)
+        }
     }
 }
 

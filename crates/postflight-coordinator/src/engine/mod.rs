@@ -21,6 +21,7 @@ mod monitor;
 mod probes;
 mod rollback;
 mod runs;
+mod stages;
 pub mod state;
 #[cfg(test)]
 mod tests;

@@ -331,7 +331,7 @@ impl<S: Store> Coordinator<S> {
         );
         // Regression feedback about the monitor's migration acts at once, whatever the streak.
         let feedback = match &record.migration {
-            Some(migration) => self.feedback_at_end(plan, migration).await.1,
+            Some(migration) => self.feedback_reason(plan, migration).await,
             None => None,
         };
         let decision = match (outcome.decision, feedback) {

@@ -613,8 +613,12 @@ impl<S: Store> Coordinator<S> {
             );
         }
         if let Some(migration) = run.record.migration.clone() {
-            let (items, reason) = self.feedback_at_end(&run.plan, &migration).await;
-            report.feedback = items;
+            report.feedback = self.feedback_items(&migration).await;
+            // A monitor's round is judged by its monitor, which counts the feedback itself.
+            let reason = match run.record.monitor_id {
+                None => self.feedback_reason(&run.plan, &migration).await,
+                Some(_) => None,
+            };
             if let Some(reason) = reason {
                 postflight_plan::feedback::add_reason(
                     &run.plan,

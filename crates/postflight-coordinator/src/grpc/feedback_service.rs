@@ -6,7 +6,6 @@ use postflight_proto::v1::feedback_service_server::FeedbackService;
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Coordinator, unix_ms_string};
-use crate::error::CoordinatorError;
 use crate::storage::{FeedbackRecord, Store};
 
 /// The feedback service.
@@ -52,11 +51,6 @@ impl<S: Store> FeedbackService for FeedbackApi<S> {
         request: Request<v1::ListFeedbackRequest>,
     ) -> Result<Response<v1::ListFeedbackResponse>, Status> {
         let r = request.into_inner();
-        if r.migration.len() > postflight_proto::MAX_NAME_BYTES {
-            return Err(
-                CoordinatorError::invalid("migration", "not a migration label (too long)").into(),
-            );
-        }
         let migration = (!r.migration.is_empty()).then_some(r.migration.as_str());
         let found = self.coordinator.list_feedback(migration, r.limit).await?;
         Ok(Response::new(v1::ListFeedbackResponse {

@@ -150,6 +150,9 @@ async fn get_feedback<S: Store>(
             "feedback": found.into_iter().map(feedback_json).collect::<Vec<_>>()
         }))
         .into_response(),
+        Err(e @ CoordinatorError::InvalidArgument { .. }) => {
+            json_error(StatusCode::BAD_REQUEST, e.to_string())
+        }
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

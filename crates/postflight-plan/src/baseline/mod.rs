@@ -149,6 +149,15 @@ pub enum BaselineRefused {
 }
 
 impl Baseline {
+    /// Latencies kept, over every check and region.
+    pub fn latencies(&self) -> usize {
+        self.checks
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(|m| m.latencies_ms.len())
+            .sum()
+    }
+
     /// A baseline of the run that produced `report` and `measured`, or why it cannot be one.
     pub fn of_run(
         baseline_id: String,

@@ -300,3 +300,62 @@ fn with_same_shape_an_answer_that_lost_a_field_is_worse() {
     assert_eq!(off.comparisons[0].answers, None);
     assert_ne!(off.comparisons[0].decision, Decision::Worse);
 }
+
+/// One region that got slower than its baseline fails the check there only: under a majority
+/// quorum the verdict warns and nothing is rolled back (one sick region, or one lying probe,
+/// never rolls back alone).
+#[test]
+fn one_slower_region_never_rolls_back_alone() {
+    let plan =
+        plan("policy: {regions: [eu, us, ap], quorum: majority}\nrollback: {on_fail: true}\n");
+    let region = |r: &str| (r.to_owned(), measured(latencies(7, 60, 100.0), 0));
+    let baseline = Baseline {
+        checks: BTreeMap::from([(
+            "fast".to_owned(),
+            BTreeMap::from([region("eu"), region("us"), region("ap")]),
+        )]),
+        ..baseline(measured(Vec::new(), 0))
+    };
+    let now: Measurements = BTreeMap::from([(
+        "fast".to_owned(),
+        BTreeMap::from([
+            ("eu".to_owned(), measured(latencies(8, 60, 200.0), 0)),
+            ("us".to_owned(), measured(latencies(9, 60, 100.0), 0)),
+            ("ap".to_owned(), measured(latencies(10, 60, 100.0), 0)),
+        ]),
+    )]);
+    let compared = compare(&plan, &baseline, &now).unwrap();
+    let worse: Vec<&str> = compared
+        .comparisons
+        .iter()
+        .filter(|c| c.decision == Decision::Worse)
+        .map(|c| c.region.as_str())
+        .collect();
+    assert_eq!(worse, ["eu"]);
+    let regions = vec!["eu".to_owned(), "us".to_owned(), "ap".to_owned()];
+    let mut results = vec![
+        regions
+            .iter()
+            .map(|r| (r.clone(), region_result(CheckStatus::Pass)))
+            .collect::<BTreeMap<_, _>>(),
+        regions
+            .iter()
+            .map(|r| (r.clone(), region_result(CheckStatus::Pass)))
+            .collect(),
+    ];
+    apply(&plan, &compared, &mut results);
+    let env: HashMap<String, String> = HashMap::new();
+    let report = build_report(&RunResults {
+        plan: &plan,
+        run_id: "run-2",
+        started_at: UNIX_EPOCH,
+        finished_at: UNIX_EPOCH + Duration::from_secs(1),
+        required_regions: &regions,
+        results: &results,
+        unreported: &BTreeMap::new(),
+        end: RunEnd::Completed,
+        env: &env,
+    });
+    assert_ne!(report.status, Overall::Fail, "{report:?}");
+    assert!(!report.rollback.recommended, "{:?}", report.rollback);
+}
