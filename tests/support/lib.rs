@@ -988,11 +988,20 @@ pub fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool)
     }
 }
 
-/// Waits until the file at `log` contains `needle`.
+/// Waits until the file at `log` contains `needle`; on timeout the panic shows what the log
+/// held, so a failure in CI explains itself.
 pub fn wait_for_log(log: &Path, needle: &str) {
-    wait_until(
-        &format!("{needle:?} in {}", log.display()),
-        Duration::from_secs(30),
-        || std::fs::read_to_string(log).is_ok_and(|text| text.contains(needle)),
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 30 s for {needle:?} in {}; it holds:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
