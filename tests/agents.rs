@@ -157,3 +157,114 @@ fn grpc_health_checks_ask_a_real_server() {
         "one warning is within the policy's max_warnings"
     );
 }
+
+/// Sessions and messages the backend wrote, read straight from its SQLite file: what the
+/// flow's own database step claims, confirmed from outside postflight.
+fn messages_with_a_session(database: &std::path::Path) -> i64 {
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM messages WHERE session_token IS NOT NULL').fetchone()[0])",
+        ])
+        .arg(database)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `examples/agent-flow.yaml` on a coordinator's probe against the demo backend: log in,
+/// capture the session, chat within it, verify in the database (the session as a bind
+/// parameter) that the chat wrote its row, log out. When the chat step fails, the step
+/// after it is skipped and the `always` clean-up still logs out; without `always` the
+/// session would stay open. The session token never appears in a report.
+#[test]
+fn a_flow_logs_in_chats_verifies_its_row_and_cleans_up_after_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("agent.db");
+    let backend = DemoBackend::spawn_with_database(&database);
+    let (_coordinator, url, _probe) = coordinator_with_one_probe(dir.path(), &[], &[]);
+    let example = postflight_e2e::repo_root().join("examples/agent-flow.yaml");
+    let database_url = format!("sqlite:{}", database.display());
+    let env = [
+        ("AGENT_URL", backend.url.as_str()),
+        ("DATABASE_URL", database_url.as_str()),
+    ];
+    let run = |plan: &std::path::Path| {
+        let out = run_postflight(
+            &[
+                "run",
+                plan.to_str().unwrap(),
+                "--coordinator",
+                &url,
+                "-o",
+                "json",
+            ],
+            &env,
+        );
+        assert!(
+            !out.stdout.contains("sess-"),
+            "a session token leaked: {}",
+            out.stdout
+        );
+        out
+    };
+
+    let out = run(&example);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let report = out.json();
+    let check = &report["checks"][0];
+    assert_eq!(check["kind"], "steps");
+    let message = check["message"].as_str().unwrap();
+    assert!(message.starts_with("4 steps passed: login "), "{message}");
+    assert!(
+        message.contains(
+            "message-stored (`SELECT count(*) FROM messages WHERE session_token = $1 AND id = $2` = 1 (= 1))"
+        ),
+        "{message}"
+    );
+    assert_eq!(check["requests"]["count"], 3, "one request per http step");
+    assert_eq!(messages_with_a_session(&database), 1);
+    assert_eq!(backend.open_sessions(), 0, "logged out");
+
+    backend.set(r#"{"tools_broken": true}"#);
+    let out = run(&example);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let message = out.json()["checks"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.starts_with("step `chat` failed: "), "{message}");
+    assert!(
+        message.ends_with("; skipped: message-stored; clean-up `logout` ran"),
+        "{message}"
+    );
+    assert_eq!(backend.open_sessions(), 0, "the clean-up step logged out");
+
+    let without_cleanup = dir.path().join("no-cleanup.yaml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    assert!(text.contains("always: true"));
+    std::fs::write(
+        &without_cleanup,
+        text.replace("always: true", "always: false"),
+    )
+    .unwrap();
+    let out = run(&without_cleanup);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let message = out.json()["checks"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.ends_with("; skipped: message-stored, logout"),
+        "{message}"
+    );
+    assert_eq!(
+        backend.open_sessions(),
+        1,
+        "without `always` the session stays open"
+    );
+}

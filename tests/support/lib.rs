@@ -515,10 +515,24 @@ impl DemoBackend {
 
     /// Starts the backend on a free port of `host` (an address of this machine).
     pub fn spawn_on(host: &str, mode: &str) -> Self {
+        Self::start(host, mode, None)
+    }
+
+    /// Starts a healthy backend whose sessions and messages live in the SQLite file
+    /// `database` (created with the demo schema), for flows that verify what they wrote.
+    pub fn spawn_with_database(database: &Path) -> Self {
+        Self::start("127.0.0.1", "healthy", Some(database))
+    }
+
+    fn start(host: &str, mode: &str, database: Option<&Path>) -> Self {
         use std::io::BufRead;
         let listen = format!("{host}:0");
-        let mut child = postflight()
-            .args(["demo", "--serve-target", &listen, "--mode", mode])
+        let mut command = postflight();
+        command.args(["demo", "--serve-target", &listen, "--mode", mode]);
+        if let Some(database) = database {
+            command.arg("--database").arg(database);
+        }
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -547,6 +561,19 @@ impl DemoBackend {
 
     /// API calls received so far, and those waiting in their `delay_ms` right now.
     pub fn stats(&self) -> (u64, u64) {
+        let stats = self.stats_json();
+        (
+            stats["requests"].as_u64().unwrap(),
+            stats["waiting"].as_u64().unwrap(),
+        )
+    }
+
+    /// Sessions open right now (logged in, not logged out); only with a database.
+    pub fn open_sessions(&self) -> u64 {
+        self.stats_json()["sessions"].as_u64().unwrap()
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
         use std::io::{Read, Write};
         let addr = self.url.trim_start_matches("http://");
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -558,11 +585,7 @@ impl DemoBackend {
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let stats: serde_json::Value = serde_json::from_str(body).unwrap();
-        (
-            stats["requests"].as_u64().unwrap(),
-            stats["waiting"].as_u64().unwrap(),
-        )
+        serde_json::from_str(body).unwrap()
     }
 
     /// Waits until `ready(requests, waiting)` holds (see [`DemoBackend::stats`]).

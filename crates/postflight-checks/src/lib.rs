@@ -7,6 +7,7 @@
 
 pub mod database;
 pub mod expect;
+pub mod flow;
 pub mod http;
 pub mod http1;
 pub mod latency;

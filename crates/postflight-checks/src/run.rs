@@ -57,10 +57,17 @@ impl Executor {
                 CheckKind::GrpcHealth(grpc) => {
                     crate::network::grpc_health(grpc, check.timeout).await
                 }
+                CheckKind::Steps(flow) => {
+                    crate::flow::run(&self.fresh, plan, flow, check.timeout).await
+                }
             }
         };
         // Each kind honours the timeout itself with a precise message; this is the backstop.
-        match tokio::time::timeout(check.timeout + Duration::from_secs(1), work).await {
+        let grace = match &check.kind {
+            CheckKind::Steps(flow) => crate::flow::grace(flow),
+            _ => Duration::ZERO,
+        };
+        match tokio::time::timeout(check.timeout + grace + Duration::from_secs(1), work).await {
             Ok(outcome) => outcome,
             Err(_) => CheckOutcome::fail(
                 format!(

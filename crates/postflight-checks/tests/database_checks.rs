@@ -267,3 +267,27 @@ async fn postgres_queries_do_not_queue_behind_a_migration() {
         .await
         .unwrap();
 }
+
+/// Queries with `params` bind their values, never paste them: on PostgreSQL (where the
+/// extended protocol returns binary values, so the first column is read back as text) and on
+/// SQLite; a hostile value is only ever compared, and typed columns are judged as before.
+#[tokio::test]
+async fn query_parameters_are_bound_on_postgres_and_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = ScratchDb::create().await;
+    db.execute(SEED_SCHEMA).await;
+    let sqlite = sqlite_file(dir.path(), "params.db", SEED_SCHEMA).await;
+    for (url, cast) in [(db.url.as_str(), "::int"), (sqlite.as_str(), "")] {
+        let yaml = format!(
+            "name: db\nchecks:\n  - name: params\n    database:\n      url: \"{url}\"\n      queries:\n        - {{sql: \"SELECT user_name FROM sessions WHERE id = $1{cast}\", params: [\"2\"], expect: {{equals: grace}}}}\n        - {{sql: \"SELECT count(*) FROM sessions WHERE user_name = $1 OR user_name = $2;\", params: [ada, \"'; DROP TABLE sessions; --\"], expect: {{equals: 1}}}}\n        - {{sql: \"SELECT id > 0 FROM sessions WHERE user_name = $1 -- trailing comment\", params: [linus], expect: {{equals: true}}}}\n        - {{sql: \"SELECT id FROM sessions WHERE user_name = $1\", params: [nobody]}}\n"
+        );
+        let o = run(&yaml).await;
+        assert_eq!(o.status, CheckStatus::Fail, "{url}: {}", o.message);
+        assert_eq!(
+            o.message, "query `SELECT id FROM sessions WHERE user_name = $1` returned no rows",
+            "{url}: every other query held"
+        );
+        let again = run(&integrity_plan(url, "")).await;
+        assert_eq!(again.status, CheckStatus::Pass, "{url}: {}", again.message);
+    }
+}

@@ -374,6 +374,12 @@ pub struct DemoArgs {
     /// With --serve-target: how the demo backend behaves.
     #[arg(long, value_enum, default_value_t = crate::demo::target::Mode::Healthy, requires = "serve_target")]
     pub mode: crate::demo::target::Mode,
+
+    /// With --serve-target: the backend's SQLite database (sessions, messages), created with
+    /// the demo schema when missing and kept afterwards; default: a temporary file removed
+    /// when the backend stops.
+    #[arg(long, value_name = "FILE", requires = "serve_target")]
+    pub database: Option<std::path::PathBuf>,
 }
 
 /// Report formats.

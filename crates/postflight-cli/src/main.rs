@@ -194,10 +194,14 @@ fn check(args: &CheckArgs) -> ExitCode {
                     .filter(|c| c.kind.as_str() == kind)
                     .count()
             };
-            let kinds: Vec<String> = ["http", "latency", "database", "tcp", "grpc_health"]
+            let kinds: Vec<String> = postflight_plan::model::CheckKind::NAMES
                 .iter()
                 .filter(|k| count(k) > 0)
-                .map(|k| format!("{} {k}", count(k)))
+                .map(|k| match (*k, count(k)) {
+                    ("steps", 1) => "1 flow".to_owned(),
+                    ("steps", n) => format!("{n} flows"),
+                    (k, n) => format!("{n} {k}"),
+                })
                 .collect();
             let checks = match plan.checks.len() {
                 1 => "1 check".to_owned(),

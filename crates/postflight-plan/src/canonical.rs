@@ -25,7 +25,7 @@ fn escape_strings(value: &mut Value) {
     }
 }
 
-/// Escapes every `${` that is neither already escaped nor a `${probe:` reference.
+/// Escapes every `${` that is neither already escaped nor a `${probe:` or `${step:` reference.
 fn escape(text: &str) -> String {
     if !text.contains("${") {
         return text.to_owned();
@@ -40,7 +40,7 @@ fn escape(text: &str) -> String {
             continue;
         }
         if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
-            if !text[i..].starts_with("${probe:") {
+            if !text[i..].starts_with("${probe:") && !text[i..].starts_with("${step:") {
                 out.push('$');
             }
             out.push_str("${");

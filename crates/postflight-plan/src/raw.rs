@@ -67,6 +67,18 @@ pub(crate) struct RawCheck {
     pub database: Option<Spanned<RawDatabase>>,
     pub tcp: Option<Spanned<RawTcp>>,
     pub grpc_health: Option<Spanned<RawGrpcHealth>>,
+    pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+}
+
+/// One step of a `steps:` flow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStep {
+    pub name: Text,
+    pub always: Option<bool>,
+    pub capture: Option<OrderedMap<Text>>,
+    pub http: Option<Spanned<RawHttp>>,
+    pub database: Option<Spanned<RawDatabase>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +212,7 @@ pub(crate) struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawQuery {
     pub sql: Text,
+    pub params: Option<Vec<Text>>,
     pub expect: Option<Spanned<RawQueryExpect>>,
 }
 

@@ -4,7 +4,7 @@
 //! check passes through [`Secrets::scrub`], which masks every secret value the plan holds
 //! (URL passwords, sensitive headers, webhook secrets) wherever a driver or server echoed it.
 
-use crate::model::{Body, CheckKind, HttpRequest, Plan, RollbackAction};
+use crate::model::{Body, CheckKind, HttpRequest, Plan, RollbackAction, StepAction};
 
 /// What a masked secret looks like.
 pub const MASK: &str = "****";
@@ -107,6 +107,14 @@ impl Secrets {
                 CheckKind::Latency(latency) => secrets.add_request(&latency.request),
                 CheckKind::Database(db) => secrets.add_url(&db.url),
                 CheckKind::Tcp(_) | CheckKind::GrpcHealth(_) => {}
+                CheckKind::Steps(flow) => {
+                    for step in &flow.steps {
+                        match &step.action {
+                            StepAction::Http(http) => secrets.add_request(&http.request),
+                            StepAction::Database(db) => secrets.add_url(&db.url),
+                        }
+                    }
+                }
             }
         }
         if let Some(action) = plan.rollback.as_ref().and_then(|r| r.action.as_ref()) {

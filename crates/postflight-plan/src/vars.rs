@@ -181,7 +181,7 @@ pub enum VarError {
     },
     /// `${` not followed by a valid reference.
     #[error(
-        "malformed variable reference `{text}`: expected ${{NAME}}, ${{NAME:-default}} or ${{probe:NAME}}"
+        "malformed variable reference `{text}`: expected ${{NAME}}, ${{NAME:-default}}, ${{probe:NAME}} or ${{step:NAME}}"
     )]
     Malformed {
         /// The offending text.
@@ -249,6 +249,7 @@ fn quote(text: &str) -> String {
 }
 
 const PROBE_PREFIX: &str = "probe:";
+const STEP_PREFIX: &str = "step:";
 
 impl<'a> Expander<'a> {
     /// Expands nothing: every reference is kept as written (after syntax checking).
@@ -356,6 +357,15 @@ impl<'a> Expander<'a> {
         depth: usize,
         out: &mut String,
     ) -> Result<(), VarError> {
+        // `${step:NAME}` is a flow's captured value: filled in by the executor when the step
+        // that captures it has run, never by a variable scope.
+        if let Some(name) = body.strip_prefix(STEP_PREFIX) {
+            if !crate::model::is_capture_name(name) {
+                return Err(VarError::malformed(reference, offset));
+            }
+            out.push_str(reference);
+            return Ok(());
+        }
         let (scope, source, rest) = match body.strip_prefix(PROBE_PREFIX) {
             Some(rest) => (PROBE_PREFIX, self.probe, rest),
             None => ("", self.plan, body),

@@ -86,13 +86,24 @@ where
     DB: sqlx::Database,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'r> String: sqlx::Decode<'r, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
     let mut values = Vec::with_capacity(queries.len());
     for query in queries {
-        let row = sqlx::raw_sql(sqlx::AssertSqlSafe(query.sql.clone()))
-            .fetch_optional(&mut *conn)
-            .await;
+        let row = if query.params.is_empty() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(query.sql.clone()))
+                .fetch_optional(&mut *conn)
+                .await
+        } else {
+            // Parameters are bound, never pasted: a captured value cannot change the query.
+            let mut bound = sqlx::query::<DB>(sqlx::AssertSqlSafe(query.sql.clone()));
+            for param in &query.params {
+                bound = bound.bind(param.clone());
+            }
+            bound.fetch_optional(&mut *conn).await
+        };
         values.push(match row {
             Err(e) => Err(DbError::Query(describe(&e))),
             Ok(None) => Ok(None),

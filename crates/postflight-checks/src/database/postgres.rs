@@ -97,7 +97,7 @@ pub(super) async fn inspect(
     }
     let mut values = Vec::with_capacity(check.queries.len());
     for query in &check.queries {
-        values.push(read_only(&mut conn, &query.sql).await);
+        values.push(read_only(&mut conn, &query.sql, &query.params).await);
     }
     // Closing politely is best effort; the answer is already complete.
     let _ = conn.close().await;
@@ -106,7 +106,16 @@ pub(super) async fn inspect(
 
 /// One query, read-only: checked to be a single statement, run in a read-only transaction
 /// with its snapshot already taken, then rolled back whatever happened.
-async fn read_only(conn: &mut PgConnection, sql: &str) -> Result<Option<DbValue>, DbError> {
+///
+/// A query with parameters needs the extended protocol, where values come back in binary:
+/// it runs as `SELECT q.v::text FROM (query) AS q(v) LIMIT 1`, which renames its first
+/// column and casts it to text, so every type is judged as the simple protocol would show it.
+/// Parameters are bound as text (`$1::int` compares them with numbers).
+async fn read_only(
+    conn: &mut PgConnection,
+    sql: &str,
+    params: &[String],
+) -> Result<Option<DbValue>, DbError> {
     use sqlx::{AssertSqlSafe, Executor, SqlSafeStr};
     // The extended protocol's parse step refuses several statements in one string.
     if let Err(e) = (&mut *conn)
@@ -127,9 +136,20 @@ async fn read_only(conn: &mut PgConnection, sql: &str) -> Result<Option<DbValue>
             step: "start a",
             reason: describe(&e),
         })?;
-    let row = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-        .fetch_optional(&mut *conn)
-        .await;
+    let row = if params.is_empty() {
+        sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .fetch_optional(&mut *conn)
+            .await
+    } else {
+        let inner = sql.trim().trim_end_matches(';');
+        // The newline ends a trailing `--` comment before the closing parenthesis.
+        let wrapped = format!("SELECT q.v::text FROM ({inner}\n) AS q(v) LIMIT 1");
+        let mut bound = sqlx::query(AssertSqlSafe(wrapped));
+        for param in params {
+            bound = bound.bind(param.as_str());
+        }
+        bound.fetch_optional(&mut *conn).await
+    };
     let rolled_back = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
     let value = match row {
         Err(e) => Err(DbError::Query(describe(&e))),

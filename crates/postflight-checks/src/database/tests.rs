@@ -146,6 +146,7 @@ fn query_failures_and_empty_results_fail_the_check() {
     c.queries = vec![
         DbQuery {
             sql: "SELECT count(*)\n  FROM sessions".into(),
+            params: vec![],
             expect: QueryExpect {
                 min: Some(1.0),
                 ..QueryExpect::default()
@@ -153,10 +154,12 @@ fn query_failures_and_empty_results_fail_the_check() {
         },
         DbQuery {
             sql: "SELECT 1 WHERE false".into(),
+            params: vec![],
             expect: QueryExpect::default(),
         },
         DbQuery {
             sql: "SELECT nope".into(),
+            params: vec![],
             expect: QueryExpect::default(),
         },
     ];

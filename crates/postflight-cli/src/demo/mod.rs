@@ -38,14 +38,16 @@ const MIGRATION_LABEL: &str = "demo-migration";
 /// The regions of the demo, each with its probe and its backend.
 const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 
-/// The demo backend's database before the migration.
+/// The demo backend's database before the migration; written so that serving again on an
+/// existing file (`--database`) keeps its data.
 const SCHEMA: &str = "
-CREATE TABLE conversations (id INTEGER PRIMARY KEY, started_at TEXT NOT NULL);
-CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation_id INTEGER NOT NULL, body TEXT);
-CREATE INDEX messages_conversation_id_idx ON messages (conversation_id);
-CREATE TABLE tool_calls (id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL, tool TEXT);
-CREATE TABLE sessions (id INTEGER PRIMARY KEY, user_name TEXT NOT NULL);
-INSERT INTO sessions (id, user_name) VALUES (1, 'ada'), (2, 'grace'), (3, 'linus');
+CREATE TABLE IF NOT EXISTS conversations (id INTEGER PRIMARY KEY, started_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, conversation_id INTEGER NOT NULL,
+                                     body TEXT, session_token TEXT);
+CREATE INDEX IF NOT EXISTS messages_conversation_id_idx ON messages (conversation_id);
+CREATE TABLE IF NOT EXISTS tool_calls (id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL, tool TEXT);
+CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, user_name TEXT NOT NULL, token TEXT UNIQUE);
+INSERT OR IGNORE INTO sessions (id, user_name) VALUES (1, 'ada'), (2, 'grace'), (3, 'linus');
 ";
 
 /// What the simulated migration does to the database.
@@ -80,7 +82,7 @@ fn after_migration(region: &str) -> Behavior {
 /// Runs the demo, or only serves the backend with `--serve-target`.
 pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = args.serve_target {
-        return serve(addr, args.mode).await;
+        return serve(addr, args.mode, args.database).await;
     }
     let table = args.output == Output::Table;
     let color = render::stdout_color();
@@ -90,7 +92,7 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let dir = tempfile::tempdir().context("cannot create a temporary folder for the demo")?;
-    let db_url = create_database(dir.path()).await?;
+    let (db_url, pool) = create_database(&dir.path().join("agent.db")).await?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut targets = Vec::new();
     for region in REGIONS {
@@ -98,7 +100,7 @@ pub async fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
             delay_ms: BEFORE_DELAY_MS,
             ..Behavior::default()
         };
-        let target = DemoTarget::start(loopback, before)
+        let target = DemoTarget::start(loopback, before, Some(pool.clone()))
             .await
             .context("cannot start the demo agent backend on 127.0.0.1")?;
         targets.push((region, target));
@@ -325,17 +327,22 @@ fn demo_plan() -> anyhow::Result<Plan> {
         .map_err(|e| anyhow::anyhow!("the built-in demo plan is invalid:\n{}", e.render()))
 }
 
-async fn create_database(dir: &Path) -> anyhow::Result<String> {
-    let path = dir.join("agent.db");
+/// The backend's database at `path` (created with the demo's schema when missing): its URL
+/// for plans, and a pool for the backend's sessions.
+async fn create_database(path: &Path) -> anyhow::Result<(String, sqlx::SqlitePool)> {
     let options = SqliteConnectOptions::new()
-        .filename(&path)
+        .filename(path)
         .create_if_missing(true);
-    let mut conn = SqliteConnection::connect_with(&options)
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
         .await
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
-    conn.close().await?;
-    Ok(format!("sqlite:{}", path.display()))
+        .with_context(|| format!("cannot open or create {}", path.display()))?;
+    sqlx::raw_sql(SCHEMA)
+        .execute(&pool)
+        .await
+        .with_context(|| format!("cannot create the demo schema in {}", path.display()))?;
+    Ok((format!("sqlite:{}", path.display()), pool))
 }
 
 async fn migrate(db_url: &str) -> anyhow::Result<()> {
@@ -345,13 +352,19 @@ async fn migrate(db_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(addr: SocketAddr, mode: target::Mode) -> anyhow::Result<ExitCode> {
-    let mut target = DemoTarget::start(addr, mode.behavior())
+async fn serve(
+    addr: SocketAddr,
+    mode: target::Mode,
+    database: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    // The backend's database, for sessions and plans' database checks: the given file, or a
+    // temporary one removed when the backend stops.
+    let dir = tempfile::tempdir().context("cannot create a temporary folder for the demo")?;
+    let path = database.unwrap_or_else(|| dir.path().join("agent.db"));
+    let (db_url, pool) = create_database(&path).await?;
+    let mut target = DemoTarget::start(addr, mode.behavior(), Some(pool))
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    // The backend's database, for plans' database checks; removed when the demo stops.
-    let dir = tempfile::tempdir().context("cannot create a temporary folder for the demo")?;
-    let db_url = create_database(dir.path()).await?;
     // Whoever started the backend may close its pipes once it has read what it needs: a
     // failed write here must not stop the backend.
     use std::io::Write;

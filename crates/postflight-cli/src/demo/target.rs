@@ -3,6 +3,10 @@
 //!
 //! Its behaviour can be changed while it runs (`PUT /admin/behavior`), so the demo (and tests)
 //! can simulate a migration without restarting it.
+//!
+//! With a database it also has sessions, for multi-step flows: `POST /api/login` opens one
+//! (a row in `sessions`), a chat that names its session writes the message to `messages`,
+//! and `POST /api/logout` closes it again.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -85,6 +89,8 @@ impl Mode {
 /// The behaviour, and how many of the failures `fail_next` asked for are still to come.
 #[derive(Debug, Default)]
 struct Backend {
+    /// Sessions and messages (the demo's SQLite database), when it has one.
+    database: Option<sqlx::SqlitePool>,
     behavior: RwLock<Behavior>,
     failures_left: AtomicU32,
     /// API calls received (`GET /admin/stats`).
@@ -104,11 +110,17 @@ pub struct DemoTarget {
 }
 
 impl DemoTarget {
-    /// Starts the backend on `addr` (port 0 picks a free port).
-    pub async fn start(addr: SocketAddr, behavior: Behavior) -> std::io::Result<Self> {
+    /// Starts the backend on `addr` (port 0 picks a free port); with `database` (a SQLite
+    /// pool on the demo's schema) it serves sessions too.
+    pub async fn start(
+        addr: SocketAddr,
+        behavior: Behavior,
+        database: Option<sqlx::SqlitePool>,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared: Shared = Arc::new(Backend {
+            database,
             behavior: RwLock::new(behavior),
             failures_left: AtomicU32::new(behavior.fail_next),
             requests: AtomicU64::new(0),
@@ -152,6 +164,8 @@ impl Drop for DemoTarget {
 fn router(shared: Shared) -> axum::Router {
     axum::Router::new()
         .route("/api/agent/chat", post(chat))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
         .route("/api/tools/invoices/{id}", get(invoice))
         .route("/health", get(health))
         .route("/admin/behavior", get(get_behavior).put(put_behavior))
@@ -234,6 +248,13 @@ async fn chat(State(shared): State<Shared>, body: Option<Json<Value>>) -> Respon
             .into_response();
     };
     let message = body["message"].as_str().unwrap_or_default();
+    let session = match body.get("session") {
+        None => None,
+        Some(token) => match open_session(&shared, token.as_str().unwrap_or_default()).await {
+            Ok(id) => Some((id, token.as_str().unwrap_or_default().to_owned())),
+            Err(refusal) => return refusal,
+        },
+    };
     let mut tool_calls = Vec::new();
     let response = match invoice_id(message) {
         Some(_) if behavior.tools_broken => "I could not find it".to_owned(),
@@ -278,8 +299,24 @@ async fn chat(State(shared): State<Shared>, body: Option<Json<Value>>) -> Respon
             })
         })
         .collect();
+    let mut message_id = Value::Null;
+    if let (Some((conversation, token)), Some(db)) = (&session, &shared.database) {
+        let written = sqlx::query(
+            "INSERT INTO messages (conversation_id, body, session_token) VALUES (?1, ?2, ?3)",
+        )
+        .bind(conversation)
+        .bind(message)
+        .bind(token)
+        .execute(db)
+        .await;
+        match written {
+            Ok(done) => message_id = json!(done.last_insert_rowid()),
+            Err(e) => return database_error(&e),
+        }
+    }
     Json(json!({
         "response": response,
+        "message_id": message_id,
         "tool_calls": tool_calls,
         "choices": [{"index": 0, "message": {
             "role": "assistant",
@@ -288,6 +325,103 @@ async fn chat(State(shared): State<Shared>, body: Option<Json<Value>>) -> Respon
         }}],
     }))
     .into_response()
+}
+
+/// The error of a request that needs the database when the backend has none.
+fn no_database() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": "this backend has no database: sessions are not available"})),
+    )
+        .into_response()
+}
+
+fn database_error(error: &sqlx::Error) -> Response {
+    tracing::warn!(error = %error, "demo backend database error");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": "database error"})),
+    )
+        .into_response()
+}
+
+/// The id of the open session `token`, or the answer that refuses it.
+async fn open_session(shared: &Shared, token: &str) -> Result<i64, Response> {
+    let Some(db) = &shared.database else {
+        return Err(no_database());
+    };
+    let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM sessions WHERE token = ?1")
+        .bind(token)
+        .fetch_optional(db)
+        .await
+        .map_err(|e| database_error(&e))?;
+    found.map(|(id,)| id).ok_or_else(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "unknown or closed session"})),
+        )
+            .into_response()
+    })
+}
+
+/// `POST /api/login {"user": NAME}`: opens a session.
+async fn login(State(shared): State<Shared>, body: Option<Json<Value>>) -> Response {
+    if let Some(error) = degrade(&shared, current(&shared)).await {
+        return error;
+    }
+    let Some(db) = &shared.database else {
+        return no_database();
+    };
+    let user = body
+        .as_ref()
+        .and_then(|Json(b)| b["user"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    if user.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "expected a JSON body like {\"user\": \"demo\"}"})),
+        )
+            .into_response();
+    }
+    let token = format!("sess-{:016x}", fastrand::u64(..));
+    let opened = sqlx::query("INSERT INTO sessions (user_name, token) VALUES (?1, ?2)")
+        .bind(&user)
+        .bind(&token)
+        .execute(db)
+        .await;
+    match opened {
+        Ok(_) => Json(json!({"session_id": token, "user": user})).into_response(),
+        Err(e) => database_error(&e),
+    }
+}
+
+/// `POST /api/logout {"session": TOKEN}`: closes a session.
+async fn logout(State(shared): State<Shared>, body: Option<Json<Value>>) -> Response {
+    if let Some(error) = degrade(&shared, current(&shared)).await {
+        return error;
+    }
+    let Some(db) = &shared.database else {
+        return no_database();
+    };
+    let token = body
+        .as_ref()
+        .and_then(|Json(b)| b["session"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    match sqlx::query("DELETE FROM sessions WHERE token = ?1")
+        .bind(&token)
+        .execute(db)
+        .await
+    {
+        Ok(done) if done.rows_affected() > 0 => Json(json!({"logged_out": true})).into_response(),
+        Ok(_) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown or closed session"})),
+        )
+            .into_response(),
+        Err(e) => database_error(&e),
+    }
 }
 
 async fn invoice(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
@@ -316,11 +450,21 @@ async fn get_behavior(State(shared): State<Shared>) -> Json<Behavior> {
     Json(current(&shared))
 }
 
-/// API calls so far, and those waiting in their delay right now.
+/// API calls so far, those waiting in their delay right now, and the sessions open.
 async fn stats(State(shared): State<Shared>) -> Json<Value> {
+    let mut sessions = Value::Null;
+    if let Some(db) = &shared.database
+        && let Ok((open,)) =
+            sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM sessions WHERE token IS NOT NULL")
+                .fetch_one(db)
+                .await
+    {
+        sessions = json!(open);
+    }
     Json(json!({
         "requests": shared.requests.load(Ordering::SeqCst),
         "waiting": shared.waiting.load(Ordering::SeqCst),
+        "sessions": sessions,
     }))
 }
 

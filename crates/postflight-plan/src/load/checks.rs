@@ -35,6 +35,7 @@ impl Ctx<'_> {
             raw.database.as_ref().map(|_| "database"),
             raw.tcp.as_ref().map(|_| "tcp"),
             raw.grpc_health.as_ref().map(|_| "grpc_health"),
+            raw.steps.as_ref().map(|_| "steps"),
         ]
         .into_iter()
         .flatten()
@@ -43,7 +44,7 @@ impl Ctx<'_> {
             0 => {
                 self.error(
                     &loc,
-                    format!("check `{name}` does nothing: give it one of `http`, `latency`, `database`, `tcp` or `grpc_health`"),
+                    format!("check `{name}` does nothing: give it one of `http`, `latency`, `database`, `tcp`, `grpc_health` or `steps`"),
                 );
                 None
             }
@@ -59,6 +60,8 @@ impl Ctx<'_> {
                     self.tcp(tcp).map(CheckKind::Tcp)
                 } else if let Some(grpc) = raw.grpc_health {
                     self.grpc_health(grpc).map(CheckKind::GrpcHealth)
+                } else if let Some(steps) = raw.steps {
+                    self.flow(steps, base_url.as_deref()).map(CheckKind::Steps)
                 } else {
                     None
                 }
@@ -74,6 +77,17 @@ impl Ctx<'_> {
                 None
             }
         };
+        if let Some(kind) = &kind
+            && !matches!(kind, CheckKind::Steps(_))
+            && serde_json::to_string(kind).is_ok_and(|text| text.contains(STEP_PREFIX))
+        {
+            self.error(
+                &loc,
+                format!(
+                    "check `{name}` uses ${{step:…}}, a value captured by an earlier step of a `steps:` flow, but it has no steps"
+                ),
+            );
+        }
         let repeat = match raw.repeat {
             Some(r) if !(1..=MAX_REPEAT).contains(&r.value) => {
                 self.error(
@@ -309,21 +323,7 @@ impl Ctx<'_> {
             || raw.max_calls.is_some();
         let path = match &raw.path {
             None => None,
-            Some(text) => {
-                let source = self.text(text)?;
-                match JsonPathExpr::parse(&source) {
-                    Ok(p) => Some(p),
-                    Err((message, at)) => {
-                        let (line, column) = self.var_position(&text.referenced, &text.value, at);
-                        self.errors.push(PlanError {
-                            line,
-                            column,
-                            message,
-                        });
-                        None
-                    }
-                }
-            }
+            Some(text) => Some(self.json_path(text)?),
         };
         let format = match raw.format.as_ref().map(|f| (f, f.value.as_str())) {
             None | Some((_, "auto")) => ToolFormat::Auto,
@@ -400,32 +400,38 @@ impl Ctx<'_> {
         out
     }
 
+    /// A JSONPath, compiled; errors point at the character where it goes wrong.
+    pub(super) fn json_path(&mut self, text: &Text) -> Option<JsonPathExpr> {
+        let source = self.text(text)?;
+        if has_probe_reference(&source) {
+            self.error(
+                &text.referenced,
+                "a JSONPath cannot use ${probe:…} variables",
+            );
+            return None;
+        }
+        match JsonPathExpr::parse(&source) {
+            Ok(p) => Some(p),
+            Err((message, at)) => {
+                let (line, column) = self.var_position(&text.referenced, &text.value, at);
+                self.errors.push(PlanError {
+                    line,
+                    column,
+                    message,
+                });
+                None
+            }
+        }
+    }
+
     pub(super) fn json_assertion(
         &mut self,
         raw: Spanned<RawJsonAssertion>,
     ) -> Option<JsonAssertion> {
         let loc = raw.referenced;
         let raw = raw.value;
-        let source = self.text(&raw.path)?;
-        if has_probe_reference(&source) {
-            self.error(
-                &raw.path.referenced,
-                "a JSONPath cannot use ${probe:…} variables",
-            );
-            return None;
-        }
-        let path = match JsonPathExpr::parse(&source) {
-            Ok(p) => p,
-            Err((message, at)) => {
-                let (line, column) = self.var_position(&raw.path.referenced, &raw.path.value, at);
-                self.errors.push(PlanError {
-                    line,
-                    column,
-                    message,
-                });
-                return None;
-            }
-        };
+        let path = self.json_path(&raw.path)?;
+        let source = path.as_str().to_owned();
         let equals = match &raw.equals {
             Some(v) => Some(self.value(v)?),
             None => None,
@@ -625,6 +631,18 @@ impl Ctx<'_> {
                 self.error(&q_loc, "empty `sql`");
                 continue;
             }
+            if sql.contains(STEP_PREFIX) {
+                self.error(
+                    &q.sql.referenced,
+                    "captured values are never pasted into SQL: write a placeholder ($1, or ? on MySQL) and list the value in `params: [\"${step:NAME}\"]`",
+                );
+            }
+            let params: Vec<String> = q
+                .params
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| self.text(p))
+                .collect();
             let expect = match q.expect {
                 None => QueryExpect::default(),
                 Some(e) => {
@@ -646,7 +664,11 @@ impl Ctx<'_> {
                     }
                 }
             };
-            queries.push(DbQuery { sql, expect });
+            queries.push(DbQuery {
+                sql,
+                params,
+                expect,
+            });
         }
         if tables.is_empty() && columns.is_empty() && indexes.is_empty() && queries.is_empty() {
             self.error(

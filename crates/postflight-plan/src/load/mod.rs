@@ -22,6 +22,7 @@ use crate::vars::{Expander, VarError, has_probe_reference};
 
 mod baseline;
 mod checks;
+mod flow;
 mod monitor;
 mod policy;
 mod rollback;

@@ -356,7 +356,7 @@ policy: {quorum: most}
             "1:7: plan name `Bad Name` must be lower-case letters, digits and dashes, starting with a letter or digit (e.g. agent-backend-migration)",
             "4:14: `10` has no unit; expected a duration like 250ms, 30s, 5m, 24h or 7d",
             "5:17: `/relative` is a relative URL but the plan has no target.base_url",
-            "6:5: check `b` does nothing: give it one of `http`, `latency`, `database`, `tcp` or `grpc_health`",
+            "6:5: check `b` does nothing: give it one of `http`, `latency`, `database`, `tcp`, `grpc_health` or `steps`",
             "7:5: check `c` has both `http` and `latency`: a check does exactly one thing, split it in two",
             "11:70: warn_below (1s) must be greater than pass_below (2s)",
             "11:86: percentile must be above 0 and at most 100, got 0",
@@ -740,5 +740,98 @@ fn grpc_health_checks_take_an_address_a_service_and_tls() {
             "name: p\nchecks:\n  - name: grpc\n    grpc_health: {address: api, tls: yes-please}\n"
         ),
         ["4:38: expected true or false, got `yes-please`"]
+    );
+}
+
+const FLOW: &str = r#"name: p
+target: {base_url: "http://app"}
+checks:
+  - name: journey
+    steps:
+      - name: login
+        http: {method: POST, url: /login, json: {user: demo}}
+        capture: {session: $.session_id, user_id: $.user.id}
+      - name: chat
+        http: {method: POST, url: "/chat/${step:user_id}", json: {session: "${step:session}"}}
+      - name: stored
+        database:
+          url: "sqlite:app.db"
+          queries: [{sql: "SELECT count(*) FROM messages WHERE session = $1", params: ["${step:session}"], expect: {min: 1}}]
+      - name: logout
+        always: true
+        http: {method: POST, url: /logout, json: {session: "${step:session}"}}
+"#;
+
+#[test]
+fn flows_keep_step_references_for_the_executor_and_round_trip() {
+    let plan = parse_with(FLOW, &[]).unwrap();
+    let CheckKind::Steps(flow) = &plan.checks[0].kind else {
+        panic!("a flow");
+    };
+    let names: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["login", "chat", "stored", "logout"]);
+    assert!(flow.steps[3].always && !flow.steps[0].always);
+    assert_eq!(flow.steps[0].capture.len(), 2);
+    assert_eq!(plan.checks[0].kind.as_str(), "steps");
+    assert_eq!(plan.checks[0].max_requests(), 3, "one per http step");
+    let StepAction::Database(db) = &flow.steps[2].action else {
+        panic!("a database step");
+    };
+    assert_eq!(db.queries[0].params, ["${step:session}"]);
+    let canonical = crate::canonical::canonical_yaml(&plan);
+    assert!(canonical.contains("${step:session}"), "{canonical}");
+    let again = parse_plan(&canonical, "canonical", Expander::none()).unwrap();
+    assert_eq!(again, plan);
+}
+
+#[test]
+fn flow_mistakes_are_named_where_they_are() {
+    let unknown = FLOW.replace(
+        "json: {session: \"${step:session}\"}}\n      - name: stored",
+        "json: {session: \"${step:sesion}\"}}\n      - name: stored",
+    );
+    assert_eq!(
+        brief(&unknown),
+        [
+            "9:9: step `chat` uses ${step:sesion}, which no earlier step captures (captured before it: session, user_id)"
+        ]
+    );
+    let pasted = FLOW.replace(
+        "WHERE session = $1\"",
+        "WHERE session = '${step:session}'\"",
+    );
+    assert_eq!(
+        brief(&pasted),
+        [
+            "14:27: captured values are never pasted into SQL: write a placeholder ($1, or ? on MySQL) and list the value in `params: [\"${step:NAME}\"]`"
+        ]
+    );
+    assert_eq!(
+        brief(
+            "name: p\nchecks:\n  - name: j\n    steps:\n      - name: a\n        http: {url: \"http://x/${step:s}\"}\n        capture: {s: $.s, 1bad: $.x}\n      - name: a\n        http: {url: http://x}\n        capture: {s: $.t}\n      - name: c\n"
+        ),
+        [
+            "5:9: step `a` uses ${step:s}, which no earlier step captures (no earlier step captures anything)",
+            "7:27: `1bad` cannot name a capture: use letters, digits and _, not starting with a digit",
+            "8:15: two steps are named `a`: step names are unique within a flow",
+            "10:19: `s` is already captured by step `a`: give this one another name",
+            "11:9: step `c` does nothing: give it `http` or `database`",
+        ]
+    );
+    assert_eq!(
+        brief("name: p\nchecks:\n  - name: j\n    http: {url: \"http://x/${step:s}\"}\n"),
+        [
+            "3:5: check `j` uses ${step:…}, a value captured by an earlier step of a `steps:` flow, but it has no steps"
+        ]
+    );
+    assert_eq!(
+        brief("name: p\nchecks:\n  - name: j\n    steps: []\n"),
+        ["4:12: `steps` lists no steps: a flow needs at least one"]
+    );
+    assert_eq!(
+        brief("name: p\nchecks:\n  - name: j\n    http: {url: \"http://x/${step:a-b}\"}\n"),
+        [
+            "4:27: malformed variable reference `${step:a-b}`: expected ${NAME}, ${NAME:-default}, ${probe:NAME} or ${step:NAME}"
+        ]
     );
 }

@@ -14,7 +14,11 @@ use serde_json::Value;
 use crate::duration::format_duration;
 
 mod expr;
+mod flow;
 pub use expr::{JsonPathExpr, MAX_EXPRESSION_BYTES, MAX_EXPRESSION_NESTING, Pattern};
+pub use flow::{
+    FlowCheck, FlowStep, MAX_STEPS, STEP_PREFIX, StepAction, is_capture_name, step_references,
+};
 
 /// Default check timeout when neither the check nor `target.timeout` sets one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -233,6 +237,8 @@ pub enum CheckKind {
     Tcp(TcpCheck),
     /// A gRPC server says it is serving (the standard `grpc.health.v1` protocol).
     GrpcHealth(GrpcHealthCheck),
+    /// A multi-step flow: requests in order, captures passed along, clean-up steps.
+    Steps(FlowCheck),
 }
 
 /// `grpc_health` check.
@@ -262,7 +268,11 @@ pub struct TcpCheck {
 }
 
 impl CheckKind {
-    /// `http`, `latency`, `database`, `tcp` or `grpc_health`.
+    /// Every kind's name, in the order summaries list them.
+    pub const NAMES: &'static [&'static str] =
+        &["http", "latency", "database", "tcp", "grpc_health", "steps"];
+
+    /// The kind's name: one of [`CheckKind::NAMES`], the check's key in a plan.
     pub fn as_str(&self) -> &'static str {
         match self {
             CheckKind::Http(_) => "http",
@@ -270,6 +280,7 @@ impl CheckKind {
             CheckKind::Database(_) => "database",
             CheckKind::Tcp(_) => "tcp",
             CheckKind::GrpcHealth(_) => "grpc_health",
+            CheckKind::Steps(_) => "steps",
         }
     }
 }
@@ -283,6 +294,7 @@ impl Check {
             CheckKind::Latency(l) => u64::from(l.samples),
             CheckKind::Database(_) => 0,
             CheckKind::Tcp(_) | CheckKind::GrpcHealth(_) => 1,
+            CheckKind::Steps(flow) => flow.requests(),
         };
         once * u64::from(self.repeat.max(1))
     }
@@ -571,6 +583,11 @@ impl DatabaseCheck {
 pub struct DbQuery {
     /// Executed as written.
     pub sql: String,
+    /// Bound to the query's placeholders (`$1`… on PostgreSQL and SQLite, `?` on MySQL) as
+    /// text; in a flow they may hold `${step:NAME}`, which is how captured values reach SQL
+    /// without ever being pasted into it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
     /// Conditions on the first column of the first row.
     pub expect: QueryExpect,
 }

@@ -1,0 +1,290 @@
+//! `steps:` flows: the steps run in order; values captured from one step's JSON answer fill
+//! `${step:NAME}` in later steps (in a database step, only its bind parameters); after a
+//! failure the remaining steps are skipped except `always` ones (clean-up), which still run.
+//!
+//! Every HTTP step counts as one request of the check (its latency is a sample). Captured
+//! values are treated as secrets: a session token never reaches a message.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use postflight_plan::duration::{PlanDuration, human_duration};
+use postflight_plan::model::{
+    Body, DatabaseCheck, FlowCheck, FlowStep, HttpRequest, Plan, STEP_PREFIX, StepAction,
+};
+use postflight_plan::{CheckOutcome, CheckStatus, Sample};
+use serde_json::Value;
+
+use crate::expect::{self, excerpt};
+use crate::http::{self, LazyClient};
+
+/// What a clean-up step gets when the failure before it used up the check's time.
+const CLEANUP_TIME: Duration = Duration::from_secs(2);
+
+/// Captured values shorter than this are not masked in messages: too likely to be ordinary
+/// words or numbers, and too short to be a credential.
+const MASK_MIN_LEN: usize = 6;
+
+/// How much longer than its timeout a flow may take: each clean-up step may run for
+/// [`CLEANUP_TIME`] after a failure that used up the time.
+pub fn grace(flow: &FlowCheck) -> Duration {
+    let always = flow.steps.iter().filter(|s| s.always).count();
+    CLEANUP_TIME * u32::try_from(always).unwrap_or(u32::MAX)
+}
+
+/// Values captured so far, by name.
+pub type Captures = BTreeMap<String, Value>;
+
+/// Runs a flow within `timeout`.
+pub async fn run(
+    client: &LazyClient,
+    plan: &Plan,
+    flow: &FlowCheck,
+    timeout: Duration,
+) -> CheckOutcome {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut captures = Captures::new();
+    let mut samples = Vec::new();
+    let mut passed: Vec<String> = Vec::new();
+    let mut failure: Option<String> = None;
+    let mut skipped: Vec<&str> = Vec::new();
+    let mut cleanup: Vec<String> = Vec::new();
+    for step in &flow.steps {
+        let failed_before = failure.is_some();
+        if failed_before && !step.always {
+            skipped.push(&step.name);
+            continue;
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let budget = if failed_before {
+            remaining.max(CLEANUP_TIME)
+        } else {
+            remaining
+        };
+        let result = if budget.is_zero() {
+            Err(format!(
+                "no time left of the check's timeout of {}",
+                PlanDuration(timeout)
+            ))
+        } else {
+            run_step(client, plan, step, &mut captures, budget, &mut samples).await
+        };
+        match (result, failed_before) {
+            (Ok(note), false) => passed.push(note),
+            (Err(reason), false) => {
+                failure = Some(format!("step `{}` failed: {reason}", step.name));
+            }
+            (Ok(_), true) => cleanup.push(format!("clean-up `{}` ran", step.name)),
+            (Err(reason), true) => {
+                cleanup.push(format!("clean-up `{}` failed too: {reason}", step.name));
+            }
+        }
+    }
+    let (status, message) = match failure {
+        None => (
+            CheckStatus::Pass,
+            format!(
+                "{} passed: {}",
+                if passed.len() == 1 {
+                    "1 step".to_owned()
+                } else {
+                    format!("{} steps", passed.len())
+                },
+                passed.join(", ")
+            ),
+        ),
+        Some(failure) => {
+            let mut parts = vec![failure];
+            if !skipped.is_empty() {
+                parts.push(format!("skipped: {}", skipped.join(", ")));
+            }
+            parts.extend(cleanup);
+            (CheckStatus::Fail, parts.join("; "))
+        }
+    };
+    CheckOutcome {
+        status,
+        message: mask(&message, &captures),
+        samples,
+        missing: 0,
+        duration: started.elapsed(),
+        answer_shape: None,
+    }
+}
+
+/// One step: `Ok` with a short note of what it did, or why it failed.
+async fn run_step(
+    client: &LazyClient,
+    plan: &Plan,
+    step: &FlowStep,
+    captures: &mut Captures,
+    budget: Duration,
+    samples: &mut Vec<Sample>,
+) -> Result<String, String> {
+    match &step.action {
+        StepAction::Http(check) => {
+            let request = fill_request(&check.request, captures)?;
+            let exchange = http::send(client, plan, &request, budget).await;
+            let answer = match exchange.result {
+                Err(message) => {
+                    samples.push(Sample {
+                        latency: exchange.elapsed,
+                        ok: false,
+                    });
+                    return Err(message);
+                }
+                Ok(answer) => answer,
+            };
+            let verdict = expect::judge(&check.expect, &answer);
+            samples.push(Sample {
+                latency: answer.latency,
+                ok: verdict.is_ok(),
+            });
+            verdict.map_err(|failures| failures.join("; "))?;
+            capture(step, &answer.body, captures)?;
+            Ok(format!("{} {}", step.name, human_duration(answer.latency)))
+        }
+        StepAction::Database(check) => {
+            let filled = fill_database(check, captures)?;
+            let outcome = crate::database::run(&filled, budget).await;
+            match outcome.status {
+                CheckStatus::Pass => Ok(format!("{} ({})", step.name, outcome.message)),
+                _ => Err(outcome.message),
+            }
+        }
+    }
+}
+
+/// Takes the step's captures from its JSON answer.
+fn capture(step: &FlowStep, body: &str, captures: &mut Captures) -> Result<(), String> {
+    if step.capture.is_empty() {
+        return Ok(());
+    }
+    let document: Value = serde_json::from_str(body).map_err(|_| {
+        format!(
+            "cannot capture {}: the answer is not JSON ({})",
+            step.capture[0].0,
+            excerpt(body)
+        )
+    })?;
+    for (name, path) in &step.capture {
+        let value = path.select(&document).ok_or_else(|| {
+            format!(
+                "cannot capture {name}: {} matches nothing in the answer ({})",
+                path.as_str(),
+                excerpt(body)
+            )
+        })?;
+        captures.insert(name.clone(), value);
+    }
+    Ok(())
+}
+
+/// A captured value as text: strings as they are, anything else as JSON.
+fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `text` with every `${step:NAME}` replaced by its captured value.
+pub fn fill_text(text: &str, captures: &Captures) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(STEP_PREFIX) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + STEP_PREFIX.len()..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[at..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        let value = captures.get(name).ok_or_else(|| {
+            format!("${{step:{name}}} has no value: the step that captures it did not succeed")
+        })?;
+        out.push_str(&as_text(value));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A JSON body with captures filled in: a string that is exactly one reference becomes the
+/// captured value itself (a number stays a number), other strings get the text.
+pub fn fill_json(value: &Value, captures: &Captures) -> Result<Value, String> {
+    Ok(match value {
+        Value::String(s) => {
+            if let Some(name) = s
+                .strip_prefix(STEP_PREFIX)
+                .and_then(|r| r.strip_suffix('}'))
+                .filter(|name| !name.contains('}'))
+            {
+                captures.get(name).cloned().ok_or_else(|| {
+                    format!(
+                        "${{step:{name}}} has no value: the step that captures it did not succeed"
+                    )
+                })?
+            } else {
+                Value::String(fill_text(s, captures)?)
+            }
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| fill_json(item, captures))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), fill_json(v, captures)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+fn fill_request(request: &HttpRequest, captures: &Captures) -> Result<HttpRequest, String> {
+    Ok(HttpRequest {
+        method: request.method.clone(),
+        url: fill_text(&request.url, captures)?,
+        headers: request
+            .headers
+            .iter()
+            .map(|(name, value)| Ok((name.clone(), fill_text(value, captures)?)))
+            .collect::<Result<_, String>>()?,
+        body: match &request.body {
+            Body::None => Body::None,
+            Body::Json(value) => Body::Json(fill_json(value, captures)?),
+            Body::Raw(text) => Body::Raw(fill_text(text, captures)?),
+        },
+    })
+}
+
+/// The database step with captures in its parameters (the loader keeps them out of SQL).
+fn fill_database(check: &DatabaseCheck, captures: &Captures) -> Result<DatabaseCheck, String> {
+    let mut filled = check.clone();
+    filled.url = fill_text(&check.url, captures)?;
+    for query in &mut filled.queries {
+        for param in &mut query.params {
+            *param = fill_text(param, captures)?;
+        }
+    }
+    Ok(filled)
+}
+
+/// `message` with every long enough captured value replaced by `***`.
+fn mask(message: &str, captures: &Captures) -> String {
+    let mut masked = message.to_owned();
+    for value in captures.values() {
+        let text = as_text(value);
+        if text.chars().count() >= MASK_MIN_LEN {
+            masked = masked.replace(&text, "***");
+        }
+    }
+    masked
+}
+
+#[cfg(test)]
+mod tests;
