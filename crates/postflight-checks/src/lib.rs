@@ -6,6 +6,7 @@
 //! requests and querying databases is kept to `http` and the database engines.
 
 pub mod database;
+pub mod dns;
 pub mod expect;
 pub mod flow;
 pub mod http;
@@ -13,6 +14,7 @@ pub mod http1;
 pub mod latency;
 pub mod network;
 pub mod run;
+pub mod tls;
 pub mod tools;
 
 pub use run::{Executor, RunOptions, run_plan};

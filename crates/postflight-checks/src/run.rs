@@ -57,6 +57,8 @@ impl Executor {
                 CheckKind::GrpcHealth(grpc) => {
                     crate::network::grpc_health(grpc, check.timeout).await
                 }
+                CheckKind::Tls(tls) => crate::tls::run(tls, check.timeout).await,
+                CheckKind::Dns(dns) => crate::dns::run(dns, check.timeout).await,
                 CheckKind::Steps(flow) => {
                     crate::flow::run(&self.fresh, plan, flow, check.timeout).await
                 }

@@ -68,6 +68,27 @@ pub(crate) struct RawCheck {
     pub tcp: Option<Spanned<RawTcp>>,
     pub grpc_health: Option<Spanned<RawGrpcHealth>>,
     pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    pub tls: Option<Spanned<RawTls>>,
+    pub dns: Option<Spanned<RawDns>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub name: Text,
+    #[serde(rename = "type")]
+    pub record_type: Option<Text>,
+    pub expect: Option<Spanned<StringList>>,
+    pub resolver: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub address: Text,
+    pub server_name: Option<Text>,
+    pub min_days_valid: Option<Spanned<u32>>,
+    pub ca: Option<Text>,
 }
 
 /// One step of a `steps:` flow.

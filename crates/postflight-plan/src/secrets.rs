@@ -106,7 +106,10 @@ impl Secrets {
                 CheckKind::Http(http) => secrets.add_request(&http.request),
                 CheckKind::Latency(latency) => secrets.add_request(&latency.request),
                 CheckKind::Database(db) => secrets.add_url(&db.url),
-                CheckKind::Tcp(_) | CheckKind::GrpcHealth(_) => {}
+                CheckKind::Tcp(_)
+                | CheckKind::GrpcHealth(_)
+                | CheckKind::Tls(_)
+                | CheckKind::Dns(_) => {}
                 CheckKind::Steps(flow) => {
                     for step in &flow.steps {
                         match &step.action {

@@ -34,6 +34,8 @@ impl Ctx<'_> {
             raw.latency.as_ref().map(|_| "latency"),
             raw.database.as_ref().map(|_| "database"),
             raw.tcp.as_ref().map(|_| "tcp"),
+            raw.tls.as_ref().map(|_| "tls"),
+            raw.dns.as_ref().map(|_| "dns"),
             raw.grpc_health.as_ref().map(|_| "grpc_health"),
             raw.steps.as_ref().map(|_| "steps"),
         ]
@@ -44,7 +46,10 @@ impl Ctx<'_> {
             0 => {
                 self.error(
                     &loc,
-                    format!("check `{name}` does nothing: give it one of `http`, `latency`, `database`, `tcp`, `grpc_health` or `steps`"),
+                    format!(
+                        "check `{name}` does nothing: give it one of {}",
+                        kind_list()
+                    ),
                 );
                 None
             }
@@ -60,6 +65,10 @@ impl Ctx<'_> {
                     self.tcp(tcp).map(CheckKind::Tcp)
                 } else if let Some(grpc) = raw.grpc_health {
                     self.grpc_health(grpc).map(CheckKind::GrpcHealth)
+                } else if let Some(dns) = raw.dns {
+                    self.dns(dns).map(CheckKind::Dns)
+                } else if let Some(tls) = raw.tls {
+                    self.tls(tls).map(CheckKind::Tls)
                 } else if let Some(steps) = raw.steps {
                     self.flow(steps, base_url.as_deref()).map(CheckKind::Steps)
                 } else {
@@ -280,6 +289,117 @@ impl Ctx<'_> {
     }
 
     /// `grpc_health: {address, service, tls}`.
+    /// `dns: {name, type, expect, resolver}`.
+    fn dns(&mut self, raw: Spanned<RawDns>) -> Option<DnsCheck> {
+        let raw = raw.value;
+        let errors_before = self.errors.len();
+        let name = self.text(&raw.name).unwrap_or_default().trim().to_owned();
+        if name.is_empty() || name.len() > 253 || name.chars().any(|c| c.is_whitespace()) {
+            self.error(&raw.name.referenced, format!("`{name}` is not a DNS name"));
+        }
+        let record_type = match raw
+            .record_type
+            .as_ref()
+            .map(|t| (t, t.value.to_ascii_uppercase()))
+        {
+            None => DnsType::A,
+            Some((_, t)) if t == "A" => DnsType::A,
+            Some((_, t)) if t == "AAAA" => DnsType::AAAA,
+            Some((_, t)) if t == "CNAME" => DnsType::CNAME,
+            Some((_, t)) if t == "TXT" => DnsType::TXT,
+            Some((t, _)) => {
+                self.error(
+                    &t.referenced,
+                    format!(
+                        "record type `{}` is not supported: use A, AAAA, CNAME or TXT",
+                        t.value
+                    ),
+                );
+                DnsType::A
+            }
+        };
+        let expect_loc = raw.expect.as_ref().map(|e| e.referenced);
+        let expect = self.string_list(raw.expect);
+        let type_known = self.errors.len() == errors_before;
+        if let Some(loc) = expect_loc.filter(|_| type_known) {
+            let wrong = expect
+                .iter()
+                .filter(|v| !has_probe_reference(v))
+                .find(|value| match record_type {
+                    DnsType::A => value.parse::<std::net::Ipv4Addr>().is_err(),
+                    DnsType::AAAA => value.parse::<std::net::Ipv6Addr>().is_err(),
+                    DnsType::CNAME | DnsType::TXT => false,
+                });
+            if let Some(value) = wrong {
+                self.error(
+                    &loc,
+                    format!(
+                        "`{value}` is not an {} address",
+                        if record_type == DnsType::A {
+                            "IPv4"
+                        } else {
+                            "IPv6"
+                        }
+                    ),
+                );
+            }
+        }
+        let resolver = raw.resolver.as_ref().and_then(|r| {
+            let text = self.text(r)?;
+            let valid = text.parse::<std::net::SocketAddr>().is_ok()
+                || text.parse::<std::net::IpAddr>().is_ok()
+                || has_probe_reference(&text);
+            if !valid {
+                self.error(
+                    &r.referenced,
+                    format!("resolver `{text}` is not an IP address with an optional port (e.g. 10.0.0.2:53, [::1]:53)"),
+                );
+            }
+            Some(text)
+        });
+        (self.errors.len() == errors_before).then_some(DnsCheck {
+            name,
+            record_type,
+            expect,
+            resolver,
+        })
+    }
+
+    /// `tls: {address, server_name, min_days_valid, ca}`.
+    fn tls(&mut self, raw: Spanned<RawTls>) -> Option<TlsCheck> {
+        let raw = raw.value;
+        let (address, host, port) = self.host_port(&raw.address)?;
+        let server_name = raw.server_name.as_ref().and_then(|n| self.text(n));
+        let is_host = |name: &str| {
+            name.parse::<std::net::IpAddr>().is_ok()
+                || (!name.is_empty()
+                    && name.len() <= 253
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+        };
+        if let (Some(name), Some(text)) = (&server_name, &raw.server_name)
+            && !has_probe_reference(name)
+            && !is_host(name)
+        {
+            self.error(
+                &text.referenced,
+                format!("`{name}` is not a host name or IP address"),
+            );
+        }
+        let ca = raw.ca.as_ref().and_then(|c| self.text(c));
+        Some(TlsCheck {
+            address,
+            host,
+            port,
+            server_name,
+            min_days_valid: raw
+                .min_days_valid
+                .map_or(DEFAULT_MIN_DAYS_VALID, |d| d.value),
+            ca,
+        })
+    }
+
     fn grpc_health(&mut self, raw: Spanned<RawGrpcHealth>) -> Option<GrpcHealthCheck> {
         let raw = raw.value;
         let (address, _, _) = self.host_port(&raw.address)?;
@@ -684,6 +804,15 @@ impl Ctx<'_> {
             indexes,
             queries,
         })
+    }
+}
+
+/// `` `http`, `latency`, … or `steps` ``: every kind a check may have.
+fn kind_list() -> String {
+    let names: Vec<String> = CheckKind::NAMES.iter().map(|n| format!("`{n}`")).collect();
+    match names.split_last() {
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 

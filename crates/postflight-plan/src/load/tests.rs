@@ -356,7 +356,7 @@ policy: {quorum: most}
             "1:7: plan name `Bad Name` must be lower-case letters, digits and dashes, starting with a letter or digit (e.g. agent-backend-migration)",
             "4:14: `10` has no unit; expected a duration like 250ms, 30s, 5m, 24h or 7d",
             "5:17: `/relative` is a relative URL but the plan has no target.base_url",
-            "6:5: check `b` does nothing: give it one of `http`, `latency`, `database`, `tcp`, `grpc_health` or `steps`",
+            "6:5: check `b` does nothing: give it one of `http`, `latency`, `database`, `tcp`, `tls`, `grpc_health`, `dns` or `steps`",
             "7:5: check `c` has both `http` and `latency`: a check does exactly one thing, split it in two",
             "11:70: warn_below (1s) must be greater than pass_below (2s)",
             "11:86: percentile must be above 0 and at most 100, got 0",
@@ -833,5 +833,66 @@ fn flow_mistakes_are_named_where_they_are() {
         [
             "4:27: malformed variable reference `${step:a-b}`: expected ${NAME}, ${NAME:-default}, ${probe:NAME} or ${step:NAME}"
         ]
+    );
+}
+
+#[test]
+fn tls_checks_default_to_two_weeks_and_check_the_name() {
+    let plan = parse_with(
+        "name: p\nchecks:\n  - name: cert\n    tls: {address: \"api.example.com:443\"}\n",
+        &[],
+    )
+    .unwrap();
+    let CheckKind::Tls(tls) = &plan.checks[0].kind else {
+        panic!("a tls check");
+    };
+    assert_eq!(tls.min_days_valid, DEFAULT_MIN_DAYS_VALID);
+    assert_eq!((tls.host.as_str(), tls.port), ("api.example.com", 443));
+    assert_eq!(plan.checks[0].kind.as_str(), "tls");
+    assert_eq!(
+        brief(
+            "name: p\nchecks:\n  - name: cert\n    tls: {address: \"a:443\", server_name: \"bad name\", min_days_valid: -1}\n"
+        ),
+        ["4:70: expected a whole number (0 or more), got `-1`"]
+    );
+    assert_eq!(
+        brief(
+            "name: p\nchecks:\n  - name: cert\n    tls: {address: \"a:443\", server_name: \"bad name\"}\n"
+        ),
+        ["4:42: `bad name` is not a host name or IP address"]
+    );
+}
+
+#[test]
+fn dns_checks_take_a_name_a_type_values_and_a_resolver() {
+    let plan = parse_with(
+        "name: p\nchecks:\n  - name: d\n    dns: {name: api.example.com, type: aaaa, expect: [\"2001:db8::7\"], resolver: \"10.0.0.2:53\"}\n",
+        &[],
+    )
+    .unwrap();
+    let CheckKind::Dns(dns) = &plan.checks[0].kind else {
+        panic!("a dns check");
+    };
+    assert_eq!(dns.record_type, DnsType::AAAA);
+    assert_eq!(dns.resolver.as_deref(), Some("10.0.0.2:53"));
+    let again = parse_plan(
+        &crate::canonical::canonical_yaml(&plan),
+        "canonical",
+        Expander::none(),
+    )
+    .unwrap();
+    assert_eq!(again, plan);
+    assert_eq!(
+        brief(
+            "name: p\nchecks:\n  - name: d\n    dns: {name: a.example, type: MX, expect: [nope], resolver: dns.google}\n"
+        ),
+        [
+            "4:34: record type `MX` is not supported: use A, AAAA, CNAME or TXT",
+            "4:64: resolver `dns.google` is not an IP address with an optional port (e.g. 10.0.0.2:53, [::1]:53)",
+        ]
+    );
+    assert_eq!(
+        brief("name: p\nchecks:\n  - name: d\n    dns: {name: a.example, expect: [\"1.2.3\"]}\n"),
+        ["4:36: `1.2.3` is not an IPv4 address"]
     );
 }

@@ -239,6 +239,81 @@ pub enum CheckKind {
     GrpcHealth(GrpcHealthCheck),
     /// A multi-step flow: requests in order, captures passed along, clean-up steps.
     Steps(FlowCheck),
+    /// A TLS server's certificate: trusted chain, right name, enough days left.
+    Tls(TlsCheck),
+    /// A DNS name resolves, to the expected records.
+    Dns(DnsCheck),
+}
+
+/// The record types a `dns` check asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DnsType {
+    /// IPv4 addresses.
+    A,
+    /// IPv6 addresses.
+    #[allow(clippy::upper_case_acronyms)]
+    AAAA,
+    /// An alias.
+    #[allow(clippy::upper_case_acronyms)]
+    CNAME,
+    /// Text records (SPF, domain verification).
+    #[allow(clippy::upper_case_acronyms)]
+    TXT,
+}
+
+impl DnsType {
+    /// As written in plans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsType::A => "A",
+            DnsType::AAAA => "AAAA",
+            DnsType::CNAME => "CNAME",
+            DnsType::TXT => "TXT",
+        }
+    }
+}
+
+/// `dns` check: `name` has records of `type`, among them every value of `expect`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsCheck {
+    /// The name asked for.
+    pub name: String,
+    /// The record type; `A` by default.
+    #[serde(rename = "type")]
+    pub record_type: DnsType,
+    /// Values the answer must contain (addresses compare as addresses, names without case or
+    /// trailing dot); other values may be there too. Empty: any answer passes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<String>,
+    /// `ip:port` (or an IP, port 53) of the server to ask; the system's resolvers otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
+}
+
+/// Default `tls.min_days_valid`: two weeks, time enough to renew before users see errors.
+pub const DEFAULT_MIN_DAYS_VALID: u32 = 14;
+
+/// `tls` check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsCheck {
+    /// `host:port` of the server.
+    pub address: String,
+    /// The host part.
+    #[serde(skip)]
+    pub host: String,
+    /// The port.
+    #[serde(skip)]
+    pub port: u16,
+    /// The name the certificate must be valid for (and sent as SNI); the host by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Fewer days left before the certificate (or an intermediate sent with it) expires fail
+    /// the check.
+    pub min_days_valid: u32,
+    /// A PEM file of trusted CA certificates, on the machine that runs the check (a private
+    /// CA); the system's trust store otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 /// `grpc_health` check.
@@ -269,8 +344,16 @@ pub struct TcpCheck {
 
 impl CheckKind {
     /// Every kind's name, in the order summaries list them.
-    pub const NAMES: &'static [&'static str] =
-        &["http", "latency", "database", "tcp", "grpc_health", "steps"];
+    pub const NAMES: &'static [&'static str] = &[
+        "http",
+        "latency",
+        "database",
+        "tcp",
+        "tls",
+        "grpc_health",
+        "dns",
+        "steps",
+    ];
 
     /// The kind's name: one of [`CheckKind::NAMES`], the check's key in a plan.
     pub fn as_str(&self) -> &'static str {
@@ -281,6 +364,8 @@ impl CheckKind {
             CheckKind::Tcp(_) => "tcp",
             CheckKind::GrpcHealth(_) => "grpc_health",
             CheckKind::Steps(_) => "steps",
+            CheckKind::Tls(_) => "tls",
+            CheckKind::Dns(_) => "dns",
         }
     }
 }
@@ -293,7 +378,10 @@ impl Check {
             CheckKind::Http(_) => 1,
             CheckKind::Latency(l) => u64::from(l.samples),
             CheckKind::Database(_) => 0,
-            CheckKind::Tcp(_) | CheckKind::GrpcHealth(_) => 1,
+            CheckKind::Tcp(_)
+            | CheckKind::GrpcHealth(_)
+            | CheckKind::Tls(_)
+            | CheckKind::Dns(_) => 1,
             CheckKind::Steps(flow) => flow.requests(),
         };
         once * u64::from(self.repeat.max(1))
