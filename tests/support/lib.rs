@@ -385,6 +385,90 @@ impl Drop for ScratchDb {
     }
 }
 
+/// The MySQL/MariaDB server the tests use: `$POSTFLIGHT_TEST_MYSQL`, or the user `.ci/run`
+/// creates on the MariaDB it starts.
+pub fn mysql_admin_url() -> String {
+    std::env::var("POSTFLIGHT_TEST_MYSQL")
+        .unwrap_or_else(|_| "mysql://postflight:postflight-test@127.0.0.1:3306/mysql".to_owned())
+}
+
+/// A fresh, empty MySQL/MariaDB database, dropped with this value.
+pub struct ScratchMysql {
+    /// Connection URL of the scratch database (with the password).
+    pub url: String,
+    name: String,
+}
+
+impl ScratchMysql {
+    /// Creates the database. Panics with instructions when the server is not reachable:
+    /// these tests must run against a real server, not be skipped.
+    pub async fn create() -> Self {
+        use sqlx::mysql::MySqlConnection;
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let admin = mysql_admin_url();
+        let mut conn = MySqlConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "MariaDB is not reachable at {admin} ({e}). Start it as .ci/run does \
+                 (service mariadb start, user postflight) or set POSTFLIGHT_TEST_MYSQL."
+            )
+        });
+        let name = format!(
+            "pf_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("unexpected admin URL {admin}"),
+        };
+        Self { url, name }
+    }
+
+    /// Runs SQL statements (separated by `;`) in the scratch database.
+    pub async fn execute(&self, sql: &str) {
+        use sqlx::mysql::MySqlConnection;
+        let mut conn = MySqlConnection::connect(&self.url).await.unwrap();
+        for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    }
+}
+
+impl Drop for ScratchMysql {
+    fn drop(&mut self) {
+        use sqlx::mysql::MySqlConnection;
+        let admin = mysql_admin_url();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = MySqlConnection::connect(&admin).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name}"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// The seed article's schema: four tables, one index, a few sessions.
 pub const SEED_SCHEMA: &str = "
 CREATE TABLE conversations (id INTEGER PRIMARY KEY, started_at TEXT);

@@ -291,3 +291,137 @@ async fn query_parameters_are_bound_on_postgres_and_sqlite() {
         assert_eq!(again.status, CheckStatus::Pass, "{url}: {}", again.message);
     }
 }
+
+/// The seed schema on MySQL: `TEXT` columns cannot be indexed whole there.
+const SEED_SCHEMA_MYSQL: &str = "
+CREATE TABLE conversations (id INTEGER PRIMARY KEY, started_at VARCHAR(40));
+CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation_id INTEGER, body TEXT);
+CREATE INDEX messages_conversation_id_idx ON messages (conversation_id);
+CREATE TABLE tool_calls (id INTEGER PRIMARY KEY, message_id INTEGER, tool TEXT);
+CREATE TABLE sessions (id INTEGER PRIMARY KEY, user_name VARCHAR(40));
+INSERT INTO sessions (id, user_name) VALUES (1, 'ada'), (2, 'grace'), (3, 'linus');
+";
+
+/// `mysql://` checks against a real MariaDB: the same integrity check as on PostgreSQL and
+/// SQLite, each missing kind named, typed values and bound parameters, and a wrong password
+/// that never shows.
+#[tokio::test]
+async fn mysql_integrity_typed_values_and_parameters() {
+    let db = postflight_e2e::ScratchMysql::create().await;
+    db.execute(SEED_SCHEMA_MYSQL).await;
+    let o = run(&integrity_plan(&db.url, "")).await;
+    assert_eq!(o.status, CheckStatus::Pass, "{}", o.message);
+    assert_eq!(
+        o.message,
+        "4 tables, 2 columns, 1 index present; `SELECT count(*) FROM sessions` = 3 (at least 1)"
+    );
+    let yaml = format!(
+        "name: db\nchecks:\n  - name: typed\n    database:\n      url: \"{}\"\n      queries:\n        - {{sql: \"SELECT user_name FROM sessions WHERE id = ?\", params: [\"2\"], expect: {{equals: grace}}}}\n        - {{sql: \"SELECT count(*) FROM sessions WHERE user_name = ? OR user_name = ?\", params: [ada, \"'; DROP TABLE sessions; --\"], expect: {{equals: 1}}}}\n        - {{sql: \"SELECT 12.5 * 2\", expect: {{equals: 25}}}}\n        - {{sql: \"SELECT NULL\", expect: {{equals: null}}}}\n        - {{sql: \"SELECT id > 0 FROM sessions WHERE user_name = ?\", params: [linus], expect: {{equals: true}}}}\n",
+        db.url
+    );
+    let o = run(&yaml).await;
+    assert_eq!(o.status, CheckStatus::Pass, "{}", o.message);
+    db.execute("DROP TABLE tool_calls; DROP INDEX messages_conversation_id_idx ON messages")
+        .await;
+    let o = run(&integrity_plan(&db.url, "")).await;
+    assert_eq!(o.status, CheckStatus::Fail);
+    assert_eq!(
+        o.message,
+        "missing 1 table: tool_calls; missing 1 index: messages_conversation_id_idx"
+    );
+    let wrong = db.url.replace(":postflight-test@", ":n0t-the-password@");
+    let o = run(&integrity_plan(&wrong, "")).await;
+    assert_eq!(o.status, CheckStatus::Fail);
+    assert!(
+        o.message
+            .starts_with("cannot connect to mysql://postflight:****@"),
+        "{}",
+        o.message
+    );
+    assert!(!o.message.contains("n0t-the-password"), "{}", o.message);
+}
+
+/// Every way a query could write on MySQL is refused and the data stays: plain writes, DDL
+/// (which commits implicitly there), several statements, and a query that switches the
+/// session back to read-write before the next one.
+#[tokio::test]
+async fn mysql_queries_cannot_write_by_any_trick() {
+    const READ_ONLY: &str = "Cannot execute statement in a READ ONLY transaction";
+    let db = postflight_e2e::ScratchMysql::create().await;
+    db.execute(SEED_SCHEMA_MYSQL).await;
+    let tricks = [
+        ("DELETE FROM sessions", READ_ONLY),
+        ("CREATE TABLE intruder (a int)", READ_ONLY),
+        ("DROP TABLE tool_calls", READ_ONLY),
+        (
+            "SELECT 1; DELETE FROM sessions",
+            "a query must be a single statement",
+        ),
+        // These succeed or fail by server version; the next query stays read-only anyway.
+        ("SET SESSION TRANSACTION READ WRITE", READ_ONLY),
+        ("SET SESSION tx_read_only = 0", READ_ONLY),
+        ("SET SESSION transaction_read_only = 0", READ_ONLY),
+    ];
+    for (sql, refusal) in tricks {
+        let yaml = format!(
+            "name: db\nchecks:\n  - name: tricks\n    database:\n      url: \"{}\"\n      tables: [sessions, tool_calls]\n      queries: [{{sql: \"{sql}\", expect: {{}}}}, {{sql: \"DELETE FROM sessions\", expect: {{}}}}, {{sql: \"SELECT count(*) FROM sessions\", expect: {{min: 3}}}}]\n",
+            db.url
+        );
+        let o = run(&yaml).await;
+        assert_eq!(o.status, CheckStatus::Fail, "{sql}: {}", o.message);
+        assert!(o.message.contains(refusal), "{sql}: {}", o.message);
+        assert!(
+            !o.message.contains("below"),
+            "{sql}: the data changed: {}",
+            o.message
+        );
+        assert!(
+            !o.message.contains("missing"),
+            "{sql}: a table went: {}",
+            o.message
+        );
+    }
+    let o = run(&integrity_plan(&db.url, "")).await;
+    assert_eq!(o.status, CheckStatus::Pass, "{}", o.message);
+    let intruder = format!(
+        "name: db\nchecks:\n  - name: t\n    database:\n      url: \"{}\"\n      tables: [intruder]\n",
+        db.url
+    );
+    assert_eq!(
+        run(&intruder).await.status,
+        CheckStatus::Fail,
+        "no table was created"
+    );
+}
+
+/// A migration holds a table's metadata lock on MariaDB: the check's query gives up after the
+/// server's lock wait timeout instead of queueing in front of everyone else.
+#[tokio::test]
+async fn mysql_queries_do_not_queue_behind_a_migration() {
+    use sqlx::Connection;
+    let db = postflight_e2e::ScratchMysql::create().await;
+    db.execute(SEED_SCHEMA_MYSQL).await;
+    let mut migration = sqlx::mysql::MySqlConnection::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("LOCK TABLES sessions WRITE")
+        .execute(&mut migration)
+        .await
+        .unwrap();
+    let yaml = format!(
+        "name: db\nchecks:\n  - name: locked\n    timeout: 20s\n    database:\n      url: \"{}\"\n      queries: [{{sql: \"SELECT count(*) FROM sessions\", expect: {{min: 1}}}}]\n",
+        db.url
+    );
+    let o = run(&yaml).await;
+    assert_eq!(o.status, CheckStatus::Fail, "{}", o.message);
+    assert!(
+        o.message.contains("Lock wait timeout exceeded"),
+        "{}",
+        o.message
+    );
+    assert!(!o.message.contains("did not answer"), "{}", o.message);
+    sqlx::raw_sql("UNLOCK TABLES")
+        .execute(&mut migration)
+        .await
+        .unwrap();
+}

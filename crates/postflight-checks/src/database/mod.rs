@@ -5,6 +5,7 @@
 //! read-only: a validation must never change the database it validates.
 
 mod error;
+mod mysql;
 mod postgres;
 mod sqlite;
 
@@ -44,6 +45,7 @@ pub async fn run(check: &DatabaseCheck, timeout: Duration) -> CheckOutcome {
         match check.engine() {
             DbEngine::Postgres => postgres::inspect(check, timeout).await,
             DbEngine::Sqlite => sqlite::inspect(check).await,
+            DbEngine::MySql => mysql::inspect(check, timeout).await,
         }
     };
     let result = tokio::time::timeout(timeout, work).await;
@@ -251,10 +253,14 @@ pub fn judge(
     (CheckStatus::Pass, message)
 }
 
-fn default_schema(check: &DatabaseCheck) -> String {
+pub(crate) fn default_schema(check: &DatabaseCheck) -> String {
     match check.engine() {
         DbEngine::Postgres => check.schema.clone().unwrap_or_else(|| "public".to_owned()),
         DbEngine::Sqlite => "main".to_owned(),
+        DbEngine::MySql => check
+            .schema
+            .clone()
+            .unwrap_or_else(|| mysql::database_of(&check.url)),
     }
 }
 

@@ -711,12 +711,15 @@ impl Ctx<'_> {
         let is_sqlite = url.starts_with("sqlite:");
         if self.errors.len() == errors_before
             && !has_probe_reference(&url)
-            && !(is_sqlite || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            && !(is_sqlite
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("mysql://"))
         {
             self.error(
                 &raw.url.referenced,
                 format!(
-                    "database url `{}` is not supported: use postgres://… (or postgresql://…) or sqlite:…",
+                    "database url `{}` is not supported: use postgres://… (or postgresql://…), mysql://… (MySQL, MariaDB) or sqlite:…",
                     redact_url(&url)
                 ),
             );

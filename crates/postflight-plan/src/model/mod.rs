@@ -627,9 +627,9 @@ pub struct LatencyCheck {
 /// `database` check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DatabaseCheck {
-    /// `postgres://…`, `postgresql://…` or `sqlite:…`.
+    /// `postgres://…`, `postgresql://…`, `mysql://…` or `sqlite:…`.
     pub url: String,
-    /// PostgreSQL schema for unqualified names.
+    /// Schema (PostgreSQL) or database (MySQL; the URL's by default) for unqualified names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// Tables that must exist (`schema.table` allowed on PostgreSQL).
@@ -653,6 +653,8 @@ pub enum DbEngine {
     Postgres,
     /// `sqlite:`.
     Sqlite,
+    /// `mysql://` (MySQL and MariaDB).
+    MySql,
 }
 
 impl DatabaseCheck {
@@ -660,6 +662,8 @@ impl DatabaseCheck {
     pub fn engine(&self) -> DbEngine {
         if self.url.starts_with("sqlite:") {
             DbEngine::Sqlite
+        } else if self.url.starts_with("mysql://") {
+            DbEngine::MySql
         } else {
             DbEngine::Postgres
         }
