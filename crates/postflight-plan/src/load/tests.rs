@@ -370,9 +370,9 @@ policy: {quorum: most}
 fn more_validation_rules() {
     let check = |body: &str| brief(&format!("name: p\nchecks:\n  - name: a\n{body}"));
     assert_eq!(
-        check("    database: {url: \"mysql://u:secret@h/db\", tables: [t]}\n"),
+        check("    database: {url: \"oracle://u:secret@h/db\", tables: [t]}\n"),
         [
-            "4:21: database url `mysql://u:****@h/db` is not supported: use postgres://… (or postgresql://…) or sqlite:…"
+            "4:21: database url `oracle://u:****@h/db` is not supported: use postgres://… (or postgresql://…), mysql://… (MySQL, MariaDB) or sqlite:…"
         ]
     );
     assert_eq!(
