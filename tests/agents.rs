@@ -1,9 +1,10 @@
 //! Checks for agents, end to end: repeated checks of a nondeterministic service (`repeat`,
 //! `pass_when`) are judged on their pass count (the coordinator accepts the repeated requests
-//! as the check's own), tool calls are asserted on the calls themselves, and a `tcp` check
-//! runs on a probe like any other.
+//! as the check's own), tool calls are asserted on the calls themselves, multi-step flows log
+//! in, chat, verify their row in the database and clean up, golden sets are replayed with
+//! their pass rate, and network checks (`tcp`, `grpc_health`) run on a probe like any other.
 
-use postflight_e2e::{DemoBackend, coordinator_with_one_probe, run_postflight, spawn_coordinator};
+use postflight_e2e::{DemoBackend, coordinator_with_one_probe, run_postflight};
 
 #[test]
 fn a_repeated_check_passes_by_majority_on_a_coordinator() {
@@ -114,8 +115,7 @@ fn the_tool_calls_example_passes_against_the_demo_backend() {
 #[test]
 fn grpc_health_checks_ask_a_real_server() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
-    let (_coordinator, url) = spawn_coordinator(0, &db, &[], &dir.path().join("coordinator.log"));
+    let (_coordinator, url, _probe) = coordinator_with_one_probe(dir.path(), &[], &[]);
     let address = url.trim_start_matches("http://");
     let plan = dir.path().join("grpc.yaml");
     std::fs::write(
@@ -156,6 +156,27 @@ fn grpc_health_checks_ask_a_real_server() {
         out.code, 0,
         "one warning is within the policy's max_warnings"
     );
+    // The same plan on the coordinator's probe: the checks travel in the canonical plan.
+    let remote = run_postflight(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(remote.code, 0, "{}\n{}", remote.stdout, remote.stderr);
+    let report = remote.json();
+    let statuses: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["pass", "pass", "fail"]);
 }
 
 /// Sessions and messages the backend wrote, read straight from its SQLite file: what the
@@ -267,4 +288,57 @@ fn a_flow_logs_in_chats_verifies_its_row_and_cleans_up_after_a_failure() {
         1,
         "without `always` the session stays open"
     );
+}
+
+/// `examples/agent-golden-set.yaml` on a coordinator's probe: the JSONL next to the plan is
+/// read by the CLI and travels inline; each case goes through the request template; the pass
+/// rate and the first failing cases are in the region's message, and a regression that
+/// breaks most cases fails the check while one that breaks none passes it.
+#[test]
+fn a_golden_set_is_replayed_on_a_probe_with_its_pass_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = DemoBackend::spawn("healthy");
+    let (_coordinator, url, _probe) = coordinator_with_one_probe(dir.path(), &[], &[]);
+    let example = postflight_e2e::repo_root().join("examples/agent-golden-set.yaml");
+    let run = || {
+        run_postflight(
+            &[
+                "run",
+                example.to_str().unwrap(),
+                "--coordinator",
+                &url,
+                "-o",
+                "json",
+            ],
+            &[("AGENT_URL", backend.url.as_str())],
+        )
+    };
+    let out = run();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let check = &out.json()["checks"][0];
+    assert_eq!(check["requests"]["count"], 5, "one request per case");
+    let region = check["regions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        region["message"],
+        "5 of 5 cases passed (100%, at least 80% needed)"
+    );
+
+    backend.set(r#"{"tools_broken": true}"#);
+    let out = run();
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let message = out.json()["checks"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.starts_with("1 of 5 cases passed (20%, at least 80% needed); failing: paid-invoice: $.response does not contain \"120.00\" (got: \"I could not find it\"); no tool was called, expected lookup_invoice(id=INV-001); open-invoice: "),
+        "{message}"
+    );
+    assert!(message.ends_with("; and 1 more"), "{message}");
 }

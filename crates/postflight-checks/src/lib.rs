@@ -5,9 +5,11 @@
 //! a run. Judging answers is pure (`expect`, `latency::judge`, `database::judge`); sending
 //! requests and querying databases is kept to `http` and the database engines.
 
+pub mod cases;
 pub mod database;
 pub mod dns;
 pub mod expect;
+pub mod fill;
 pub mod flow;
 pub mod http;
 pub mod http1;

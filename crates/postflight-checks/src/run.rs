@@ -50,7 +50,12 @@ impl Executor {
         let started = Instant::now();
         let work = async {
             match &check.kind {
-                CheckKind::Http(http) => self.http(plan, http, check.timeout).await,
+                CheckKind::Http(http) => match check.cases.as_deref() {
+                    Some(set) => {
+                        crate::cases::run(&self.fresh, plan, http, set, check.timeout).await
+                    }
+                    None => self.http(plan, http, check.timeout).await,
+                },
                 CheckKind::Latency(lat) => latency::run(plan, lat, check.timeout).await,
                 CheckKind::Database(db) => database::run(db, check.timeout).await,
                 CheckKind::Tcp(tcp) => crate::network::tcp(tcp, check.timeout).await,

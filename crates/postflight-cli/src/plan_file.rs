@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use postflight_plan::vars::{Expander, ProcessEnv};
-use postflight_plan::{PlanErrors, model::Plan, parse_plan};
+use postflight_plan::{PlanErrors, model::Plan, parse_plan_with_files};
 
 /// Why a plan could not be loaded.
 #[derive(Debug)]
@@ -67,5 +67,32 @@ pub fn load(path: &Path, local: bool) -> Result<Plan, PlanFileError> {
     } else {
         Expander::plan(&ProcessEnv)
     };
-    parse_plan(&source, &origin, expander).map_err(PlanFileError::Invalid)
+    // Files a plan names (golden sets) are relative to the plan's folder, as a reader of the
+    // plan expects; a plan on stdin names them relative to the current folder.
+    let folder = match path.parent() {
+        Some(parent) if path != Path::new("-") => parent.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let read = |name: &str| read_named(&folder, name);
+    parse_plan_with_files(&source, &origin, expander, Some(&read)).map_err(PlanFileError::Invalid)
+}
+
+/// The most a file named by a plan may hold: 8 MiB of golden cases is far more than a
+/// check replays.
+const MAX_NAMED_FILE_BYTES: u64 = 8 << 20;
+
+fn read_named(folder: &Path, name: &str) -> Result<String, String> {
+    let path = folder.join(name);
+    let shown = path.display();
+    let file = std::fs::File::open(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_NAMED_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if text.len() as u64 > MAX_NAMED_FILE_BYTES {
+        return Err(format!(
+            "{shown} is larger than {MAX_NAMED_FILE_BYTES} bytes, the most a plan's file may be"
+        ));
+    }
+    Ok(text)
 }

@@ -25,7 +25,8 @@ fn escape_strings(value: &mut Value) {
     }
 }
 
-/// Escapes every `${` that is neither already escaped nor a `${probe:` or `${step:` reference.
+/// Escapes every `${` that is neither already escaped nor a `${probe:`, `${step:` or `${case:`
+/// reference.
 fn escape(text: &str) -> String {
     if !text.contains("${") {
         return text.to_owned();
@@ -40,7 +41,11 @@ fn escape(text: &str) -> String {
             continue;
         }
         if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
-            if !text[i..].starts_with("${probe:") && !text[i..].starts_with("${step:") {
+            let rest = &text[i..];
+            if !["${probe:", "${step:", "${case:"]
+                .iter()
+                .any(|kept| rest.starts_with(kept))
+            {
                 out.push('$');
             }
             out.push_str("${");

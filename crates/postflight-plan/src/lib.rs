@@ -27,7 +27,7 @@ pub mod verdict;
 // The few names nearly every user needs; the plan model itself is `postflight_plan::model`,
 // one path for each type.
 pub use error::{PlanError, PlanErrors};
-pub use load::parse_plan;
+pub use load::{ReadFile, parse_plan, parse_plan_with_files};
 pub use outcome::{CheckOutcome, Sample};
 pub use report::{RegionResult, Report, RunResults, build_report};
 pub use vars::Expander;

@@ -70,6 +70,8 @@ pub(crate) struct RawCheck {
     pub steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
     pub tls: Option<Spanned<RawTls>>,
     pub dns: Option<Spanned<RawDns>>,
+    pub cases: Option<Spanned<Value>>,
+    pub min_pass_rate: Option<Spanned<RawShare>>,
 }
 
 #[derive(Debug, Deserialize)]

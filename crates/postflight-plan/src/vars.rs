@@ -181,7 +181,7 @@ pub enum VarError {
     },
     /// `${` not followed by a valid reference.
     #[error(
-        "malformed variable reference `{text}`: expected ${{NAME}}, ${{NAME:-default}}, ${{probe:NAME}} or ${{step:NAME}}"
+        "malformed variable reference `{text}`: expected ${{NAME}}, ${{NAME:-default}}, ${{probe:NAME}}, ${{step:NAME}} or ${{case:FIELD}}"
     )]
     Malformed {
         /// The offending text.
@@ -250,6 +250,7 @@ fn quote(text: &str) -> String {
 
 const PROBE_PREFIX: &str = "probe:";
 const STEP_PREFIX: &str = "step:";
+const CASE_PREFIX: &str = "case:";
 
 impl<'a> Expander<'a> {
     /// Expands nothing: every reference is kept as written (after syntax checking).
@@ -357,9 +358,12 @@ impl<'a> Expander<'a> {
         depth: usize,
         out: &mut String,
     ) -> Result<(), VarError> {
-        // `${step:NAME}` is a flow's captured value: filled in by the executor when the step
-        // that captures it has run, never by a variable scope.
-        if let Some(name) = body.strip_prefix(STEP_PREFIX) {
+        // `${step:NAME}` is a flow's captured value and `${case:FIELD}` a field of a golden
+        // set's case: both are filled in by the executor, never by a variable scope.
+        if let Some(name) = body
+            .strip_prefix(STEP_PREFIX)
+            .or_else(|| body.strip_prefix(CASE_PREFIX))
+        {
             if !crate::model::is_capture_name(name) {
                 return Err(VarError::malformed(reference, offset));
             }

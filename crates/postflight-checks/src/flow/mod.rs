@@ -9,13 +9,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use postflight_plan::duration::{PlanDuration, human_duration};
-use postflight_plan::model::{
-    Body, DatabaseCheck, FlowCheck, FlowStep, HttpRequest, Plan, STEP_PREFIX, StepAction,
-};
+use postflight_plan::model::{DatabaseCheck, FlowCheck, FlowStep, Plan, StepAction};
 use postflight_plan::{CheckOutcome, CheckStatus, Sample};
 use serde_json::Value;
 
 use crate::expect::{self, excerpt};
+use crate::fill::Refs;
 use crate::http::{self, LazyClient};
 
 /// What a clean-up step gets when the failure before it used up the check's time.
@@ -124,7 +123,7 @@ async fn run_step(
 ) -> Result<String, String> {
     match &step.action {
         StepAction::Http(check) => {
-            let request = fill_request(&check.request, captures)?;
+            let request = Refs::Steps(captures).request(&check.request)?;
             let exchange = http::send(client, plan, &request, budget).await;
             let answer = match exchange.result {
                 Err(message) => {
@@ -181,94 +180,14 @@ fn capture(step: &FlowStep, body: &str, captures: &mut Captures) -> Result<(), S
     Ok(())
 }
 
-/// A captured value as text: strings as they are, anything else as JSON.
-fn as_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// `text` with every `${step:NAME}` replaced by its captured value.
-pub fn fill_text(text: &str, captures: &Captures) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(STEP_PREFIX) {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + STEP_PREFIX.len()..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[at..]);
-            return Ok(out);
-        };
-        let name = &after[..end];
-        let value = captures.get(name).ok_or_else(|| {
-            format!("${{step:{name}}} has no value: the step that captures it did not succeed")
-        })?;
-        out.push_str(&as_text(value));
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// A JSON body with captures filled in: a string that is exactly one reference becomes the
-/// captured value itself (a number stays a number), other strings get the text.
-pub fn fill_json(value: &Value, captures: &Captures) -> Result<Value, String> {
-    Ok(match value {
-        Value::String(s) => {
-            if let Some(name) = s
-                .strip_prefix(STEP_PREFIX)
-                .and_then(|r| r.strip_suffix('}'))
-                .filter(|name| !name.contains('}'))
-            {
-                captures.get(name).cloned().ok_or_else(|| {
-                    format!(
-                        "${{step:{name}}} has no value: the step that captures it did not succeed"
-                    )
-                })?
-            } else {
-                Value::String(fill_text(s, captures)?)
-            }
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|item| fill_json(item, captures))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), fill_json(v, captures)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
-fn fill_request(request: &HttpRequest, captures: &Captures) -> Result<HttpRequest, String> {
-    Ok(HttpRequest {
-        method: request.method.clone(),
-        url: fill_text(&request.url, captures)?,
-        headers: request
-            .headers
-            .iter()
-            .map(|(name, value)| Ok((name.clone(), fill_text(value, captures)?)))
-            .collect::<Result<_, String>>()?,
-        body: match &request.body {
-            Body::None => Body::None,
-            Body::Json(value) => Body::Json(fill_json(value, captures)?),
-            Body::Raw(text) => Body::Raw(fill_text(text, captures)?),
-        },
-    })
-}
-
 /// The database step with captures in its parameters (the loader keeps them out of SQL).
 fn fill_database(check: &DatabaseCheck, captures: &Captures) -> Result<DatabaseCheck, String> {
+    let refs = Refs::Steps(captures);
     let mut filled = check.clone();
-    filled.url = fill_text(&check.url, captures)?;
+    filled.url = refs.text(&check.url)?;
     for query in &mut filled.queries {
         for param in &mut query.params {
-            *param = fill_text(param, captures)?;
+            *param = refs.text(param)?;
         }
     }
     Ok(filled)
@@ -278,7 +197,7 @@ fn fill_database(check: &DatabaseCheck, captures: &Captures) -> Result<DatabaseC
 fn mask(message: &str, captures: &Captures) -> String {
     let mut masked = message.to_owned();
     for value in captures.values() {
-        let text = as_text(value);
+        let text = crate::fill::as_text(value);
         if text.chars().count() >= MASK_MIN_LEN {
             masked = masked.replace(&text, "***");
         }

@@ -2,6 +2,14 @@ use serde_json::json;
 
 use super::*;
 
+fn fill_text(text: &str, captures: &Captures) -> Result<String, String> {
+    Refs::Steps(captures).text(text)
+}
+
+fn fill_json(value: &Value, captures: &Captures) -> Result<Value, String> {
+    Refs::Steps(captures).json(value)
+}
+
 fn captures() -> Captures {
     Captures::from([
         ("session".to_owned(), json!("sess-4f9a2c71")),

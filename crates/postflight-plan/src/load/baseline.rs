@@ -69,7 +69,7 @@ impl Ctx<'_> {
     }
 
     /// A share from 0 up to `most`, written as a number (`0.2`) or a percentage (`20%`).
-    fn share(&mut self, raw: &Spanned<RawShare>, key: &str, most: f64) -> Option<f64> {
+    pub(super) fn share(&mut self, raw: &Spanned<RawShare>, key: &str, most: f64) -> Option<f64> {
         let value = match &raw.value {
             RawShare::Number(n) => Some(*n),
             RawShare::Text(text) => text

@@ -133,6 +133,43 @@ impl Ctx<'_> {
                 }
             },
         };
+        let had_cases = raw.cases.is_some();
+        let cases = match raw.cases {
+            None => {
+                if let Some(rate) = &raw.min_pass_rate {
+                    self.error(
+                        &rate.referenced,
+                        "min_pass_rate is the share of a golden set's cases that must pass: give the check `cases`",
+                    );
+                }
+                None
+            }
+            Some(cases) => {
+                if let Some(kind) = &kind
+                    && !matches!(kind, CheckKind::Http(_))
+                {
+                    self.error(
+                        &cases.referenced,
+                        format!(
+                            "cases replay a golden set through one http request; check `{name}` is a {} check",
+                            kind.as_str()
+                        ),
+                    );
+                }
+                self.cases(cases, raw.min_pass_rate).map(Box::new)
+            }
+        };
+        if !had_cases
+            && let Some(kind) = &kind
+            && serde_json::to_string(kind).is_ok_and(|text| text.contains(CASE_PREFIX))
+        {
+            self.error(
+                &loc,
+                format!(
+                    "check `{name}` uses ${{case:…}}, a field of a golden set's case, but it has no cases"
+                ),
+            );
+        }
         Some(Check {
             name,
             description,
@@ -140,6 +177,7 @@ impl Ctx<'_> {
             timeout: timeout?,
             repeat,
             pass_when,
+            cases,
             kind: kind?,
         })
     }

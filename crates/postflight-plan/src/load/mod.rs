@@ -21,6 +21,7 @@ use crate::secrets::redact_url;
 use crate::vars::{Expander, VarError, has_probe_reference};
 
 mod baseline;
+mod cases;
 mod checks;
 mod flow;
 mod monitor;
@@ -52,6 +53,21 @@ const MAX_REPORTED_ERRORS: usize = 50;
 /// Parses and validates a plan. `origin` names the file in error messages; `expander` decides
 /// which `${…}` references are expanded here (see [`crate::vars`]).
 pub fn parse_plan(source: &str, origin: &str, expander: Expander<'_>) -> Result<Plan, PlanErrors> {
+    parse_plan_with_files(source, origin, expander, None)
+}
+
+/// Reads a file a plan names (a golden set's `cases: golden.jsonl`), by the name as written;
+/// the caller decides where names are relative to and how much may be read.
+pub type ReadFile<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+
+/// [`parse_plan`] for a plan loaded from a file, whose golden sets may name files next to it:
+/// `files` reads them. Without it (a plan sent over gRPC), cases must be inline.
+pub fn parse_plan_with_files(
+    source: &str,
+    origin: &str,
+    expander: Expander<'_>,
+    files: Option<ReadFile<'_>>,
+) -> Result<Plan, PlanErrors> {
     let fail = |errors: Vec<PlanError>| PlanErrors {
         origin: origin.to_owned(),
         source: source.to_owned(),
@@ -88,6 +104,7 @@ pub fn parse_plan(source: &str, origin: &str, expander: Expander<'_>) -> Result<
     let mut ctx = Ctx {
         source,
         expander,
+        files,
         errors: Vec::new(),
     };
     let plan = ctx.plan(raw);
@@ -328,6 +345,7 @@ fn token_at(source: &str, line: usize, column: usize) -> String {
 struct Ctx<'a> {
     source: &'a str,
     expander: Expander<'a>,
+    files: Option<ReadFile<'a>>,
     errors: Vec<PlanError>,
 }
 

@@ -831,7 +831,7 @@ fn flow_mistakes_are_named_where_they_are() {
     assert_eq!(
         brief("name: p\nchecks:\n  - name: j\n    http: {url: \"http://x/${step:a-b}\"}\n"),
         [
-            "4:27: malformed variable reference `${step:a-b}`: expected ${NAME}, ${NAME:-default}, ${probe:NAME} or ${step:NAME}"
+            "4:27: malformed variable reference `${step:a-b}`: expected ${NAME}, ${NAME:-default}, ${probe:NAME}, ${step:NAME} or ${case:FIELD}"
         ]
     );
 }
@@ -894,5 +894,143 @@ fn dns_checks_take_a_name_a_type_values_and_a_resolver() {
     assert_eq!(
         brief("name: p\nchecks:\n  - name: d\n    dns: {name: a.example, expect: [\"1.2.3\"]}\n"),
         ["4:36: `1.2.3` is not an IPv4 address"]
+    );
+}
+
+const GOLDEN_PLAN: &str = "name: p\ntarget: {base_url: \"http://app\"}\nchecks:\n  - name: golden\n    cases: golden.jsonl\n    min_pass_rate: 95%\n    http: {method: POST, url: /chat, json: {message: \"${case:input}\"}}\n";
+
+fn with_cases(plan: &str, jsonl: &str) -> Result<Plan, PlanErrors> {
+    let env = env(&[]);
+    let jsonl = jsonl.to_owned();
+    let read = move |name: &str| {
+        if name == "golden.jsonl" {
+            Ok(jsonl.clone())
+        } else {
+            Err(format!("cannot read {name}: No such file or directory"))
+        }
+    };
+    parse_plan_with_files(plan, "plan.yaml", Expander::plan(&env), Some(&read))
+}
+
+#[test]
+fn golden_sets_are_read_from_jsonl_and_travel_inline() {
+    let plan = with_cases(
+        GOLDEN_PLAN,
+        "{\"id\": \"inv\", \"input\": \"Look up INV-001\", \"expect\": {\"body_contains\": [\"INV-001\"]}}\n\n{\"input\": {\"nested\": true}}\n",
+    )
+    .unwrap();
+    let set = plan.checks[0].cases.as_ref().unwrap();
+    assert_eq!(set.min_pass_rate, 0.95);
+    let ids: Vec<&str> = set.cases.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["inv", "golden.jsonl:3"]);
+    assert_eq!(set.cases[0].expect.body_contains, ["INV-001"]);
+    assert_eq!(plan.checks[0].max_requests(), 2, "one request per case");
+    // The canonical plan carries the cases inline: it loads anywhere, without the file.
+    let canonical = crate::canonical::canonical_yaml(&plan);
+    let again = parse_plan(&canonical, "canonical", Expander::none()).unwrap();
+    assert_eq!(again, plan);
+}
+
+#[test]
+fn golden_set_mistakes_name_the_case_and_its_line() {
+    let errors = |jsonl: &str| -> Vec<String> {
+        with_cases(GOLDEN_PLAN, jsonl)
+            .expect_err("invalid")
+            .errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+            .collect()
+    };
+    assert_eq!(
+        errors(
+            "{\"input\": \"a\"}\n{\"input\": \nnot json\n[1]\n{\"id\": \"x\"}\n{\"input\": 1, \"expect\": {\"stats\": 200}}\n{\"input\": 1, \"expect\": {\"status\": 99}}\n"
+        ),
+        [
+            "5:12: golden.jsonl:2:10: not JSON: EOF while parsing a value at line 1 column 10",
+            "5:12: golden.jsonl:3:2: not JSON: expected ident at line 1 column 2",
+            "5:12: golden.jsonl:4: a case is a JSON object like {\"input\": \"Hi\"}",
+            "5:12: golden.jsonl:5: the case has no `input`",
+            "5:12: golden.jsonl:6: expect: unknown field `stats`, expected one of status, json, body_contains, body_not_contains, body_regex, headers, max_latency, tools",
+            "5:12: golden.jsonl:7: expect: 99 is not an HTTP status code (100 to 599)",
+        ]
+    );
+    assert_eq!(errors(""), ["5:12: the golden set has no cases"]);
+    let missing = GOLDEN_PLAN.replace("golden.jsonl", "other.jsonl");
+    assert_eq!(
+        brief_of(with_cases(&missing, "")),
+        ["5:12: cannot read other.jsonl: No such file or directory"]
+    );
+    assert_eq!(
+        brief(GOLDEN_PLAN),
+        [
+            "5:12: cases file `golden.jsonl` can only be read where the plan is loaded from a file (postflight run, check); a plan sent whole carries its cases inline: cases: [{input: …}]"
+        ]
+    );
+    assert_eq!(
+        brief(
+            "name: p\nchecks:\n  - name: t\n    tcp: {address: \"h:1\"}\n    cases: [{input: 1}]\n    min_pass_rate: 2\n"
+        ),
+        [
+            "5:12: cases replay a golden set through one http request; check `t` is a tcp check",
+            "6:20: min_pass_rate is a share from 0 to 1, as a number (0.2) or a percentage (20%), got 2",
+        ]
+    );
+    assert_eq!(
+        brief(
+            "name: p\nchecks:\n  - name: h\n    min_pass_rate: 0.5\n    http: {url: \"http://x/${case:input}\"}\n"
+        ),
+        [
+            "3:5: check `h` uses ${case:…}, a field of a golden set's case, but it has no cases",
+            "4:20: min_pass_rate is the share of a golden set's cases that must pass: give the check `cases`",
+        ]
+    );
+}
+
+fn brief_of(result: Result<Plan, PlanErrors>) -> Vec<String> {
+    result
+        .expect_err("invalid")
+        .errors
+        .iter()
+        .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+        .collect()
+}
+
+/// Every example plan survives the trip to a coordinator and its probes: its canonical form
+/// (cases inline, variables expanded, `${probe:…}`, `${step:…}`, `${case:…}` kept) loads
+/// back into the same plan. A kind whose serialised shape a plan cannot hold fails here.
+#[test]
+fn every_example_round_trips_through_its_canonical_form() {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        let read =
+            |name: &str| std::fs::read_to_string(folder.join(name)).map_err(|e| e.to_string());
+        // URLs are set, as an operator's environment would set them; the rest keep their
+        // defaults.
+        let env = |name: &str| match name {
+            n if n.contains("DATABASE") => Some("postgres://app:pw@db.internal/app".to_owned()),
+            n if n.contains("MYSQL") => Some("mysql://app:pw@db.internal/shop".to_owned()),
+            n if n.ends_with("URL") => Some("http://svc.internal:8000".to_owned()),
+            n if n.contains("SECRET") || n.contains("TOKEN") => Some("s3cret".to_owned()),
+            _ => None,
+        };
+        let origin = path.display().to_string();
+        let plan = parse_plan_with_files(&source, &origin, Expander::plan(&env), Some(&read))
+            .unwrap_or_else(|e| panic!("{}", e.render()));
+        let canonical = crate::canonical::canonical_yaml(&plan);
+        let again = parse_plan(&canonical, "canonical", Expander::none())
+            .unwrap_or_else(|e| panic!("{origin}: {}", e.render()));
+        assert_eq!(again, plan, "{origin}");
+        seen += 1;
+    }
+    assert!(
+        seen >= 9,
+        "only {seen} examples found in {}",
+        folder.display()
     );
 }

@@ -13,8 +13,10 @@ use serde_json::Value;
 
 use crate::duration::format_duration;
 
+mod cases;
 mod expr;
 mod flow;
+pub use cases::{CASE_PREFIX, Case, CaseSet, DEFAULT_MIN_PASS_RATE, MAX_CASES};
 pub use expr::{JsonPathExpr, MAX_EXPRESSION_BYTES, MAX_EXPRESSION_NESTING, Pattern};
 pub use flow::{
     FlowCheck, FlowStep, MAX_STEPS, STEP_PREFIX, StepAction, is_capture_name, step_references,
@@ -168,6 +170,10 @@ pub struct Check {
     /// How many of the repeats must pass.
     #[serde(skip_serializing_if = "PassWhen::is_all")]
     pub pass_when: PassWhen,
+    /// A golden set replayed through the check's request (`http` checks only); written as
+    /// the check's `cases` and `min_pass_rate`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub cases: Option<Box<CaseSet>>,
     /// What the check does.
     #[serde(flatten)]
     pub kind: CheckKind,
@@ -223,9 +229,9 @@ impl Serialize for PassWhen {
     }
 }
 
-/// The kinds of checks.
+/// The kinds of checks; each serialises under its plan key (`grpc_health`, …).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// One request and its expectations.
     Http(HttpCheck),
@@ -374,7 +380,7 @@ impl Check {
     /// The most requests one execution of this check can make: what a probe may claim for it.
     /// A result claiming more is invalid (it would outweigh honest regions in rates).
     pub fn max_requests(&self) -> u64 {
-        let once = match &self.kind {
+        let per_case = match &self.kind {
             CheckKind::Http(_) => 1,
             CheckKind::Latency(l) => u64::from(l.samples),
             CheckKind::Database(_) => 0,
@@ -384,7 +390,8 @@ impl Check {
             | CheckKind::Dns(_) => 1,
             CheckKind::Steps(flow) => flow.requests(),
         };
-        once * u64::from(self.repeat.max(1))
+        let cases = self.cases.as_ref().map_or(1, |c| c.cases.len() as u64);
+        per_case * cases * u64::from(self.repeat.max(1))
     }
 }
 
@@ -543,7 +550,10 @@ pub struct ToolExpect {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_called: Vec<String>,
     /// Per tool, a JSON object its arguments must contain (a subset: more is fine).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        serialize_with = "ser_value_pairs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub args: Vec<(String, Value)>,
     /// `strict`: the tools of `called` are called in that order.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -1049,6 +1059,16 @@ fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, 
 }
 
 fn ser_pairs<S: Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(pairs.len()))?;
+    for (k, v) in pairs {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
+}
+
+/// Pairs as a map, the shape plans write them in (`args: {lookup_invoice: {…}}`).
+fn ser_value_pairs<S: Serializer>(pairs: &[(String, Value)], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut map = s.serialize_map(Some(pairs.len()))?;
     for (k, v) in pairs {
