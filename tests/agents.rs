@@ -342,3 +342,47 @@ fn a_golden_set_is_replayed_on_a_probe_with_its_pass_rate() {
     );
     assert!(message.ends_with("; and 1 more"), "{message}");
 }
+
+/// `grpc_health` over TLS against a coordinator serving TLS with an openssl-made certificate:
+/// trusted through the plan's `ca`, refused (and said so) without it.
+#[test]
+fn grpc_health_checks_speak_tls_with_a_private_ca() {
+    use postflight_e2e::{CertUse, TestPki, spawn_coordinator};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("grpc-health");
+    let server = pki.issue("coordinator", CertUse::Server, 2);
+    let db = format!("sqlite://{}", dir.path().join("postflight.db").display());
+    let (_coordinator, url) = spawn_coordinator(
+        0,
+        &db,
+        &[
+            "--tls-cert",
+            server.cert.to_str().unwrap(),
+            "--tls-key",
+            server.key.to_str().unwrap(),
+        ],
+        &dir.path().join("coordinator.log"),
+    );
+    let port = url.rsplit(':').next().unwrap();
+    let plan = dir.path().join("grpc-tls.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "name: grpc-tls\nchecks:\n  - name: trusted\n    grpc_health: {{address: \"localhost:{port}\", tls: true, ca: \"{}\"}}\n  - name: untrusted\n    grpc_health: {{address: \"localhost:{port}\", tls: true}}\n",
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let out = run_postflight(
+        &["run", plan.to_str().unwrap(), "--local", "-o", "json"],
+        &[],
+    );
+    let report = out.json();
+    assert_eq!(report["checks"][0]["status"], "pass", "{report}");
+    assert_eq!(report["checks"][1]["status"], "fail", "{report}");
+    let refused = report["checks"][1]["message"].as_str().unwrap();
+    assert!(
+        refused.contains("is not signed by a trusted authority"),
+        "{refused}"
+    );
+}

@@ -77,14 +77,25 @@ pub async fn grpc_health(check: &GrpcHealthCheck, timeout: Duration) -> CheckOut
                 .connect_timeout(timeout);
         if check.tls {
             postflight_ops::http_client::install_crypto_provider();
+            let config = match &check.ca {
+                None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
+                Some(path) => {
+                    let pem = tokio::fs::read(path)
+                        .await
+                        .map_err(|e| format!("cannot read the CA file {path}: {e}"))?;
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                }
+            };
             endpoint = endpoint
-                .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
+                .tls_config(config)
                 .map_err(|e| format!("TLS setup failed: {}", root_cause(&e)))?;
         }
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("could not connect to {}: {}", check.address, root_cause(&e)))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            let root = root_cause(&e);
+            let why = postflight_ops::tls::explain(&root, "the server").unwrap_or(root);
+            format!("could not connect to {}: {why}", check.address)
+        })?;
         let answer = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: check.service.clone(),

@@ -110,6 +110,7 @@ pub(crate) struct RawGrpcHealth {
     pub address: Text,
     pub service: Option<Text>,
     pub tls: Option<bool>,
+    pub ca: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

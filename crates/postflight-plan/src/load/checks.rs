@@ -445,10 +445,19 @@ impl Ctx<'_> {
             Some(s) => self.text(s)?,
             None => String::new(),
         };
+        let tls = raw.tls.unwrap_or(false);
+        let ca = raw.ca.as_ref().and_then(|c| self.text(c));
+        if let (Some(_), false, Some(text)) = (&ca, tls, &raw.ca) {
+            self.error(
+                &text.referenced,
+                "`ca` is for a TLS connection: add `tls: true`",
+            );
+        }
         Some(GrpcHealthCheck {
             address,
             service,
-            tls: raw.tls.unwrap_or(false),
+            tls,
+            ca,
         })
     }
 

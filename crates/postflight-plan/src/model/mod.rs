@@ -330,9 +330,13 @@ pub struct GrpcHealthCheck {
     /// The service to ask about; empty asks about the server as a whole.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub service: String,
-    /// Connect with TLS (the system's trusted certificates).
+    /// Connect with TLS (the system's trusted certificates, or `ca`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tls: bool,
+    /// With `tls`: a PEM file of trusted CA certificates on the machine that runs the check
+    /// (a private CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 /// `tcp` check: a connection to `host:port` is accepted within the check's timeout.
