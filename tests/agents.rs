@@ -35,6 +35,20 @@ fn a_repeated_check_passes_by_majority_on_a_coordinator() {
     let message = report["checks"][0]["message"].as_str().unwrap();
     assert!(message.contains("passed 2 of 3 runs (pass^3)"), "{message}");
     assert_eq!(report["checks"][0]["requests"]["count"], 3);
+    // The pass count, as numbers, for the check and for its region.
+    let tally = serde_json::json!({"passed": 2, "total": 3});
+    assert_eq!(report["checks"][0]["tally"], tally);
+    let region = report["checks"][0]["regions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(region["tally"], tally);
+    assert!(
+        report["checks"][1].get("tally").is_none(),
+        "a check that neither repeats nor replays cases has no tally"
+    );
     // A tcp check runs on the probe like any other.
     assert_eq!(report["checks"][1]["kind"], "tcp");
     assert_eq!(report["checks"][1]["status"], "pass", "{report}");
@@ -328,6 +342,10 @@ fn a_golden_set_is_replayed_on_a_probe_with_its_pass_rate() {
         region["message"],
         "5 of 5 cases passed (100%, at least 80% needed)"
     );
+    assert_eq!(
+        region["tally"],
+        serde_json::json!({"passed": 5, "total": 5})
+    );
 
     backend.set(r#"{"tools_broken": true}"#);
     let out = run();
@@ -341,6 +359,10 @@ fn a_golden_set_is_replayed_on_a_probe_with_its_pass_rate() {
         "{message}"
     );
     assert!(message.ends_with("; and 1 more"), "{message}");
+    assert_eq!(
+        out.json()["checks"][0]["tally"],
+        serde_json::json!({"passed": 1, "total": 5})
+    );
 }
 
 /// `grpc_health` over TLS against a coordinator serving TLS with an openssl-made certificate:

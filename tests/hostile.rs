@@ -53,6 +53,8 @@ fn honest(run: &v1::Assignment, id: &str) -> CheckResult {
         requests_missing: 0,
         latencies_ms: Vec::new(),
         answer_shape: Default::default(),
+        tally_passed: 0,
+        tally_total: 0,
     }
 }
 
@@ -117,6 +119,20 @@ fn forgeries(run: &v1::Assignment) -> Vec<(CheckResult, &'static str)> {
         (
             with(&|r| r.answer_shape = [("$".into(), "banana".into())].into()),
             "answer_shape",
+        ),
+        (
+            with(&|r| {
+                r.tally_passed = 5;
+                r.tally_total = 3;
+            }),
+            "tally_passed",
+        ),
+        (
+            with(&|r| {
+                r.tally_passed = 1;
+                r.tally_total = 1000;
+            }),
+            "tally_total",
         ),
         (
             with(&|r| r.latency_sketch = min_above_max.clone()),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use postflight_plan::model::{CaseSet, HttpCheck, HttpExpect, Plan, StatusExpect};
-use postflight_plan::{CheckOutcome, CheckStatus, Sample};
+use postflight_plan::{CheckOutcome, CheckStatus, Sample, Tally};
 
 use crate::expect;
 use crate::fill::Refs;
@@ -79,6 +79,8 @@ pub async fn run(
         }
     }
     let (status, message) = judge(set, &failures);
+    let total = u32::try_from(set.cases.len()).unwrap_or(u32::MAX);
+    let failed = u32::try_from(failures.len()).unwrap_or(u32::MAX);
     CheckOutcome {
         status,
         message,
@@ -86,6 +88,10 @@ pub async fn run(
         missing: 0,
         duration: started.elapsed(),
         answer_shape: None,
+        tally: Some(Tally {
+            passed: total - failed,
+            total,
+        }),
     }
 }
 

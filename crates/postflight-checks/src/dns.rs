@@ -44,6 +44,7 @@ pub async fn run(check: &DnsCheck, timeout: Duration) -> CheckOutcome {
         missing: 0,
         duration: elapsed,
         answer_shape: None,
+        tally: None,
     }
 }
 

@@ -50,6 +50,7 @@ pub async fn run(plan: &Plan, check: &LatencyCheck, timeout: Duration) -> CheckO
         missing,
         duration: started.elapsed(),
         answer_shape: None,
+        tally: None,
     }
 }
 

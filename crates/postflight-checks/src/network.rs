@@ -54,6 +54,7 @@ pub async fn tcp(check: &TcpCheck, timeout: Duration) -> CheckOutcome {
         missing: 0,
         duration: elapsed,
         answer_shape: None,
+        tally: None,
     }
 }
 
@@ -148,5 +149,6 @@ pub async fn grpc_health(check: &GrpcHealthCheck, timeout: Duration) -> CheckOut
         missing: 0,
         duration: elapsed,
         answer_shape: None,
+        tally: None,
     }
 }

@@ -115,6 +115,7 @@ impl Executor {
             missing: 0,
             duration: exchange.elapsed,
             answer_shape,
+            tally: None,
         }
     }
 }

@@ -178,6 +178,7 @@ pub async fn run(check: &TlsCheck, timeout: Duration) -> CheckOutcome {
         missing: 0,
         duration: elapsed,
         answer_shape: None,
+        tally: None,
     }
 }
 

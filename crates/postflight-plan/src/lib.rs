@@ -28,7 +28,7 @@ pub mod verdict;
 // one path for each type.
 pub use error::{PlanError, PlanErrors};
 pub use load::{ReadFile, parse_plan, parse_plan_with_files};
-pub use outcome::{CheckOutcome, Sample};
+pub use outcome::{CheckOutcome, Sample, Tally};
 pub use report::{RegionResult, Report, RunResults, build_report};
 pub use vars::Expander;
 pub use verdict::{CheckStatus, Overall};

@@ -13,6 +13,32 @@ pub struct Sample {
     pub ok: bool,
 }
 
+/// How many runs (`repeat`) or golden-set cases (`cases`) of a check passed: the count the
+/// message gives, kept as numbers for the report and the tools that read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tally {
+    /// Runs or cases that passed (a warning counts as passing).
+    pub passed: u32,
+    /// Runs or cases in all.
+    pub total: u32,
+}
+
+impl Tally {
+    /// Tallies of several probes of one region, or of several regions, added up.
+    pub fn sum(tallies: impl IntoIterator<Item = Option<Tally>>) -> Option<Tally> {
+        let mut sum: Option<Tally> = None;
+        for tally in tallies.into_iter().flatten() {
+            let s = sum.get_or_insert(Tally {
+                passed: 0,
+                total: 0,
+            });
+            s.passed = s.passed.saturating_add(tally.passed);
+            s.total = s.total.saturating_add(tally.total);
+        }
+        sum
+    }
+}
+
 /// The result of one check execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOutcome {
@@ -30,6 +56,8 @@ pub struct CheckOutcome {
     /// The shape of the JSON answer (`http` checks whose answer is JSON), for baselines'
     /// `answers: same_shape`.
     pub answer_shape: Option<crate::baseline::JsonShape>,
+    /// Runs or cases that passed, for repeated checks and golden sets.
+    pub tally: Option<Tally>,
 }
 
 impl CheckOutcome {
@@ -42,6 +70,7 @@ impl CheckOutcome {
             missing: 0,
             duration,
             answer_shape: None,
+            tally: None,
         }
     }
 }
@@ -95,6 +124,10 @@ impl CheckOutcome {
             missing: outcomes.iter().map(|o| o.missing).sum(),
             duration: outcomes.iter().map(|o| o.duration).sum(),
             answer_shape: outcomes.iter().find_map(|o| o.answer_shape.clone()),
+            tally: Some(Tally {
+                passed,
+                total: runs,
+            }),
         }
     }
 }
@@ -115,6 +148,7 @@ mod tests {
             missing: 0,
             duration: Duration::from_millis(10),
             answer_shape: None,
+            tally: None,
         }
     }
 
@@ -134,6 +168,13 @@ mod tests {
             "passed 2 of 3 runs (pass^3); run 1 of 3: status 500"
         );
         assert_eq!(all.samples.len(), 3);
+        assert_eq!(
+            all.tally,
+            Some(Tally {
+                passed: 2,
+                total: 3
+            })
+        );
         assert_eq!(all.duration, Duration::from_millis(30));
         let majority = CheckOutcome::of_repeats(one_in_three(), PassWhen::Majority);
         assert_eq!(majority.status, CheckStatus::Pass);

@@ -15,7 +15,7 @@ use postflight_plan::report::{
 };
 use postflight_plan::rollback::{ActionOutcome, RollbackReport};
 use postflight_plan::sketch::LatencySketch;
-use postflight_plan::{CheckOutcome, CheckStatus, Overall};
+use postflight_plan::{CheckOutcome, CheckStatus, Overall, Tally};
 
 use crate::v1;
 
@@ -170,6 +170,7 @@ impl From<&Report> for v1::Report {
                                     status: region.status.as_str().to_owned(),
                                     message: region.message.clone(),
                                     latency_ms: region.latency_ms.map(Into::into),
+                                    tally: region.tally.map(tally),
                                 },
                             )
                         })
@@ -177,6 +178,7 @@ impl From<&Report> for v1::Report {
                     kind: c.kind.clone(),
                     requests: Some(request_count(c.requests)),
                     duration_ms: c.duration_ms,
+                    tally: c.tally.map(tally),
                 })
                 .collect(),
             requests: Some(v1::RequestStats {
@@ -345,6 +347,13 @@ impl TryFrom<v1::BaselineReport> for BaselineReport {
     }
 }
 
+fn tally(t: Tally) -> v1::Tally {
+    v1::Tally {
+        passed: t.passed,
+        total: t.total,
+    }
+}
+
 impl TryFrom<v1::Report> for Report {
     type Error = ConvertError;
 
@@ -374,6 +383,10 @@ impl TryFrom<v1::Report> for Report {
                         status,
                         message: region.message,
                         latency_ms: region.latency_ms.map(Into::into),
+                        tally: region.tally.map(|t| Tally {
+                            passed: t.passed,
+                            total: t.total,
+                        }),
                     },
                 );
             }
@@ -392,6 +405,10 @@ impl TryFrom<v1::Report> for Report {
                     missing: requests.missing,
                 },
                 duration_ms: c.duration_ms,
+                tally: c.tally.map(|t| Tally {
+                    passed: t.passed,
+                    total: t.total,
+                }),
             });
         }
         let requests = r.requests.unwrap_or_default();
@@ -525,6 +542,8 @@ pub fn check_result(ids: ResultIds<'_>, outcome: &CheckOutcome) -> v1::CheckResu
         } else {
             Vec::new()
         },
+        tally_passed: region.tally.map_or(0, |t| t.passed),
+        tally_total: region.tally.map_or(0, |t| t.total),
     }
 }
 
@@ -670,6 +689,10 @@ pub fn probe_result(r: v1::CheckResult) -> Result<ProbeResult, ConvertError> {
             latencies_ms: latencies,
             answer_shape: (!r.answer_shape.is_empty())
                 .then(|| r.answer_shape.into_iter().collect()),
+            tally: (r.tally_total > 0).then_some(Tally {
+                passed: r.tally_passed,
+                total: r.tally_total,
+            }),
         },
     };
     taken
@@ -712,6 +735,7 @@ mod tests {
             missing: 3,
             duration: Duration::from_millis(3300),
             answer_shape: None,
+            tally: None,
         };
         let wire = check_result(
             ResultIds {
@@ -954,6 +978,7 @@ mod tests {
             missing: 0,
             duration: Duration::from_secs(1),
             answer_shape: None,
+            tally: None,
         };
         let long_name = "n".repeat(MAX_CHECK_MESSAGE_BYTES + 10);
         let ids = ResultIds {

@@ -68,6 +68,7 @@ pub async fn run(check: &DatabaseCheck, timeout: Duration) -> CheckOutcome {
                 missing: 0,
                 duration: elapsed,
                 answer_shape: None,
+                tally: None,
             }
         }
     }

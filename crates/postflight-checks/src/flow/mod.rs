@@ -109,6 +109,7 @@ pub async fn run(
         missing: 0,
         duration: started.elapsed(),
         answer_shape: None,
+        tally: None,
     }
 }
 

@@ -68,6 +68,12 @@ pub struct StoredResult {
     /// The JSON answer's shape, path → type (kept for baselines only).
     #[prost(btree_map = "string, string", tag = "16")]
     pub answer_shape: std::collections::BTreeMap<String, String>,
+    /// Runs or golden-set cases that passed (0 of 0: the check counts neither).
+    #[prost(uint32, tag = "17")]
+    pub tally_passed: u32,
+    /// Runs or golden-set cases in all.
+    #[prost(uint32, tag = "18")]
+    pub tally_total: u32,
 }
 
 /// Exact latency figures, in milliseconds.
@@ -122,6 +128,8 @@ impl From<&ProbeResult> for StoredResult {
             requests_missing: r.requests.missing,
             latencies_ms: r.latencies_ms.clone(),
             answer_shape: r.answer_shape.clone().unwrap_or_default(),
+            tally_passed: r.tally.map_or(0, |t| t.passed),
+            tally_total: r.tally.map_or(0, |t| t.total),
         }
     }
 }
@@ -210,6 +218,10 @@ impl StoredResult {
                 sketch,
                 latencies_ms: self.latencies_ms,
                 answer_shape: (!self.answer_shape.is_empty()).then_some(self.answer_shape),
+                tally: (self.tally_total > 0).then_some(postflight_plan::Tally {
+                    passed: self.tally_passed,
+                    total: self.tally_total,
+                }),
             },
             result_id: self.result_id,
         })
@@ -244,13 +256,18 @@ mod tests {
                 sketch,
                 latencies_ms: Vec::new(),
                 answer_shape: None,
+                tally: None,
             },
         }
     }
 
     #[test]
     fn results_round_trip_with_the_rows_ids() {
-        let results = vec![result("r1", 0, &[10.0, 20.0, 400.0]), result("r2", 3, &[])];
+        let mut results = vec![result("r1", 0, &[10.0, 20.0, 400.0]), result("r2", 3, &[])];
+        results[0].result.tally = Some(postflight_plan::Tally {
+            passed: 2,
+            total: 3,
+        });
         let data = encode(&results);
         let back: Vec<ProbeResult> = decode(&data, "run-1", "a-1")
             .unwrap()
@@ -270,6 +287,7 @@ mod tests {
             assert_eq!(b.result.requests, r.result.requests);
             assert_eq!(b.result.latency, r.result.latency);
             assert_eq!(b.result.sketch.count(), r.result.sketch.count());
+            assert_eq!(b.result.tally, r.result.tally);
         }
     }
 

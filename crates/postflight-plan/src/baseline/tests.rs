@@ -222,6 +222,7 @@ fn measurements_keep_successful_latencies_bounded_and_sorted() {
         missing: 0,
         duration: Duration::from_secs(1),
         answer_shape: None,
+        tally: None,
     };
     let m = Measured::of(&outcome);
     assert_eq!(m.requests, 5000);
@@ -243,6 +244,7 @@ fn region_result(status: CheckStatus) -> RegionResult {
         sketch: crate::sketch::LatencySketch::new(),
         latencies_ms: Vec::new(),
         answer_shape: None,
+        tally: None,
     }
 }
 

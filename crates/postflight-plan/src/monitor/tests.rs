@@ -61,6 +61,7 @@ fn execute(plan: &Plan, index: usize, fail: &mut dyn FnMut() -> bool) -> CheckOu
         missing: 0,
         duration: Duration::from_millis(20),
         answer_shape: None,
+        tally: None,
     }
 }
 

@@ -96,6 +96,10 @@ pub struct CheckReport {
     /// Longest wall time of the check in any region, in milliseconds (addition).
     #[serde(default)]
     pub duration_ms: f64,
+    /// Runs (`repeat`) or golden-set cases (`cases`) that passed, of how many, added over
+    /// the regions (addition; absent for other checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<crate::outcome::Tally>,
 }
 
 /// One region's result for one check.
@@ -107,6 +111,9 @@ pub struct RegionReport {
     pub message: String,
     /// The region's latency for the check.
     pub latency_ms: Option<LatencySummary>,
+    /// Runs or golden-set cases that passed in the region, of how many (addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<crate::outcome::Tally>,
 }
 
 /// Latency figures in milliseconds.
@@ -212,6 +219,8 @@ pub struct RegionResult {
     pub latencies_ms: Vec<f64>,
     /// The shape of the JSON answer, kept like `latencies_ms`.
     pub answer_shape: Option<crate::baseline::JsonShape>,
+    /// Runs or cases that passed (repeated checks, golden sets).
+    pub tally: Option<crate::outcome::Tally>,
 }
 
 impl RegionResult {
@@ -230,6 +239,7 @@ impl RegionResult {
             sketch,
             latencies_ms: crate::baseline::Measured::of(outcome).latencies_ms,
             answer_shape: outcome.answer_shape.clone(),
+            tally: outcome.tally,
         }
     }
 
@@ -259,6 +269,7 @@ impl RegionResult {
             sketch,
             latencies_ms: crate::baseline::thin(latencies),
             answer_shape: results.iter().find_map(|r| r.answer_shape.clone()),
+            tally: crate::outcome::Tally::sum(results.iter().map(|r| r.tally)),
         })
     }
 }
@@ -333,6 +344,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
                     status: CheckStatus::Inconclusive,
                     message: message.clone(),
                     latency_ms: None,
+                    tally: None,
                 },
             );
             region_outcomes.insert(
@@ -364,6 +376,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
                     status: r.status,
                     message: secrets.scrub(&r.message),
                     latency_ms: r.latency,
+                    tally: r.tally,
                 },
             );
         }
@@ -387,6 +400,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
             kind: check.kind.as_str().to_owned(),
             requests,
             duration_ms: round3(duration.as_secs_f64() * 1e3),
+            tally: crate::outcome::Tally::sum(per_region.values().map(|r| r.tally)),
         });
     }
     reported.sort();

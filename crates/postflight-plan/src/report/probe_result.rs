@@ -82,6 +82,14 @@ impl ProbeResult {
                 "more failed requests than requests",
             ));
         }
+        if let Some(t) = r.tally
+            && t.passed > t.total
+        {
+            return Err(problem(
+                "tally_passed",
+                format!("{} passed of {}", t.passed, t.total),
+            ));
+        }
         let duration_ms = r.duration.as_secs_f64() * 1e3;
         if duration_ms > MAX_DURATION_MS {
             return Err(problem(
@@ -163,7 +171,26 @@ impl ProbeResult {
                 format!("the plan has {} checks", plan.checks.len()),
             ));
         };
-        self.result.requests.fits_within(check.max_requests())
+        self.result.requests.fits_within(check.max_requests())?;
+        // A tally counts the check's runs when it repeats, else its golden set's cases.
+        let most = if check.repeat > 1 {
+            check.repeat
+        } else {
+            check
+                .cases
+                .as_ref()
+                .map_or(0, |c| u32::try_from(c.cases.len()).unwrap_or(u32::MAX))
+        };
+        match self.result.tally {
+            Some(t) if t.total > most => Err(problem(
+                "tally_total",
+                format!(
+                    "{} runs or cases, but the check has at most {most}",
+                    t.total
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -246,6 +273,7 @@ mod tests {
                 sketch: LatencySketch::new(),
                 latencies_ms: Vec::new(),
                 answer_shape: None,
+                tally: None,
             },
         }
     }

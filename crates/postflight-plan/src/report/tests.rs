@@ -28,6 +28,7 @@ fn outcome(status: CheckStatus, message: &str, samples: &[(u64, bool)]) -> Check
         missing: 0,
         duration: Duration::from_millis(samples.iter().map(|s| s.0).sum()),
         answer_shape: None,
+        tally: None,
     }
 }
 

@@ -207,6 +207,7 @@ fn a_fail_verdict_is_a_reason_unless_on_fail_is_off() {
         status,
         message: String::new(),
         latency_ms: None,
+        tally: None,
     };
     let checks = [CheckReport {
         name: "api".into(),
@@ -225,6 +226,7 @@ fn a_fail_verdict_is_a_reason_unless_on_fail_is_off() {
         kind: "latency".into(),
         requests: RequestCount::default(),
         duration_ms: 0.0,
+        tally: None,
     }];
     let required: Vec<String> = REGIONS.iter().map(|r| (*r).to_owned()).collect();
     let regions = BTreeMap::new();

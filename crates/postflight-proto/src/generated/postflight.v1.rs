@@ -177,13 +177,17 @@ pub struct CheckReport {
         ::prost::alloc::string::String,
         RegionReport,
     >,
-    /// http, latency or database.
+    /// http, latency, database, tcp, tls, grpc_health, dns or steps.
     #[prost(string, tag = "7")]
     pub kind: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "8")]
     pub requests: ::core::option::Option<RequestCount>,
     #[prost(double, tag = "9")]
     pub duration_ms: f64,
+    /// Runs (repeat) or golden-set cases that passed, added over the regions; absent for a
+    /// check that counts neither.
+    #[prost(message, optional, tag = "10")]
+    pub tally: ::core::option::Option<Tally>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RegionReport {
@@ -193,6 +197,16 @@ pub struct RegionReport {
     pub message: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "3")]
     pub latency_ms: ::core::option::Option<LatencySummary>,
+    #[prost(message, optional, tag = "4")]
+    pub tally: ::core::option::Option<Tally>,
+}
+/// How many runs or cases passed, of how many.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Tally {
+    #[prost(uint32, tag = "1")]
+    pub passed: u32,
+    #[prost(uint32, tag = "2")]
+    pub total: u32,
 }
 /// Latency figures in milliseconds; percentiles are nearest-rank.
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
@@ -363,6 +377,12 @@ pub struct CheckResult {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// Runs (`repeat`) or golden-set cases (`cases`) that passed, of how many; both 0 for a
+    /// check that neither repeats nor replays cases.
+    #[prost(uint32, tag = "17")]
+    pub tally_passed: u32,
+    #[prost(uint32, tag = "18")]
+    pub tally_total: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AssignmentFinished {

@@ -107,6 +107,7 @@ fn result(status: CheckStatus, message: &str) -> RegionResult {
         sketch: postflight_plan::sketch::LatencySketch::new(),
         latencies_ms: Vec::new(),
         answer_shape: None,
+        tally: None,
     }
 }
 
