@@ -103,12 +103,19 @@ struct Args {
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = duration)]
     reassign_after: Duration,
 
+    /// Coordinators sharing a PostgreSQL: how long this coordinator's claim on a run lasts
+    /// without renewal (renewed every third of it). Another coordinator adopts the run only
+    /// after it, so this is how long a dead coordinator's runs wait for an adopter.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = lease)]
+    run_lease: Duration,
+
     /// How long a probe that no longer connects stays in the probe list (`postflight probes`,
     /// the status page). At most 10,000 probes are kept; the least recently seen go first.
     #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = duration)]
     forget_probes_after: Duration,
 
-    /// This coordinator's name in the rollback audit [default: coordinator HOSTNAME:PORT].
+    /// This coordinator's name in the rollback audit, and the owner of its runs in the
+    /// database: unique among coordinators sharing one [default: coordinator HOSTNAME:PORT].
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
 
@@ -134,6 +141,14 @@ struct Args {
 
 fn duration(text: &str) -> Result<Duration, String> {
     postflight_plan::duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// A run lease: at least a second, so renewing every third of it stays a pause, not a loop.
+fn lease(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        d if d < Duration::from_secs(1) => Err("a run lease is at least 1s".to_owned()),
+        d => Ok(d),
+    }
 }
 
 fn default_key_file(database: &str) -> PathBuf {
@@ -228,6 +243,7 @@ async fn main() -> anyhow::Result<()> {
         default_timeout: args.run_timeout,
         reassign_after: args.reassign_after,
         forget_probes_after: args.forget_probes_after,
+        run_lease: args.run_lease,
         allow_command_actions: args.allow_command_actions,
         authenticated_regions_only: identities_bound,
         identity: args.name.clone().unwrap_or_else(|| {

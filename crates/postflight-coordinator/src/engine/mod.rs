@@ -68,7 +68,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// How long a disconnected probe keeps its assignments before they move.
     pub reassign_after: Duration,
-    /// Who this coordinator is in the rollback audit (`executed_by`).
+    /// Who this coordinator is in the rollback audit (`executed_by`), and the owner of its
+    /// runs in the database: unique among coordinators sharing one.
     pub identity: String,
     /// Whether probes prove their identity (per-probe tokens or mutual TLS): then only the
     /// regions of probes that did count where a plan names no regions, so a holder of a
@@ -77,6 +78,9 @@ pub struct Config {
     /// Whether plans may run `command` actions here: a command runs any program on this
     /// machine, so it takes the operator's explicit consent (`--allow-command-actions`).
     pub allow_command_actions: bool,
+    /// How long a coordinator's claim on a run lasts without renewal: another coordinator on
+    /// the same database adopts the run only after it (renewed every third of it).
+    pub run_lease: Duration,
     /// How long a probe that no longer connects stays in the probe list.
     pub forget_probes_after: Duration,
 }
@@ -95,6 +99,10 @@ impl<S: Store> Clone for Coordinator<S> {
 }
 
 struct Inner<S> {
+    /// The owner of the runs this coordinator drives: its identity, unique among the
+    /// coordinators sharing a database (by default `coordinator HOST:PORT`) and the same
+    /// after a restart, so a restarted coordinator takes its own runs back at once.
+    instance: String,
     /// Shared with the result writer, which must not hold the coordinator itself (it would
     /// keep it, and so its own channel, alive forever).
     store: Arc<S>,
@@ -157,8 +165,10 @@ impl<S: Store> Coordinator<S> {
         let tasks = TaskTracker::new();
         // Ends when the last handle of the coordinator (and so the sender) is gone.
         tasks.spawn(write_results(store.clone(), jobs));
+        let instance = config.identity.clone();
         let coordinator = Self {
             inner: Arc::new(Inner {
+                instance,
                 store,
                 sealer,
                 config,
@@ -176,6 +186,7 @@ impl<S: Store> Coordinator<S> {
         coordinator.forget_old_probes().await;
         coordinator.watch_probe_list();
         coordinator.resume().await?;
+        coordinator.keep_run_leases();
         Ok(coordinator)
     }
 

@@ -21,6 +21,7 @@ impl Default for Config {
             allow_command_actions: false,
             authenticated_regions_only: false,
             forget_probes_after: Duration::from_secs(7 * 24 * 3600),
+            run_lease: Duration::from_secs(10),
         }
     }
 }

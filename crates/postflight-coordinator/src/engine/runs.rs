@@ -231,6 +231,8 @@ impl<S: Store> Coordinator<S> {
             baseline_refused: None,
             stage: labels.stage,
             forced: labels.forced,
+            owner: Some(self.inner.instance.clone()),
+            lease_until_ms: Some(self.lease_until()),
         };
         self.inner.store.insert_run(&record).await?;
         tracing::info!(run_id = %record.run_id, plan = %plan.name, regions = ?record.regions, "run submitted");
@@ -662,13 +664,28 @@ impl<S: Store> Coordinator<S> {
         run.record.report_json = Some(serde_json::to_string(&report).unwrap_or_default());
         run.record.rollback_json =
             Some(serde_json::to_string(&report.rollback).unwrap_or_default());
-        if let Err(e) = self.inner.store.update_run(&run.record).await {
-            // The decision is not stored: its action must not start. Withdrawn, the claim lets
-            // the run decide again when it resumes (it is still unfinished in the store).
-            if let Some(action) = claimed {
-                self.release_claim(&action.subject).await;
+        match self.inner.store.update_run(&run.record).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another coordinator adopted the run (this one stalled past its lease): the
+                // adopter decides and acts; this one withdraws.
+                if let Some(action) = claimed {
+                    self.release_claim(&action.subject).await;
+                }
+                tracing::warn!(
+                    run_id,
+                    "the run was adopted by another coordinator; leaving its end to it"
+                );
+                return Ok(());
             }
-            return Err(e.into());
+            Err(e) => {
+                // The decision is not stored: its action must not start. Withdrawn, the claim
+                // lets the run decide again when it resumes (it is still unfinished).
+                if let Some(action) = claimed {
+                    self.release_claim(&action.subject).await;
+                }
+                return Err(e.into());
+            }
         }
         if let Some(action) = claimed {
             self.spawn_action(run.record.clone(), report.rollback.clone(), action);
@@ -712,34 +729,60 @@ impl<S: Store> Coordinator<S> {
         Ok(())
     }
 
-    /// Puts back in memory every run the store holds unfinished (after a restart).
+    /// When a claim taken now expires.
+    pub(super) fn lease_until(&self) -> i64 {
+        now_ms().saturating_add(self.inner.config.run_lease.as_millis() as i64)
+    }
+
+    /// Renews the leases of this coordinator's runs, and adopts the runs of coordinators
+    /// whose leases expired (they died): every third of a lease.
+    pub(super) fn keep_run_leases(&self) {
+        let this = self.clone();
+        self.spawn_owned(async move {
+            let every = this.inner.config.run_lease / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let store = &this.inner.store;
+                if let Err(e) = store
+                    .renew_run_leases(&this.inner.instance, this.lease_until())
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot renew the leases of this coordinator's runs");
+                }
+                if let Err(e) = this.adopt_orphaned_runs().await {
+                    tracing::error!(error = %e, "cannot look for runs to adopt");
+                }
+            }
+        });
+    }
+
+    /// Adopts unfinished runs that are not in memory and whose owner's lease expired.
+    async fn adopt_orphaned_runs(&self) -> CoordinatorResult<()> {
+        let now = now_ms();
+        let runs = self.inner.store.unfinished_runs().await?;
+        let mut adopted = false;
+        for record in runs {
+            let expired = record.lease_until_ms.is_none_or(|until| until < now);
+            if expired && !self.state().runs.contains_key(&record.run_id) {
+                adopted |= self.adopt(record).await?;
+            }
+        }
+        if adopted {
+            let this = self.clone();
+            self.spawn_owned(async move {
+                tokio::time::sleep(this.inner.config.reassign_after).await;
+                this.reassign_orphans().await;
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts back in memory every run the store holds unfinished that no live coordinator
+    /// owns (after a restart).
     pub(super) async fn resume(&self) -> CoordinatorResult<()> {
         let runs = self.inner.store.unfinished_runs().await?;
         for record in runs {
-            let run_id = record.run_id.clone();
-            let plan_yaml = match self.inner.sealer.unseal(&record.plan_sealed) {
-                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                Err(e) => {
-                    tracing::error!(run_id = %run_id, error = %e, "cannot resume a run");
-                    let mut ended = record.clone();
-                    ended.status = RunStatus::TimedOut;
-                    ended.finished_ms = Some(now_ms());
-                    self.inner.store.update_run(&ended).await?;
-                    continue;
-                }
-            };
-            let no_vars: HashMap<String, String> = HashMap::new();
-            let plan = match parse_plan(&plan_yaml, &record.origin, Expander::plan(&no_vars)) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    tracing::error!(run_id = %run_id, error = %e, "a stored plan no longer parses");
-                    continue;
-                }
-            };
-            let assignments = self.inner.store.assignments(&run_id).await?;
-            let results = self.inner.store.batches(&run_id).await?;
-            tracing::info!(run_id = %run_id, results = results.len(), "resuming run");
-            self.activate(record, plan, plan_yaml.into(), assignments, results, None);
+            self.adopt(record).await?;
         }
         self.resume_monitors().await?;
         // Probes get a grace period to reconnect and claim their assignments.
@@ -749,6 +792,53 @@ impl<S: Store> Coordinator<S> {
             this.reassign_orphans().await;
         });
         Ok(())
+    }
+
+    /// Claims an unfinished run and drives it from where it is; `false` when another live
+    /// coordinator owns it (its lease holds), which is then left alone.
+    async fn adopt(&self, mut record: RunRecord) -> CoordinatorResult<bool> {
+        let run_id = record.run_id.clone();
+        let until = self.lease_until();
+        let claimed = self
+            .inner
+            .store
+            .claim_run(&run_id, &self.inner.instance, until, now_ms())
+            .await?;
+        if !claimed {
+            tracing::info!(
+                run_id = %run_id,
+                owner = record.owner.as_deref().unwrap_or("?"),
+                "run owned by a live coordinator: not adopting it"
+            );
+            return Ok(false);
+        }
+        record.owner = Some(self.inner.instance.clone());
+        record.lease_until_ms = Some(until);
+        let plan_yaml = match self.inner.sealer.unseal(&record.plan_sealed) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => {
+                tracing::error!(run_id = %run_id, error = %e, "cannot resume a run");
+                let mut ended = record.clone();
+                ended.status = RunStatus::TimedOut;
+                ended.finished_ms = Some(now_ms());
+                self.inner.store.update_run(&ended).await?;
+                return Ok(false);
+            }
+        };
+        let no_vars: HashMap<String, String> = HashMap::new();
+        let plan = match parse_plan(&plan_yaml, &record.origin, Expander::plan(&no_vars)) {
+            Ok(plan) => plan,
+            Err(e) => {
+                // Kept unfinished (and owned, so not retried every lease) for an operator.
+                tracing::error!(run_id = %run_id, error = %e, "a stored plan no longer parses");
+                return Ok(false);
+            }
+        };
+        let assignments = self.inner.store.assignments(&run_id).await?;
+        let results = self.inner.store.batches(&run_id).await?;
+        tracing::info!(run_id = %run_id, results = results.len(), "resuming run");
+        self.activate(record, plan, plan_yaml.into(), assignments, results, None);
+        Ok(true)
     }
 
     /// Active assignments whose probe is not connected move to another probe of the region.

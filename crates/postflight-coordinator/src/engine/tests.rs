@@ -479,6 +479,8 @@ async fn a_restart_settles_the_claims_left_without_outcome() {
             baseline_refused: None,
             stage: None,
             forced: None,
+            owner: None,
+            lease_until_ms: None,
         }
     };
     let cases = [

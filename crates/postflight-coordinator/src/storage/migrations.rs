@@ -56,6 +56,11 @@ pub(crate) const SQLITE: Files = &[
         "monitor baselines",
         include_str!("../../migrations/sqlite/0008_monitor_baselines.sql"),
     ),
+    (
+        9,
+        "run owners",
+        include_str!("../../migrations/sqlite/0009_run_owners.sql"),
+    ),
 ];
 
 /// PostgreSQL.
@@ -99,6 +104,11 @@ pub(crate) const POSTGRES: Files = &[
         8,
         "monitor baselines",
         include_str!("../../migrations/postgres/0008_monitor_baselines.sql"),
+    ),
+    (
+        9,
+        "run owners",
+        include_str!("../../migrations/postgres/0009_run_owners.sql"),
     ),
 ];
 

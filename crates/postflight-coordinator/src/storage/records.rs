@@ -113,6 +113,11 @@ pub struct RunRecord {
     pub stage: Option<String>,
     /// The stage gate's refusal that `force` overrode.
     pub forced: Option<String>,
+    /// The coordinator instance that drives the run while it is unfinished.
+    pub owner: Option<String>,
+    /// Until when (Unix ms) the owner's claim holds; another coordinator may adopt the run
+    /// after it.
+    pub lease_until_ms: Option<i64>,
 }
 
 /// State of an assignment.

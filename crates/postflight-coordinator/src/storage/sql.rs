@@ -151,9 +151,9 @@ where
         sqlx::query(
             "INSERT INTO runs (run_id, plan_name, plan_sealed, origin, status, dry_run, regions, timeout_ms, \
              created_ms, started_ms, finished_ms, verdict, report, rollback, monitor_id, migration, against, \
-             take_baseline, baseline_id, baseline_refused, stage, forced) \
+             take_baseline, baseline_id, baseline_refused, stage, forced, owner, lease_until_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-             $21, $22)",
+             $21, $22, $23, $24)",
         )
         .bind(&r.run_id)
         .bind(&r.plan_name)
@@ -177,15 +177,20 @@ where
         .bind(&r.baseline_refused)
         .bind(&r.stage)
         .bind(&r.forced)
+        .bind(&r.owner)
+        .bind(r.lease_until_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn update_run(&self, r: &RunRecord) -> StoreResult<()> {
-        sqlx::query(
+    async fn update_run(&self, r: &RunRecord) -> StoreResult<bool> {
+        // Only the run's owner writes it: a coordinator whose run was adopted by another (it
+        // stalled past its lease) must not overwrite what the adopter decides.
+        let done = sqlx::query(
             "UPDATE runs SET status = $2, started_ms = $3, finished_ms = $4, verdict = $5, report = $6, \
-             rollback = $7, baseline_id = $8, baseline_refused = $9 WHERE run_id = $1",
+             rollback = $7, baseline_id = $8, baseline_refused = $9 \
+             WHERE run_id = $1 AND (owner IS NULL OR $10 IS NULL OR owner = $10)",
         )
         .bind(&r.run_id)
         .bind(r.status.as_str())
@@ -196,9 +201,42 @@ where
         .bind(&r.rollback_json)
         .bind(&r.baseline_id)
         .bind(&r.baseline_refused)
+        .bind(&r.owner)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn claim_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET owner = $2, lease_until_ms = $3 \
+             WHERE run_id = $1 AND status IN ('pending', 'running') \
+             AND (owner IS NULL OR owner = $2 OR lease_until_ms IS NULL OR lease_until_ms < $4)",
+        )
+        .bind(run_id)
+        .bind(owner)
+        .bind(lease_until_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn renew_run_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_until_ms = $2 WHERE owner = $1 AND status IN ('pending', 'running')",
+        )
+        .bind(owner)
+        .bind(lease_until_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done))
     }
 
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
@@ -759,6 +797,8 @@ fn run_of(row: &impl RowExt) -> StoreResult<RunRecord> {
         baseline_refused: row.opt_text("baseline_refused")?,
         stage: row.opt_text("stage")?,
         forced: row.opt_text("forced")?,
+        owner: row.opt_text("owner")?,
+        lease_until_ms: row.opt_int("lease_until_ms")?,
     })
 }
 

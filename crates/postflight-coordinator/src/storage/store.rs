@@ -27,8 +27,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Stores a new run.
     fn insert_run(&self, run: &RunRecord) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Replaces a run's mutable fields (status, times, verdict, report, rollback).
-    fn update_run(&self, run: &RunRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces a run's mutable fields (status, times, verdict, report, rollback), if the
+    /// record's `owner` still owns the run (or either has none); `false` when another
+    /// coordinator adopted it meanwhile and nothing was written.
+    fn update_run(&self, run: &RunRecord) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Makes `owner` the owner of an unfinished run until `lease_until_ms`, if it has no
+    /// owner, is `owner`'s already, or its owner's lease expired before `now_ms`. `true` when
+    /// the claim holds: the caller drives the run from now on.
+    fn claim_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Extends the lease of every unfinished run `owner` owns; returns how many.
+    fn renew_run_leases(
+        &self,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// One run.
     fn get_run(&self, run_id: &str) -> impl Future<Output = StoreResult<Option<RunRecord>>> + Send;
     /// Most recent first, optionally of one plan.
@@ -213,8 +231,20 @@ impl Store for AnyStore {
     async fn insert_run(&self, run: &RunRecord) -> StoreResult<()> {
         dispatch!(self, s => s.insert_run(run))
     }
-    async fn update_run(&self, run: &RunRecord) -> StoreResult<()> {
+    async fn update_run(&self, run: &RunRecord) -> StoreResult<bool> {
         dispatch!(self, s => s.update_run(run))
+    }
+    async fn claim_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.claim_run(run_id, owner, lease_until_ms, now_ms))
+    }
+    async fn renew_run_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<u64> {
+        dispatch!(self, s => s.renew_run_leases(owner, lease_until_ms))
     }
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
         dispatch!(self, s => s.get_run(run_id))

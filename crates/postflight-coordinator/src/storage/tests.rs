@@ -31,6 +31,8 @@ fn run(id: &str, created: i64, plan: &str, status: RunStatus) -> RunRecord {
         baseline_refused: None,
         stage: None,
         forced: None,
+        owner: None,
+        lease_until_ms: None,
     }
 }
 
@@ -129,6 +131,44 @@ async fn suite<S: Store>(store: S) {
     store.update_run(&done).await.unwrap();
     assert_eq!(store.get_run("r1").await.unwrap().unwrap(), done);
     assert_eq!(ids(store.unfinished_runs().await.unwrap()), ["r2"]);
+
+    // Owners and leases: a live owner's run cannot be claimed; an expired lease can; a
+    // coordinator that lost its run writes nothing; only unfinished runs are claimed.
+    let mut owned = run("r4", 400, "a", RunStatus::Running);
+    owned.owner = Some("A".into());
+    owned.lease_until_ms = Some(1_000);
+    store.insert_run(&owned).await.unwrap();
+    assert!(!store.claim_run("r4", "B", 1_500, 900).await.unwrap());
+    assert!(store.claim_run("r4", "A", 1_600, 900).await.unwrap());
+    assert_eq!(store.renew_run_leases("A", 2_000).await.unwrap(), 1);
+    assert_eq!(
+        store.get_run("r4").await.unwrap().unwrap().lease_until_ms,
+        Some(2_000)
+    );
+    assert!(!store.claim_run("r4", "B", 3_000, 1_999).await.unwrap());
+    assert!(store.claim_run("r4", "B", 3_000, 2_001).await.unwrap());
+    let mut stale = owned.clone();
+    stale.status = RunStatus::Completed;
+    stale.verdict = Some("PASS".into());
+    assert!(
+        !store.update_run(&stale).await.unwrap(),
+        "A lost the run: its write is refused"
+    );
+    let mut adopter = stale.clone();
+    adopter.owner = Some("B".into());
+    adopter.verdict = Some("FAIL".into());
+    assert!(store.update_run(&adopter).await.unwrap());
+    let stored = store.get_run("r4").await.unwrap().unwrap();
+    assert_eq!(stored.verdict.as_deref(), Some("FAIL"));
+    assert_eq!(stored.owner.as_deref(), Some("B"));
+    assert!(
+        !store.claim_run("r4", "C", 9_000, 8_000).await.unwrap(),
+        "finished"
+    );
+    assert!(
+        store.claim_run("r2", "C", 9_000, 8_000).await.unwrap(),
+        "no owner yet"
+    );
 
     // Assignments.
     let mut a = AssignmentRecord {
@@ -459,7 +499,7 @@ async fn sqlite_store_passes_the_suite_and_survives_reopening() {
     suite(SqliteStore::open(&url).await.unwrap()).await;
     // Reopening migrates nothing twice and finds the data.
     let again = SqliteStore::open(&url).await.unwrap();
-    assert_eq!(again.list_runs(10, None).await.unwrap().len(), 4);
+    assert_eq!(again.list_runs(10, None).await.unwrap().len(), 5);
     assert!(dir.path().join("postflight.db-wal").exists(), "WAL mode");
 }
 
@@ -468,7 +508,7 @@ async fn postgres_store_passes_the_suite_and_survives_reopening() {
     let db = ScratchDb::create().await;
     suite(PostgresStore::open(&db.url).await.unwrap()).await;
     let again = PostgresStore::open(&db.url).await.unwrap();
-    assert_eq!(again.list_runs(10, None).await.unwrap().len(), 4);
+    assert_eq!(again.list_runs(10, None).await.unwrap().len(), 5);
 }
 
 #[tokio::test]

@@ -42,6 +42,8 @@ fn run(per_region: &str) -> ActiveRun {
             baseline_refused: None,
             stage: None,
             forced: None,
+            owner: None,
+            lease_until_ms: None,
         },
         secrets: Secrets::of_plan(&plan),
         results: vec![BTreeMap::new(); plan.checks.len()],

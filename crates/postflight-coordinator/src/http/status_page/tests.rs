@@ -37,6 +37,8 @@ fn record(id: &str, verdict: Option<&str>, rollback: Option<&str>) -> RunRecord 
         baseline_refused: None,
         stage: None,
         forced: None,
+        owner: None,
+        lease_until_ms: None,
     }
 }
 
