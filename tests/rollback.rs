@@ -436,24 +436,40 @@ fn a_coordinator_monitor_survives_the_cli_and_a_restart_and_the_coordinator_acts
     assert_eq!(decided["rollback"]["executed_by"], "coordinator-A");
 }
 
+/// Two coordinators on one PostgreSQL: the monitor belongs to A, which runs its rounds while
+/// B leaves it alone; A is killed (-9), B resumes the monitor once A's lease expired, its
+/// rounds continue with B's probe, and when the service breaks the rollback runs once, by B.
 #[tokio::test]
-async fn two_coordinators_on_one_postgres_roll_back_once() {
+async fn a_monitor_fails_over_to_another_coordinator_and_rolls_back_once() {
     let db = ScratchDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     let backend = DemoBackend::spawn("healthy");
     let marker = dir.path().join("rolled.txt");
     let key = dir.path().join("shared.key").display().to_string();
-    let (_a, url_a) = spawn_coordinator(
-        0,
-        &db.url,
-        &[
+    let args = |name: &'static str| {
+        [
             "--allow-command-actions",
             "--name",
-            "coordinator-A",
+            name,
             "--data-key-file",
-            &key,
-        ],
+            key.as_str(),
+            "--run-lease",
+            "3s",
+            "--reassign-after",
+            "1s",
+        ]
+    };
+    let (mut a, url_a) = spawn_coordinator(
+        0,
+        &db.url,
+        &args("coordinator-A"),
         &dir.path().join("a.log"),
+    );
+    let (_b, url_b) = spawn_coordinator(
+        0,
+        &db.url,
+        &args("coordinator-B"),
+        &dir.path().join("b.log"),
     );
     let _probe_a = spawn_probe(
         &url_a,
@@ -463,7 +479,16 @@ async fn two_coordinators_on_one_postgres_roll_back_once() {
         &[],
         &dir.path().join("probe-a.log"),
     );
+    let _probe_b = spawn_probe(
+        &url_b,
+        "eu",
+        "probe-b",
+        &[],
+        &[],
+        &dir.path().join("probe-b.log"),
+    );
     wait_for_probes(&url_a, 1);
+    wait_for_probes(&url_b, 1);
     let plan = write(
         dir.path(),
         "m.yaml",
@@ -483,44 +508,43 @@ async fn two_coordinators_on_one_postgres_roll_back_once() {
     );
     assert_eq!(started.code, 0, "{}", started.stderr);
     let monitor_id = started.stdout.trim().to_owned();
-    // A second coordinator on the same database resumes the same monitor with its own probe.
-    let (_b, url_b) = spawn_coordinator(
-        0,
-        &db.url,
-        &[
-            "--allow-command-actions",
-            "--name",
-            "coordinator-B",
-            "--data-key-file",
-            &key,
-        ],
-        &dir.path().join("b.log"),
+    // Every round is a run of the monitor's plan, listed by any coordinator of the database.
+    let rounds = |url: &str| -> usize {
+        let listed = run_postflight(&["runs", "--coordinator", url, "-o", "json"], &[]).json();
+        listed["runs"].as_array().map_or(0, Vec::len)
+    };
+    postflight_e2e::wait_until("two rounds on A", Duration::from_secs(30), || {
+        rounds(&url_a) >= 2
+    });
+    let b_log = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    assert!(
+        !b_log.contains("resuming monitor"),
+        "B leaves A's monitor alone: {b_log}"
     );
-    let _probe_b = spawn_probe(
-        &url_b,
-        "eu",
-        "probe-b",
-        &[],
-        &[],
-        &dir.path().join("probe-b.log"),
-    );
-    wait_for_probes(&url_b, 1);
+
+    a.kill();
+    let before = rounds(&url_b);
     postflight_e2e::wait_for_log(&dir.path().join("b.log"), "resuming monitor");
+    postflight_e2e::wait_until("rounds to continue on B", Duration::from_secs(30), || {
+        rounds(&url_b) > before
+    });
     backend.set(r#"{"tools_broken": true}"#);
-    let watched = run_postflight(&["watch", &monitor_id, "--coordinator", &url_a], &[]);
+    let watched = run_postflight(&["watch", &monitor_id, "--coordinator", &url_b], &[]);
     assert_eq!(watched.code, 1, "{}\n{}", watched.stdout, watched.stderr);
-    // Both decided: each coordinator ends its copy of the monitor once it has tried.
-    postflight_e2e::wait_for_log(&dir.path().join("a.log"), "monitor ended");
     postflight_e2e::wait_for_log(&dir.path().join("b.log"), "monitor ended");
-    assert_eq!(
-        lines(&marker).len(),
-        1,
-        "exactly one coordinator executed the rollback"
-    );
+    assert_eq!(lines(&marker).len(), 1, "exactly one rollback");
     let logs = format!(
         "{}{}",
         std::fs::read_to_string(dir.path().join("a.log")).unwrap(),
         std::fs::read_to_string(dir.path().join("b.log")).unwrap()
     );
     assert_eq!(logs.matches("executing rollback").count(), 1, "{logs}");
+    let runs = run_postflight(&["runs", "--coordinator", &url_b, "-o", "json"], &[]).json();
+    let decided = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rollback"]["triggered"] == true)
+        .expect("the triggering round");
+    assert_eq!(decided["rollback"]["executed_by"], "coordinator-B");
 }

@@ -115,6 +115,8 @@ impl<S: Store> Coordinator<S> {
             detail: None,
             against,
             migration: options.migration.clone(),
+            owner: Some(self.inner.instance.clone()),
+            lease_until_ms: Some(self.lease_until()),
         };
         self.inner.store.insert_monitor(&record).await?;
         tracing::info!(monitor_id = %record.monitor_id, plan = %plan.name, "monitor started");
@@ -126,38 +128,73 @@ impl<S: Store> Coordinator<S> {
     /// Resumes the monitors the store holds running (after a restart).
     pub(super) async fn resume_monitors(&self) -> CoordinatorResult<()> {
         for record in self.inner.store.running_monitors().await? {
-            let plan_yaml = match self.inner.sealer.unseal(&record.plan_sealed) {
-                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                Err(e) => {
-                    tracing::error!(monitor_id = %record.monitor_id, error = %e, "cannot resume a monitor");
-                    continue;
-                }
-            };
-            let no_vars: HashMap<String, String> = HashMap::new();
-            let Ok(plan) = parse_plan(&plan_yaml, &record.origin, Expander::plan(&no_vars)) else {
-                tracing::error!(monitor_id = %record.monitor_id, "a stored monitor's plan no longer parses");
-                continue;
-            };
-            let config = plan.monitor.clone().unwrap_or_default();
-            let since = now_ms() - config.window.as_millis() as i64;
-            let store = &self.inner.store;
-            let rounds: Vec<RoundSample> = store
-                .rounds_since(&record.monitor_id, since)
+            self.adopt_monitor(record).await?;
+        }
+        Ok(())
+    }
+
+    /// Resumes running monitors that are not in memory and whose owner's lease expired.
+    pub(super) async fn adopt_orphaned_monitors(&self) -> CoordinatorResult<()> {
+        let now = now_ms();
+        for record in self.inner.store.running_monitors().await? {
+            let expired = record.lease_until_ms.is_none_or(|until| until < now);
+            if expired && !self.state().monitors.contains_key(&record.monitor_id) {
+                self.adopt_monitor(record).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims a running monitor and runs its rounds from where they are; a monitor a live
+    /// coordinator owns is left to it.
+    async fn adopt_monitor(&self, mut record: MonitorRecord) -> CoordinatorResult<()> {
+        let until = self.lease_until();
+        let claimed = self
+            .inner
+            .store
+            .claim_monitor(&record.monitor_id, &self.inner.instance, until, now_ms())
+            .await?;
+        if !claimed {
+            tracing::info!(
+                monitor_id = %record.monitor_id,
+                owner = record.owner.as_deref().unwrap_or("?"),
+                "monitor owned by a live coordinator: not resuming it"
+            );
+            return Ok(());
+        }
+        record.owner = Some(self.inner.instance.clone());
+        record.lease_until_ms = Some(until);
+        let plan_yaml = match self.inner.sealer.unseal(&record.plan_sealed) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => {
+                tracing::error!(monitor_id = %record.monitor_id, error = %e, "cannot resume a monitor");
+                return Ok(());
+            }
+        };
+        let no_vars: HashMap<String, String> = HashMap::new();
+        let Ok(plan) = parse_plan(&plan_yaml, &record.origin, Expander::plan(&no_vars)) else {
+            tracing::error!(monitor_id = %record.monitor_id, "a stored monitor's plan no longer parses");
+            return Ok(());
+        };
+        let config = plan.monitor.clone().unwrap_or_default();
+        let since = now_ms() - config.window.as_millis() as i64;
+        let store = &self.inner.store;
+        let rounds: Vec<RoundSample> = store
+            .rounds_since(&record.monitor_id, since)
+            .await?
+            .iter()
+            .map(sample_of)
+            .collect();
+        let streak = streak_of(
+            store
+                .last_rounds(&record.monitor_id, plan.failing_rounds())
                 .await?
                 .iter()
-                .map(sample_of)
-                .collect();
-            let streak = streak_of(
-                store
-                    .last_rounds(&record.monitor_id, plan.failing_rounds())
-                    .await?
-                    .iter()
-                    .map(|r| r.counted),
-            );
-            let session = MonitorSession::resume(&plan, rounds, streak);
-            tracing::info!(monitor_id = %record.monitor_id, rounds = record.rounds, window = session.window_rounds(), streak, "resuming monitor");
-            self.spawn_monitor(record, plan, plan_yaml.into(), session);
-        }
+                .map(|r| r.counted),
+        );
+        let session = MonitorSession::resume(&plan, rounds, streak);
+        tracing::info!(monitor_id = %record.monitor_id, rounds = record.rounds, window = session.window_rounds(), streak, "resuming monitor");
+        self.spawn_monitor(record, plan, plan_yaml.into(), session);
         Ok(())
     }
 

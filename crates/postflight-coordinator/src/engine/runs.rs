@@ -734,8 +734,8 @@ impl<S: Store> Coordinator<S> {
         now_ms().saturating_add(self.inner.config.run_lease.as_millis() as i64)
     }
 
-    /// Renews the leases of this coordinator's runs, and adopts the runs of coordinators
-    /// whose leases expired (they died): every third of a lease.
+    /// Renews the leases of this coordinator's runs and monitors, and adopts those of
+    /// coordinators whose leases expired (they died): every third of a lease.
     pub(super) fn keep_run_leases(&self) {
         let this = self.clone();
         self.spawn_owned(async move {
@@ -743,14 +743,19 @@ impl<S: Store> Coordinator<S> {
             loop {
                 tokio::time::sleep(every).await;
                 let store = &this.inner.store;
-                if let Err(e) = store
-                    .renew_run_leases(&this.inner.instance, this.lease_until())
-                    .await
-                {
-                    tracing::error!(error = %e, "cannot renew the leases of this coordinator's runs");
+                let until = this.lease_until();
+                let renewed = match store.renew_run_leases(&this.inner.instance, until).await {
+                    Ok(_) => store.renew_monitor_leases(&this.inner.instance, until).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = renewed {
+                    tracing::error!(error = %e, "cannot renew the leases of this coordinator's runs and monitors");
                 }
                 if let Err(e) = this.adopt_orphaned_runs().await {
                     tracing::error!(error = %e, "cannot look for runs to adopt");
+                }
+                if let Err(e) = this.adopt_orphaned_monitors().await {
+                    tracing::error!(error = %e, "cannot look for monitors to adopt");
                 }
             }
         });

@@ -61,6 +61,11 @@ pub(crate) const SQLITE: Files = &[
         "run owners",
         include_str!("../../migrations/sqlite/0009_run_owners.sql"),
     ),
+    (
+        10,
+        "monitor owners",
+        include_str!("../../migrations/sqlite/0010_monitor_owners.sql"),
+    ),
 ];
 
 /// PostgreSQL.
@@ -109,6 +114,11 @@ pub(crate) const POSTGRES: Files = &[
         9,
         "run owners",
         include_str!("../../migrations/postgres/0009_run_owners.sql"),
+    ),
+    (
+        10,
+        "monitor owners",
+        include_str!("../../migrations/postgres/0010_monitor_owners.sql"),
     ),
 ];
 

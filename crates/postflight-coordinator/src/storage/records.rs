@@ -269,6 +269,10 @@ pub struct MonitorRecord {
     pub against: Option<String>,
     /// The migration the monitor belongs to.
     pub migration: Option<String>,
+    /// The coordinator that runs the monitor's rounds.
+    pub owner: Option<String>,
+    /// Until when (Unix ms) the owner's claim holds.
+    pub lease_until_ms: Option<i64>,
 }
 
 /// What one monitoring round contributed to the window.

@@ -470,8 +470,9 @@ where
     async fn insert_monitor(&self, m: &MonitorRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO monitors (monitor_id, plan_name, plan_sealed, origin, status, dry_run, regions, \
-             started_ms, ends_ms, ended_ms, rounds, rollback, detail, against, migration) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             started_ms, ends_ms, ended_ms, rounds, rollback, detail, against, migration, owner, \
+             lease_until_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&m.monitor_id)
         .bind(&m.plan_name)
@@ -488,9 +489,43 @@ where
         .bind(&m.detail)
         .bind(&m.against)
         .bind(&m.migration)
+        .bind(&m.owner)
+        .bind(m.lease_until_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn claim_monitor(
+        &self,
+        monitor_id: &str,
+        owner: &str,
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE monitors SET owner = $2, lease_until_ms = $3 \
+             WHERE monitor_id = $1 AND status = 'running' \
+             AND (owner IS NULL OR owner = $2 OR lease_until_ms IS NULL OR lease_until_ms < $4)",
+        )
+        .bind(monitor_id)
+        .bind(owner)
+        .bind(lease_until_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn renew_monitor_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE monitors SET lease_until_ms = $2 WHERE owner = $1 AND status = 'running'",
+        )
+        .bind(owner)
+        .bind(lease_until_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done))
     }
 
     async fn update_monitor(&self, m: &MonitorRecord) -> StoreResult<()> {
@@ -872,6 +907,8 @@ fn monitor_of(row: &impl RowExt) -> StoreResult<MonitorRecord> {
         detail: row.opt_text("detail")?,
         against: row.opt_text("against")?,
         migration: row.opt_text("migration")?,
+        owner: row.opt_text("owner")?,
+        lease_until_ms: row.opt_int("lease_until_ms")?,
     })
 }
 

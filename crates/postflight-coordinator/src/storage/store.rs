@@ -41,6 +41,20 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: i64,
         now_ms: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// [`Store::claim_run`] for a running monitor.
+    fn claim_monitor(
+        &self,
+        monitor_id: &str,
+        owner: &str,
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Extends the lease of every running monitor `owner` owns; returns how many.
+    fn renew_monitor_leases(
+        &self,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Extends the lease of every unfinished run `owner` owns; returns how many.
     fn renew_run_leases(
         &self,
@@ -245,6 +259,18 @@ impl Store for AnyStore {
     }
     async fn renew_run_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<u64> {
         dispatch!(self, s => s.renew_run_leases(owner, lease_until_ms))
+    }
+    async fn claim_monitor(
+        &self,
+        monitor_id: &str,
+        owner: &str,
+        lease_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.claim_monitor(monitor_id, owner, lease_until_ms, now_ms))
+    }
+    async fn renew_monitor_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<u64> {
+        dispatch!(self, s => s.renew_monitor_leases(owner, lease_until_ms))
     }
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
         dispatch!(self, s => s.get_run(run_id))

@@ -337,8 +337,22 @@ async fn suite<S: Store>(store: S) {
         detail: None,
         against: None,
         migration: None,
+        owner: None,
+        lease_until_ms: None,
     };
     store.insert_monitor(&monitor).await.unwrap();
+    assert_eq!(
+        store.running_monitors().await.unwrap(),
+        vec![monitor.clone()]
+    );
+    // Monitor owners: the first claim of an unowned monitor holds until its lease expires.
+    assert!(store.claim_monitor("m1", "A", 1_000, 500).await.unwrap());
+    assert!(!store.claim_monitor("m1", "B", 1_500, 900).await.unwrap());
+    assert_eq!(store.renew_monitor_leases("A", 2_000).await.unwrap(), 1);
+    assert!(!store.claim_monitor("m1", "B", 3_000, 1_999).await.unwrap());
+    assert!(store.claim_monitor("m1", "B", 3_000, 2_001).await.unwrap());
+    monitor.owner = Some("B".into());
+    monitor.lease_until_ms = Some(3_000);
     assert_eq!(
         store.running_monitors().await.unwrap(),
         vec![monitor.clone()]
