@@ -81,9 +81,7 @@ pub async fn grpc_health(check: &GrpcHealthCheck, timeout: Duration) -> CheckOut
             let config = match &check.ca {
                 None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
                 Some(path) => {
-                    let pem = tokio::fs::read(path)
-                        .await
-                        .map_err(|e| format!("cannot read the CA file {path}: {e}"))?;
+                    let pem = crate::tls::read_ca_file(path).await?;
                     tonic::transport::ClientTlsConfig::new()
                         .ca_certificate(tonic::transport::Certificate::from_pem(pem))
                 }

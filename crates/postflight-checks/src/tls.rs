@@ -82,8 +82,39 @@ impl ServerCertVerifier for Recorder {
     }
 }
 
+/// The most a CA file may hold: a bundle of every public root is about 250 KiB.
+const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// A plan's CA file, read off the async threads: a regular file of at most
+/// [`MAX_CA_FILE_BYTES`], so a plan naming `/dev/zero` or a FIFO cannot exhaust or stall the
+/// probe.
+pub async fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
+    let owned = path.to_owned();
+    let read = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let file = std::fs::File::open(&owned).map_err(|e| e.to_string())?;
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err("not a regular file".to_owned());
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_CA_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > MAX_CA_FILE_BYTES {
+            return Err(format!("larger than {MAX_CA_FILE_BYTES} bytes"));
+        }
+        Ok(bytes)
+    });
+    match read.await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(reason)) => Err(format!("cannot read the CA file {path}: {reason}")),
+        Err(e) => Err(format!("cannot read the CA file {path}: {e}")),
+    }
+}
+
 /// The verifier the check trusts: the plan's CA file, or the system's trust store.
-fn verifier(ca: Option<&str>) -> Result<Arc<dyn ServerCertVerifier>, String> {
+async fn verifier(ca: Option<&str>) -> Result<Arc<dyn ServerCertVerifier>, String> {
     install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     match ca {
@@ -92,9 +123,9 @@ fn verifier(ca: Option<&str>) -> Result<Arc<dyn ServerCertVerifier>, String> {
             .map_err(|e| format!("cannot load the system's trusted certificates: {e}")),
         Some(path) => {
             use rustls::pki_types::pem::PemObject;
+            let pem = read_ca_file(path).await?;
             let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read the CA file {path}: {e}"))?;
+            let certs = CertificateDer::pem_slice_iter(&pem);
             for cert in certs {
                 let cert = cert.map_err(|e| format!("the CA file {path} is not PEM: {e}"))?;
                 roots.add(cert).map_err(|e| {
@@ -115,7 +146,7 @@ fn verifier(ca: Option<&str>) -> Result<Arc<dyn ServerCertVerifier>, String> {
 /// Connects, shakes hands and records what the server presented.
 async fn handshake(check: &TlsCheck, name: &str) -> Result<Seen, String> {
     let recorder = Arc::new(Recorder {
-        inner: verifier(check.ca.as_deref())?,
+        inner: verifier(check.ca.as_deref()).await?,
         seen: Mutex::new(None),
     });
     let provider = Arc::new(rustls::crypto::ring::default_provider());

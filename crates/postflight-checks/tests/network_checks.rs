@@ -269,6 +269,13 @@ async fn tls_checks_read_the_chain_the_name_and_the_days_left() {
         "{}",
         o.message
     );
+    // A hostile plan's CA "file" is neither read forever nor without bound.
+    let o = tls(&format!("address: \"localhost:{valid}\", ca: /dev/zero")).await;
+    assert_eq!(o.status, CheckStatus::Fail);
+    assert_eq!(
+        o.message,
+        "cannot read the CA file /dev/zero: not a regular file"
+    );
     let o = tls(&format!(
         "address: \"localhost:{valid}\", ca: /nonexistent/ca.pem"
     ))

@@ -478,6 +478,31 @@ impl<S: Store> Coordinator<S> {
         }
     }
 
+    /// Stops a monitor another coordinator adopted (this one stalled past its lease),
+    /// writing nothing: the adopter runs its rounds now.
+    pub(super) async fn let_go_of_monitor(&self, monitor_id: &str) {
+        let stop = self
+            .state()
+            .monitors
+            .get(monitor_id)
+            .map(|m| m.stop.clone());
+        tracing::warn!(
+            monitor_id,
+            "another coordinator adopted this monitor: letting it go"
+        );
+        self.end_monitor(
+            monitor_id,
+            MonitorStatus::Stopped,
+            None,
+            "adopted by another coordinator",
+            false,
+        )
+        .await;
+        if let Some(stop) = stop {
+            stop.notify_one();
+        }
+    }
+
     async fn end_monitor(
         &self,
         monitor_id: &str,

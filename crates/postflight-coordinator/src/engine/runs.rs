@@ -667,23 +667,31 @@ impl<S: Store> Coordinator<S> {
         match self.inner.store.update_run(&run.record).await {
             Ok(true) => {}
             Ok(false) => {
-                // Another coordinator adopted the run (this one stalled past its lease): the
-                // adopter decides and acts; this one withdraws.
-                if let Some(action) = claimed {
-                    self.release_claim(&action.subject).await;
-                }
+                // Another coordinator adopted the run (this one stalled past its lease) and
+                // stores its end. A rollback this one claimed is still executed here: the
+                // adopter found the claim taken and will not, so withdrawing it would lose
+                // the action; the claim keeps it at most once.
                 tracing::warn!(
                     run_id,
-                    "the run was adopted by another coordinator; leaving its end to it"
+                    "the run was adopted by another coordinator; its report is the adopter's"
                 );
+                if let Some(action) = claimed {
+                    self.spawn_action(run.record.clone(), report.rollback.clone(), action);
+                }
                 return Ok(());
             }
             Err(e) => {
                 // The decision is not stored: its action must not start. Withdrawn, the claim
-                // lets the run decide again when it resumes (it is still unfinished).
+                // lets the run decide again when it is adopted again (it is still unfinished,
+                // and its lease is ended so that the next scan takes it).
                 if let Some(action) = claimed {
                     self.release_claim(&action.subject).await;
                 }
+                let _ = self
+                    .inner
+                    .store
+                    .release_run(run_id, &self.inner.instance)
+                    .await;
                 return Err(e.into());
             }
         }
@@ -744,12 +752,29 @@ impl<S: Store> Coordinator<S> {
                 tokio::time::sleep(every).await;
                 let store = &this.inner.store;
                 let until = this.lease_until();
-                let renewed = match store.renew_run_leases(&this.inner.instance, until).await {
-                    Ok(_) => store.renew_monitor_leases(&this.inner.instance, until).await,
-                    Err(e) => Err(e),
+                // What is in memory now: anything of it not renewed below was adopted by
+                // another coordinator (this one stalled past its lease) and is let go.
+                let (runs_before, monitors_before): (Vec<String>, Vec<String>) = {
+                    let state = this.state();
+                    (
+                        state.runs.keys().cloned().collect(),
+                        state.monitors.keys().cloned().collect(),
+                    )
                 };
-                if let Err(e) = renewed {
-                    tracing::error!(error = %e, "cannot renew the leases of this coordinator's runs and monitors");
+                match store.renew_run_leases(&this.inner.instance, until).await {
+                    Ok(renewed) => {
+                        let lost = runs_before.into_iter().filter(|id| !renewed.contains(id));
+                        this.let_go_of_runs(lost.collect());
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot renew the leases of this coordinator's runs"),
+                }
+                match store.renew_monitor_leases(&this.inner.instance, until).await {
+                    Ok(renewed) => {
+                        for id in monitors_before.into_iter().filter(|id| !renewed.contains(id)) {
+                            this.let_go_of_monitor(&id).await;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot renew the leases of this coordinator's monitors"),
                 }
                 if let Err(e) = this.adopt_orphaned_runs().await {
                     tracing::error!(error = %e, "cannot look for runs to adopt");
@@ -759,6 +784,28 @@ impl<S: Store> Coordinator<S> {
                 }
             }
         });
+    }
+
+    /// Drops runs another coordinator adopted from memory, and tells this coordinator's
+    /// probes to stop their work for them: the adopter drives them now.
+    fn let_go_of_runs(&self, run_ids: Vec<String>) {
+        for run_id in run_ids {
+            let Some(run) = self.state().runs.remove(&run_id) else {
+                continue; // it ended meanwhile
+            };
+            run.timer.cancel();
+            tracing::warn!(run_id = %run_id, "another coordinator adopted this run (this one stalled past its lease): letting it go");
+            for a in run.assignments.values() {
+                if a.record.status == AssignmentStatus::Active
+                    && let Some(link) = self.probe_link(&a.record.probe)
+                {
+                    link.send(Ok(ToProbe::Cancel {
+                        assignment_id: a.record.assignment_id.clone(),
+                        reason: "the run moved to another coordinator".to_owned(),
+                    }));
+                }
+            }
+        }
     }
 
     /// Adopts unfinished runs that are not in memory and whose owner's lease expired.
@@ -839,8 +886,23 @@ impl<S: Store> Coordinator<S> {
                 return Ok(false);
             }
         };
-        let assignments = self.inner.store.assignments(&run_id).await?;
-        let results = self.inner.store.batches(&run_id).await?;
+        let loaded = async {
+            let assignments = self.inner.store.assignments(&run_id).await?;
+            let results = self.inner.store.batches(&run_id).await?;
+            Ok::<_, crate::storage::StoreError>((assignments, results))
+        };
+        let (assignments, results) = match loaded.await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // Claimed but not driven: end the lease so that a later scan takes it.
+                let _ = self
+                    .inner
+                    .store
+                    .release_run(&run_id, &self.inner.instance)
+                    .await;
+                return Err(e.into());
+            }
+        };
         tracing::info!(run_id = %run_id, results = results.len(), "resuming run");
         self.activate(record, plan, plan_yaml.into(), assignments, results, None);
         Ok(true)

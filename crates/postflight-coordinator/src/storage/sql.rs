@@ -228,15 +228,25 @@ where
         Ok(DB::rows_affected(&done) == 1)
     }
 
-    async fn renew_run_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE runs SET lease_until_ms = $2 WHERE owner = $1 AND status IN ('pending', 'running')",
+    async fn renew_run_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE runs SET lease_until_ms = $2 WHERE owner = $1 AND status IN ('pending', 'running') \
+             RETURNING run_id",
         )
         .bind(owner)
         .bind(lease_until_ms)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(DB::rows_affected(&done))
+        rows.iter().map(|r| r.text("run_id")).collect()
+    }
+
+    async fn release_run(&self, run_id: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE runs SET lease_until_ms = 0 WHERE run_id = $1 AND owner = $2")
+            .bind(run_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
@@ -517,21 +527,27 @@ where
         Ok(DB::rows_affected(&done) == 1)
     }
 
-    async fn renew_monitor_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE monitors SET lease_until_ms = $2 WHERE owner = $1 AND status = 'running'",
+    async fn renew_monitor_leases(
+        &self,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE monitors SET lease_until_ms = $2 WHERE owner = $1 AND status = 'running' \
+             RETURNING monitor_id",
         )
         .bind(owner)
         .bind(lease_until_ms)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(DB::rows_affected(&done))
+        rows.iter().map(|r| r.text("monitor_id")).collect()
     }
 
     async fn update_monitor(&self, m: &MonitorRecord) -> StoreResult<()> {
+        // Only the monitor's owner writes it (see `update_run`).
         sqlx::query(
             "UPDATE monitors SET status = $2, ended_ms = $3, rounds = $4, rollback = $5, detail = $6 \
-             WHERE monitor_id = $1",
+             WHERE monitor_id = $1 AND (owner IS NULL OR $7 IS NULL OR owner = $7)",
         )
         .bind(&m.monitor_id)
         .bind(m.status.as_str())
@@ -539,6 +555,7 @@ where
         .bind(m.rounds)
         .bind(&m.rollback_json)
         .bind(&m.detail)
+        .bind(&m.owner)
         .execute(&self.pool)
         .await?;
         Ok(())

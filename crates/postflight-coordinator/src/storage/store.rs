@@ -49,18 +49,26 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: i64,
         now_ms: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Extends the lease of every running monitor `owner` owns; returns how many.
+    /// Extends the lease of every running monitor `owner` owns; returns their ids.
     fn renew_monitor_leases(
         &self,
         owner: &str,
         lease_until_ms: i64,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
-    /// Extends the lease of every unfinished run `owner` owns; returns how many.
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    /// Extends the lease of every unfinished run `owner` owns; returns their ids (a run
+    /// in memory that is not among them was adopted by another coordinator).
     fn renew_run_leases(
         &self,
         owner: &str,
         lease_until_ms: i64,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    /// Ends `owner`'s lease on a run it cannot drive (a failed resume or end), so that the
+    /// next scan, here or elsewhere, adopts it again.
+    fn release_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// One run.
     fn get_run(&self, run_id: &str) -> impl Future<Output = StoreResult<Option<RunRecord>>> + Send;
     /// Most recent first, optionally of one plan.
@@ -257,8 +265,11 @@ impl Store for AnyStore {
     ) -> StoreResult<bool> {
         dispatch!(self, s => s.claim_run(run_id, owner, lease_until_ms, now_ms))
     }
-    async fn renew_run_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<u64> {
+    async fn renew_run_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<Vec<String>> {
         dispatch!(self, s => s.renew_run_leases(owner, lease_until_ms))
+    }
+    async fn release_run(&self, run_id: &str, owner: &str) -> StoreResult<()> {
+        dispatch!(self, s => s.release_run(run_id, owner))
     }
     async fn claim_monitor(
         &self,
@@ -269,7 +280,11 @@ impl Store for AnyStore {
     ) -> StoreResult<bool> {
         dispatch!(self, s => s.claim_monitor(monitor_id, owner, lease_until_ms, now_ms))
     }
-    async fn renew_monitor_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<u64> {
+    async fn renew_monitor_leases(
+        &self,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> StoreResult<Vec<String>> {
         dispatch!(self, s => s.renew_monitor_leases(owner, lease_until_ms))
     }
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {

@@ -140,7 +140,7 @@ async fn suite<S: Store>(store: S) {
     store.insert_run(&owned).await.unwrap();
     assert!(!store.claim_run("r4", "B", 1_500, 900).await.unwrap());
     assert!(store.claim_run("r4", "A", 1_600, 900).await.unwrap());
-    assert_eq!(store.renew_run_leases("A", 2_000).await.unwrap(), 1);
+    assert_eq!(store.renew_run_leases("A", 2_000).await.unwrap(), ["r4"]);
     assert_eq!(
         store.get_run("r4").await.unwrap().unwrap().lease_until_ms,
         Some(2_000)
@@ -348,7 +348,10 @@ async fn suite<S: Store>(store: S) {
     // Monitor owners: the first claim of an unowned monitor holds until its lease expires.
     assert!(store.claim_monitor("m1", "A", 1_000, 500).await.unwrap());
     assert!(!store.claim_monitor("m1", "B", 1_500, 900).await.unwrap());
-    assert_eq!(store.renew_monitor_leases("A", 2_000).await.unwrap(), 1);
+    assert_eq!(
+        store.renew_monitor_leases("A", 2_000).await.unwrap(),
+        ["m1"]
+    );
     assert!(!store.claim_monitor("m1", "B", 3_000, 1_999).await.unwrap());
     assert!(store.claim_monitor("m1", "B", 3_000, 2_001).await.unwrap());
     monitor.owner = Some("B".into());
