@@ -37,6 +37,17 @@ impl Refs<'_> {
 
     /// `text` with every reference replaced by its value's text.
     pub fn text(&self, text: &str) -> Result<String, String> {
+        self.fill(text, false)
+    }
+
+    /// A URL with every reference replaced by its value, percent-encoded: a value from an
+    /// answer cannot change the URL's host or path (`@evil.example`, `https://…`), and so
+    /// cannot send the plan's headers elsewhere.
+    pub fn url(&self, text: &str) -> Result<String, String> {
+        self.fill(text, true)
+    }
+
+    fn fill(&self, text: &str, encode: bool) -> Result<String, String> {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(at) = rest.find(self.prefix()) {
@@ -46,7 +57,12 @@ impl Refs<'_> {
                 out.push_str(&rest[at..]);
                 return Ok(out);
             };
-            out.push_str(&as_text(self.value(&after[..end])?));
+            let value = as_text(self.value(&after[..end])?);
+            if encode {
+                out.push_str(&percent_encode(&value));
+            } else {
+                out.push_str(&value);
+            }
             rest = &after[end + 1..];
         }
         out.push_str(rest);
@@ -83,7 +99,7 @@ impl Refs<'_> {
     pub fn request(&self, request: &HttpRequest) -> Result<HttpRequest, String> {
         Ok(HttpRequest {
             method: request.method.clone(),
-            url: self.text(&request.url)?,
+            url: self.url(&request.url)?,
             headers: request
                 .headers
                 .iter()
@@ -98,10 +114,47 @@ impl Refs<'_> {
     }
 }
 
+/// Every byte but RFC 3986's unreserved characters as `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// A value as text: strings as they are, anything else as JSON.
 pub fn as_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_in_urls_are_percent_encoded_and_cannot_move_the_request() {
+        let fields = serde_json::Map::from_iter([
+            ("host".to_owned(), json!("@evil.example/x?y#z")),
+            ("id".to_owned(), json!(42)),
+        ]);
+        let refs = Refs::Case(&fields);
+        assert_eq!(
+            refs.url("http://app${case:host}/items/${case:id}").unwrap(),
+            "http://app%40evil.example%2Fx%3Fy%23z/items/42"
+        );
+        assert_eq!(
+            refs.text("${case:host}").unwrap(),
+            "@evil.example/x?y#z",
+            "bodies and headers get the value as it is"
+        );
     }
 }

@@ -341,26 +341,35 @@ async fn mysql_integrity_typed_values_and_parameters() {
     assert!(!o.message.contains("n0t-the-password"), "{}", o.message);
 }
 
-/// Every way a query could write on MySQL is refused and the data stays: plain writes, DDL
-/// (which commits implicitly there), several statements, and a query that switches the
-/// session back to read-write before the next one.
+/// Every way a query could write on MySQL is refused and the data stays: statements that do
+/// not read (writes, DDL, `SET`, `CALL` of a procedure that could commit and write), several
+/// statements in one, and a locking read, which meets the read-only transaction.
 #[tokio::test]
 async fn mysql_queries_cannot_write_by_any_trick() {
-    const READ_ONLY: &str = "Cannot execute statement in a READ ONLY transaction";
     let db = postflight_e2e::ScratchMysql::create().await;
     db.execute(SEED_SCHEMA_MYSQL).await;
     let tricks = [
-        ("DELETE FROM sessions", READ_ONLY),
-        ("CREATE TABLE intruder (a int)", READ_ONLY),
-        ("DROP TABLE tool_calls", READ_ONLY),
+        ("DELETE FROM sessions", "`DELETE` is not run on MySQL"),
+        (
+            "/* hi */ DELETE FROM sessions",
+            "`DELETE` is not run on MySQL",
+        ),
+        (
+            "CREATE TABLE intruder (a int)",
+            "`CREATE` is not run on MySQL",
+        ),
+        ("DROP TABLE tool_calls", "`DROP` is not run on MySQL"),
+        ("CALL purge()", "`CALL` is not run on MySQL"),
         (
             "SELECT 1; DELETE FROM sessions",
             "a query must be a single statement",
         ),
-        // These succeed or fail by server version; the next query stays read-only anyway.
-        ("SET SESSION TRANSACTION READ WRITE", READ_ONLY),
-        ("SET SESSION tx_read_only = 0", READ_ONLY),
-        ("SET SESSION transaction_read_only = 0", READ_ONLY),
+        (
+            "SET SESSION TRANSACTION READ WRITE",
+            "`SET` is not run on MySQL",
+        ),
+        ("SET SESSION tx_read_only = 0", "`SET` is not run on MySQL"),
+        ("SELECT * FROM sessions FOR UPDATE", ""),
     ];
     for (sql, refusal) in tricks {
         let yaml = format!(

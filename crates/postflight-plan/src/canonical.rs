@@ -12,7 +12,23 @@ use crate::model::Plan;
 /// gives the same plan back.
 pub fn canonical_yaml(plan: &Plan) -> String {
     let mut value = serde_json::to_value(plan).unwrap_or(Value::Null);
+    // A golden set's cases are data, never expanded: they travel as they are.
+    let mut cases = Vec::new();
+    if let Some(checks) = value.get_mut("checks").and_then(Value::as_array_mut) {
+        for (index, check) in checks.iter_mut().enumerate() {
+            if let Some(taken) = check.as_object_mut().and_then(|c| c.remove("cases")) {
+                cases.push((index, taken));
+            }
+        }
+    }
     escape_strings(&mut value);
+    if let Some(checks) = value.get_mut("checks").and_then(Value::as_array_mut) {
+        for (index, taken) in cases {
+            if let Some(check) = checks.get_mut(index).and_then(Value::as_object_mut) {
+                check.insert("cases".to_owned(), taken);
+            }
+        }
+    }
     serde_saphyr::to_string(&value).unwrap_or_default()
 }
 

@@ -143,6 +143,35 @@ async fn read_catalog(
     Ok(())
 }
 
+/// The statements a MySQL check runs. A stored procedure (`CALL`) could commit the
+/// read-only transaction and switch its session back to read-write from inside, so only
+/// statements that read are run at all.
+const READING_STATEMENTS: [&str; 8] = [
+    "SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "VALUES", "TABLE",
+];
+
+/// The first keyword of `sql`, past blanks, comments and opening parentheses, upper-cased.
+fn first_keyword(sql: &str) -> String {
+    let mut rest = sql;
+    loop {
+        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(after) = trimmed
+            .strip_prefix("--")
+            .or_else(|| trimmed.strip_prefix('#'))
+        {
+            rest = after.split_once('\n').map_or("", |(_, next)| next);
+        } else if let Some(after) = trimmed.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, next)| next);
+        } else {
+            return trimmed
+                .chars()
+                .take_while(char::is_ascii_alphabetic)
+                .collect::<String>()
+                .to_ascii_uppercase();
+        }
+    }
+}
+
 /// One query, read-only, rolled back; values read as text.
 async fn read_only(
     conn: &mut MySqlConnection,
@@ -150,6 +179,13 @@ async fn read_only(
     params: &[String],
 ) -> Result<Option<DbValue>, DbError> {
     use sqlx::{AssertSqlSafe, Executor, SqlSafeStr};
+    let keyword = first_keyword(sql);
+    if !READING_STATEMENTS.contains(&keyword.as_str()) {
+        return Err(DbError::Query(format!(
+            "`{keyword}` is not run on MySQL: a check runs statements that read ({})",
+            READING_STATEMENTS.join(", ")
+        )));
+    }
     // Preparing refuses several statements in one string.
     if let Err(e) = (&mut *conn)
         .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
@@ -221,4 +257,20 @@ fn first_value(row: &sqlx::mysql::MySqlRow) -> Result<DbValue, DbError> {
     row.try_get_unchecked::<String, _>(0)
         .map(DbValue::Text)
         .map_err(|e| DbError::FirstValue(describe(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_keyword;
+
+    #[test]
+    fn the_first_keyword_is_found_past_comments() {
+        assert_eq!(first_keyword("  select 1"), "SELECT");
+        assert_eq!(
+            first_keyword("-- note\n/* x */ (WITH a AS (SELECT 1) SELECT * FROM a)"),
+            "WITH"
+        );
+        assert_eq!(first_keyword("# c\nCALL p()"), "CALL");
+        assert_eq!(first_keyword("/* unclosed"), "");
+    }
 }

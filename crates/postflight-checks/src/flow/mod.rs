@@ -136,13 +136,16 @@ async fn run_step(
                 }
                 Ok(answer) => answer,
             };
+            // Captured first, so that a value the answer carries is masked even in the
+            // message of a failed expectation (and a clean-up step can still use it).
+            let captured = capture(step, &answer.body, captures);
             let verdict = expect::judge(&check.expect, &answer);
             samples.push(Sample {
                 latency: answer.latency,
                 ok: verdict.is_ok(),
             });
             verdict.map_err(|failures| failures.join("; "))?;
-            capture(step, &answer.body, captures)?;
+            captured?;
             Ok(format!("{} {}", step.name, human_duration(answer.latency)))
         }
         StepAction::Database(check) => {
@@ -156,7 +159,8 @@ async fn run_step(
     }
 }
 
-/// Takes the step's captures from its JSON answer.
+/// Takes the step's captures from its JSON answer: every path that matches is kept, and the
+/// first that does not is the error.
 fn capture(step: &FlowStep, body: &str, captures: &mut Captures) -> Result<(), String> {
     if step.capture.is_empty() {
         return Ok(());
@@ -168,17 +172,24 @@ fn capture(step: &FlowStep, body: &str, captures: &mut Captures) -> Result<(), S
             excerpt(body)
         )
     })?;
+    let mut missing = None;
     for (name, path) in &step.capture {
-        let value = path.select(&document).ok_or_else(|| {
-            format!(
-                "cannot capture {name}: {} matches nothing in the answer ({})",
-                path.as_str(),
-                excerpt(body)
-            )
-        })?;
-        captures.insert(name.clone(), value);
+        match path.select(&document) {
+            Some(value) => {
+                captures.insert(name.clone(), value);
+            }
+            None => {
+                missing.get_or_insert_with(|| {
+                    format!(
+                        "cannot capture {name}: {} matches nothing in the answer ({})",
+                        path.as_str(),
+                        excerpt(body)
+                    )
+                });
+            }
+        }
     }
-    Ok(())
+    missing.map_or(Ok(()), Err)
 }
 
 /// The database step with captures in its parameters (the loader keeps them out of SQL).
@@ -194,13 +205,31 @@ fn fill_database(check: &DatabaseCheck, captures: &Captures) -> Result<DatabaseC
     Ok(filled)
 }
 
-/// `message` with every long enough captured value replaced by `***`.
+/// `message` with every long enough captured value replaced by `***`: the longest first
+/// (a value that begins another does not leave the other's end), and the start of a value
+/// that an excerpt cut off (`sess-4f9a…`) too.
 fn mask(message: &str, captures: &Captures) -> String {
+    let mut values: Vec<String> = captures
+        .values()
+        .map(crate::fill::as_text)
+        .filter(|text| text.chars().count() >= MASK_MIN_LEN)
+        .collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
     let mut masked = message.to_owned();
-    for value in captures.values() {
-        let text = crate::fill::as_text(value);
-        if text.chars().count() >= MASK_MIN_LEN {
-            masked = masked.replace(&text, "***");
+    for value in &values {
+        masked = masked.replace(value.as_str(), "***");
+    }
+    for value in &values {
+        let starts: Vec<usize> = value
+            .char_indices()
+            .map(|(i, _)| i)
+            .filter(|&i| value[..i].chars().count() >= MASK_MIN_LEN)
+            .collect();
+        for end in starts.into_iter().rev() {
+            let cut = format!("{}…", &value[..end]);
+            if masked.contains(&cut) {
+                masked = masked.replace(&cut, "***…");
+            }
         }
     }
     masked

@@ -44,6 +44,23 @@ fn a_whole_reference_keeps_the_captured_type_in_json() {
 }
 
 #[test]
+fn longer_values_and_cut_off_values_are_masked_too() {
+    let captures = Captures::from([
+        ("a".to_owned(), json!("token-123")),
+        ("b".to_owned(), json!("token-123-long-tail")),
+        ("c".to_owned(), json!("sess-4f9a2c71d0e3b5a7")),
+    ]);
+    assert_eq!(
+        mask("got token-123-long-tail and token-123", &captures),
+        "got *** and ***"
+    );
+    assert_eq!(
+        mask("body: {\"t\": \"sess-4f9a2c…", &captures),
+        "body: {\"t\": \"***…"
+    );
+}
+
+#[test]
 fn captured_values_are_masked_in_messages() {
     assert_eq!(
         mask(

@@ -916,7 +916,7 @@ fn with_cases(plan: &str, jsonl: &str) -> Result<Plan, PlanErrors> {
 fn golden_sets_are_read_from_jsonl_and_travel_inline() {
     let plan = with_cases(
         GOLDEN_PLAN,
-        "{\"id\": \"inv\", \"input\": \"Look up INV-001\", \"expect\": {\"body_contains\": [\"INV-001\"]}}\n\n{\"input\": {\"nested\": true}}\n",
+        "{\"id\": \"inv\", \"input\": \"Look up INV-001\", \"expect\": {\"body_contains\": [\"INV-001\"]}}\n\n{\"input\": {\"nested\": true, \"text\": \"what is ${HOME}?\"}}\n",
     )
     .unwrap();
     let set = plan.checks[0].cases.as_ref().unwrap();
@@ -929,6 +929,11 @@ fn golden_sets_are_read_from_jsonl_and_travel_inline() {
     let canonical = crate::canonical::canonical_yaml(&plan);
     let again = parse_plan(&canonical, "canonical", Expander::none()).unwrap();
     assert_eq!(again, plan);
+    assert_eq!(
+        again.checks[0].cases.as_ref().unwrap().cases[1].fields["input"]["text"],
+        "what is ${HOME}?",
+        "case data travels as written, `${{` included"
+    );
 }
 
 #[test]
