@@ -122,11 +122,14 @@ pub fn seeds(target: &str, examples: &Path) -> Vec<Vec<u8>> {
                 })
                 .unwrap_or_default();
             plans.push(b"name: p\nchecks:\n  - name: c\n    http: {url: \"${AGENT_URL:-http://x}/a\", expect: {json: [{path: $.a, equals: 1}], body_regex: \"a+\"}}\n".to_vec());
+            // Golden sets inline (as the canonical plan carries them) and a flow's references.
+            plans.push(b"name: p\nchecks:\n  - name: g\n    cases: [{input: hi, id: a, expect: {status: 200}}, {input: {n: 1}}]\n    min_pass_rate: 50%\n    http: {method: POST, url: \"http://x/${case:id}\", json: {m: \"${case:input}\"}}\n  - name: f\n    steps:\n      - {name: a, http: {url: http://x}, capture: {s: $.s}}\n      - {name: b, always: true, database: {url: \"sqlite:x.db\", queries: [{sql: \"SELECT $1\", params: [\"${step:s}\"]}]}}\n".to_vec());
             plans
         }
         "expand" => vec![
             b"${A}/${probe:B:-${EMPTY:-d}}$${lit}".to_vec(),
             b"${A-x} ${probe:X} $ {".to_vec(),
+            b"${step:session} ${case:input} ${step:} ${case:a-b}".to_vec(),
         ],
         "sketch" => [
             vec![1.0],
