@@ -128,17 +128,22 @@ impl<S: Store> Coordinator<S> {
     /// Resumes the monitors the store holds running (after a restart).
     pub(super) async fn resume_monitors(&self) -> CoordinatorResult<()> {
         for record in self.inner.store.running_monitors().await? {
-            self.adopt_monitor(record).await?;
+            let (monitor_id, owner) = (record.monitor_id.clone(), record.owner.clone());
+            if !self.adopt_monitor(record).await? {
+                tracing::info!(
+                    monitor_id = %monitor_id,
+                    owner = owner.as_deref().unwrap_or("?"),
+                    "monitor owned by a live coordinator: not resuming it"
+                );
+            }
         }
         Ok(())
     }
 
     /// Resumes running monitors that are not in memory and whose owner's lease expired.
     pub(super) async fn adopt_orphaned_monitors(&self) -> CoordinatorResult<()> {
-        let now = now_ms();
         for record in self.inner.store.running_monitors().await? {
-            let expired = record.lease_until_ms.is_none_or(|until| until < now);
-            if expired && !self.state().monitors.contains_key(&record.monitor_id) {
+            if !self.state().monitors.contains_key(&record.monitor_id) {
                 self.adopt_monitor(record).await?;
             }
         }
@@ -147,20 +152,15 @@ impl<S: Store> Coordinator<S> {
 
     /// Claims a running monitor and runs its rounds from where they are; a monitor a live
     /// coordinator owns is left to it.
-    async fn adopt_monitor(&self, mut record: MonitorRecord) -> CoordinatorResult<()> {
+    async fn adopt_monitor(&self, mut record: MonitorRecord) -> CoordinatorResult<bool> {
         let until = self.lease_until();
         let claimed = self
             .inner
             .store
-            .claim_monitor(&record.monitor_id, &self.inner.instance, until, now_ms())
+            .claim_monitor(&record.monitor_id, &self.inner.instance, self.lease_ms())
             .await?;
         if !claimed {
-            tracing::info!(
-                monitor_id = %record.monitor_id,
-                owner = record.owner.as_deref().unwrap_or("?"),
-                "monitor owned by a live coordinator: not resuming it"
-            );
-            return Ok(());
+            return Ok(false);
         }
         record.owner = Some(self.inner.instance.clone());
         record.lease_until_ms = Some(until);
@@ -168,13 +168,13 @@ impl<S: Store> Coordinator<S> {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
                 tracing::error!(monitor_id = %record.monitor_id, error = %e, "cannot resume a monitor");
-                return Ok(());
+                return Ok(true);
             }
         };
         let no_vars: HashMap<String, String> = HashMap::new();
         let Ok(plan) = parse_plan(&plan_yaml, &record.origin, Expander::plan(&no_vars)) else {
             tracing::error!(monitor_id = %record.monitor_id, "a stored monitor's plan no longer parses");
-            return Ok(());
+            return Ok(true);
         };
         let config = plan.monitor.clone().unwrap_or_default();
         let since = now_ms() - config.window.as_millis() as i64;
@@ -195,7 +195,7 @@ impl<S: Store> Coordinator<S> {
         let session = MonitorSession::resume(&plan, rounds, streak);
         tracing::info!(monitor_id = %record.monitor_id, rounds = record.rounds, window = session.window_rounds(), streak, "resuming monitor");
         self.spawn_monitor(record, plan, plan_yaml.into(), session);
-        Ok(())
+        Ok(true)
     }
 
     fn spawn_monitor(

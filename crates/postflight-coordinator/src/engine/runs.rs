@@ -737,9 +737,15 @@ impl<S: Store> Coordinator<S> {
         Ok(())
     }
 
-    /// When a claim taken now expires.
+    /// When a claim taken now expires, on this coordinator's clock (a new run's first lease;
+    /// renewals and claims use the database's clock).
     pub(super) fn lease_until(&self) -> i64 {
-        now_ms().saturating_add(self.inner.config.run_lease.as_millis() as i64)
+        now_ms().saturating_add(self.lease_ms())
+    }
+
+    /// How long a claim lasts, in milliseconds.
+    pub(super) fn lease_ms(&self) -> i64 {
+        i64::try_from(self.inner.config.run_lease.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Renews the leases of this coordinator's runs and monitors, and adopts those of
@@ -751,7 +757,7 @@ impl<S: Store> Coordinator<S> {
             loop {
                 tokio::time::sleep(every).await;
                 let store = &this.inner.store;
-                let until = this.lease_until();
+                let lease = this.lease_ms();
                 // What is in memory now: anything of it not renewed below was adopted by
                 // another coordinator (this one stalled past its lease) and is let go.
                 let (runs_before, monitors_before): (Vec<String>, Vec<String>) = {
@@ -761,14 +767,14 @@ impl<S: Store> Coordinator<S> {
                         state.monitors.keys().cloned().collect(),
                     )
                 };
-                match store.renew_run_leases(&this.inner.instance, until).await {
+                match store.renew_run_leases(&this.inner.instance, lease).await {
                     Ok(renewed) => {
                         let lost = runs_before.into_iter().filter(|id| !renewed.contains(id));
                         this.let_go_of_runs(lost.collect());
                     }
                     Err(e) => tracing::error!(error = %e, "cannot renew the leases of this coordinator's runs"),
                 }
-                match store.renew_monitor_leases(&this.inner.instance, until).await {
+                match store.renew_monitor_leases(&this.inner.instance, lease).await {
                     Ok(renewed) => {
                         for id in monitors_before.into_iter().filter(|id| !renewed.contains(id)) {
                             this.let_go_of_monitor(&id).await;
@@ -808,14 +814,13 @@ impl<S: Store> Coordinator<S> {
         }
     }
 
-    /// Adopts unfinished runs that are not in memory and whose owner's lease expired.
+    /// Adopts unfinished runs that are not in memory and whose owner's lease expired (the
+    /// claim compares on the database's clock, so a coordinator's own clock never decides).
     async fn adopt_orphaned_runs(&self) -> CoordinatorResult<()> {
-        let now = now_ms();
         let runs = self.inner.store.unfinished_runs().await?;
         let mut adopted = false;
         for record in runs {
-            let expired = record.lease_until_ms.is_none_or(|until| until < now);
-            if expired && !self.state().runs.contains_key(&record.run_id) {
+            if !self.state().runs.contains_key(&record.run_id) {
                 adopted |= self.adopt(record).await?;
             }
         }
@@ -834,7 +839,14 @@ impl<S: Store> Coordinator<S> {
     pub(super) async fn resume(&self) -> CoordinatorResult<()> {
         let runs = self.inner.store.unfinished_runs().await?;
         for record in runs {
-            self.adopt(record).await?;
+            let (run_id, owner) = (record.run_id.clone(), record.owner.clone());
+            if !self.adopt(record).await? {
+                tracing::info!(
+                    run_id = %run_id,
+                    owner = owner.as_deref().unwrap_or("?"),
+                    "run owned by a live coordinator: not adopting it"
+                );
+            }
         }
         self.resume_monitors().await?;
         // Probes get a grace period to reconnect and claim their assignments.
@@ -854,14 +866,9 @@ impl<S: Store> Coordinator<S> {
         let claimed = self
             .inner
             .store
-            .claim_run(&run_id, &self.inner.instance, until, now_ms())
+            .claim_run(&run_id, &self.inner.instance, self.lease_ms())
             .await?;
         if !claimed {
-            tracing::info!(
-                run_id = %run_id,
-                owner = record.owner.as_deref().unwrap_or("?"),
-                "run owned by a live coordinator: not adopting it"
-            );
             return Ok(false);
         }
         record.owner = Some(self.inner.instance.clone());

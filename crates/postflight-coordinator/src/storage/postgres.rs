@@ -34,6 +34,8 @@ impl SqlStore<Postgres> {
 }
 
 impl Engine for Postgres {
+    const NOW_MS: &'static str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
     /// A transaction in which claims on `plan` are serialised across every coordinator
     /// sharing this database (a transaction-scoped advisory lock on the plan's name).
     async fn begin_claim(

@@ -22,6 +22,10 @@ pub trait Engine: Database {
 
     /// Rows a statement changed (each engine's result type has its own method).
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// The database's clock in Unix milliseconds, as SQL: leases are set and compared on the
+    /// one clock every coordinator sharing the database reads, not on each one's own.
+    const NOW_MS: &'static str;
 }
 
 /// A coordinator's database: the pool, the connection the result writer keeps, and where
@@ -207,34 +211,29 @@ where
         Ok(DB::rows_affected(&done) > 0)
     }
 
-    async fn claim_run(
-        &self,
-        run_id: &str,
-        owner: &str,
-        lease_until_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE runs SET owner = $2, lease_until_ms = $3 \
+    async fn claim_run(&self, run_id: &str, owner: &str, lease_ms: i64) -> StoreResult<bool> {
+        let now = DB::NOW_MS;
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE runs SET owner = $2, lease_until_ms = {now} + $3 \
              WHERE run_id = $1 AND status IN ('pending', 'running') \
-             AND (owner IS NULL OR owner = $2 OR lease_until_ms IS NULL OR lease_until_ms < $4)",
-        )
+             AND (owner IS NULL OR owner = $2 OR lease_until_ms IS NULL OR lease_until_ms < {now})"
+        )))
         .bind(run_id)
         .bind(owner)
-        .bind(lease_until_ms)
-        .bind(now_ms)
+        .bind(lease_ms)
         .execute(&self.pool)
         .await?;
         Ok(DB::rows_affected(&done) == 1)
     }
 
-    async fn renew_run_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query(
-            "UPDATE runs SET lease_until_ms = $2 WHERE owner = $1 AND status IN ('pending', 'running') \
-             RETURNING run_id",
-        )
+    async fn renew_run_leases(&self, owner: &str, lease_ms: i64) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE runs SET lease_until_ms = {} + $2 \
+             WHERE owner = $1 AND status IN ('pending', 'running') RETURNING run_id",
+            DB::NOW_MS
+        )))
         .bind(owner)
-        .bind(lease_until_ms)
+        .bind(lease_ms)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| r.text("run_id")).collect()
@@ -510,34 +509,30 @@ where
         &self,
         monitor_id: &str,
         owner: &str,
-        lease_until_ms: i64,
-        now_ms: i64,
+        lease_ms: i64,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE monitors SET owner = $2, lease_until_ms = $3 \
+        let now = DB::NOW_MS;
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE monitors SET owner = $2, lease_until_ms = {now} + $3 \
              WHERE monitor_id = $1 AND status = 'running' \
-             AND (owner IS NULL OR owner = $2 OR lease_until_ms IS NULL OR lease_until_ms < $4)",
-        )
+             AND (owner IS NULL OR owner = $2 OR lease_until_ms IS NULL OR lease_until_ms < {now})"
+        )))
         .bind(monitor_id)
         .bind(owner)
-        .bind(lease_until_ms)
-        .bind(now_ms)
+        .bind(lease_ms)
         .execute(&self.pool)
         .await?;
         Ok(DB::rows_affected(&done) == 1)
     }
 
-    async fn renew_monitor_leases(
-        &self,
-        owner: &str,
-        lease_until_ms: i64,
-    ) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query(
-            "UPDATE monitors SET lease_until_ms = $2 WHERE owner = $1 AND status = 'running' \
-             RETURNING monitor_id",
-        )
+    async fn renew_monitor_leases(&self, owner: &str, lease_ms: i64) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE monitors SET lease_until_ms = {} + $2 \
+             WHERE owner = $1 AND status = 'running' RETURNING monitor_id",
+            DB::NOW_MS
+        )))
         .bind(owner)
-        .bind(lease_until_ms)
+        .bind(lease_ms)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| r.text("monitor_id")).collect()

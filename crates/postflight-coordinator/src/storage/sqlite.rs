@@ -50,6 +50,8 @@ impl SqlStore<Sqlite> {
 }
 
 impl Engine for Sqlite {
+    const NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+
     /// A transaction that holds SQLite's write lock from its start, so claims are serialised,
     /// on the fully synchronous connection.
     async fn begin_claim(

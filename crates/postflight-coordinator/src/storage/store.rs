@@ -31,36 +31,34 @@ pub trait Store: Send + Sync + 'static {
     /// record's `owner` still owns the run (or either has none); `false` when another
     /// coordinator adopted it meanwhile and nothing was written.
     fn update_run(&self, run: &RunRecord) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Makes `owner` the owner of an unfinished run until `lease_until_ms`, if it has no
-    /// owner, is `owner`'s already, or its owner's lease expired before `now_ms`. `true` when
+    /// Makes `owner` the owner of an unfinished run for `lease_ms` (on the database's clock),
+    /// if it has no owner, is `owner`'s already, or its owner's lease expired. `true` when
     /// the claim holds: the caller drives the run from now on.
     fn claim_run(
         &self,
         run_id: &str,
         owner: &str,
-        lease_until_ms: i64,
-        now_ms: i64,
+        lease_ms: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// [`Store::claim_run`] for a running monitor.
     fn claim_monitor(
         &self,
         monitor_id: &str,
         owner: &str,
-        lease_until_ms: i64,
-        now_ms: i64,
+        lease_ms: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Extends the lease of every running monitor `owner` owns; returns their ids.
     fn renew_monitor_leases(
         &self,
         owner: &str,
-        lease_until_ms: i64,
+        lease_ms: i64,
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     /// Extends the lease of every unfinished run `owner` owns; returns their ids (a run
     /// in memory that is not among them was adopted by another coordinator).
     fn renew_run_leases(
         &self,
         owner: &str,
-        lease_until_ms: i64,
+        lease_ms: i64,
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     /// Ends `owner`'s lease on a run it cannot drive (a failed resume or end), so that the
     /// next scan, here or elsewhere, adopts it again.
@@ -256,17 +254,11 @@ impl Store for AnyStore {
     async fn update_run(&self, run: &RunRecord) -> StoreResult<bool> {
         dispatch!(self, s => s.update_run(run))
     }
-    async fn claim_run(
-        &self,
-        run_id: &str,
-        owner: &str,
-        lease_until_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<bool> {
-        dispatch!(self, s => s.claim_run(run_id, owner, lease_until_ms, now_ms))
+    async fn claim_run(&self, run_id: &str, owner: &str, lease_ms: i64) -> StoreResult<bool> {
+        dispatch!(self, s => s.claim_run(run_id, owner, lease_ms))
     }
-    async fn renew_run_leases(&self, owner: &str, lease_until_ms: i64) -> StoreResult<Vec<String>> {
-        dispatch!(self, s => s.renew_run_leases(owner, lease_until_ms))
+    async fn renew_run_leases(&self, owner: &str, lease_ms: i64) -> StoreResult<Vec<String>> {
+        dispatch!(self, s => s.renew_run_leases(owner, lease_ms))
     }
     async fn release_run(&self, run_id: &str, owner: &str) -> StoreResult<()> {
         dispatch!(self, s => s.release_run(run_id, owner))
@@ -275,17 +267,12 @@ impl Store for AnyStore {
         &self,
         monitor_id: &str,
         owner: &str,
-        lease_until_ms: i64,
-        now_ms: i64,
+        lease_ms: i64,
     ) -> StoreResult<bool> {
-        dispatch!(self, s => s.claim_monitor(monitor_id, owner, lease_until_ms, now_ms))
+        dispatch!(self, s => s.claim_monitor(monitor_id, owner, lease_ms))
     }
-    async fn renew_monitor_leases(
-        &self,
-        owner: &str,
-        lease_until_ms: i64,
-    ) -> StoreResult<Vec<String>> {
-        dispatch!(self, s => s.renew_monitor_leases(owner, lease_until_ms))
+    async fn renew_monitor_leases(&self, owner: &str, lease_ms: i64) -> StoreResult<Vec<String>> {
+        dispatch!(self, s => s.renew_monitor_leases(owner, lease_ms))
     }
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
         dispatch!(self, s => s.get_run(run_id))

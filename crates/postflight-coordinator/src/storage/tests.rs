@@ -132,21 +132,31 @@ async fn suite<S: Store>(store: S) {
     assert_eq!(store.get_run("r1").await.unwrap().unwrap(), done);
     assert_eq!(ids(store.unfinished_runs().await.unwrap()), ["r2"]);
 
-    // Owners and leases: a live owner's run cannot be claimed; an expired lease can; a
-    // coordinator that lost its run writes nothing; only unfinished runs are claimed.
+    // Owners and leases, on the database's clock: a live owner's run cannot be claimed; an
+    // expired lease can (a negative lease is expired at once); a coordinator that lost its
+    // run writes nothing; only unfinished runs are claimed.
     let mut owned = run("r4", 400, "a", RunStatus::Running);
     owned.owner = Some("A".into());
-    owned.lease_until_ms = Some(1_000);
+    owned.lease_until_ms = Some(i64::MAX / 2);
     store.insert_run(&owned).await.unwrap();
-    assert!(!store.claim_run("r4", "B", 1_500, 900).await.unwrap());
-    assert!(store.claim_run("r4", "A", 1_600, 900).await.unwrap());
-    assert_eq!(store.renew_run_leases("A", 2_000).await.unwrap(), ["r4"]);
-    assert_eq!(
-        store.get_run("r4").await.unwrap().unwrap().lease_until_ms,
-        Some(2_000)
+    assert!(!store.claim_run("r4", "B", 60_000).await.unwrap());
+    assert!(store.claim_run("r4", "A", 60_000).await.unwrap());
+    assert_eq!(store.renew_run_leases("A", 60_000).await.unwrap(), ["r4"]);
+    let lease = store
+        .get_run("r4")
+        .await
+        .unwrap()
+        .unwrap()
+        .lease_until_ms
+        .unwrap();
+    let now = postflight_ops::host::now_ms();
+    assert!(
+        (now + 50_000..now + 70_000).contains(&lease),
+        "the lease runs from the database's now: {lease} vs {now}"
     );
-    assert!(!store.claim_run("r4", "B", 3_000, 1_999).await.unwrap());
-    assert!(store.claim_run("r4", "B", 3_000, 2_001).await.unwrap());
+    assert!(!store.claim_run("r4", "B", 60_000).await.unwrap());
+    assert_eq!(store.renew_run_leases("A", -1).await.unwrap(), ["r4"]);
+    assert!(store.claim_run("r4", "B", 60_000).await.unwrap(), "expired");
     let mut stale = owned.clone();
     stale.status = RunStatus::Completed;
     stale.verdict = Some("PASS".into());
@@ -162,13 +172,25 @@ async fn suite<S: Store>(store: S) {
     assert_eq!(stored.verdict.as_deref(), Some("FAIL"));
     assert_eq!(stored.owner.as_deref(), Some("B"));
     assert!(
-        !store.claim_run("r4", "C", 9_000, 8_000).await.unwrap(),
+        !store.claim_run("r4", "C", 60_000).await.unwrap(),
         "finished"
     );
     assert!(
-        store.claim_run("r2", "C", 9_000, 8_000).await.unwrap(),
+        store
+            .renew_run_leases("B", 60_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "finished"
+    );
+    assert!(
+        store.claim_run("r2", "C", 60_000).await.unwrap(),
         "no owner yet"
     );
+    // A released lease lets anyone adopt the run at once.
+    assert!(!store.claim_run("r2", "D", 60_000).await.unwrap());
+    store.release_run("r2", "C").await.unwrap();
+    assert!(store.claim_run("r2", "D", 60_000).await.unwrap());
 
     // Assignments.
     let mut a = AssignmentRecord {
@@ -346,20 +368,18 @@ async fn suite<S: Store>(store: S) {
         vec![monitor.clone()]
     );
     // Monitor owners: the first claim of an unowned monitor holds until its lease expires.
-    assert!(store.claim_monitor("m1", "A", 1_000, 500).await.unwrap());
-    assert!(!store.claim_monitor("m1", "B", 1_500, 900).await.unwrap());
-    assert_eq!(
-        store.renew_monitor_leases("A", 2_000).await.unwrap(),
-        ["m1"]
+    assert!(store.claim_monitor("m1", "A", 60_000).await.unwrap());
+    assert!(!store.claim_monitor("m1", "B", 60_000).await.unwrap());
+    assert_eq!(store.renew_monitor_leases("A", -1).await.unwrap(), ["m1"]);
+    assert!(
+        store.claim_monitor("m1", "B", 60_000).await.unwrap(),
+        "expired"
     );
-    assert!(!store.claim_monitor("m1", "B", 3_000, 1_999).await.unwrap());
-    assert!(store.claim_monitor("m1", "B", 3_000, 2_001).await.unwrap());
-    monitor.owner = Some("B".into());
-    monitor.lease_until_ms = Some(3_000);
-    assert_eq!(
-        store.running_monitors().await.unwrap(),
-        vec![monitor.clone()]
-    );
+    let running = store.running_monitors().await.unwrap();
+    assert_eq!(running[0].owner.as_deref(), Some("B"));
+    monitor.owner = running[0].owner.clone();
+    monitor.lease_until_ms = running[0].lease_until_ms;
+    assert_eq!(running, vec![monitor.clone()]);
     let round = |n: i64, at: i64| RoundRecord {
         monitor_id: "m1".into(),
         round: n,
