@@ -2,12 +2,110 @@
 //! database, and no other coordinator touches the run while the lease holds.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use postflight_e2e::{
-    DemoBackend, ScratchDb, run_postflight, spawn_coordinator, spawn_probe, wait_for_log,
-    wait_for_probes, wait_until,
+    DemoBackend, Finished, Proc, ScratchDb, run_postflight, spawn_coordinator, spawn_probe,
+    wait_for_log, wait_for_probes, wait_until,
 };
+
+/// Two coordinators' shared set-up: one database, one data key, a backend whose answers take
+/// `delay_ms`, so that a run is still in flight when a coordinator is killed or stopped.
+struct Scene {
+    db: ScratchDb,
+    dir: tempfile::TempDir,
+    backend: DemoBackend,
+}
+
+impl Scene {
+    async fn new(delay_ms: u64) -> Self {
+        let backend = DemoBackend::spawn("healthy");
+        backend.set(&format!(r#"{{"delay_ms": {delay_ms}}}"#));
+        Self {
+            db: ScratchDb::create().await,
+            dir: tempfile::tempdir().unwrap(),
+            backend,
+        }
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A coordinator named `name` on the shared database, with `lease` as `--run-lease`
+    /// (the default when `None`), logging to `log`.
+    fn coordinator(&self, name: &str, lease: Option<&str>, log: &str) -> (Proc, String) {
+        let key = self.log("shared.key").display().to_string();
+        let mut args = vec![
+            "--name",
+            name,
+            "--data-key-file",
+            &key,
+            "--reassign-after",
+            "1s",
+        ];
+        if let Some(lease) = lease {
+            args.extend(["--run-lease", lease]);
+        }
+        spawn_coordinator(0, &self.db.url, &args, &self.log(log))
+    }
+
+    /// A probe of region `eu` connected to `url`, waited for.
+    fn probe(&self, url: &str, name: &str, log: &str) -> Proc {
+        let probe = spawn_probe(url, "eu", name, &[], &[], &self.log(log));
+        wait_for_probes(url, 1);
+        probe
+    }
+
+    /// Submits a plan of one slow check in `eu` to `url` from another thread; `extra` are
+    /// more `postflight run` arguments.
+    fn submit(&self, url: &str, extra: &[&str]) -> std::thread::JoinHandle<Finished> {
+        let plan = self.log("slow.yaml");
+        std::fs::write(
+            &plan,
+            format!(
+                "name: slow\ntarget: {{base_url: \"{}\", timeout: 30s}}\nchecks:\n  - name: answers\n    http: {{method: POST, url: /api/agent/chat, json: {{message: Hi}}}}\npolicy: {{regions: [eu]}}\n",
+                self.backend.url
+            ),
+        )
+        .unwrap();
+        let mut args: Vec<String> = ["run", plan.to_str().unwrap(), "--coordinator", url]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let submitted = std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_postflight(&args, &[])
+        });
+        self.backend
+            .wait_for("the run's request to be in flight", |_, waiting| {
+                waiting >= 1
+            });
+        submitted
+    }
+}
+
+/// Waits until the newest run `url` lists has ended; its id.
+fn newest_run_once_ended(url: &str, what: &str) -> String {
+    let latest = || {
+        run_postflight(&["runs", "--coordinator", url, "-o", "json"], &[]).json()["runs"][0].clone()
+    };
+    wait_until(what, Duration::from_secs(60), || {
+        let status = latest()["status"].as_str().unwrap_or_default().to_owned();
+        status != "running" && status != "pending"
+    });
+    latest()["run_id"].as_str().unwrap().to_owned()
+}
+
+fn report(run_id: &str, url: &str) -> Finished {
+    run_postflight(&["report", run_id, "--coordinator", url, "-o", "json"], &[])
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
 
 /// A run submitted to coordinator A, whose one probe is busy with it, while coordinator B on
 /// the same database is killed (-9) and started again: B leaves A's run alone (it neither
@@ -15,71 +113,18 @@ use postflight_e2e::{
 /// report. Before run owners, B resumed every unfinished run of the database.
 #[tokio::test]
 async fn a_restarting_coordinator_adopts_none_of_a_live_ones_runs() {
-    let db = ScratchDb::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let backend = DemoBackend::spawn("healthy");
-    backend.set(r#"{"delay_ms": 6000}"#);
-    let key = dir.path().join("shared.key").display().to_string();
-    let args = |name: &'static str| {
-        [
-            "--name".to_owned(),
-            name.to_owned(),
-            "--data-key-file".to_owned(),
-            key.clone(),
-            "--reassign-after".to_owned(),
-            "1s".to_owned(),
-        ]
-    };
-    let a_args = args("coordinator-A");
-    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
-    let b_args = args("coordinator-B");
-    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
-    let (_a, url_a) = spawn_coordinator(0, &db.url, &a_args, &dir.path().join("a.log"));
-    let _probe = spawn_probe(
-        &url_a,
-        "eu",
-        "probe-a",
-        &[],
-        &[],
-        &dir.path().join("probe-a.log"),
-    );
-    wait_for_probes(&url_a, 1);
-    let (mut b, _) = spawn_coordinator(0, &db.url, &b_args, &dir.path().join("b.log"));
-
-    let plan = dir.path().join("slow.yaml");
-    std::fs::write(
-        &plan,
-        format!(
-            "name: slow\ntarget: {{base_url: \"{}\", timeout: 30s}}\nchecks:\n  - name: answers\n    http: {{method: POST, url: /api/agent/chat, json: {{message: Hi}}}}\npolicy: {{regions: [eu]}}\n",
-            backend.url
-        ),
-    )
-    .unwrap();
-    let submitted = {
-        let plan = plan.clone();
-        let url_a = url_a.clone();
-        std::thread::spawn(move || {
-            run_postflight(
-                &[
-                    "run",
-                    plan.to_str().unwrap(),
-                    "--coordinator",
-                    &url_a,
-                    "-o",
-                    "json",
-                ],
-                &[],
-            )
-        })
-    };
-    backend.wait_for("the run's request to be in flight", |_, waiting| {
-        waiting >= 1
-    });
+    let scene = Scene::new(6000).await;
+    let (_a, url_a) = scene.coordinator("coordinator-A", None, "a.log");
+    let _probe = scene.probe(&url_a, "probe-a", "probe-a.log");
+    let (mut b, _) = scene.coordinator("coordinator-B", None, "b.log");
+    let submitted = scene.submit(&url_a, &["-o", "json"]);
 
     b.kill();
-    let b2_log = dir.path().join("b2.log");
-    let (_b2, _) = spawn_coordinator(0, &db.url, &b_args, &b2_log);
-    wait_for_log(&b2_log, "run owned by a live coordinator: not adopting it");
+    let (_b2, _) = scene.coordinator("coordinator-B", None, "b2.log");
+    wait_for_log(
+        &scene.log("b2.log"),
+        "run owned by a live coordinator: not adopting it",
+    );
 
     let out = submitted.join().unwrap();
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
@@ -89,10 +134,10 @@ async fn a_restarting_coordinator_adopts_none_of_a_live_ones_runs() {
         report["requests"]["count"], 1,
         "one request, never repeated elsewhere"
     );
-    let b2 = std::fs::read_to_string(&b2_log).unwrap();
+    let b2 = read(&scene.log("b2.log"));
     assert!(!b2.contains("resuming run"), "{b2}");
     assert!(!b2.contains("moving its assignment"), "{b2}");
-    let a = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
+    let a = read(&scene.log("a.log"));
     assert!(!a.contains("moving its assignment"), "{a}");
 }
 
@@ -102,59 +147,11 @@ async fn a_restarting_coordinator_adopts_none_of_a_live_ones_runs() {
 /// probe was making is not counted, nothing is counted twice.
 #[tokio::test]
 async fn a_dead_coordinators_run_is_adopted_after_its_lease() {
-    let db = ScratchDb::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let backend = DemoBackend::spawn("healthy");
-    backend.set(r#"{"delay_ms": 3000}"#);
-    let key = dir.path().join("shared.key").display().to_string();
-    let args = |name: &str| {
-        [
-            "--name".to_owned(),
-            name.to_owned(),
-            "--data-key-file".to_owned(),
-            key.clone(),
-            "--reassign-after".to_owned(),
-            "1s".to_owned(),
-            "--run-lease".to_owned(),
-            "3s".to_owned(),
-        ]
-    };
-    let a_args = args("coordinator-A");
-    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
-    let b_args = args("coordinator-B");
-    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
-    let (mut a, url_a) = spawn_coordinator(0, &db.url, &a_args, &dir.path().join("a.log"));
-    let (_b, url_b) = spawn_coordinator(0, &db.url, &b_args, &dir.path().join("b.log"));
-    let _probe_a = spawn_probe(
-        &url_a,
-        "eu",
-        "probe-a",
-        &[],
-        &[],
-        &dir.path().join("pa.log"),
-    );
-    wait_for_probes(&url_a, 1);
-    let plan = dir.path().join("slow.yaml");
-    std::fs::write(
-        &plan,
-        format!(
-            "name: slow\ntarget: {{base_url: \"{}\", timeout: 30s}}\nchecks:\n  - name: answers\n    http: {{method: POST, url: /api/agent/chat, json: {{message: Hi}}}}\npolicy: {{regions: [eu]}}\n",
-            backend.url
-        ),
-    )
-    .unwrap();
-    let submitted = {
-        let (plan, url_a) = (plan.clone(), url_a.clone());
-        std::thread::spawn(move || {
-            run_postflight(
-                &["run", plan.to_str().unwrap(), "--coordinator", &url_a],
-                &[],
-            )
-        })
-    };
-    backend.wait_for("the run's request to be in flight", |_, waiting| {
-        waiting >= 1
-    });
+    let scene = Scene::new(3000).await;
+    let (mut a, url_a) = scene.coordinator("coordinator-A", Some("3s"), "a.log");
+    let (_b, url_b) = scene.coordinator("coordinator-B", Some("3s"), "b.log");
+    let _probe_a = scene.probe(&url_a, "probe-a", "pa.log");
+    let submitted = scene.submit(&url_a, &[]);
     a.kill();
     let dead = submitted.join().unwrap();
     assert_ne!(
@@ -163,28 +160,10 @@ async fn a_dead_coordinators_run_is_adopted_after_its_lease() {
         dead.stderr
     );
     // B's own probe of the region, for B to hand the adopted run to.
-    let _probe_b = spawn_probe(
-        &url_b,
-        "eu",
-        "probe-b",
-        &[],
-        &[],
-        &dir.path().join("pb.log"),
-    );
-    wait_for_log(&dir.path().join("b.log"), "resuming run");
-    let latest = || {
-        run_postflight(&["runs", "--coordinator", &url_b, "-o", "json"], &[]).json()["runs"][0]
-            .clone()
-    };
-    wait_until("the adopted run to end", Duration::from_secs(60), || {
-        let status = latest()["status"].as_str().unwrap_or_default().to_owned();
-        status != "running" && status != "pending"
-    });
-    let run_id = latest()["run_id"].as_str().unwrap().to_owned();
-    let report = run_postflight(
-        &["report", &run_id, "--coordinator", &url_b, "-o", "json"],
-        &[],
-    );
+    let _probe_b = scene.probe(&url_b, "probe-b", "pb.log");
+    wait_for_log(&scene.log("b.log"), "resuming run");
+    let run_id = newest_run_once_ended(&url_b, "the adopted run to end");
+    let report = report(&run_id, &url_b);
     assert_eq!(report.code, 0, "{}\n{}", report.stdout, report.stderr);
     let report = report.json();
     assert_eq!(report["status"], "PASS", "{report}");
@@ -199,70 +178,12 @@ async fn a_dead_coordinators_run_is_adopted_after_its_lease() {
 /// so the run has exactly the adopter's report.
 #[tokio::test]
 async fn a_stalled_owner_lets_go_of_the_run_it_lost() {
-    let db = ScratchDb::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let backend = DemoBackend::spawn("healthy");
-    backend.set(r#"{"delay_ms": 3000}"#);
-    let key = dir.path().join("shared.key").display().to_string();
-    let args = |name: &str| {
-        [
-            "--name".to_owned(),
-            name.to_owned(),
-            "--data-key-file".to_owned(),
-            key.clone(),
-            "--reassign-after".to_owned(),
-            "1s".to_owned(),
-            "--run-lease".to_owned(),
-            "3s".to_owned(),
-        ]
-    };
-    let a_args = args("coordinator-A");
-    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
-    let b_args = args("coordinator-B");
-    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
-    let a_log = dir.path().join("a.log");
-    let b_log = dir.path().join("b.log");
-    let (a, url_a) = spawn_coordinator(0, &db.url, &a_args, &a_log);
-    let (_b, url_b) = spawn_coordinator(0, &db.url, &b_args, &b_log);
-    let _probe_a = spawn_probe(
-        &url_a,
-        "eu",
-        "probe-a",
-        &[],
-        &[],
-        &dir.path().join("pa.log"),
-    );
-    let _probe_b = spawn_probe(
-        &url_b,
-        "eu",
-        "probe-b",
-        &[],
-        &[],
-        &dir.path().join("pb.log"),
-    );
-    wait_for_probes(&url_a, 1);
-    wait_for_probes(&url_b, 1);
-    let plan = dir.path().join("slow.yaml");
-    std::fs::write(
-        &plan,
-        format!(
-            "name: slow\ntarget: {{base_url: \"{}\", timeout: 30s}}\nchecks:\n  - name: answers\n    http: {{method: POST, url: /api/agent/chat, json: {{message: Hi}}}}\npolicy: {{regions: [eu]}}\n",
-            backend.url
-        ),
-    )
-    .unwrap();
-    let submitted = {
-        let (plan, url_a) = (plan.clone(), url_a.clone());
-        std::thread::spawn(move || {
-            run_postflight(
-                &["run", plan.to_str().unwrap(), "--coordinator", &url_a],
-                &[],
-            )
-        })
-    };
-    backend.wait_for("the run's request to be in flight", |_, waiting| {
-        waiting >= 1
-    });
+    let scene = Scene::new(3000).await;
+    let (a, url_a) = scene.coordinator("coordinator-A", Some("3s"), "a.log");
+    let (_b, url_b) = scene.coordinator("coordinator-B", Some("3s"), "b.log");
+    let _probe_a = scene.probe(&url_a, "probe-a", "pa.log");
+    let _probe_b = scene.probe(&url_b, "probe-b", "pb.log");
+    let submitted = scene.submit(&url_a, &[]);
     let pid = a.child.id().to_string();
     let signal = |sig: &str| {
         let status = std::process::Command::new("kill")
@@ -272,24 +193,9 @@ async fn a_stalled_owner_lets_go_of_the_run_it_lost() {
         assert!(status.success(), "kill {sig} {pid}");
     };
     signal("-STOP");
-    wait_for_log(&b_log, "resuming run");
-    let latest = || {
-        run_postflight(&["runs", "--coordinator", &url_b, "-o", "json"], &[]).json()["runs"][0]
-            .clone()
-    };
-    wait_until(
-        "the adopted run to end on B",
-        Duration::from_secs(60),
-        || {
-            let status = latest()["status"].as_str().unwrap_or_default().to_owned();
-            status != "running" && status != "pending"
-        },
-    );
-    let run_id = latest()["run_id"].as_str().unwrap().to_owned();
-    let before = run_postflight(
-        &["report", &run_id, "--coordinator", &url_b, "-o", "json"],
-        &[],
-    );
+    wait_for_log(&scene.log("b.log"), "resuming run");
+    let run_id = newest_run_once_ended(&url_b, "the adopted run to end on B");
+    let before = report(&run_id, &url_b);
     assert_eq!(before.code, 0, "{}", before.stderr);
     signal("-CONT");
     // Whichever comes first after the wake-up: the lease renewal finds the run lost, or the
@@ -298,15 +204,12 @@ async fn a_stalled_owner_lets_go_of_the_run_it_lost() {
         "the stalled owner to give up the run",
         Duration::from_secs(30),
         || {
-            let log = std::fs::read_to_string(&a_log).unwrap_or_default();
+            let log = read(&scene.log("a.log"));
             log.contains("letting it go") || log.contains("its report is the adopter's")
         },
     );
     let _ = submitted.join().unwrap();
-    let after = run_postflight(
-        &["report", &run_id, "--coordinator", &url_b, "-o", "json"],
-        &[],
-    );
+    let after = report(&run_id, &url_b);
     assert_eq!(
         after.json()["finished_at"],
         before.json()["finished_at"],

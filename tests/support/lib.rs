@@ -357,32 +357,35 @@ impl Drop for ScratchDb {
     fn drop(&mut self) {
         let admin = postgres_admin_url();
         let name = self.name.clone();
-        // Drop runs inside a test's runtime; a separate thread with its own runtime avoids
-        // blocking it.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP ROLE IF EXISTS {name}_owner"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
+        apart(async move {
+            if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP ROLE IF EXISTS {name}_owner"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        });
     }
+}
+
+/// Runs `cleanup` to its end on a thread and runtime of its own: a `Drop` runs inside a
+/// test's runtime, which it must not block.
+fn apart(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(cleanup);
+        }
+    })
+    .join();
 }
 
 /// The MySQL/MariaDB server the tests use: `$POSTFLIGHT_TEST_MYSQL`, or the user `.ci/run`
@@ -448,24 +451,15 @@ impl Drop for ScratchMysql {
         use sqlx::mysql::MySqlConnection;
         let admin = mysql_admin_url();
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(mut conn) = MySqlConnection::connect(&admin).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name}"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
+        apart(async move {
+            if let Ok(mut conn) = MySqlConnection::connect(&admin).await {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name}"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        });
     }
 }
 

@@ -1,5 +1,5 @@
-//! `tcp` checks against real sockets, and `grpc_health` checks against a real gRPC health
-//! service, on loopback.
+//! Network checks on loopback: `tcp` against real sockets, `grpc_health` against a real gRPC
+//! health service, `tls` against openssl-made certificates, `dns` against a real dnsmasq.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -8,18 +8,23 @@ use postflight_checks::run::Executor;
 use postflight_e2e::closed_port;
 use postflight_plan::{CheckOutcome, CheckStatus, Expander, parse_plan};
 
-async fn tcp(address: &str) -> CheckOutcome {
+/// Executes a plan of one check, `timeout` and `kind` (the check's kind line) as given.
+async fn check(timeout: &str, kind: &str) -> CheckOutcome {
     let env: HashMap<String, String> = HashMap::new();
     let plan = parse_plan(
-        &format!("name: t\nchecks:\n  - name: port\n    timeout: 2s\n    tcp: {{address: \"{address}\"}}\n"),
+        &format!("name: t\nchecks:\n  - name: c\n    timeout: {timeout}\n    {kind}\n"),
         "t.yaml",
         Expander::plan(&env),
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{}", e.render()));
     Executor::new()
         .unwrap()
         .execute(&plan, &plan.checks[0])
         .await
+}
+
+async fn tcp(address: &str) -> CheckOutcome {
+    check("2s", &format!("tcp: {{address: \"{address}\"}}")).await
 }
 
 #[tokio::test]
@@ -77,19 +82,11 @@ async fn health_server() -> String {
 }
 
 async fn grpc(address: &str, service: &str) -> CheckOutcome {
-    let env: HashMap<String, String> = HashMap::new();
-    let plan = parse_plan(
-        &format!(
-            "name: t\nchecks:\n  - name: grpc\n    timeout: 3s\n    grpc_health: {{address: \"{address}\", service: \"{service}\"}}\n"
-        ),
-        "t.yaml",
-        Expander::plan(&env),
+    check(
+        "3s",
+        &format!("grpc_health: {{address: \"{address}\", service: \"{service}\"}}"),
     )
-    .unwrap();
-    Executor::new()
-        .unwrap()
-        .execute(&plan, &plan.checks[0])
-        .await
+    .await
 }
 
 #[tokio::test]
@@ -161,17 +158,7 @@ async fn tls_server(issued: &postflight_e2e::Issued) -> u16 {
 }
 
 async fn tls(fields: &str) -> CheckOutcome {
-    let env: HashMap<String, String> = HashMap::new();
-    let plan = parse_plan(
-        &format!("name: t\nchecks:\n  - name: cert\n    timeout: 5s\n    tls: {{{fields}}}\n"),
-        "t.yaml",
-        Expander::plan(&env),
-    )
-    .unwrap_or_else(|e| panic!("{}", e.render()));
-    Executor::new()
-        .unwrap()
-        .execute(&plan, &plan.checks[0])
-        .await
+    check("5s", &format!("tls: {{{fields}}}")).await
 }
 
 /// `tls` checks against certificates made by openssl: a valid one passes with its days left;
@@ -333,17 +320,7 @@ impl Drop for Dnsmasq {
 }
 
 async fn dns(fields: &str) -> CheckOutcome {
-    let env: HashMap<String, String> = HashMap::new();
-    let plan = parse_plan(
-        &format!("name: t\nchecks:\n  - name: name\n    timeout: 3s\n    dns: {{{fields}}}\n"),
-        "t.yaml",
-        Expander::plan(&env),
-    )
-    .unwrap_or_else(|e| panic!("{}", e.render()));
-    Executor::new()
-        .unwrap()
-        .execute(&plan, &plan.checks[0])
-        .await
+    check("3s", &format!("dns: {{{fields}}}")).await
 }
 
 /// `dns` checks ask a real dnsmasq for A, AAAA, CNAME and TXT records: expected values pass

@@ -116,6 +116,26 @@ where
     values
 }
 
+/// A read-only query's outcome once its transaction ended: the value of its first row
+/// (read by `first`), unless the query failed or the rollback did (a connection whose
+/// transaction state is unknown says so rather than answering).
+pub(crate) fn after_rollback<R, T>(
+    row: Result<Option<R>, sqlx::Error>,
+    rolled_back: Result<T, sqlx::Error>,
+    first: impl FnOnce(&R) -> Result<DbValue, DbError>,
+) -> Result<Option<DbValue>, DbError> {
+    let value = match row {
+        Err(e) => Err(DbError::Query(describe(&e))),
+        Ok(None) => Ok(None),
+        Ok(Some(row)) => first(&row).map(Some),
+    };
+    rolled_back.map_err(|e| DbError::Transaction {
+        step: "end the",
+        reason: describe(&e),
+    })?;
+    value
+}
+
 pub(crate) fn first_value<R>(row: &R) -> Result<DbValue, DbError>
 where
     R: sqlx::Row,

@@ -15,7 +15,9 @@ use postflight_plan::secrets::redact_url;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{Connection, Row};
 
-use super::{Catalog, DbError, DbValue, Inspection, default_schema, describe, qualify};
+use super::{
+    Catalog, DbError, DbValue, Inspection, after_rollback, default_schema, describe, qualify,
+};
 
 /// The database a `mysql://host/NAME` URL names (empty when it names none).
 pub(crate) fn database_of(url: &str) -> String {
@@ -222,16 +224,7 @@ async fn read_only(
         bound.fetch_optional(&mut *conn).await
     };
     let rolled_back = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-    let value = match row {
-        Err(e) => Err(DbError::Query(describe(&e))),
-        Ok(None) => Ok(None),
-        Ok(Some(row)) => first_value(&row).map(Some),
-    };
-    rolled_back.map_err(|e| DbError::Transaction {
-        step: "end the",
-        reason: describe(&e),
-    })?;
-    value
+    after_rollback(row, rolled_back, first_value)
 }
 
 /// The first value as text. The text protocol sends every value as text; a prepared

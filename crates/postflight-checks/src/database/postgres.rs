@@ -17,7 +17,9 @@ use postflight_plan::secrets::redact_url;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
-use super::{Catalog, DbError, DbValue, Inspection, describe, first_value, schemas_of};
+use super::{
+    Catalog, DbError, DbValue, Inspection, after_rollback, describe, first_value, schemas_of,
+};
 
 /// How long a query may wait for a lock: long enough for ordinary row locks, short enough not
 /// to hold up a migration's `ALTER TABLE` (which waits behind any queued reader).
@@ -151,16 +153,7 @@ async fn read_only(
         bound.fetch_optional(&mut *conn).await
     };
     let rolled_back = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-    let value = match row {
-        Err(e) => Err(DbError::Query(describe(&e))),
-        Ok(None) => Ok(None),
-        Ok(Some(row)) => first_value(&row).map(Some),
-    };
-    rolled_back.map_err(|e| DbError::Transaction {
-        step: "end the",
-        reason: describe(&e),
-    })?;
-    value
+    after_rollback(row, rolled_back, first_value)
 }
 
 fn catalog_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {

@@ -69,7 +69,9 @@ pub struct Config {
     /// How long a disconnected probe keeps its assignments before they move.
     pub reassign_after: Duration,
     /// Who this coordinator is in the rollback audit (`executed_by`), and the owner of its
-    /// runs in the database: unique among coordinators sharing one.
+    /// runs and monitors in the database: unique among coordinators sharing one (by default
+    /// `coordinator HOST:PORT`) and the same after a restart, so a restarted coordinator
+    /// takes its own runs back at once.
     pub identity: String,
     /// Whether probes prove their identity (per-probe tokens or mutual TLS): then only the
     /// regions of probes that did count where a plan names no regions, so a holder of a
@@ -99,10 +101,6 @@ impl<S: Store> Clone for Coordinator<S> {
 }
 
 struct Inner<S> {
-    /// The owner of the runs this coordinator drives: its identity, unique among the
-    /// coordinators sharing a database (by default `coordinator HOST:PORT`) and the same
-    /// after a restart, so a restarted coordinator takes its own runs back at once.
-    instance: String,
     /// Shared with the result writer, which must not hold the coordinator itself (it would
     /// keep it, and so its own channel, alive forever).
     store: Arc<S>,
@@ -165,10 +163,8 @@ impl<S: Store> Coordinator<S> {
         let tasks = TaskTracker::new();
         // Ends when the last handle of the coordinator (and so the sender) is gone.
         tasks.spawn(write_results(store.clone(), jobs));
-        let instance = config.identity.clone();
         let coordinator = Self {
             inner: Arc::new(Inner {
-                instance,
                 store,
                 sealer,
                 config,

@@ -115,7 +115,7 @@ impl<S: Store> Coordinator<S> {
             detail: None,
             against,
             migration: options.migration.clone(),
-            owner: Some(self.inner.instance.clone()),
+            owner: Some(self.inner.config.identity.clone()),
             lease_until_ms: Some(self.lease_until()),
         };
         self.inner.store.insert_monitor(&record).await?;
@@ -142,8 +142,11 @@ impl<S: Store> Coordinator<S> {
 
     /// Resumes running monitors that are not in memory and whose owner's lease expired.
     pub(super) async fn adopt_orphaned_monitors(&self) -> CoordinatorResult<()> {
-        for record in self.inner.store.running_monitors().await? {
-            if !self.state().monitors.contains_key(&record.monitor_id) {
+        for monitor_id in self.inner.store.adoptable().await?.monitors {
+            if self.state().monitors.contains_key(&monitor_id) {
+                continue;
+            }
+            if let Some(record) = self.inner.store.get_monitor(&monitor_id).await? {
                 self.adopt_monitor(record).await?;
             }
         }
@@ -157,12 +160,16 @@ impl<S: Store> Coordinator<S> {
         let claimed = self
             .inner
             .store
-            .claim_monitor(&record.monitor_id, &self.inner.instance, self.lease_ms())
+            .claim_monitor(
+                &record.monitor_id,
+                &self.inner.config.identity,
+                self.lease_ms(),
+            )
             .await?;
         if !claimed {
             return Ok(false);
         }
-        record.owner = Some(self.inner.instance.clone());
+        record.owner = Some(self.inner.config.identity.clone());
         record.lease_until_ms = Some(until);
         let plan_yaml = match self.inner.sealer.unseal(&record.plan_sealed) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),

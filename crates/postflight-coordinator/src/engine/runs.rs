@@ -231,7 +231,7 @@ impl<S: Store> Coordinator<S> {
             baseline_refused: None,
             stage: labels.stage,
             forced: labels.forced,
-            owner: Some(self.inner.instance.clone()),
+            owner: Some(self.inner.config.identity.clone()),
             lease_until_ms: Some(self.lease_until()),
         };
         self.inner.store.insert_run(&record).await?;
@@ -690,7 +690,7 @@ impl<S: Store> Coordinator<S> {
                 let _ = self
                     .inner
                     .store
-                    .release_run(run_id, &self.inner.instance)
+                    .release_run(run_id, &self.inner.config.identity)
                     .await;
                 return Err(e.into());
             }
@@ -767,14 +767,14 @@ impl<S: Store> Coordinator<S> {
                         state.monitors.keys().cloned().collect(),
                     )
                 };
-                match store.renew_run_leases(&this.inner.instance, lease).await {
+                match store.renew_run_leases(&this.inner.config.identity, lease).await {
                     Ok(renewed) => {
                         let lost = runs_before.into_iter().filter(|id| !renewed.contains(id));
                         this.let_go_of_runs(lost.collect());
                     }
                     Err(e) => tracing::error!(error = %e, "cannot renew the leases of this coordinator's runs"),
                 }
-                match store.renew_monitor_leases(&this.inner.instance, lease).await {
+                match store.renew_monitor_leases(&this.inner.config.identity, lease).await {
                     Ok(renewed) => {
                         for id in monitors_before.into_iter().filter(|id| !renewed.contains(id)) {
                             this.let_go_of_monitor(&id).await;
@@ -817,10 +817,12 @@ impl<S: Store> Coordinator<S> {
     /// Adopts unfinished runs that are not in memory and whose owner's lease expired (the
     /// claim compares on the database's clock, so a coordinator's own clock never decides).
     async fn adopt_orphaned_runs(&self) -> CoordinatorResult<()> {
-        let runs = self.inner.store.unfinished_runs().await?;
         let mut adopted = false;
-        for record in runs {
-            if !self.state().runs.contains_key(&record.run_id) {
+        for run_id in self.inner.store.adoptable().await?.runs {
+            if self.state().runs.contains_key(&run_id) {
+                continue;
+            }
+            if let Some(record) = self.inner.store.get_run(&run_id).await? {
                 adopted |= self.adopt(record).await?;
             }
         }
@@ -866,12 +868,12 @@ impl<S: Store> Coordinator<S> {
         let claimed = self
             .inner
             .store
-            .claim_run(&run_id, &self.inner.instance, self.lease_ms())
+            .claim_run(&run_id, &self.inner.config.identity, self.lease_ms())
             .await?;
         if !claimed {
             return Ok(false);
         }
-        record.owner = Some(self.inner.instance.clone());
+        record.owner = Some(self.inner.config.identity.clone());
         record.lease_until_ms = Some(until);
         let plan_yaml = match self.inner.sealer.unseal(&record.plan_sealed) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -905,7 +907,7 @@ impl<S: Store> Coordinator<S> {
                 let _ = self
                     .inner
                     .store
-                    .release_run(&run_id, &self.inner.instance)
+                    .release_run(&run_id, &self.inner.config.identity)
                     .await;
                 return Err(e.into());
             }

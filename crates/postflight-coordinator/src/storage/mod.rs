@@ -19,8 +19,8 @@ mod store;
 
 pub use postflight_rollback::{ClaimOutcome, RollbackClaim};
 pub use records::{
-    AssignmentRecord, AssignmentStatus, BaselineRecord, BatchRecord, FeedbackRecord, MonitorRecord,
-    MonitorStatus, ProbeRecord, RoundRecord, RunRecord, RunStatus,
+    Adoptable, AssignmentRecord, AssignmentStatus, BaselineRecord, BatchRecord, FeedbackRecord,
+    MonitorRecord, MonitorStatus, ProbeRecord, RoundRecord, RunRecord, RunStatus,
 };
 pub use sql::SqlStore;
 pub use store::{AnyStore, Store};

@@ -120,6 +120,16 @@ pub struct RunRecord {
     pub lease_until_ms: Option<i64>,
 }
 
+/// What a coordinator's scan may adopt: ids of unfinished runs and running monitors whose
+/// owner's lease expired (or that have none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Adoptable {
+    /// Runs, oldest first.
+    pub runs: Vec<String>,
+    /// Monitors, oldest first.
+    pub monitors: Vec<String>,
+}
+
 /// State of an assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AssignmentStatus {

@@ -239,6 +239,32 @@ where
         rows.iter().map(|r| r.text("run_id")).collect()
     }
 
+    async fn adoptable(&self) -> StoreResult<Adoptable> {
+        let now = DB::NOW_MS;
+        let free = format!("(owner IS NULL OR lease_until_ms IS NULL OR lease_until_ms < {now})");
+        let runs = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT run_id FROM runs WHERE status IN ('pending', 'running') AND {free} \
+             ORDER BY created_ms"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        let monitors = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT monitor_id FROM monitors WHERE status = 'running' AND {free} ORDER BY started_ms"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Adoptable {
+            runs: runs
+                .iter()
+                .map(|r| r.text("run_id"))
+                .collect::<StoreResult<_>>()?,
+            monitors: monitors
+                .iter()
+                .map(|r| r.text("monitor_id"))
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+
     async fn release_run(&self, run_id: &str, owner: &str) -> StoreResult<()> {
         sqlx::query("UPDATE runs SET lease_until_ms = 0 WHERE run_id = $1 AND owner = $2")
             .bind(run_id)

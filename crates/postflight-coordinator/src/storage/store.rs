@@ -60,6 +60,10 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         lease_ms: i64,
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    /// Unfinished runs and running monitors nobody holds (no owner, or the owner's lease
+    /// expired on the database's clock): what a coordinator's scan may adopt, without reading
+    /// everyone else's.
+    fn adoptable(&self) -> impl Future<Output = StoreResult<Adoptable>> + Send;
     /// Ends `owner`'s lease on a run it cannot drive (a failed resume or end), so that the
     /// next scan, here or elsewhere, adopts it again.
     fn release_run(
@@ -259,6 +263,9 @@ impl Store for AnyStore {
     }
     async fn renew_run_leases(&self, owner: &str, lease_ms: i64) -> StoreResult<Vec<String>> {
         dispatch!(self, s => s.renew_run_leases(owner, lease_ms))
+    }
+    async fn adoptable(&self) -> StoreResult<Adoptable> {
+        dispatch!(self, s => s.adoptable())
     }
     async fn release_run(&self, run_id: &str, owner: &str) -> StoreResult<()> {
         dispatch!(self, s => s.release_run(run_id, owner))

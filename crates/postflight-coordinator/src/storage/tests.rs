@@ -190,7 +190,12 @@ async fn suite<S: Store>(store: S) {
     // A released lease lets anyone adopt the run at once.
     assert!(!store.claim_run("r2", "D", 60_000).await.unwrap());
     store.release_run("r2", "C").await.unwrap();
+    assert_eq!(store.adoptable().await.unwrap().runs, ["r2"]);
     assert!(store.claim_run("r2", "D", 60_000).await.unwrap());
+    assert!(
+        store.adoptable().await.unwrap().runs.is_empty(),
+        "held by D"
+    );
 
     // Assignments.
     let mut a = AssignmentRecord {
@@ -370,7 +375,9 @@ async fn suite<S: Store>(store: S) {
     // Monitor owners: the first claim of an unowned monitor holds until its lease expires.
     assert!(store.claim_monitor("m1", "A", 60_000).await.unwrap());
     assert!(!store.claim_monitor("m1", "B", 60_000).await.unwrap());
+    assert!(store.adoptable().await.unwrap().monitors.is_empty());
     assert_eq!(store.renew_monitor_leases("A", -1).await.unwrap(), ["m1"]);
+    assert_eq!(store.adoptable().await.unwrap().monitors, ["m1"]);
     assert!(
         store.claim_monitor("m1", "B", 60_000).await.unwrap(),
         "expired"
