@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
     Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use postflight_e2e::bin;
 use serde_json::Value;
@@ -19,12 +20,22 @@ fn deploy() -> PathBuf {
     postflight_e2e::repo_root().join("deploy")
 }
 
+/// The YAML files under `dir` and its folders (variants such as `replicated/`).
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(yaml_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            files.push(path);
+        }
+    }
+    files
+}
+
 fn manifests() -> Vec<(PathBuf, Value)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy().join("kubernetes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
+    let mut files = yaml_files(&deploy().join("kubernetes"));
     files.sort();
     assert!(files.len() >= 4, "{files:?}");
     let mut docs = Vec::new();
@@ -90,6 +101,7 @@ fn every_manifest_parses_into_typed_kubernetes_objects() {
             "Role" => round_trip::<Role>(&doc, &file),
             "ClusterRole" => round_trip::<ClusterRole>(&doc, &file),
             "RoleBinding" => round_trip::<RoleBinding>(&doc, &file),
+            "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(&doc, &file),
             other => panic!("{}: no typed check for kind {other:?}", file.display()),
         }
         kinds.insert(kind);
@@ -100,6 +112,8 @@ fn every_manifest_parses_into_typed_kubernetes_objects() {
         "Role",
         "RoleBinding",
         "PersistentVolumeClaim",
+        "PodDisruptionBudget",
+        "Secret",
     ] {
         assert!(
             kinds.contains(needed),
@@ -268,4 +282,89 @@ fn every_probe_presents_what_the_coordinator_requires() {
             );
         }
     }
+}
+
+/// The multi-replica variant holds together: several replicas, each with a name of its own
+/// (the owner of its runs), the database URL from the Secret the folder defines (PostgreSQL:
+/// SQLite cannot be shared), no volume, one data key for all, a disruption budget that
+/// covers the Deployment's pods, and the single coordinator's Service.
+#[test]
+fn the_replicated_coordinator_shares_postgresql_and_keeps_replicas_apart() {
+    let docs: Vec<(PathBuf, Value)> = manifests()
+        .into_iter()
+        .filter(|(file, _)| file.parent().is_some_and(|d| d.ends_with("replicated")))
+        .collect();
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|(_, d)| d["kind"] == kind)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes/replicated"))
+    };
+    let deployment = find("Deployment");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    assert_ne!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["persistentVolumeClaim"].is_null())
+    );
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args[0], "postflight-coordinator");
+    assert!(args.contains(&"--name=$(POD_NAME)"), "{args:?}");
+    assert!(
+        args.iter().all(|a| !a.starts_with("--database")),
+        "the URL comes from the Secret, not the command line: {args:?}"
+    );
+    assert!(
+        args.iter().any(|a| a.starts_with("--data-key-file=")),
+        "{args:?}"
+    );
+    let env = container["env"].as_array().unwrap();
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {env:?}"))
+    };
+    assert_eq!(
+        var("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    let url = &var("POSTFLIGHT_DATABASE")["valueFrom"]["secretKeyRef"];
+    let secret = find("Secret");
+    assert_eq!(url["name"], secret["metadata"]["name"]);
+    let placeholder = secret["stringData"][url["key"].as_str().unwrap()]
+        .as_str()
+        .unwrap();
+    assert!(placeholder.starts_with("postgres://"), "{placeholder}");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let budget = find("PodDisruptionBudget");
+    for (key, value) in budget["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &labels[key], value,
+            "the budget covers the coordinator's pods"
+        );
+    }
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    // The same Service as the single coordinator's: whatever routes probes and operators to
+    // it (an ingress, a load balancer) works unchanged.
+    let service = find("Service");
+    let single = manifests()
+        .into_iter()
+        .find(|(file, d)| file.ends_with("kubernetes/coordinator.yaml") && d["kind"] == "Service")
+        .map(|(_, d)| d)
+        .unwrap();
+    assert_eq!(service["metadata"], single["metadata"]);
+    assert_eq!(service["spec"], single["spec"]);
 }

@@ -471,8 +471,9 @@ async fn a_monitor_fails_over_to_another_coordinator_and_rolls_back_once() {
         &args("coordinator-B"),
         &dir.path().join("b.log"),
     );
+    // probe-a moves to B when A dies (it lists both coordinators, A first).
     let _probe_a = spawn_probe(
-        &url_a,
+        &format!("{url_a},{url_b}"),
         "eu",
         "probe-a",
         &[],
@@ -532,6 +533,10 @@ async fn a_monitor_fails_over_to_another_coordinator_and_rolls_back_once() {
     let watched = run_postflight(&["watch", &monitor_id, "--coordinator", &url_b], &[]);
     assert_eq!(watched.code, 1, "{}\n{}", watched.stdout, watched.stderr);
     postflight_e2e::wait_for_log(&dir.path().join("b.log"), "monitor ended");
+    postflight_e2e::wait_for_log(
+        &dir.path().join("probe-a.log"),
+        &format!("connected coordinator={url_b}"),
+    );
     assert_eq!(lines(&marker).len(), 1, "exactly one rollback");
     let logs = format!(
         "{}{}",

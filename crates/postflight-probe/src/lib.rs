@@ -43,8 +43,10 @@ pub use metrics::ProbeMetrics;
 /// How a probe runs.
 #[derive(Clone)]
 pub struct ProbeConfig {
-    /// `http://host:port` of the coordinator.
-    pub coordinator: String,
+    /// `http://host:port` of each coordinator it may use (at least one): the probe stays
+    /// with one while it answers and moves to the next when it does not, so several
+    /// coordinators sharing a database serve it without a load balancer in front.
+    pub coordinators: Vec<String>,
     /// Unique name; the same across reconnects.
     pub name: String,
     /// The region it executes in.
@@ -72,7 +74,7 @@ pub struct ProbeConfig {
 impl std::fmt::Debug for ProbeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProbeConfig")
-            .field("coordinator", &self.coordinator)
+            .field("coordinators", &self.coordinators)
             .field("name", &self.name)
             .field("region", &self.region)
             .field("labels", &self.labels)
@@ -83,7 +85,8 @@ impl std::fmt::Debug for ProbeConfig {
 }
 
 impl ProbeConfig {
-    /// Defaults for everything but identity and address.
+    /// Defaults for everything but identity and address (one coordinator; set
+    /// [`ProbeConfig::coordinators`] for several).
     pub fn new(
         coordinator: &str,
         name: &str,
@@ -91,7 +94,7 @@ impl ProbeConfig {
         vars: Arc<dyn Lookup + Send + Sync>,
     ) -> Self {
         Self {
-            coordinator: coordinator.to_owned(),
+            coordinators: vec![coordinator.to_owned()],
             name: name.to_owned(),
             region: region.to_owned(),
             labels: BTreeMap::new(),
@@ -132,6 +135,8 @@ struct Shared {
     wake: Notify,
     /// Asked to stop: no new assignments; the session ends once everything is delivered.
     stopping: std::sync::atomic::AtomicBool,
+    /// Index (modulo their count) of the coordinator in use.
+    target: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -143,6 +148,20 @@ impl Shared {
 
     fn stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The coordinator URL in use.
+    fn coordinator(&self) -> &str {
+        let urls = &self.config.coordinators;
+        let i = self.target.load(std::sync::atomic::Ordering::SeqCst);
+        urls.get(i % urls.len().max(1)).map_or("", String::as_str)
+    }
+
+    /// Moves on to the next coordinator URL; `true` when there is another one to try.
+    fn next_coordinator(&self) -> bool {
+        self.target
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.config.coordinators.len() > 1
     }
 }
 
@@ -170,6 +189,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let executor = Executor::new().map_err(anyhow::Error::msg)?;
+    if config.coordinators.is_empty() {
+        anyhow::bail!("no coordinator URL given");
+    }
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             outbox: Outbox::new(config.buffer_limit),
@@ -180,34 +202,53 @@ pub async fn run(
         executor,
         wake: Notify::new(),
         stopping: std::sync::atomic::AtomicBool::new(false),
+        target: std::sync::atomic::AtomicUsize::new(0),
     });
     let mut worker = {
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut delays = backoff(&shared.config);
+            // Coordinators tried without success since the last session that worked: each
+            // one is tried promptly once; only when all failed does the backoff grow.
+            let mut failed = 0usize;
             loop {
                 match session(&shared).await {
                     Ok(()) if shared.stopping() => return,
                     Ok(()) => {
-                        tracing::warn!("the coordinator closed the stream; reconnecting");
+                        tracing::warn!(coordinator = %shared.coordinator(), "the coordinator closed the stream; reconnecting");
                         delays = backoff(&shared.config);
+                        failed = 0;
                     }
                     Err(SessionError::Refused(message)) => {
-                        tracing::error!("the coordinator refused this probe: {message}");
+                        tracing::error!(coordinator = %shared.coordinator(), "the coordinator refused this probe: {message}");
+                        failed += 1;
                     }
                     Err(SessionError::Lost { welcomed, reason }) => {
                         if welcomed {
                             delays = backoff(&shared.config);
+                            failed = 0;
                         }
-                        tracing::warn!(coordinator = %shared.config.coordinator, "connection lost: {reason}");
+                        tracing::warn!(coordinator = %shared.coordinator(), "connection lost: {reason}");
+                        failed += 1;
                     }
                 }
                 if shared.stopping() {
                     return;
                 }
                 forget_expired(&shared);
-                let delay = delays.next().unwrap_or(shared.config.backoff_max);
-                tracing::info!("reconnecting in {delay:?}");
+                let another = shared.next_coordinator();
+                let delay = if another && failed < shared.config.coordinators.len() {
+                    // A dead coordinator's peers are likely alive: move on at once (a
+                    // little later than at once, so a fleet of probes does not arrive in
+                    // the same millisecond).
+                    FAILOVER_DELAY
+                } else {
+                    if another {
+                        failed = 0;
+                    }
+                    delays.next().unwrap_or(shared.config.backoff_max)
+                };
+                tracing::info!(coordinator = %shared.coordinator(), "reconnecting in {delay:?}");
                 tokio::time::sleep(delay).await;
             }
         })
@@ -239,6 +280,9 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// Pause before trying the next coordinator after one failed.
+const FAILOVER_DELAY: Duration = Duration::from_millis(200);
 
 fn backoff(config: &ProbeConfig) -> backon::ExponentialBackoff {
     backon::ExponentialBuilder::default()

@@ -21,9 +21,19 @@ use postflight_probe::{ProbeConfig, run};
 #[derive(Debug, Parser)]
 #[command(name = "postflight-probe", version, max_term_width = 100)]
 struct Args {
-    /// The coordinator's gRPC address, e.g. http://coordinator:7700.
-    #[arg(long, value_name = "URL", env = "POSTFLIGHT_COORDINATOR")]
-    coordinator: String,
+    /// The coordinator's gRPC address, e.g. http://coordinator:7700. Repeat it (or separate
+    /// URLs with commas) for several coordinators sharing one database: the probe stays with
+    /// one while it answers, moves to the next when it does not, and replays there what was
+    /// not acknowledged. One DNS name with several addresses works too: each connection
+    /// tries them in turn.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "POSTFLIGHT_COORDINATOR",
+        value_delimiter = ',',
+        required = true
+    )]
+    coordinator: Vec<String>,
 
     /// The region this probe validates from (e.g. us-east).
     #[arg(long, value_name = "REGION", env = "POSTFLIGHT_REGION")]
@@ -121,7 +131,16 @@ async fn main() -> anyhow::Result<()> {
         "POSTFLIGHT_ENV_ALLOW",
     ];
     let vars = AllowedEnv::new(args.env_allow.clone(), &own);
-    let mut config = ProbeConfig::new(&args.coordinator, &name, &args.region, Arc::new(vars));
+    let mut config = ProbeConfig::new("", &name, &args.region, Arc::new(vars));
+    config.coordinators = args
+        .coordinator
+        .iter()
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+        .collect();
+    if config.coordinators.is_empty() {
+        anyhow::bail!("--coordinator: no URL given");
+    }
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.token = secret::resolve(
         args.token.as_deref(),
@@ -135,13 +154,15 @@ async fn main() -> anyhow::Result<()> {
         key: args.tls_key.clone(),
     };
     // Wrong TLS files or flags are the operator's to fix: say so now instead of retrying.
-    config.tls.config(
-        &Connector {
-            url: args.coordinator.clone(),
-            ..Connector::default()
-        }
-        .uri(),
-    )?;
+    for url in &config.coordinators {
+        config.tls.config(
+            &Connector {
+                url: url.clone(),
+                ..Connector::default()
+            }
+            .uri(),
+        )?;
+    }
     config.buffer_limit = args.buffer;
     if let Some(addr) = args.http_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -172,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    tracing::info!(probe = %name, region = %args.region, coordinator = %args.coordinator, "probe starting");
+    tracing::info!(probe = %name, region = %args.region, coordinators = ?config.coordinators, "probe starting");
     let shutdown = postflight_ops::shutdown::Shutdown::on_signals()
         .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM and SIGINT: {e}"))?;
     run(config, shutdown.requested()).await

@@ -20,9 +20,9 @@ pub(crate) fn lost(welcomed: bool, reason: impl ToString) -> SessionError {
     }
 }
 
-pub(crate) fn connector(config: &ProbeConfig) -> Connector {
+pub(crate) fn connector(config: &ProbeConfig, url: &str) -> Connector {
     Connector {
-        url: config.coordinator.clone(),
+        url: url.to_owned(),
         tls: config.tls.clone(),
         token: config.token.clone(),
     }
@@ -32,6 +32,10 @@ pub(crate) async fn connect_channel(connector: &Connector) -> Result<Channel, Se
     let endpoint = connector
         .endpoint()
         .map_err(|e| SessionError::Refused(e.to_string()))?
+        // A coordinator that is gone without a word (host down, packets dropped) costs a few
+        // seconds, not the system's TCP timeout, before the next one is tried; a DNS name
+        // with several addresses is tried address after address within it.
+        .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Some(Duration::from_secs(30)))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
@@ -51,7 +55,7 @@ pub(crate) async fn connect_channel(connector: &Connector) -> Result<Channel, Se
 /// One connection: hello, welcome, then results out and assignments in until it breaks.
 pub(crate) async fn session(shared: &Arc<Shared>) -> Result<(), SessionError> {
     let config = &shared.config;
-    let connector = connector(config);
+    let connector = connector(config, shared.coordinator());
     let bearer = connector
         .bearer()
         .map_err(|e| SessionError::Refused(e.to_string()))?;
@@ -109,7 +113,7 @@ pub(crate) async fn session(shared: &Arc<Shared>) -> Result<(), SessionError> {
         }
         state.session
     };
-    tracing::info!(coordinator = %config.coordinator, region = %config.region, "connected");
+    tracing::info!(coordinator = %connector.url, region = %config.region, "connected");
     config.metrics.connections.inc();
     config.metrics.connected.set(1);
     let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(500)));

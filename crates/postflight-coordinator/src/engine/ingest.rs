@@ -86,11 +86,9 @@ impl<S: Store> Coordinator<S> {
                     {
                         Some(plan)
                     }
-                    _ => match state.runs.get(&wire.run_id).and_then(|run| {
-                        run.assignments
-                            .get(&wire.assignment_id)
-                            .map(|a| (a.record.probe == probe, &*run.plan))
-                    }) {
+                    _ => match target_ref(&state, &wire.run_id, &wire.assignment_id)
+                        .map(|(a, plan)| (a.record.probe == probe, &**plan))
+                    {
                         Some((true, plan)) => {
                             checked = Some((&wire.run_id, &wire.assignment_id, plan));
                             Some(plan)
@@ -121,11 +119,8 @@ impl<S: Store> Coordinator<S> {
                     g.run_id == wire.run_id && g.assignment_id == wire.assignment_id
                 });
                 if !same {
-                    let region = state
-                        .runs
-                        .get(&wire.run_id)
-                        .and_then(|run| run.assignments.get(&wire.assignment_id))
-                        .map(|a| a.record.region.clone());
+                    let region = target_ref(&state, &wire.run_id, &wire.assignment_id)
+                        .map(|(a, _)| a.record.region.clone());
                     let Some(region) = region else {
                         tracing::debug!(run_id = %wire.run_id, probe, "result for a run or assignment that is not active: dropped");
                         strays.push(wire.result_id);
@@ -143,35 +138,28 @@ impl<S: Store> Coordinator<S> {
                 let Some(group) = groups.last_mut() else {
                     continue;
                 };
-                let Some(run) = state.runs.get_mut(&group.run_id) else {
+                let Some((a, _, secrets)) = target(&mut state, &group.run_id, &group.assignment_id)
+                else {
+                    group.replays.push(wire.result_id);
                     continue;
                 };
-                let arrival = run
-                    .assignments
-                    .get_mut(&group.assignment_id)
-                    .map(|a| a.arrive(wire.check_index as usize, id_hash(&wire.result_id)));
-                match arrival {
-                    Some(Arrival::New) => {}
-                    Some(Arrival::Surplus) => {
-                        if group.surplus == 0
-                            && run
-                                .assignments
-                                .get(&group.assignment_id)
-                                .is_some_and(|a| a.surplus == 1)
-                        {
+                match a.arrive(wire.check_index as usize, id_hash(&wire.result_id)) {
+                    Arrival::New => {}
+                    Arrival::Surplus => {
+                        if group.surplus == 0 && a.surplus == 1 {
                             tracing::warn!(run_id = %group.run_id, probe, assignment_id = %group.assignment_id, check_index = wire.check_index, "a second result for a check: dropped (counted in postflight_results_surplus_total)");
                         }
                         group.surplus += 1;
                         group.replays.push(wire.result_id);
                         continue;
                     }
-                    Some(Arrival::Replay) | None => {
+                    Arrival::Replay => {
                         group.replays.push(wire.result_id);
                         continue;
                     }
                 }
-                if run.secrets.has_any() {
-                    wire.result.message = run.secrets.scrub(&wire.result.message);
+                if secrets.has_any() {
+                    wire.result.message = secrets.scrub(&wire.result.message);
                 }
                 group.results.push(wire);
             }
@@ -187,6 +175,7 @@ impl<S: Store> Coordinator<S> {
                 received_ms: received,
                 results: g.results.len() as i64,
                 data: crate::storage::results::encode(&g.results),
+                seq: 0,
             })
             .collect();
         if !batches.is_empty() {
@@ -206,11 +195,7 @@ impl<S: Store> Coordinator<S> {
                 // Not stored: forget the ids, so the probe's replay is taken.
                 let mut state = self.state();
                 for g in &groups {
-                    if let Some(a) = state
-                        .runs
-                        .get_mut(&g.run_id)
-                        .and_then(|run| run.assignments.get_mut(&g.assignment_id))
-                    {
+                    if let Some((a, _, _)) = target(&mut state, &g.run_id, &g.assignment_id) {
                         for r in &g.results {
                             a.forget(r.check_index as usize);
                         }
@@ -225,7 +210,15 @@ impl<S: Store> Coordinator<S> {
             let mut state = self.state();
             for g in &groups {
                 let Some(run) = state.runs.get_mut(&g.run_id) else {
-                    plans.push(None);
+                    // Relayed for another coordinator's run: its owner reads them back.
+                    let relayed = state
+                        .relayed
+                        .get_mut(&g.assignment_id)
+                        .filter(|r| r.assignment.record.run_id == g.run_id);
+                    plans.push(relayed.map(|r| {
+                        r.assignment.received += g.results.len() as u32;
+                        r.plan.clone()
+                    }));
                     continue;
                 };
                 plans.push(Some(run.plan.clone()));
@@ -266,6 +259,105 @@ impl<S: Store> Coordinator<S> {
         }
         Ok(ack)
     }
+}
+
+/// The assignment results are for, with its run's plan: of a run this coordinator owns, or
+/// relayed for another coordinator's run.
+pub(super) fn target_ref<'a>(
+    state: &'a State,
+    run_id: &str,
+    assignment_id: &str,
+) -> Option<(&'a LiveAssignment, &'a Arc<Plan>)> {
+    if let Some(run) = state.runs.get(run_id) {
+        return run.assignments.get(assignment_id).map(|a| (a, &run.plan));
+    }
+    state
+        .relayed
+        .get(assignment_id)
+        .filter(|r| r.assignment.record.run_id == run_id)
+        .map(|r| (&r.assignment, &r.plan))
+}
+
+/// [`target_ref`], to change the assignment; also the secrets its results are masked with.
+pub(super) fn target<'a>(
+    state: &'a mut State,
+    run_id: &str,
+    assignment_id: &str,
+) -> Option<(&'a mut LiveAssignment, &'a Arc<Plan>, &'a Secrets)> {
+    if state.runs.contains_key(run_id) {
+        let run = state.runs.get_mut(run_id)?;
+        let ActiveRun {
+            assignments,
+            plan,
+            secrets,
+            ..
+        } = run;
+        return assignments
+            .get_mut(assignment_id)
+            .map(|a| (a, &*plan, &*secrets));
+    }
+    state
+        .relayed
+        .get_mut(assignment_id)
+        .filter(|r| r.assignment.record.run_id == run_id)
+        .map(|r| (&mut r.assignment, &r.plan, &r.secrets))
+}
+
+/// Applies a stored batch to a run in memory (after a restart, or what a relay stored): its
+/// results are held to today's rules, only each check's first result counts; returns the
+/// result events of what was new.
+pub(super) fn take_stored_batch(run: &mut ActiveRun, batch: &BatchRecord) -> Vec<RunEvent> {
+    let mut events = Vec::new();
+    let results = match crate::storage::results::decode(
+        &batch.data,
+        &batch.run_id,
+        &batch.assignment_id,
+    ) {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::warn!(run_id = %batch.run_id, error = %e, "skipping an unreadable stored batch");
+            return events;
+        }
+    };
+    if let Some(a) = run.assignments.get_mut(&batch.assignment_id) {
+        a.seen_seq = a.seen_seq.max(batch.seq);
+    }
+    for taken in results {
+        let taken = match taken {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::warn!(run_id = %batch.run_id, error = %e, "unusable result in the database, skipped");
+                continue;
+            }
+        };
+        // Rows written by an earlier version are held to today's rules.
+        if let Err(problem) = taken.check().and_then(|()| taken.fits(&run.plan)) {
+            tracing::warn!(run_id = %batch.run_id, result_id = %taken.result_id, field = %problem.field, "unusable result in the database, skipped: {}", problem.reason);
+            continue;
+        }
+        // Only each check's first result counts; stores written by older versions may hold
+        // more, and a relay may have stored a replay of what the owner stored itself.
+        let Some(a) = run.assignments.get_mut(&batch.assignment_id) else {
+            continue;
+        };
+        if a.arrive(taken.check_index as usize, id_hash(&taken.result_id)) != Arrival::New {
+            continue;
+        }
+        a.received += 1;
+        run.result_count += 1;
+        let (run_id, assignment_id) = (&batch.run_id, &batch.assignment_id);
+        if let Some(event) = use_result(
+            run,
+            run_id,
+            assignment_id,
+            &batch.region,
+            &batch.probe,
+            &taken,
+        ) {
+            events.push(event);
+        }
+    }
+    events
 }
 
 /// Group commit: the batches of every probe that arrive while a transaction is being

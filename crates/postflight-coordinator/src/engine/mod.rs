@@ -5,6 +5,8 @@
 //! - `ingest`: results in, deduplicated and group-committed;
 //! - `probes`: probe sessions and the probe list;
 //! - `monitor`: monitors, round after round; `rollback`: claiming and running actions;
+//! - `relay`: work across coordinators sharing one database (a run's regions served by
+//!   probes connected to other coordinators, which relay assignments and store results);
 //! - [`state`]: the pure decisions over the in-memory state (who gets which region, when a
 //!   run is complete, which results make the report); [`link`]: the bounded queue to a probe.
 //!
@@ -19,6 +21,7 @@ mod ingest;
 pub mod link;
 mod monitor;
 mod probes;
+mod relay;
 mod rollback;
 mod runs;
 mod stages;
@@ -44,8 +47,8 @@ use crate::error::{CoordinatorError, CoordinatorResult};
 use crate::metrics::{Metrics, RegionLabels, StatusLabels};
 use crate::seal::Sealer;
 use crate::storage::{
-    AssignmentRecord, AssignmentStatus, BatchRecord, ProbeRecord, RunRecord, RunStatus, Store,
-    StoreError,
+    AssignmentRecord, AssignmentStatus, BatchRecord, ProbeRecord, RemoteProbe, RunRecord,
+    RunStatus, Store, StoreError,
 };
 pub use baselines::MAX_BASELINES_PAGE;
 use events::{ResultEvent, RunEvent, RunEventKind};
@@ -55,7 +58,7 @@ pub use link::ToProbe;
 use postflight_ops::host::now_ms;
 pub use probes::{MAX_KNOWN_PROBES, MAX_PROBES_PAGE, ProbeHello};
 pub use runs::{AssignmentFinished, AssignmentRejected, RunOptions};
-use state::{ActiveRun, Arrival, LiveAssignment, LiveProbe, ProbeLink, Session};
+use state::{ActiveRun, Arrival, LiveAssignment, LiveProbe, ProbeLink, Reach, Relayed, Session};
 
 /// Tunables of a coordinator.
 #[derive(Debug, Clone)]
@@ -85,6 +88,9 @@ pub struct Config {
     pub run_lease: Duration,
     /// How long a probe that no longer connects stays in the probe list.
     pub forget_probes_after: Duration,
+    /// How often coordinators sharing a database look for each other's probes, relay the
+    /// assignments given to their own and read back what relays stored for their runs.
+    pub relay_interval: Duration,
 }
 
 /// The coordinator: cheap to clone, shared by the gRPC services and background tasks.
@@ -123,6 +129,10 @@ struct Inner<S> {
 #[derive(Default)]
 struct State {
     probes: HashMap<String, LiveProbe>,
+    /// Probes connected to other live coordinators on the same database, by name.
+    remote: HashMap<String, RemoteProbe>,
+    /// Assignments this coordinator relays for other coordinators' runs, by id.
+    relayed: HashMap<String, Relayed>,
     runs: HashMap<String, ActiveRun>,
     monitors: HashMap<String, monitor::ActiveMonitor>,
     next_session: u64,
@@ -177,12 +187,14 @@ impl<S: Store> Coordinator<S> {
                 cancel: CancellationToken::new(),
             }),
         };
+        coordinator.announce_self().await?;
         coordinator.recover_interrupted(false).await?;
         coordinator.watch_stale_claims();
         coordinator.forget_old_probes().await;
         coordinator.watch_probe_list();
         coordinator.resume().await?;
         coordinator.keep_run_leases();
+        coordinator.keep_relaying();
         Ok(coordinator)
     }
 
@@ -207,6 +219,14 @@ impl<S: Store> Coordinator<S> {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.inner.tasks.spawn(task);
+    }
+
+    /// The probes runs may use: connected here or to another live coordinator.
+    fn reach(state: &State) -> Reach<'_> {
+        Reach {
+            local: &state.probes,
+            remote: &state.remote,
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -275,6 +295,16 @@ impl<S: Store> Coordinator<S> {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         tracing::info!(probes = links.len(), "closing probe streams");
+        // Owners elsewhere stop relaying through this coordinator at once, rather than when
+        // its lease runs out.
+        if let Err(e) = self
+            .inner
+            .store
+            .withdraw_coordinator(&self.inner.config.identity)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot withdraw this coordinator's announcement");
+        }
         for link in &links {
             link.close();
         }

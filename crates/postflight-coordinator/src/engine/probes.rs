@@ -22,6 +22,7 @@ impl Default for Config {
             authenticated_regions_only: false,
             forget_probes_after: Duration::from_secs(7 * 24 * 3600),
             run_lease: Duration::from_secs(10),
+            relay_interval: Duration::from_millis(250),
         }
     }
 }
@@ -80,7 +81,7 @@ impl<S: Store> Coordinator<S> {
                 "the coordinator is stopping; reconnect shortly".to_owned(),
             ));
         }
-        let (session, drop, lost, run_ids) = {
+        let (session, relays, lost, run_ids) = {
             let mut guard = self.state();
             let state = &mut *guard;
             if let Some(live) = state
@@ -121,7 +122,9 @@ impl<S: Store> Coordinator<S> {
             // not want any more: dropped. What we think it runs but it lost: moved.
             let mut keep = std::collections::HashSet::new();
             let mut lost = Vec::new();
-            for run in state.runs.values_mut() {
+            // Own assignments a relay served until now: read back before the probe replays.
+            let mut reclaimed: Vec<(String, String, i64)> = Vec::new();
+            for (run_id, run) in state.runs.iter_mut() {
                 for a in run.assignments.values_mut() {
                     if a.record.probe != hello.name || a.record.status != AssignmentStatus::Active {
                         continue;
@@ -129,6 +132,13 @@ impl<S: Store> Coordinator<S> {
                     if hello.active_assignments.contains(&a.record.assignment_id) {
                         // It continues where it was cut off, replaying what was not acked.
                         keep.insert(a.record.assignment_id.clone());
+                        if a.record.relay.take().is_some() {
+                            reclaimed.push((
+                                run_id.clone(),
+                                a.record.assignment_id.clone(),
+                                a.seen_seq,
+                            ));
+                        }
                     } else {
                         a.record.status = AssignmentStatus::Abandoned;
                         a.record.detail =
@@ -137,15 +147,31 @@ impl<S: Store> Coordinator<S> {
                     }
                 }
             }
-            let drop: Vec<String> = hello
+            // Relayed here before (a reconnect to this coordinator).
+            let mut lost_relayed = Vec::new();
+            for (id, r) in state.relayed.iter_mut() {
+                let a = &mut r.assignment.record;
+                if a.probe != hello.name || a.status != AssignmentStatus::Active {
+                    continue;
+                }
+                if hello.active_assignments.contains(id) {
+                    keep.insert(id.clone());
+                } else {
+                    a.status = AssignmentStatus::Abandoned;
+                    a.detail = Some(format!("probe {} restarted without it", hello.name));
+                    lost_relayed.push(a.clone());
+                }
+            }
+            let unknown: Vec<String> = hello
                 .active_assignments
                 .iter()
                 .filter(|id| !keep.contains(*id))
                 .cloned()
                 .collect();
             let run_ids: Vec<String> = state.runs.keys().cloned().collect();
-            (session, drop, lost, run_ids)
+            (session, (unknown, reclaimed, lost_relayed), lost, run_ids)
         };
+        let (unknown, reclaimed, lost_relayed) = relays;
         // Registered: from here on a failure unregisters it, so that no session that
         // looks connected is left without a stream.
         let welcomed = async {
@@ -159,9 +185,20 @@ impl<S: Store> Coordinator<S> {
                     last_seen_ms: now,
                 })
                 .await?;
+            self.inner
+                .store
+                .connect_probe(&hello.name, Some(&self.inner.config.identity), None)
+                .await?;
             for record in &lost {
                 self.inner.store.update_assignment(record).await?;
             }
+            self.relays_lost(lost_relayed).await?;
+            for (run_id, id, seen) in reclaimed {
+                self.inner.store.take_relay(&id, &hello.name, None).await?;
+                self.read_back_run(&run_id, &[(id, seen)]).await?;
+            }
+            // What it brings of other coordinators' runs is relayed from here on.
+            let drop = self.take_over_relays(&hello.name, unknown).await?;
             tracing::info!(probe = %hello.name, region = %hello.region, session, "probe connected");
             link.send(Ok(ToProbe::Welcome {
                 coordinator_version: self.inner.config.version.clone(),
@@ -204,6 +241,14 @@ impl<S: Store> Coordinator<S> {
         };
         let Some(record) = still_current else { return };
         tracing::warn!(probe = name, session, "probe disconnected");
+        if let Err(e) = self
+            .inner
+            .store
+            .connect_probe(name, None, Some(&self.inner.config.identity))
+            .await
+        {
+            tracing::error!(error = %e, "cannot record that a probe disconnected");
+        }
         if let Err(e) = self.inner.store.upsert_probe(&record).await {
             tracing::error!(error = %e, "cannot record a probe's last sighting");
         }
@@ -240,12 +285,17 @@ impl<S: Store> Coordinator<S> {
         let state = self.state();
         let page = stored
             .into_iter()
-            .map(|mut record| match state.probes.get(&record.name) {
-                Some(live) => {
-                    record.last_seen_ms = record.last_seen_ms.max(live.last_seen_ms);
-                    (record, live.session.is_some())
+            .map(|mut record| {
+                // Connected to another coordinator on the same database counts too: the
+                // probe serves runs submitted here (through that coordinator).
+                let elsewhere = state.remote.contains_key(&record.name);
+                match state.probes.get(&record.name) {
+                    Some(live) => {
+                        record.last_seen_ms = record.last_seen_ms.max(live.last_seen_ms);
+                        (record, live.session.is_some() || elsewhere)
+                    }
+                    None => (record, elsewhere),
                 }
-                None => (record, false),
             })
             .collect();
         Ok((page, next))

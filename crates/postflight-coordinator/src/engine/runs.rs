@@ -3,7 +3,7 @@
 //! resumed after a restart. Reads and watches of runs are here too.
 
 use super::*;
-use crate::engine::ingest::{id_hash, use_result};
+use crate::engine::ingest::take_stored_batch;
 
 /// An assignment decided under the lock, to persist and send outside it.
 pub(super) struct Dispatch {
@@ -256,12 +256,20 @@ impl<S: Store> Coordinator<S> {
             plan.policy.regions.clone()
         } else {
             let only_authenticated = self.inner.config.authenticated_regions_only;
-            self.state()
+            let state = self.state();
+            let here = state
                 .probes
                 .values()
                 .filter(|p| p.session.is_some() && (p.authenticated || !only_authenticated))
-                .map(|p| p.region.clone())
-                .collect()
+                .map(|p| p.region.clone());
+            // Whether another coordinator's probes proved their identity is not known here:
+            // they count only where identities are not bound at all.
+            let elsewhere = state
+                .remote
+                .values()
+                .filter(|_| !only_authenticated)
+                .map(|p| p.region.clone());
+            here.chain(elsewhere).collect()
         };
         regions.sort();
         regions.dedup();
@@ -299,50 +307,9 @@ impl<S: Store> Coordinator<S> {
             timer: CancellationToken::new(),
             wake: Arc::new(tokio::sync::Notify::new()),
         };
-        for batch in batches {
-            let results = match crate::storage::results::decode(
-                &batch.data,
-                &batch.run_id,
-                &batch.assignment_id,
-            ) {
-                Ok(results) => results,
-                Err(e) => {
-                    tracing::warn!(run_id = %batch.run_id, error = %e, "skipping an unreadable stored batch");
-                    continue;
-                }
-            };
-            for taken in results {
-                let taken = match taken {
-                    Ok(taken) => taken,
-                    Err(e) => {
-                        tracing::warn!(run_id = %batch.run_id, error = %e, "unusable result in the database, skipped");
-                        continue;
-                    }
-                };
-                // Rows written by an earlier version are held to today's rules.
-                if let Err(problem) = taken.check().and_then(|()| taken.fits(&run.plan)) {
-                    tracing::warn!(run_id = %batch.run_id, result_id = %taken.result_id, field = %problem.field, "unusable result in the database, skipped: {}", problem.reason);
-                    continue;
-                }
-                // Only each check's first result counts; stores written by older versions
-                // may hold more.
-                let Some(a) = run.assignments.get_mut(&batch.assignment_id) else {
-                    continue;
-                };
-                if a.arrive(taken.check_index as usize, id_hash(&taken.result_id)) != Arrival::New {
-                    continue;
-                }
-                a.received += 1;
-                run.result_count += 1;
-                use_result(
-                    &mut run,
-                    &batch.run_id,
-                    &batch.assignment_id,
-                    &batch.region,
-                    &batch.probe,
-                    &taken,
-                );
-            }
+        for batch in &batches {
+            // Loaded before any watcher: the events are kept in the run's history only.
+            take_stored_batch(&mut run, batch);
         }
         // The run's owner: one task decides its end (complete, timed out), so whoever
         // delivers the last result only records it and signals. It stops when the run ends
@@ -384,7 +351,11 @@ impl<S: Store> Coordinator<S> {
             let Some(run) = state.runs.get_mut(run_id) else {
                 return Ok(());
             };
-            let picks = state::probes_to_assign(run, &state.probes, &busy);
+            let reach = Reach {
+                local: &state.probes,
+                remote: &state.remote,
+            };
+            let picks = state::probes_to_assign(run, reach, &busy);
             let mut dispatches = Vec::new();
             for (region, probe) in picks {
                 let record = AssignmentRecord {
@@ -396,6 +367,7 @@ impl<S: Store> Coordinator<S> {
                     expected_results: None,
                     detail: None,
                     created_ms: now_ms(),
+                    relay: reach.relay_of(&probe).map(str::to_owned),
                 };
                 run.assignments.insert(
                     record.assignment_id.clone(),
@@ -439,7 +411,7 @@ impl<S: Store> Coordinator<S> {
             self.inner.store.update_run(&record).await?;
         }
         for d in dispatches {
-            tracing::info!(run_id, assignment = %d.record.assignment_id, probe = %d.record.probe, region = %d.record.region, "assigned");
+            tracing::info!(run_id, assignment = %d.record.assignment_id, probe = %d.record.probe, region = %d.record.region, relay = %d.record.relay.as_deref().unwrap_or("-"), "assigned");
             if let Some(link) = d.link {
                 link.send(Ok(d.message));
             }
@@ -767,6 +739,9 @@ impl<S: Store> Coordinator<S> {
                         state.monitors.keys().cloned().collect(),
                     )
                 };
+                if let Err(e) = store.announce_coordinator(&this.inner.config.identity, lease).await {
+                    tracing::error!(error = %e, "cannot renew this coordinator's announcement");
+                }
                 match store.renew_run_leases(&this.inner.config.identity, lease).await {
                     Ok(renewed) => {
                         let lost = runs_before.into_iter().filter(|id| !renewed.contains(id));
@@ -924,12 +899,14 @@ impl<S: Store> Coordinator<S> {
             let state = &mut *guard;
             let mut abandoned = Vec::new();
             let mut run_ids = Vec::new();
+            let reach = Reach {
+                local: &state.probes,
+                remote: &state.remote,
+            };
             for (run_id, run) in state.runs.iter_mut() {
                 for a in run.assignments.values_mut() {
-                    let connected = state
-                        .probes
-                        .get(&a.record.probe)
-                        .is_some_and(|p| p.session.is_some());
+                    // Connected here, or to another coordinator that relays its work.
+                    let connected = reach.reachable(&a.record.probe);
                     if a.record.status == AssignmentStatus::Active && !connected {
                         a.record.status = AssignmentStatus::Abandoned;
                         a.record.detail = Some(format!("probe {} disconnected", a.record.probe));
@@ -967,7 +944,7 @@ impl<S: Store> Coordinator<S> {
         state
             .runs
             .get(run_id)
-            .is_some_and(|run| state::is_complete(run, &state.probes))
+            .is_some_and(|run| state::is_complete(run, Self::reach(&state)))
     }
 
     // ----- probes ------------------------------------------------------------------------
@@ -980,17 +957,19 @@ impl<S: Store> Coordinator<S> {
     ) -> CoordinatorResult<()> {
         let record = {
             let mut state = self.state();
-            let Some(a) = state
+            state
                 .runs
                 .get_mut(&msg.run_id)
                 .and_then(|run| run.assignments.get_mut(&msg.assignment_id))
                 .filter(|a| a.record.probe == probe && a.record.status == AssignmentStatus::Active)
-            else {
-                return Ok(());
-            };
-            a.record.status = AssignmentStatus::Finished;
-            a.record.expected_results = Some(i64::from(msg.results));
-            a.record.clone()
+                .map(|a| {
+                    a.record.status = AssignmentStatus::Finished;
+                    a.record.expected_results = Some(i64::from(msg.results));
+                    a.record.clone()
+                })
+        };
+        let Some(record) = record else {
+            return self.relayed_finished(probe, msg).await;
         };
         self.inner.store.update_assignment(&record).await?;
         self.complete_if_done(&msg.run_id);
@@ -1003,6 +982,9 @@ impl<S: Store> Coordinator<S> {
         probe: &str,
         msg: &AssignmentRejected,
     ) -> CoordinatorResult<()> {
+        if !self.state().runs.contains_key(&msg.run_id) {
+            return self.relayed_rejected(probe, msg).await;
+        }
         let record = {
             let mut state = self.state();
             let Some(run) = state.runs.get_mut(&msg.run_id) else {

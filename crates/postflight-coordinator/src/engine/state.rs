@@ -10,7 +10,7 @@ use postflight_plan::report::RegionResult;
 use postflight_plan::secrets::Secrets;
 use tokio::sync::broadcast;
 
-use crate::storage::{AssignmentRecord, AssignmentStatus, RunRecord};
+use crate::storage::{AssignmentRecord, AssignmentStatus, RemoteProbe, RunRecord};
 
 /// Messages to one probe's stream.
 pub use super::link::ProbeLink;
@@ -55,6 +55,9 @@ pub struct LiveAssignment {
     pub stored: Vec<Option<u128>>,
     /// Results dropped because their check already had one.
     pub surplus: u32,
+    /// The last stored batch read back for it: a run's owner reads what a relay stored for
+    /// an assignment after this position.
+    pub seen_seq: i64,
 }
 
 /// What a result arriving for an assignment is.
@@ -76,6 +79,7 @@ impl LiveAssignment {
             received: 0,
             stored: Vec::new(),
             surplus: 0,
+            seen_seq: 0,
         }
     }
 
@@ -166,30 +170,93 @@ impl ActiveRun {
     }
 }
 
-/// Probes that should get a new assignment of `run` now: per required region, one connected
-/// probe (the least busy, then by name) when the region has no live assignment, or with
-/// `probes_per_region: all` every connected probe of the region that has none. Probes that
-/// rejected the run are skipped.
+/// An assignment this coordinator relays to one of its probes for a run another
+/// coordinator owns: it stores the probe's results and settles the assignment, the owner
+/// reads them back.
+#[derive(Debug)]
+pub struct Relayed {
+    /// As stored, with the results received (for replay detection).
+    pub assignment: LiveAssignment,
+    /// The run's plan, which results are held to.
+    pub plan: Arc<Plan>,
+    /// Masks the plan's secrets in stored messages.
+    pub secrets: Secrets,
+}
+
+/// The probes a run may use: those connected to this coordinator, and those connected to
+/// other live coordinators on the same database (reached through them).
+#[derive(Clone, Copy)]
+pub struct Reach<'a> {
+    /// Probes this coordinator knows (connected or not).
+    pub local: &'a HashMap<String, LiveProbe>,
+    /// Probes connected elsewhere, by name.
+    pub remote: &'a HashMap<String, RemoteProbe>,
+}
+
+impl<'a> Reach<'a> {
+    /// Whether `probe` is connected here.
+    pub fn is_local(&self, probe: &str) -> bool {
+        self.local.get(probe).is_some_and(|p| p.session.is_some())
+    }
+
+    /// Whether `probe` is connected here or to another live coordinator.
+    pub fn reachable(&self, probe: &str) -> bool {
+        self.is_local(probe) || self.remote.contains_key(probe)
+    }
+
+    /// The coordinator relaying to `probe`: `None` when it is connected here (or nowhere).
+    pub fn relay_of(&self, probe: &str) -> Option<&'a str> {
+        if self.is_local(probe) {
+            return None;
+        }
+        self.remote.get(probe).map(|p| p.coordinator.as_str())
+    }
+
+    /// Reachable probes of `region`, with whether each is connected here.
+    pub fn in_region(&self, region: &'a str) -> impl Iterator<Item = (&'a String, bool)> + 'a {
+        let local = self.local;
+        let here = local
+            .iter()
+            .filter(move |(_, p)| p.region == region && p.session.is_some())
+            .map(|(name, _)| (name, true));
+        let elsewhere = self
+            .remote
+            .iter()
+            .filter(move |(name, p)| {
+                p.region == region && local.get(*name).is_none_or(|l| l.session.is_none())
+            })
+            .map(|(name, _)| (name, false));
+        here.chain(elsewhere)
+    }
+}
+
+/// Probes that should get a new assignment of `run` now: per required region, one reachable
+/// probe (connected here before relayed ones, then the least busy, then by name) when the
+/// region has no live assignment, or with `probes_per_region: all` every reachable probe of
+/// the region that has none. Probes that rejected the run are skipped.
 pub fn probes_to_assign(
     run: &ActiveRun,
-    probes: &HashMap<String, LiveProbe>,
+    reach: Reach<'_>,
     busy: &HashMap<String, usize>,
 ) -> Vec<(String, String)> {
     let mut picks = Vec::new();
     for region in &run.record.regions {
         let rejected = run.rejected_in(region);
-        let mut candidates: Vec<&String> = probes
-            .iter()
-            .filter(|(name, p)| {
-                p.region == *region && p.session.is_some() && !rejected.contains(name.as_str())
-            })
-            .map(|(name, _)| name)
+        let mut candidates: Vec<(&String, bool)> = reach
+            .in_region(region)
+            .filter(|(name, _)| !rejected.contains(name.as_str()))
             .collect();
-        candidates.sort_by_key(|name| (busy.get(*name).copied().unwrap_or(0), (*name).clone()));
+        candidates.sort_by_key(|(name, local)| {
+            (
+                !*local,
+                busy.get(*name).copied().unwrap_or(0),
+                (*name).clone(),
+            )
+        });
         match run.plan.policy.probes_per_region {
             ProbesPerRegion::One => {
                 if run.live_in(region).next().is_none()
-                    && let Some(name) = candidates.first()
+                    && let Some((name, _)) = candidates.first()
                 {
                     picks.push((region.clone(), (*name).clone()));
                 }
@@ -199,7 +266,7 @@ pub fn probes_to_assign(
                     .live_in(region)
                     .map(|a| a.record.probe.as_str())
                     .collect();
-                for name in candidates {
+                for (name, _) in candidates {
                     if !assigned.contains(name.as_str()) {
                         picks.push((region.clone(), name.clone()));
                     }
@@ -211,9 +278,9 @@ pub fn probes_to_assign(
 }
 
 /// Whether every required region is settled: it delivered all its results, or every probe
-/// that could serve it refused and no other is connected. A region with no probe at all is
+/// that could serve it refused and no other is reachable. A region with no probe at all is
 /// not settled: one may still connect before the deadline.
-pub fn is_complete(run: &ActiveRun, probes: &HashMap<String, LiveProbe>) -> bool {
+pub fn is_complete(run: &ActiveRun, reach: Reach<'_>) -> bool {
     run.record.regions.iter().all(|region| {
         let live: Vec<&LiveAssignment> = run.live_in(region).collect();
         if !live.is_empty() {
@@ -223,9 +290,9 @@ pub fn is_complete(run: &ActiveRun, probes: &HashMap<String, LiveProbe>) -> bool
             };
         }
         let rejected = run.rejected_in(region);
-        let eligible = probes.iter().any(|(name, p)| {
-            p.region == *region && p.session.is_some() && !rejected.contains(name.as_str())
-        });
+        let eligible = reach
+            .in_region(region)
+            .any(|(name, _)| !rejected.contains(name.as_str()));
         !rejected.is_empty() && !eligible
     })
 }

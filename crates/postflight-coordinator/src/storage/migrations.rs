@@ -66,6 +66,11 @@ pub(crate) const SQLITE: Files = &[
         "monitor owners",
         include_str!("../../migrations/sqlite/0010_monitor_owners.sql"),
     ),
+    (
+        11,
+        "relays",
+        include_str!("../../migrations/sqlite/0011_relays.sql"),
+    ),
 ];
 
 /// PostgreSQL.
@@ -119,6 +124,11 @@ pub(crate) const POSTGRES: Files = &[
         10,
         "monitor owners",
         include_str!("../../migrations/postgres/0010_monitor_owners.sql"),
+    ),
+    (
+        11,
+        "relays",
+        include_str!("../../migrations/postgres/0011_relays.sql"),
     ),
 ];
 

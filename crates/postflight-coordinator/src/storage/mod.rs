@@ -20,7 +20,7 @@ mod store;
 pub use postflight_rollback::{ClaimOutcome, RollbackClaim};
 pub use records::{
     Adoptable, AssignmentRecord, AssignmentStatus, BaselineRecord, BatchRecord, FeedbackRecord,
-    MonitorRecord, MonitorStatus, ProbeRecord, RoundRecord, RunRecord, RunStatus,
+    MonitorRecord, MonitorStatus, ProbeRecord, RemoteProbe, RoundRecord, RunRecord, RunStatus,
 };
 pub use sql::SqlStore;
 pub use store::{AnyStore, Store};

@@ -185,6 +185,9 @@ pub struct AssignmentRecord {
     pub detail: Option<String>,
     /// Unix milliseconds.
     pub created_ms: i64,
+    /// The coordinator that relays it to its probe, when the probe is connected to another
+    /// coordinator than the run's owner (`None`: the owner serves the probe itself).
+    pub relay: Option<String>,
 }
 
 /// The results of one probe message, stored as one row: a batch of probe results in
@@ -208,6 +211,20 @@ pub struct BatchRecord {
     pub results: i64,
     /// The results, encoded by [`super::results::encode`].
     pub data: Vec<u8>,
+    /// Its position in the table, set by the database (0 in a batch not stored yet): a run's
+    /// owner reads the batches a relay stored after the last one it read.
+    pub seq: i64,
+}
+
+/// A probe connected to another live coordinator on the same database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteProbe {
+    /// The probe's name.
+    pub name: String,
+    /// Its region.
+    pub region: String,
+    /// The coordinator it is connected to, which relays its assignments.
+    pub coordinator: String,
 }
 
 /// Lifecycle of a monitor.

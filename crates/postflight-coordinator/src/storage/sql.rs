@@ -312,8 +312,8 @@ where
 
     async fn insert_assignment(&self, a: &AssignmentRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO assignments (assignment_id, run_id, region, probe, status, expected_results, detail, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO assignments (assignment_id, run_id, region, probe, status, expected_results, detail, created_ms, relay) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&a.assignment_id)
         .bind(&a.run_id)
@@ -323,6 +323,7 @@ where
         .bind(a.expected_results)
         .bind(&a.detail)
         .bind(a.created_ms)
+        .bind(&a.relay)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -393,6 +394,131 @@ where
             *held = None;
         }
         written
+    }
+
+    async fn announce_coordinator(&self, identity: &str, lease_ms: i64) -> StoreResult<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO coordinators (identity, lease_until_ms) VALUES ($1, {now} + $2) \
+             ON CONFLICT (identity) DO UPDATE SET lease_until_ms = excluded.lease_until_ms",
+            now = DB::NOW_MS
+        )))
+        .bind(identity)
+        .bind(lease_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn connect_probe(
+        &self,
+        name: &str,
+        coordinator: Option<&str>,
+        only_if: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE probes SET coordinator = $2 WHERE name = $1 AND ($3 IS NULL OR coordinator = $3)",
+        )
+        .bind(name)
+        .bind(coordinator)
+        .bind(only_if)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn withdraw_coordinator(&self, identity: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE probes SET coordinator = NULL WHERE coordinator = $1")
+            .bind(identity)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM coordinators WHERE identity = $1")
+            .bind(identity)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn remote_probes(&self, identity: &str) -> StoreResult<Vec<RemoteProbe>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT p.name, p.region, p.coordinator FROM probes p \
+             JOIN coordinators c ON c.identity = p.coordinator \
+             WHERE p.coordinator <> $1 AND c.lease_until_ms > {now} ORDER BY p.name",
+            now = DB::NOW_MS
+        )))
+        .bind(identity)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RemoteProbe {
+                    name: r.text("name")?,
+                    region: r.text("region")?,
+                    coordinator: r.text("coordinator")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn relayed_by(&self, identity: &str) -> StoreResult<Vec<AssignmentRecord>> {
+        let rows = sqlx::query(
+            "SELECT a.* FROM assignments a JOIN runs r ON r.run_id = a.run_id \
+             WHERE a.relay = $1 AND a.status IN ('active', 'finished') \
+             AND r.status IN ('pending', 'running') ORDER BY a.created_ms, a.assignment_id",
+        )
+        .bind(identity)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(assignment_of).collect()
+    }
+
+    async fn take_relay(
+        &self,
+        assignment_id: &str,
+        probe: &str,
+        relay: Option<&str>,
+    ) -> StoreResult<Option<AssignmentRecord>> {
+        let row = sqlx::query(
+            "UPDATE assignments SET relay = $3 \
+             WHERE assignment_id = $1 AND probe = $2 AND status = 'active' RETURNING *",
+        )
+        .bind(assignment_id)
+        .bind(probe)
+        .bind(relay)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(assignment_of).transpose()
+    }
+
+    async fn settle_relayed(&self, a: &AssignmentRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE assignments SET status = $2, expected_results = $3, detail = $4 \
+             WHERE assignment_id = $1 AND status = 'active'",
+        )
+        .bind(&a.assignment_id)
+        .bind(a.status.as_str())
+        .bind(a.expected_results)
+        .bind(&a.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn batches_after(
+        &self,
+        run_id: &str,
+        assignment_id: &str,
+        after_seq: i64,
+    ) -> StoreResult<Vec<BatchRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM result_batches WHERE run_id = $1 AND assignment_id = $2 AND seq > $3 \
+             ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(assignment_id)
+        .bind(after_seq)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(batch_of).collect()
     }
 
     async fn batches(&self, run_id: &str) -> StoreResult<Vec<BatchRecord>> {
@@ -912,6 +1038,7 @@ fn assignment_of(row: &impl RowExt) -> StoreResult<AssignmentRecord> {
         expected_results: row.opt_int("expected_results")?,
         detail: row.opt_text("detail")?,
         created_ms: row.int("created_ms")?,
+        relay: row.opt_text("relay")?,
     })
 }
 
@@ -924,6 +1051,7 @@ fn batch_of(row: &impl RowExt) -> StoreResult<BatchRecord> {
         received_ms: row.int("received_ms")?,
         results: row.int("results")?,
         data: row.blob("data")?,
+        seq: row.int("seq")?,
     })
 }
 

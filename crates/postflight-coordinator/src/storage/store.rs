@@ -101,6 +101,56 @@ pub trait Store: Send + Sync + 'static {
         &self,
         batches: &[BatchRecord],
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Says that coordinator `identity` is alive for `lease_ms` (on the database's clock):
+    /// owners of runs relay work through it to its probes while it is.
+    fn announce_coordinator(
+        &self,
+        identity: &str,
+        lease_ms: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Records that probe `name` is connected to `coordinator` (`None`: to none), when it is
+    /// connected to `only_if` (any `None`: whatever it was connected to).
+    fn connect_probe(
+        &self,
+        name: &str,
+        coordinator: Option<&str>,
+        only_if: Option<&str>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Forgets every probe connection of `coordinator` and its announcement (it starts or
+    /// stops): owners stop relaying through it.
+    fn withdraw_coordinator(&self, identity: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Probes connected to other coordinators than `identity` whose lease holds.
+    fn remote_probes(
+        &self,
+        identity: &str,
+    ) -> impl Future<Output = StoreResult<Vec<RemoteProbe>>> + Send;
+    /// Assignments `identity` relays that are active or finished, of runs not ended.
+    fn relayed_by(
+        &self,
+        identity: &str,
+    ) -> impl Future<Output = StoreResult<Vec<AssignmentRecord>>> + Send;
+    /// Makes `relay` the relay of an active assignment of `probe` (the probe connected to it
+    /// holding the assignment); the assignment, or `None` when it is not active or is another
+    /// probe's.
+    fn take_relay(
+        &self,
+        assignment_id: &str,
+        probe: &str,
+        relay: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Option<AssignmentRecord>>> + Send;
+    /// A relay's update of an assignment's status, expected result count and detail, taken
+    /// only while the assignment is active (the owner may have ended it meanwhile).
+    fn settle_relayed(
+        &self,
+        assignment: &AssignmentRecord,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// An assignment's result batches stored after position `after_seq`, in order.
+    fn batches_after(
+        &self,
+        run_id: &str,
+        assignment_id: &str,
+        after_seq: i64,
+    ) -> impl Future<Output = StoreResult<Vec<BatchRecord>>> + Send;
     /// A run's result batches in arrival order.
     fn batches(&self, run_id: &str) -> impl Future<Output = StoreResult<Vec<BatchRecord>>> + Send;
     /// How many results a run has stored.
@@ -301,6 +351,45 @@ impl Store for AnyStore {
     }
     async fn insert_batches(&self, batches: &[BatchRecord]) -> StoreResult<()> {
         dispatch!(self, s => s.insert_batches(batches))
+    }
+    async fn announce_coordinator(&self, identity: &str, lease_ms: i64) -> StoreResult<()> {
+        dispatch!(self, s => s.announce_coordinator(identity, lease_ms))
+    }
+    async fn connect_probe(
+        &self,
+        name: &str,
+        coordinator: Option<&str>,
+        only_if: Option<&str>,
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.connect_probe(name, coordinator, only_if))
+    }
+    async fn withdraw_coordinator(&self, identity: &str) -> StoreResult<()> {
+        dispatch!(self, s => s.withdraw_coordinator(identity))
+    }
+    async fn remote_probes(&self, identity: &str) -> StoreResult<Vec<RemoteProbe>> {
+        dispatch!(self, s => s.remote_probes(identity))
+    }
+    async fn relayed_by(&self, identity: &str) -> StoreResult<Vec<AssignmentRecord>> {
+        dispatch!(self, s => s.relayed_by(identity))
+    }
+    async fn take_relay(
+        &self,
+        assignment_id: &str,
+        probe: &str,
+        relay: Option<&str>,
+    ) -> StoreResult<Option<AssignmentRecord>> {
+        dispatch!(self, s => s.take_relay(assignment_id, probe, relay))
+    }
+    async fn settle_relayed(&self, assignment: &AssignmentRecord) -> StoreResult<bool> {
+        dispatch!(self, s => s.settle_relayed(assignment))
+    }
+    async fn batches_after(
+        &self,
+        run_id: &str,
+        assignment_id: &str,
+        after_seq: i64,
+    ) -> StoreResult<Vec<BatchRecord>> {
+        dispatch!(self, s => s.batches_after(run_id, assignment_id, after_seq))
     }
     async fn batches(&self, run_id: &str) -> StoreResult<Vec<BatchRecord>> {
         dispatch!(self, s => s.batches(run_id))

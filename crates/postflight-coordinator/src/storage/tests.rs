@@ -45,6 +45,7 @@ fn batch(run_id: &str, results: i64, data: &[u8]) -> BatchRecord {
         received_ms: 1_000,
         results,
         data: data.to_vec(),
+        seq: 0,
     }
 }
 
@@ -207,12 +208,13 @@ async fn suite<S: Store>(store: S) {
         expected_results: None,
         detail: None,
         created_ms: 5,
+        relay: None,
     };
     store.insert_assignment(&a).await.unwrap();
     a.status = AssignmentStatus::Finished;
     a.expected_results = Some(4);
     store.update_assignment(&a).await.unwrap();
-    assert_eq!(store.assignments("r2").await.unwrap(), vec![a]);
+    assert_eq!(store.assignments("r2").await.unwrap(), vec![a.clone()]);
 
     // Result batches, in arrival order, counted.
     store
@@ -221,13 +223,127 @@ async fn suite<S: Store>(store: S) {
         .unwrap();
     store.insert_batches(&[batch("r2", 1, &[7])]).await.unwrap();
     let stored = store.batches("r2").await.unwrap();
+    assert!(
+        stored[0].seq > 0 && stored.windows(2).all(|w| w[0].seq < w[1].seq),
+        "positions follow arrival: {stored:?}"
+    );
+    let unnumbered: Vec<BatchRecord> = stored
+        .iter()
+        .map(|b| BatchRecord {
+            seq: 0,
+            ..b.clone()
+        })
+        .collect();
     assert_eq!(
-        stored,
+        unnumbered,
         vec![
             batch("r2", 64, &[1, 2, 3]),
             batch("r2", 2, &[0, 255]),
             batch("r2", 1, &[7])
         ]
+    );
+    assert_eq!(
+        store
+            .batches_after("r2", "a1", stored[0].seq)
+            .await
+            .unwrap(),
+        stored[1..].to_vec(),
+        "an owner reads what was stored after the last batch it read"
+    );
+    assert!(
+        store
+            .batches_after("r2", "other", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Relays: a coordinator announces itself and the probes connected to it; others see
+    // those probes while its lease holds, and it relays the assignments given to them.
+    store.announce_coordinator("B", 60_000).await.unwrap();
+    store.announce_coordinator("B", 60_000).await.unwrap();
+    store
+        .connect_probe("probe-eu-1", Some("B"), None)
+        .await
+        .unwrap();
+    let seen_from_a = store.remote_probes("A").await.unwrap();
+    assert_eq!(
+        seen_from_a,
+        vec![RemoteProbe {
+            name: "probe-eu-1".into(),
+            region: "eu-west".into(),
+            coordinator: "B".into()
+        }]
+    );
+    assert!(
+        store.remote_probes("B").await.unwrap().is_empty(),
+        "its own probes are not remote"
+    );
+    // A guarded disconnect does not undo another coordinator's newer connection.
+    store
+        .connect_probe("probe-eu-1", None, Some("C"))
+        .await
+        .unwrap();
+    assert_eq!(store.remote_probes("A").await.unwrap().len(), 1);
+    let mut relayed = AssignmentRecord {
+        assignment_id: "a-relayed".into(),
+        status: AssignmentStatus::Active,
+        expected_results: None,
+        relay: Some("B".into()),
+        ..a.clone()
+    };
+    store.insert_assignment(&relayed).await.unwrap();
+    assert_eq!(store.relayed_by("B").await.unwrap(), vec![relayed.clone()]);
+    assert!(store.relayed_by("A").await.unwrap().is_empty());
+    // The probe moves to C: C takes the relay, only of its own active assignment.
+    assert_eq!(
+        store
+            .take_relay("a-relayed", "someone-else", Some("C"))
+            .await
+            .unwrap(),
+        None
+    );
+    let taken = store
+        .take_relay("a-relayed", "probe-eu-1", Some("C"))
+        .await
+        .unwrap();
+    relayed.relay = Some("C".into());
+    assert_eq!(taken.as_ref(), Some(&relayed));
+    assert!(store.relayed_by("B").await.unwrap().is_empty());
+    // The relay settles it once; the owner's word (abandoned) wins over a late relay.
+    relayed.status = AssignmentStatus::Finished;
+    relayed.expected_results = Some(3);
+    assert!(store.settle_relayed(&relayed).await.unwrap());
+    assert!(!store.settle_relayed(&relayed).await.unwrap());
+    assert_eq!(
+        store.relayed_by("C").await.unwrap(),
+        vec![relayed.clone()],
+        "a finished assignment stays relayed while its run runs"
+    );
+    assert_eq!(
+        store
+            .take_relay("a-relayed", "probe-eu-1", Some("B"))
+            .await
+            .unwrap(),
+        None,
+        "only an active assignment moves"
+    );
+    // A coordinator that stops takes its probes' connections with it.
+    store.withdraw_coordinator("B").await.unwrap();
+    assert!(store.remote_probes("A").await.unwrap().is_empty());
+    store.announce_coordinator("B", 60_000).await.unwrap();
+    assert!(
+        store.remote_probes("A").await.unwrap().is_empty(),
+        "back, but its probes must connect again"
+    );
+    store
+        .connect_probe("probe-eu-1", Some("B"), None)
+        .await
+        .unwrap();
+    store.announce_coordinator("B", -1).await.unwrap();
+    assert!(
+        store.remote_probes("A").await.unwrap().is_empty(),
+        "an expired lease hides a coordinator's probes"
     );
     assert_eq!(store.count_results("r2").await.unwrap(), 67);
     assert_eq!(store.count_results("r1").await.unwrap(), 0);

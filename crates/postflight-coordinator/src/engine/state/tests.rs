@@ -60,6 +60,32 @@ fn run(per_region: &str) -> ActiveRun {
     }
 }
 
+/// No coordinator but this one.
+static NO_REMOTE: std::sync::LazyLock<HashMap<String, RemoteProbe>> =
+    std::sync::LazyLock::new(HashMap::new);
+
+fn here(local: &HashMap<String, LiveProbe>) -> Reach<'_> {
+    Reach {
+        local,
+        remote: &NO_REMOTE,
+    }
+}
+
+fn remote(list: &[(&str, &str, &str)]) -> HashMap<String, RemoteProbe> {
+    list.iter()
+        .map(|(name, region, coordinator)| {
+            (
+                name.to_string(),
+                RemoteProbe {
+                    name: name.to_string(),
+                    region: region.to_string(),
+                    coordinator: coordinator.to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
 fn probes(list: &[(&str, &str, bool)]) -> HashMap<String, LiveProbe> {
     list.iter()
         .map(|(name, region, connected)| {
@@ -91,6 +117,7 @@ fn assign(run: &mut ActiveRun, id: &str, region: &str, probe: &str, status: Assi
             expected_results: None,
             detail: None,
             created_ms: 0,
+            relay: None,
         }),
     );
 }
@@ -124,11 +151,11 @@ fn one_probe_per_region_the_least_busy_then_by_name() {
     ]);
     let busy = HashMap::from([("eu-a".to_string(), 2)]);
     assert_eq!(
-        probes_to_assign(&r, &p, &busy),
+        probes_to_assign(&r, here(&p), &busy),
         [("eu".to_string(), "eu-b".to_string())],
         "us-a is not connected"
     );
-    assert_eq!(probes_to_assign(&r, &p, &HashMap::new())[0].1, "eu-a");
+    assert_eq!(probes_to_assign(&r, here(&p), &HashMap::new())[0].1, "eu-a");
 }
 
 #[test]
@@ -141,10 +168,10 @@ fn a_region_with_a_live_assignment_gets_no_other_and_rejecters_are_skipped() {
     ]);
     assign(&mut r, "1", "eu", "eu-a", AssignmentStatus::Active);
     assign(&mut r, "2", "us", "us-a", AssignmentStatus::Rejected);
-    assert!(probes_to_assign(&r, &p, &HashMap::new()).is_empty());
+    assert!(probes_to_assign(&r, here(&p), &HashMap::new()).is_empty());
     r.assignments.get_mut("1").unwrap().record.status = AssignmentStatus::Abandoned;
     assert_eq!(
-        probes_to_assign(&r, &p, &HashMap::new()),
+        probes_to_assign(&r, here(&p), &HashMap::new()),
         [("eu".to_string(), "eu-a".to_string())]
     );
 }
@@ -158,7 +185,7 @@ fn all_probes_of_a_region_with_probes_per_region_all() {
         ("us-a", "us", true),
     ]);
     assign(&mut r, "1", "eu", "eu-a", AssignmentStatus::Active);
-    let picks = probes_to_assign(&r, &p, &HashMap::new());
+    let picks = probes_to_assign(&r, here(&p), &HashMap::new());
     assert_eq!(
         picks,
         [
@@ -169,12 +196,62 @@ fn all_probes_of_a_region_with_probes_per_region_all() {
 }
 
 #[test]
+fn a_region_without_a_probe_here_goes_to_a_probe_of_another_coordinator() {
+    let r = run("1");
+    let local = probes(&[("eu-a", "eu", true), ("us-gone", "us", false)]);
+    let elsewhere = remote(&[
+        ("us-b", "us", "coordinator b"),
+        ("eu-z", "eu", "coordinator c"),
+    ]);
+    let reach = Reach {
+        local: &local,
+        remote: &elsewhere,
+    };
+    // eu-z is less busy than eu-a, but eu-a is connected here: no relay needed.
+    let busy = HashMap::from([("eu-a".to_string(), 5)]);
+    assert_eq!(
+        probes_to_assign(&r, reach, &busy),
+        [
+            ("eu".to_string(), "eu-a".to_string()),
+            ("us".to_string(), "us-b".to_string())
+        ]
+    );
+    assert_eq!(reach.relay_of("us-b"), Some("coordinator b"));
+    assert_eq!(reach.relay_of("eu-a"), None);
+    assert!(!reach.reachable("us-gone"));
+    // A probe connected here and listed elsewhere (it just moved) is served here, once.
+    let moved = remote(&[("eu-a", "eu", "coordinator c")]);
+    let reach = Reach {
+        local: &local,
+        remote: &moved,
+    };
+    assert_eq!(reach.relay_of("eu-a"), None);
+    assert_eq!(reach.in_region("eu").count(), 1);
+}
+
+#[test]
+fn a_rejected_region_is_not_settled_while_another_coordinator_has_a_probe_for_it() {
+    let mut r = run("1");
+    assign(&mut r, "2", "us", "us-a", AssignmentStatus::Finished);
+    r.assignments.get_mut("2").unwrap().record.expected_results = Some(0);
+    assign(&mut r, "1", "eu", "eu-a", AssignmentStatus::Rejected);
+    let local = probes(&[("us-a", "us", true), ("eu-a", "eu", true)]);
+    let elsewhere = remote(&[("eu-b", "eu", "coordinator b")]);
+    let reach = Reach {
+        local: &local,
+        remote: &elsewhere,
+    };
+    assert!(!is_complete(&r, reach), "eu-b may still serve eu");
+    assert!(is_complete(&r, here(&local)));
+}
+
+#[test]
 fn completion_needs_every_result_of_every_region() {
     let mut r = run("1");
     let p = probes(&[("eu-a", "eu", true), ("us-a", "us", true)]);
     assign(&mut r, "1", "eu", "eu-a", AssignmentStatus::Active);
     assign(&mut r, "2", "us", "us-a", AssignmentStatus::Active);
-    assert!(!is_complete(&r, &p));
+    assert!(!is_complete(&r, here(&p)));
     for id in ["1", "2"] {
         let a = r.assignments.get_mut(id).unwrap();
         a.record.status = AssignmentStatus::Finished;
@@ -182,11 +259,11 @@ fn completion_needs_every_result_of_every_region() {
         a.received = 1;
     }
     assert!(
-        !is_complete(&r, &p),
+        !is_complete(&r, here(&p)),
         "finished, but one result is still on its way"
     );
     r.assignments.values_mut().for_each(|a| a.received = 2);
-    assert!(is_complete(&r, &p));
+    assert!(is_complete(&r, here(&p)));
 }
 
 #[test]
@@ -195,22 +272,22 @@ fn a_region_with_no_probe_waits_but_one_that_only_refuses_is_settled() {
     assign(&mut r, "2", "us", "us-a", AssignmentStatus::Finished);
     r.assignments.get_mut("2").unwrap().record.expected_results = Some(0);
     assert!(
-        !is_complete(&r, &probes(&[("us-a", "us", true)])),
+        !is_complete(&r, here(&probes(&[("us-a", "us", true)]))),
         "no eu probe yet"
     );
     assign(&mut r, "1", "eu", "eu-a", AssignmentStatus::Rejected);
     assert!(is_complete(
         &r,
-        &probes(&[("us-a", "us", true), ("eu-a", "eu", true)])
+        here(&probes(&[("us-a", "us", true), ("eu-a", "eu", true)]))
     ));
     assert!(
         !is_complete(
             &r,
-            &probes(&[
+            here(&probes(&[
                 ("us-a", "us", true),
                 ("eu-a", "eu", true),
                 ("eu-b", "eu", true)
-            ])
+            ]))
         ),
         "eu-b may still serve eu"
     );
@@ -269,6 +346,7 @@ fn one_result_per_check_is_stored_replays_and_surplus_are_not() {
         expected_results: None,
         detail: None,
         created_ms: 0,
+        relay: None,
     });
     assert_eq!(a.arrive(0, 1), Arrival::New);
     assert_eq!(
