@@ -16,8 +16,9 @@ pub async fn channel(url: &str) -> anyhow::Result<Channel> {
 }
 
 /// The plan the simulated probes execute: `checks` checks alternating between an HTTP check
-/// (one request) and a 30-sample latency check, as a monitor's plan would mix them.
-pub fn plan_yaml(name: &str, checks: usize, regions: &[String]) -> String {
+/// (one request) and a 30-sample latency check, as a monitor's plan would mix them; with
+/// `every_probe`, every probe of each region executes it.
+pub fn plan_yaml(name: &str, checks: usize, regions: &[String], every_probe: bool) -> String {
     let mut yaml = format!("name: {name}\nchecks:\n");
     for k in 0..checks {
         if k.is_multiple_of(2) {
@@ -31,8 +32,13 @@ pub fn plan_yaml(name: &str, checks: usize, regions: &[String]) -> String {
         }
     }
     yaml.push_str(&format!(
-        "policy: {{regions: [{}], quorum: any}}\n",
-        regions.join(", ")
+        "policy: {{regions: [{}], quorum: any{}}}\n",
+        regions.join(", "),
+        if every_probe {
+            ", probes_per_region: all"
+        } else {
+            ""
+        }
     ));
     yaml
 }

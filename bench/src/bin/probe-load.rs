@@ -50,6 +50,14 @@ struct Args {
     /// Only connect and heartbeat.
     #[arg(long)]
     idle: bool,
+    /// Regions the simulated probes are spread over (stream i is in region i mod N); with
+    /// fewer regions than streams, the plan asks every probe of a region
+    /// (`probes_per_region: all`) [default: one region per stream].
+    #[arg(long)]
+    regions: Option<usize>,
+    /// Print the plan the simulated probes answer (for a monitor started elsewhere) and exit.
+    #[arg(long)]
+    print_plan: bool,
 }
 
 /// Runs submitted ahead of the slowest probe.
@@ -67,6 +75,13 @@ struct Shared {
     total: Option<u64>,
     /// Per stream: assignments finished.
     finished: Vec<AtomicU64>,
+    /// Region count (stream i is in region `bench-{i % regions}`).
+    regions: usize,
+    /// Streams that have sent everything and had it all acknowledged.
+    done: AtomicU64,
+    /// Nanoseconds since `epoch` of the last acknowledgement or finish any stream saw.
+    last_word_ns: AtomicU64,
+    epoch: Instant,
     connected: Barrier,
     started: Barrier,
 }
@@ -75,6 +90,22 @@ struct Shared {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.checks > 0, "--checks must be at least 1");
+    let regions = args
+        .regions
+        .unwrap_or(args.streams)
+        .clamp(1, args.streams.max(1));
+    let plan = plan_yaml(
+        "bench-ingest",
+        args.checks as usize,
+        &(0..regions)
+            .map(|i| format!("bench-{i}"))
+            .collect::<Vec<_>>(),
+        regions < args.streams,
+    );
+    if args.print_plan {
+        print!("{plan}");
+        return Ok(());
+    }
     // Whole assignments only, so that every run completes.
     let checks = u64::from(args.checks);
     let per_stream_total = args
@@ -89,6 +120,10 @@ async fn main() -> anyhow::Result<()> {
         seconds: args.seconds,
         total: per_stream_total,
         finished: (0..args.streams).map(|_| AtomicU64::new(0)).collect(),
+        regions,
+        done: AtomicU64::new(0),
+        last_word_ns: AtomicU64::new(0),
+        epoch: Instant::now(),
         connected: Barrier::new(args.streams + 1),
         started: Barrier::new(args.streams + 1),
     });
@@ -113,13 +148,6 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(0);
         submitted < slowest + RUNS_AHEAD && runs_needed.is_none_or(|n| submitted < n)
     };
-    let plan = plan_yaml(
-        "bench-ingest",
-        args.checks as usize,
-        &(0..args.streams)
-            .map(|i| format!("bench-{i}"))
-            .collect::<Vec<_>>(),
-    );
     if args.submit && !args.idle {
         let mut client = ValidationServiceClient::new(channel(&args.coordinator).await?)
             .max_encoding_message_size(16 << 20);
@@ -133,6 +161,34 @@ async fn main() -> anyhow::Result<()> {
     let clock = Instant::now();
     let mut pending: Vec<_> = tasks.into_iter().map(Some).collect();
     let mut total_acked = 0;
+    // With --total of runs submitted at once, the moment the last run's report is stored: once every stream said its
+    // last word, its status is polled closely (an active run reads from memory; it shows
+    // `completed` only once its report is in the database).
+    let finalized = match (&last_run, args.total, &validation) {
+        // Every run submitted already (one run's worth of results, say): its last one.
+        (Some(run_id), Some(_), Some(client)) if runs_needed == Some(submitted) => {
+            let (run_id, mut client, shared) = (run_id.clone(), client.clone(), shared.clone());
+            let streams = args.streams as u64;
+            Some(tokio::spawn(async move {
+                while shared.done.load(Ordering::SeqCst) < streams {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                loop {
+                    let run = client
+                        .get_run(v1::GetRunRequest {
+                            run_id: run_id.clone(),
+                        })
+                        .await?
+                        .into_inner();
+                    if run.status == "completed" {
+                        return anyhow::Ok(shared.epoch.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }))
+        }
+        _ => None,
+    };
     while pending.iter().any(Option::is_some) {
         // Keep runs coming while the probes work through them.
         if let Some(client) = &mut validation {
@@ -205,6 +261,11 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             run_times.push(t.elapsed().as_secs_f64() * 1e3);
         }
+        if let Some(finalized) = finalized {
+            let stored = finalized.await??;
+            let last_word = Duration::from_nanos(shared.last_word_ns.load(Ordering::SeqCst));
+            out["finalize_ms"] = (stored.saturating_sub(last_word).as_secs_f64() * 1e3).into();
+        }
         out["run_id"] = run_id.into();
         out["report_ms"] = median(&mut times).into();
         out["get_run_ms"] = median(&mut run_times).into();
@@ -242,7 +303,7 @@ async fn stream(i: usize, url: &str, shared: &Shared) -> anyhow::Result<u64> {
     tx.send(v1::ProbeMessage {
         kind: Some(probe_message::Kind::Hello(v1::Hello {
             name: format!("bench-probe-{i}"),
-            region: format!("bench-{i}"),
+            region: format!("bench-{}", i % shared.regions),
             version: "bench".into(),
             ..Default::default()
         })),
@@ -308,6 +369,7 @@ async fn stream(i: usize, url: &str, shared: &Shared) -> anyhow::Result<u64> {
                 .await?;
                 current = None;
                 shared.finished[i].fetch_add(1, Ordering::Relaxed);
+                note_word(shared);
             }
         }
         if in_flight == 0 && !working {
@@ -328,6 +390,7 @@ async fn stream(i: usize, url: &str, shared: &Shared) -> anyhow::Result<u64> {
             }) => {
                 in_flight -= 1;
                 mine += ack.result_ids.len() as u64;
+                note_word(shared);
             }
             Some(v1::CoordinatorMessage {
                 kind: Some(coordinator_message::Kind::Assignment(a)),
@@ -336,7 +399,14 @@ async fn stream(i: usize, url: &str, shared: &Shared) -> anyhow::Result<u64> {
             None => anyhow::bail!("stream {i} closed"),
         }
     }
+    shared.done.fetch_add(1, Ordering::SeqCst);
     // Let the last messages leave before the stream closes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(mine)
+}
+
+/// Records that a stream just heard an acknowledgement or sent a finish.
+fn note_word(shared: &Shared) {
+    let at = shared.epoch.elapsed().as_nanos() as u64;
+    shared.last_word_ns.fetch_max(at, Ordering::SeqCst);
 }

@@ -11,3 +11,5 @@ ALTER TABLE probes ADD COLUMN coordinator TEXT;
 -- the probe itself.
 ALTER TABLE assignments ADD COLUMN relay TEXT;
 CREATE INDEX assignments_relay_idx ON assignments (relay) WHERE relay IS NOT NULL;
+-- Active assignments by probe: a coordinator looks for those of its probes relayed elsewhere.
+CREATE INDEX assignments_active_probe_idx ON assignments (probe) WHERE status = 'active';

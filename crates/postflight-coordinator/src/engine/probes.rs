@@ -169,6 +169,14 @@ impl<S: Store> Coordinator<S> {
                 .cloned()
                 .collect();
             let run_ids: Vec<String> = state.runs.keys().cloned().collect();
+            // The welcome goes first, before the lock is released: from then on any task may
+            // send this probe work, and a probe takes nothing before its welcome. What it
+            // holds and should drop is cancelled once known (below).
+            link.send(Ok(ToProbe::Welcome {
+                coordinator_version: self.inner.config.version.clone(),
+                heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u32,
+                drop_assignments: Vec::new(),
+            }));
             (session, (unknown, reclaimed, lost_relayed), lost, run_ids)
         };
         let (unknown, reclaimed, lost_relayed) = relays;
@@ -198,13 +206,13 @@ impl<S: Store> Coordinator<S> {
                 self.read_back_run(&run_id, &[(id, seen)]).await?;
             }
             // What it brings of other coordinators' runs is relayed from here on.
-            let drop = self.take_over_relays(&hello.name, unknown).await?;
+            for assignment_id in self.take_over_relays(&hello.name, unknown).await? {
+                link.send(Ok(ToProbe::Cancel {
+                    assignment_id,
+                    reason: "no coordinator wants it any more".to_owned(),
+                }));
+            }
             tracing::info!(probe = %hello.name, region = %hello.region, session, "probe connected");
-            link.send(Ok(ToProbe::Welcome {
-                coordinator_version: self.inner.config.version.clone(),
-                heartbeat_interval_ms: self.inner.config.heartbeat_interval.as_millis() as u32,
-                drop_assignments: drop,
-            }));
             // Work may be waiting for this region.
             for run_id in run_ids {
                 self.dispatch_pending(&run_id).await?;

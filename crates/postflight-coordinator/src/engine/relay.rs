@@ -159,6 +159,29 @@ impl<S: Store> Coordinator<S> {
         for record in fresh {
             self.start_relay(record, true).await?;
         }
+        // Work for probes connected here that another coordinator was to relay (the probe
+        // moved here, perhaps before that one delivered it): taken over and sent; a probe
+        // ignores an assignment it holds already.
+        for stray in self.inner.store.strays_for(me).await? {
+            let skip = {
+                let state = self.state();
+                state.runs.contains_key(&stray.run_id)
+                    || state.relayed.contains_key(&stray.assignment_id)
+                    || !Self::reach(&state).is_local(&stray.probe)
+            };
+            if skip {
+                continue;
+            }
+            if let Some(record) = self
+                .inner
+                .store
+                .take_relay(&stray.assignment_id, &stray.probe, Some(me))
+                .await?
+            {
+                tracing::info!(probe = %record.probe, assignment = %record.assignment_id, was = stray.relay.as_deref().unwrap_or("its owner"), "an assignment for a probe connected here was to be relayed elsewhere: relaying it");
+                self.start_relay(record, true).await?;
+            }
+        }
         Ok(())
     }
 

@@ -471,6 +471,21 @@ where
         rows.iter().map(assignment_of).collect()
     }
 
+    async fn strays_for(&self, identity: &str) -> StoreResult<Vec<AssignmentRecord>> {
+        let rows = sqlx::query(
+            "SELECT a.* FROM assignments a JOIN probes p ON p.name = a.probe \
+             JOIN runs r ON r.run_id = a.run_id \
+             WHERE a.status = 'active' AND p.coordinator = $1 \
+             AND (a.relay IS NULL OR a.relay <> $1) \
+             AND r.status IN ('pending', 'running') AND (r.owner IS NULL OR r.owner <> $1) \
+             ORDER BY a.created_ms, a.assignment_id",
+        )
+        .bind(identity)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(assignment_of).collect()
+    }
+
     async fn take_relay(
         &self,
         assignment_id: &str,

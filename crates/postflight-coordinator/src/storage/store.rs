@@ -129,6 +129,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         identity: &str,
     ) -> impl Future<Output = StoreResult<Vec<AssignmentRecord>>> + Send;
+    /// Active assignments of runs `identity` does not own whose probe is connected to
+    /// `identity` but that another coordinator relays (or their owner serves): the probe moved
+    /// here, or the assignment was given to the coordinator it left.
+    fn strays_for(
+        &self,
+        identity: &str,
+    ) -> impl Future<Output = StoreResult<Vec<AssignmentRecord>>> + Send;
     /// Makes `relay` the relay of an active assignment of `probe` (the probe connected to it
     /// holding the assignment); the assignment, or `None` when it is not active or is another
     /// probe's.
@@ -371,6 +378,9 @@ impl Store for AnyStore {
     }
     async fn relayed_by(&self, identity: &str) -> StoreResult<Vec<AssignmentRecord>> {
         dispatch!(self, s => s.relayed_by(identity))
+    }
+    async fn strays_for(&self, identity: &str) -> StoreResult<Vec<AssignmentRecord>> {
+        dispatch!(self, s => s.strays_for(identity))
     }
     async fn take_relay(
         &self,

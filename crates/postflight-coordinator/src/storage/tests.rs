@@ -328,6 +328,31 @@ async fn suite<S: Store>(store: S) {
         None,
         "only an active assignment moves"
     );
+    // A probe connected to C with an active assignment relayed by B (it moved): C finds it.
+    let mut stray = AssignmentRecord {
+        assignment_id: "a-stray".into(),
+        status: AssignmentStatus::Active,
+        expected_results: None,
+        detail: None,
+        relay: Some("B".into()),
+        ..a.clone()
+    };
+    store.insert_assignment(&stray).await.unwrap();
+    store
+        .connect_probe("probe-eu-1", Some("C"), None)
+        .await
+        .unwrap();
+    assert_eq!(store.strays_for("C").await.unwrap(), vec![stray.clone()]);
+    assert!(store.strays_for("B").await.unwrap().is_empty());
+    stray.relay = Some("C".into());
+    assert_eq!(
+        store
+            .take_relay("a-stray", "probe-eu-1", Some("C"))
+            .await
+            .unwrap(),
+        Some(stray.clone())
+    );
+    assert!(store.strays_for("C").await.unwrap().is_empty());
     // A coordinator that stops takes its probes' connections with it.
     store.withdraw_coordinator("B").await.unwrap();
     assert!(store.remote_probes("A").await.unwrap().is_empty());
