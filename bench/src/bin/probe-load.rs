@@ -150,7 +150,8 @@ async fn main() -> anyhow::Result<()> {
     };
     if args.submit && !args.idle {
         let mut client = ValidationServiceClient::new(channel(&args.coordinator).await?)
-            .max_encoding_message_size(16 << 20);
+            .max_encoding_message_size(16 << 20)
+            .max_decoding_message_size(64 << 20);
         while submit_more(submitted) {
             last_run = Some(submit(&mut client, &plan).await?);
             submitted += 1;
@@ -297,33 +298,42 @@ async fn submit(
 
 /// One simulated probe; the results acknowledged to it.
 async fn stream(i: usize, url: &str, shared: &Shared) -> anyhow::Result<u64> {
-    let mut client =
-        ProbeServiceClient::new(channel(url).await?).max_decoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel::<v1::ProbeMessage>(shared.window + 4);
-    tx.send(v1::ProbeMessage {
-        kind: Some(probe_message::Kind::Hello(v1::Hello {
-            name: format!("bench-probe-{i}"),
-            region: format!("bench-{}", i % shared.regions),
-            version: "bench".into(),
-            ..Default::default()
-        })),
-    })
-    .await?;
-    let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
-    // Welcome first.
-    inbound.message().await?;
+    // Thousands of connections at once overflow the listen backlog: a connection that is
+    // not welcomed within a few seconds is tried again, as a real probe reconnects.
+    let mut attempt = 0u64;
+    let (tx, mut inbound) = loop {
+        let tried = tokio::time::timeout(Duration::from_secs(5), handshake(i, url, shared)).await;
+        match tried {
+            Ok(Ok(open)) => break open,
+            Ok(Err(e)) if attempt >= 20 => return Err(e),
+            Err(_) if attempt >= 20 => anyhow::bail!("stream {i}: no welcome after 20 attempts"),
+            _ => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+        }
+    };
+    // Heartbeats from the welcome on, as a real probe sends them: connecting thousands of
+    // streams takes longer than the coordinator lets a silent probe stay.
+    let beating = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let beat = v1::ProbeMessage {
+                    kind: Some(probe_message::Kind::Heartbeat(v1::Heartbeat::default())),
+                };
+                if tx.send(beat).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let _stop_beating = AbortOnDrop(beating);
     shared.connected.wait().await;
     shared.started.wait().await;
     if shared.idle {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(shared.seconds);
-        while tokio::time::Instant::now() < deadline {
-            tx.send(v1::ProbeMessage {
-                kind: Some(probe_message::Kind::Heartbeat(v1::Heartbeat::default())),
-            })
-            .await?;
-            tokio::time::sleep(Duration::from_secs(5).min(Duration::from_secs_f64(shared.seconds)))
-                .await;
-        }
+        tokio::time::sleep(Duration::from_secs_f64(shared.seconds)).await;
         return Ok(0);
     }
     let deadline = Instant::now() + Duration::from_secs_f64(shared.seconds);
@@ -403,6 +413,43 @@ async fn stream(i: usize, url: &str, shared: &Shared) -> anyhow::Result<u64> {
     // Let the last messages leave before the stream closes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(mine)
+}
+
+/// Connects simulated probe `i`, says hello and waits for the welcome: the stream's sender
+/// and what the coordinator sends.
+async fn handshake(
+    i: usize,
+    url: &str,
+    shared: &Shared,
+) -> anyhow::Result<(
+    mpsc::Sender<v1::ProbeMessage>,
+    tonic::Streaming<v1::CoordinatorMessage>,
+)> {
+    let mut client =
+        ProbeServiceClient::new(channel(url).await?).max_decoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::channel::<v1::ProbeMessage>(shared.window + 4);
+    tx.send(v1::ProbeMessage {
+        kind: Some(probe_message::Kind::Hello(v1::Hello {
+            name: format!("bench-probe-{i}"),
+            region: format!("bench-{}", i % shared.regions),
+            version: "bench".into(),
+            ..Default::default()
+        })),
+    })
+    .await?;
+    let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
+    // Welcome first.
+    inbound.message().await?;
+    Ok((tx, inbound))
+}
+
+/// Aborts a task when dropped (a stream's heartbeats end with the stream).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Records that a stream just heard an acknowledgement or sent a finish.

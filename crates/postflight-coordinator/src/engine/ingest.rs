@@ -204,29 +204,44 @@ impl<S: Store> Coordinator<S> {
                 return Err(StoreError::Grouped(e).into());
             }
         }
+        // Metrics read the results before they move into the run.
+        let plans: Vec<Option<Arc<Plan>>> = {
+            let state = self.state();
+            groups
+                .iter()
+                .map(|g| target_ref(&state, &g.run_id, &g.assignment_id).map(|(_, p)| p.clone()))
+                .collect()
+        };
+        for (g, plan) in groups.iter().zip(&plans) {
+            self.inner.metrics.results_surplus.inc_by(g.surplus);
+            if let Some(plan) = plan {
+                count_results(&self.inner.metrics, plan, &g.region, &g.results);
+            }
+        }
+        let mut ack = strays;
         let mut touched: Vec<String> = Vec::new();
-        let mut plans: Vec<Option<Arc<Plan>>> = Vec::with_capacity(groups.len());
         {
             let mut state = self.state();
-            for g in &groups {
+            for g in &mut groups {
+                ack.append(&mut g.replays);
+                ack.extend(g.results.iter().map(|r| r.result_id.clone()));
+                let n = g.results.len() as u32;
                 let Some(run) = state.runs.get_mut(&g.run_id) else {
                     // Relayed for another coordinator's run: its owner reads them back.
-                    let relayed = state
+                    if let Some(r) = state
                         .relayed
                         .get_mut(&g.assignment_id)
-                        .filter(|r| r.assignment.record.run_id == g.run_id);
-                    plans.push(relayed.map(|r| {
-                        r.assignment.received += g.results.len() as u32;
-                        r.plan.clone()
-                    }));
+                        .filter(|r| r.assignment.record.run_id == g.run_id)
+                    {
+                        r.assignment.received += n;
+                    }
                     continue;
                 };
-                plans.push(Some(run.plan.clone()));
                 if let Some(a) = run.assignments.get_mut(&g.assignment_id) {
-                    a.received += g.results.len() as u32;
+                    a.received += n;
                 }
-                run.result_count += g.results.len() as u32;
-                for wire in &g.results {
+                run.result_count += n;
+                for wire in g.results.drain(..) {
                     if let Some(event) =
                         use_result(run, &g.run_id, &g.assignment_id, &g.region, probe, wire)
                     {
@@ -243,19 +258,8 @@ impl<S: Store> Coordinator<S> {
                 }
             }
         }
-        for (g, plan) in groups.iter().zip(&plans) {
-            self.inner.metrics.results_surplus.inc_by(g.surplus);
-            if let Some(plan) = plan {
-                count_results(&self.inner.metrics, plan, &g.region, &g.results);
-            }
-        }
         for run_id in touched {
             self.complete_if_done(&run_id);
-        }
-        let mut ack = strays;
-        for g in groups {
-            ack.extend(g.replays);
-            ack.extend(g.results.into_iter().map(|r| r.result_id));
         }
         Ok(ack)
     }
@@ -352,7 +356,7 @@ pub(super) fn take_stored_batch(run: &mut ActiveRun, batch: &BatchRecord) -> Vec
             assignment_id,
             &batch.region,
             &batch.probe,
-            &taken,
+            taken,
         ) {
             events.push(event);
         }
@@ -396,14 +400,15 @@ pub(super) fn id_hash(id: &str) -> u128 {
     (u128::from(first.finish()) << 64) | u128::from(second.finish())
 }
 
-/// Keeps an assignment's first result for a check for the report, and makes its event.
+/// Keeps an assignment's first result for a check for the report (moved in: a result holds
+/// a sketch, and copies of 100,000 of them dominated a large run), and makes its event.
 pub(super) fn use_result(
     run: &mut ActiveRun,
     run_id: &str,
     assignment_id: &str,
     region: &str,
     probe: &str,
-    taken: &ProbeResult,
+    taken: ProbeResult,
 ) -> Option<RunEvent> {
     let index = taken.check_index as usize;
     let per_region = run.results.get_mut(index)?;
@@ -414,10 +419,6 @@ pub(super) fn use_result(
         return None;
     }
     let result = &taken.result;
-    per_region
-        .entry(region.to_owned())
-        .or_default()
-        .push((assignment_id.to_owned(), result.clone()));
     let event = RunEvent::now(
         run_id,
         RunEventKind::Result(ResultEvent {
@@ -435,6 +436,10 @@ pub(super) fn use_result(
             duration_ms: result.duration.as_secs_f64() * 1e3,
         }),
     );
+    per_region
+        .entry(region.to_owned())
+        .or_default()
+        .push((assignment_id.to_owned(), taken.result));
     run.history.push(event.clone());
     Some(event)
 }

@@ -183,19 +183,16 @@ impl<S: Store> Coordinator<S> {
         // Registered: from here on a failure unregisters it, so that no session that
         // looks connected is left without a stream.
         let welcomed = async {
+            let record = ProbeRecord {
+                name: hello.name.clone(),
+                region: hello.region.clone(),
+                labels: hello.labels.clone(),
+                version: hello.version.clone(),
+                last_seen_ms: now,
+            };
             self.inner
                 .store
-                .upsert_probe(&ProbeRecord {
-                    name: hello.name.clone(),
-                    region: hello.region.clone(),
-                    labels: hello.labels.clone(),
-                    version: hello.version.clone(),
-                    last_seen_ms: now,
-                })
-                .await?;
-            self.inner
-                .store
-                .connect_probe(&hello.name, Some(&self.inner.config.identity), None)
+                .probe_arrived(&record, &self.inner.config.identity)
                 .await?;
             for record in &lost {
                 self.inner.store.update_assignment(record).await?;

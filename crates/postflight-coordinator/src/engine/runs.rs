@@ -551,7 +551,7 @@ impl<S: Store> Coordinator<S> {
         };
         run.timer.cancel();
         let finished = now_ms();
-        let mut results = state::region_results(&run);
+        let mut results = state::take_region_results(&mut run);
         let comparison = match run.record.against.clone() {
             Some(id) => {
                 self.compare_with_baseline(&run.plan, &id, &mut results)

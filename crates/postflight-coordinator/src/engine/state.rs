@@ -299,41 +299,45 @@ pub fn is_complete(run: &ActiveRun, reach: Reach<'_>) -> bool {
 
 /// The report's input: per check, one result per region. With one probe per region the
 /// first result of a live assignment counts (results of abandoned assignments only when no
-/// live one delivered); with `all`, every live probe's result, combined.
-pub fn region_results(run: &ActiveRun) -> Vec<BTreeMap<String, RegionResult>> {
-    let live = |assignment: &str| {
-        run.assignments.get(assignment).is_some_and(|a| {
+/// live one delivered); with `all`, every live probe's result, combined. Takes the results
+/// out of the run (which has ended): a large run's results are moved, not copied.
+pub fn take_region_results(run: &mut ActiveRun) -> Vec<BTreeMap<String, RegionResult>> {
+    let live: BTreeSet<&str> = run
+        .assignments
+        .iter()
+        .filter(|(_, a)| {
             matches!(
                 a.record.status,
                 AssignmentStatus::Active | AssignmentStatus::Finished
             )
         })
-    };
-    run.results
-        .iter()
-        .map(|per_region| {
-            per_region
-                .iter()
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let per_region = run.plan.policy.probes_per_region;
+    std::mem::take(&mut run.results)
+        .into_iter()
+        .map(|regions| {
+            regions
+                .into_iter()
                 .filter_map(|(region, results)| {
-                    let current: Vec<RegionResult> = results
-                        .iter()
-                        .filter(|(a, _)| live(a))
-                        .map(|(_, r)| r.clone())
-                        .collect();
-                    let chosen = match run.plan.policy.probes_per_region {
-                        ProbesPerRegion::One => current
-                            .into_iter()
-                            .next()
-                            .or_else(|| results.first().map(|(_, r)| r.clone())),
-                        ProbesPerRegion::All => {
-                            if current.is_empty() {
-                                results.first().map(|(_, r)| r.clone())
-                            } else {
-                                RegionResult::combine(&current)
+                    let mut first = None;
+                    let mut current = Vec::new();
+                    for (assignment, result) in results {
+                        if live.contains(assignment.as_str()) {
+                            current.push(result);
+                            if per_region == ProbesPerRegion::One {
+                                break;
                             }
+                        } else if first.is_none() {
+                            first = Some(result);
                         }
+                    }
+                    let chosen = match current.len() {
+                        0 => first,
+                        1 => current.pop(),
+                        _ => RegionResult::combine(&current),
                     };
-                    chosen.map(|r| (region.clone(), r))
+                    chosen.map(|r| (region, r))
                 })
                 .collect()
         })

@@ -126,6 +126,25 @@ where
         Ok(())
     }
 
+    async fn probe_arrived(&self, p: &ProbeRecord, coordinator: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO probes (name, region, labels, version, last_seen_ms, coordinator) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (name) DO UPDATE SET region = excluded.region, labels = excluded.labels, \
+             version = excluded.version, last_seen_ms = excluded.last_seen_ms, \
+             coordinator = excluded.coordinator",
+        )
+        .bind(&p.name)
+        .bind(&p.region)
+        .bind(json_of(&p.labels))
+        .bind(&p.version)
+        .bind(p.last_seen_ms)
+        .bind(coordinator)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn list_probes(&self, after: &str, limit: u32) -> StoreResult<Vec<ProbeRecord>> {
         let rows = sqlx::query("SELECT * FROM probes WHERE name > $1 ORDER BY name LIMIT $2")
             .bind(after)

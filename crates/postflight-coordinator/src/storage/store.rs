@@ -12,6 +12,13 @@ use super::{ClaimOutcome, PostgresStore, RollbackClaim, SqliteStore, StoreError,
 pub trait Store: Send + Sync + 'static {
     /// Creates or updates a probe.
     fn upsert_probe(&self, probe: &ProbeRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// [`Store::upsert_probe`] for a probe that just connected to `coordinator`, recorded in
+    /// the same statement (one write per connecting probe, not two).
+    fn probe_arrived(
+        &self,
+        probe: &ProbeRecord,
+        coordinator: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Up to `limit` probes by name, after the name `after` (`""` for the first page).
     fn list_probes(
         &self,
@@ -302,6 +309,9 @@ macro_rules! dispatch {
 impl Store for AnyStore {
     async fn upsert_probe(&self, probe: &ProbeRecord) -> StoreResult<()> {
         dispatch!(self, s => s.upsert_probe(probe))
+    }
+    async fn probe_arrived(&self, probe: &ProbeRecord, coordinator: &str) -> StoreResult<()> {
+        dispatch!(self, s => s.probe_arrived(probe, coordinator))
     }
     async fn list_probes(&self, after: &str, limit: u32) -> StoreResult<Vec<ProbeRecord>> {
         dispatch!(self, s => s.list_probes(after, limit))

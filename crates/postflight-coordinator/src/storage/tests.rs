@@ -262,10 +262,7 @@ async fn suite<S: Store>(store: S) {
     // those probes while its lease holds, and it relays the assignments given to them.
     store.announce_coordinator("B", 60_000).await.unwrap();
     store.announce_coordinator("B", 60_000).await.unwrap();
-    store
-        .connect_probe("probe-eu-1", Some("B"), None)
-        .await
-        .unwrap();
+    store.probe_arrived(&probe, "B").await.unwrap();
     let seen_from_a = store.remote_probes("A").await.unwrap();
     assert_eq!(
         seen_from_a,

@@ -313,7 +313,7 @@ pub struct RunResults<'a> {
 pub fn build_report(run: &RunResults<'_>) -> Report {
     let plan = run.plan;
     let secrets = Secrets::of_plan(plan);
-    let mut reported: Vec<String> = Vec::new();
+    let mut reported: std::collections::BTreeSet<&String> = std::collections::BTreeSet::new();
     let mut all_latency = LatencySketch::new();
     let mut total = RequestCount::default();
     let mut contributions = 0usize;
@@ -360,9 +360,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
         let mut requests = RequestCount::default();
         let mut duration = Duration::ZERO;
         for (region, r) in per_region {
-            if !reported.contains(region) {
-                reported.push(region.clone());
-            }
+            reported.insert(region);
             sketch.merge(&r.sketch);
             requests.add(r.requests);
             duration = duration.max(r.duration);
@@ -374,7 +372,10 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
                 region.clone(),
                 RegionReport {
                     status: r.status,
-                    message: secrets.scrub(&r.message),
+                    // Masked once, for the merge above.
+                    message: region_outcomes
+                        .remove(region)
+                        .map_or_else(|| secrets.scrub(&r.message), |o| o.message),
                     latency_ms: r.latency,
                     tally: r.tally,
                 },
@@ -403,7 +404,7 @@ pub fn build_report(run: &RunResults<'_>) -> Report {
             tally: crate::outcome::Tally::sum(per_region.values().map(|r| r.tally)),
         });
     }
-    reported.sort();
+    let reported: Vec<String> = reported.into_iter().cloned().collect();
     let (counts, overall) = judge(
         checks.iter().map(|c| (c.severity, c.status)),
         plan.policy.max_warnings,

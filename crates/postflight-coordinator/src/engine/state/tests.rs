@@ -309,7 +309,7 @@ fn reports_use_live_assignments_first() {
         "eu".into(),
         vec![("old".into(), result(CheckStatus::Warn, "only old"))],
     );
-    let merged = region_results(&r);
+    let merged = take_region_results(&mut r);
     assert_eq!(merged[0]["eu"].message, "new");
     assert_eq!(
         merged[1]["eu"].message, "only old",
@@ -329,7 +329,7 @@ fn all_mode_combines_every_probe_of_a_region() {
             ("2".into(), result(CheckStatus::Fail, "b down")),
         ],
     );
-    let merged = region_results(&r);
+    let merged = take_region_results(&mut r);
     assert_eq!(merged[0]["eu"].status, CheckStatus::Fail);
     assert_eq!(merged[0]["eu"].message, "b down");
     assert_eq!(merged[0]["eu"].requests.count, 2);
