@@ -404,9 +404,8 @@ impl<S: Store> Coordinator<S> {
             (dispatches, started.then(|| run.record.clone()))
         };
         let (dispatches, started) = dispatches;
-        for d in &dispatches {
-            self.inner.store.insert_assignment(&d.record).await?;
-        }
+        let records: Vec<AssignmentRecord> = dispatches.iter().map(|d| d.record.clone()).collect();
+        self.inner.store.insert_assignments(&records).await?;
         if let Some(record) = started {
             self.inner.store.update_run(&record).await?;
         }

@@ -348,6 +348,34 @@ where
         Ok(())
     }
 
+    async fn insert_assignments(&self, assignments: &[AssignmentRecord]) -> StoreResult<()> {
+        use sqlx::Connection;
+        if assignments.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        for chunk in assignments.chunks(INSERT_CHUNK) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO assignments (assignment_id, run_id, region, probe, status, expected_results, detail, created_ms, relay) ",
+            );
+            insert.push_values(chunk, |mut row, a| {
+                row.push_bind(&a.assignment_id)
+                    .push_bind(&a.run_id)
+                    .push_bind(&a.region)
+                    .push_bind(&a.probe)
+                    .push_bind(a.status.as_str())
+                    .push_bind(a.expected_results)
+                    .push_bind(&a.detail)
+                    .push_bind(a.created_ms)
+                    .push_bind(&a.relay);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn update_assignment(&self, a: &AssignmentRecord) -> StoreResult<()> {
         sqlx::query("UPDATE assignments SET status = $2, expected_results = $3, detail = $4 WHERE assignment_id = $1")
             .bind(&a.assignment_id)

@@ -93,6 +93,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         assignment: &AssignmentRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Stores new assignments in one transaction (a round of a monitor over 1,000 probes
+    /// dispatches 1,000 at once).
+    fn insert_assignments(
+        &self,
+        assignments: &[AssignmentRecord],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Updates an assignment's status, expected result count and detail.
     fn update_assignment(
         &self,
@@ -359,6 +365,9 @@ impl Store for AnyStore {
     }
     async fn insert_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
         dispatch!(self, s => s.insert_assignment(assignment))
+    }
+    async fn insert_assignments(&self, assignments: &[AssignmentRecord]) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_assignments(assignments))
     }
     async fn update_assignment(&self, assignment: &AssignmentRecord) -> StoreResult<()> {
         dispatch!(self, s => s.update_assignment(assignment))

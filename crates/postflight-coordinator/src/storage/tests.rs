@@ -325,6 +325,23 @@ async fn suite<S: Store>(store: S) {
         None,
         "only an active assignment moves"
     );
+    // A round's assignments at once, in one transaction.
+    let round: Vec<AssignmentRecord> = (0..700)
+        .map(|i| AssignmentRecord {
+            assignment_id: format!("a-round-{i:04}"),
+            run_id: "r1".into(),
+            probe: format!("p-{i}"),
+            created_ms: 6,
+            ..a.clone()
+        })
+        .collect();
+    store.insert_assignments(&round).await.unwrap();
+    store.insert_assignments(&[]).await.unwrap();
+    assert_eq!(
+        store.assignments("r1").await.unwrap(),
+        round,
+        "more rows than one insert statement holds"
+    );
     // A probe connected to C with an active assignment relayed by B (it moved): C finds it.
     let mut stray = AssignmentRecord {
         assignment_id: "a-stray".into(),
